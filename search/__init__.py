@@ -1,0 +1,28 @@
+"""Search baselines: RL-NAS, T-NAML and random search as Ray agents, and their comparison.
+
+The papers' baselines (task-aware-performance-prediction.md Sec. 5.3; transfer-neural-automl-tnaml.md
+Sec. 2 and 4). Agents propose architectures (``search.agents``), evaluators train or look them
+up (``search.evaluators``), ``run_search`` drives one resumable run, ``compare`` builds Tables 3-4.
+"""
+
+from search.agents import AGENTS, RLNAS, TNAML, RandomSearch, SearchAgent, create_agent
+from search.compare import Comparison, compare
+from search.controller import Controller, ControllerConfig
+from search.evaluators import EVALUATORS, Evaluation, Evaluator, LookupEvaluator, NotTabulatedError, Trial
+from search.reinforce import Reinforce, ReinforceConfig, RewardNormalizer
+from search.result import SearchResult
+
+
+def __getattr__(name: str):
+    # search.run is imported on first use so that `python -m search.run` does not find it pre-imported.
+    if name in ("SearchPlan", "plan_search", "run_search"):
+        from search import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module 'search' has no attribute {name!r}")
+
+
+__all__ = ["AGENTS", "EVALUATORS", "Comparison", "Controller", "ControllerConfig", "Evaluation", "Evaluator",
+           "LookupEvaluator", "NotTabulatedError", "RLNAS", "RandomSearch", "Reinforce", "ReinforceConfig",
+           "RewardNormalizer", "SearchAgent", "SearchPlan", "SearchResult", "TNAML", "Trial", "compare",
+           "create_agent", "plan_search", "run_search"]

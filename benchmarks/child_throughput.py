@@ -1,0 +1,134 @@
+"""Child models trained per core-hour: one-model-at-a-time PyTorch loop vs train_children.
+
+Issue 4 ("Speed"): the same random architectures of the default space, the same recipe
+(epochs, batch size, Adam, lr) and seeds, trained once by ``train_child`` in a plain loop
+(autograd, one model per step) and once by ``train_children`` (many models per step,
+cluster/_batched.py). Prints both rates, their ratio, and how well the accuracies agree.
+
+    python benchmarks/child_throughput.py                      # 64 archs on digits10, 1 thread
+    python benchmarks/child_throughput.py --task mnist10_small --archs 128 --repeats 3
+    python benchmarks/child_throughput.py --device cuda         # rates per GPU-hour (wall time)
+
+On CPU the rate is per core: torch runs one thread and the time is the process's CPU time,
+so other load on the machine does not inflate it. The embedding bank fit and one warm-up
+child per path are excluded from the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+from cluster._batched import CostModel, _plan_stats, make_buckets  # noqa: E402
+from cluster.child import TrainRecipe, child_plan, resolve_device, train_child, train_children  # noqa: E402
+from cluster.embeddings import default_bank  # noqa: E402
+from nasdb.space import default_space  # noqa: E402
+from nasdb.tasks import load_builtin_task  # noqa: E402
+
+
+def _timed(fn, device: torch.device) -> tuple[object, float, float]:
+    """Run fn(); return (result, CPU seconds of this process, wall seconds)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    c0, w0 = time.process_time(), time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return out, time.process_time() - c0, time.perf_counter() - w0
+
+
+def _padding(plans, num_classes: int, cm: CostModel) -> tuple[int, float]:
+    """Number of buckets and padded / exact multiply-adds per step."""
+    buckets = make_buckets(plans, num_classes, cm)
+    exact = sum(sum(a * b for a, b in zip(p.widths + (num_classes,), p.widths[1:] + (num_classes,))) for p in plans)
+    padded = 0
+    for b in buckets:
+        st = _plan_stats([plans[i] for i in b], num_classes)
+        P, on = st.prof.max(0), st.on.sum(0)
+        padded += int((on * P[:-2] * P[1:-1]).sum() + len(b) * P[st.depth.max()] * P[-1])
+    return len(buckets), padded / exact
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--task", default="digits10", help="built-in task (default: digits10)")
+    ap.add_argument("--archs", type=int, default=64, help="random architectures of the default space")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the architecture sample")
+    ap.add_argument("--epochs", type=int, default=TrainRecipe.epochs)
+    ap.add_argument("--batch-size", type=int, default=TrainRecipe.batch_size)
+    ap.add_argument("--lr", type=float, default=TrainRecipe.learning_rate)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: rates are per core)")
+    ap.add_argument("--repeats", type=int, default=1, help="time each path this many times; report the fastest")
+    ap.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    dev = resolve_device(args.device)
+    recipe = TrainRecipe(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr)
+    space, task, bank = default_space(), load_builtin_task(args.task), default_bank()
+    archs = space.sample(args.archs, args.seed)  # (N, 15)
+    seeds = np.arange(args.archs)
+    print(f"task {task.name}: {task.sizes()} samples, {task.num_classes} classes; {args.archs} random archs of "
+          f"{space.name}; recipe {recipe.to_dict()}; device {dev}; torch threads {torch.get_num_threads()}")
+    plans = [child_plan(space, a, bank) for a in archs]
+    n_buckets, waste = _padding(plans, task.num_classes, CostModel.for_device(dev, recipe.batch_size))
+    print(f"train_children groups them into {n_buckets} buckets; padded/exact multiply-adds = {waste:.2f}")
+
+    train_child(task, space, archs[0], recipe=recipe, seed=0, device=dev)  # warm-up, untimed
+    train_children(task, space, archs[:2], recipe=recipe, seeds=seeds[:2], device=dev)
+
+    def naive():
+        return [train_child(task, space, a, recipe=recipe, seed=int(s), device=dev) for a, s in zip(archs, seeds)]
+
+    def batched():
+        return train_children(task, space, archs, recipe=recipe, seeds=seeds, device=dev)
+
+    best = {}
+    for r in range(args.repeats):
+        for name, fn in (("naive", naive), ("batched", batched)):
+            res, cpu, wall = _timed(fn, dev)
+            secs = wall if dev.type == "cuda" else cpu
+            print(f"  repeat {r + 1}: {name:8s} {cpu:7.2f} s CPU, {wall:7.2f} s wall", flush=True)
+            if name not in best or secs < best[name][1]:
+                best[name] = (res, secs, cpu, wall)
+    unit = "GPU-hour" if dev.type == "cuda" else "core-hour"
+    rate = {k: args.archs / v[1] * 3600 for k, v in best.items()}
+    va = np.array([r.val_accuracy for r in best["naive"][0]])
+    vb = np.array([r.val_accuracy for r in best["batched"][0]])
+    ok = np.isfinite(va) & np.isfinite(vb)
+    diff = np.abs(va - vb)[ok]
+    rho = float(spearmanr(va[ok], vb[ok])[0]) if ok.sum() > 2 else float("nan")
+    out = {
+        "task": task.name, "archs": args.archs, "recipe": recipe.to_dict(), "device": str(dev),
+        "threads": torch.get_num_threads(), "buckets": n_buckets, "padding": waste,
+        "naive_seconds": best["naive"][1], "batched_seconds": best["batched"][1],
+        "naive_rate": rate["naive"], "batched_rate": rate["batched"], "ratio": rate["batched"] / rate["naive"],
+        "mean_abs_val_diff": float(diff.mean()), "max_abs_val_diff": float(diff.max()),
+        "identical_val": int((diff == 0).sum()), "spearman": rho,
+        "mean_val": [float(va[ok].mean()), float(vb[ok].mean())],
+        "failed": [int((~np.isfinite(va)).sum()), int((~np.isfinite(vb)).sum())],
+    }
+    print(f"naive loop      : {rate['naive']:9.0f} children per {unit}")
+    print(f"train_children  : {rate['batched']:9.0f} children per {unit}")
+    print(f"ratio           : {out['ratio']:.2f}x")
+    print(f"val accuracy    : naive mean {out['mean_val'][0]:.4f}, batched mean {out['mean_val'][1]:.4f}; "
+          f"per-arch |diff| mean {out['mean_abs_val_diff']:.5f}, max {out['max_abs_val_diff']:.5f}; "
+          f"identical {out['identical_val']}/{ok.sum()}; Spearman {rho:.4f}; failed {out['failed']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,509 @@
+"""Many one-hot child models trained at once: zero-padded, stacked, one bmm per layer group.
+
+Child models are tiny, so a one-model-at-a-time loop pays framework overhead on every op
+(issue 4, "Speed"). Here a *bucket* of N children becomes one batched model. Members are
+left-aligned by enabled layer (disabled layers are identities and simply absent). At layer
+slot j every member is in one of three groups: relu, tanh, or pass-through (it has fewer
+enabled layers); each of the first two holds a (N_g, P_j, P_j+1) weight, P_j the widest
+member at that slot, every member's weights zero-padded, and costs one ``baddbmm``.
+Members are kept ordered [relu | tanh | pass] per slot (one ``index_select`` between slots),
+so no elementwise masking is needed and pass-through members compute nothing.
+
+Exactness: padded units compute act(0) = 0 for relu and tanh, padded weights get exactly
+zero gradient, and Adam moves a weight whose gradient has always been zero by exactly zero.
+Adam is elementwise, so one Adam over stacked tensors is N independent Adams, given a loss
+that is the SUM over members of each member's mean loss. Every member draws its init and its
+per-epoch mini-batch order from its own seeded generator exactly as ``train_child`` does, so
+batched and one-at-a-time runs agree up to float rounding (tests/test_child.py).
+
+Buckets come from greedy merging under a per-step cost model: merging two buckets saves one
+set of per-op overheads and pays the padding compute of both; on a GPU overhead dominates and
+nearly everything merges; on a CPU wide members stay apart from narrow ones.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cluster.child import ChildPlan, ChildResult, TrainRecipe, init_plan, make_adam
+from cluster.embeddings import EmbeddingBank
+
+_GREEDY_MAX = 384  # distinct profiles merged greedily at once; larger calls are pre-split
+
+
+# -- bucketing -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds per training step of a bucket: ``step`` + ``group`` per (slot, activation group)
+    + ``member`` per member + ``member_slot`` per member computing at a slot + ``elem`` per
+    member weight (padded) + ``act`` per member activation (padded), all per step."""
+
+    step: float
+    group: float
+    member: float
+    member_slot: float
+    elem: float
+    act: float
+    max_models: int = 512
+
+    @classmethod
+    def for_device(cls, device: torch.device, batch_size: int) -> "CostModel":
+        if device.type == "cpu":  # one core, torch 2.13, measured on the project's 2-core dev machine
+            return cls(step=4e-5, group=1.2e-5, member=1.1e-5, member_slot=2.5e-6,
+                       elem=(0.065 * batch_size + 0.3) * 1e-9, act=0.2e-9 * batch_size)
+        # a GPU: ~10 us per kernel launch dominates; arithmetic is nearly free at these sizes
+        return cls(step=2e-4, group=6e-5, member=2e-8, member_slot=1e-8, elem=6.0 * batch_size / 2e13 + 2e-12,
+                   act=2e-12 * batch_size)
+
+
+@dataclass
+class _Stats:
+    """What the cost of a bucket depends on; ``merge`` is elementwise max / or / sum."""
+
+    prof: np.ndarray  # (..., K+2) padded widths: embedding, slots (carried when passing), classes
+    on: np.ndarray  # (..., K) members computing at each slot
+    relu: np.ndarray  # (..., K) bool: some member uses relu there
+    tanh: np.ndarray  # (..., K)
+    count: np.ndarray  # (...,)
+    depth: np.ndarray  # (...,) deepest member
+
+    def cost(self, cm: CostModel) -> np.ndarray:
+        K = self.on.shape[-1]
+        j = np.arange(K)
+        live = j < self.depth[..., None]  # (..., K) slots the bucket has
+        pas = live & (self.on < self.count[..., None])
+        groups = (self.relu.astype(int) + self.tanh + pas * 0.5) * live
+        mm = self.on * self.prof[..., :-2] * self.prof[..., 1:-1]  # (..., K)
+        acts = (self.count[..., None] * self.prof[..., 1:-1]) * live
+        last = np.take_along_axis(self.prof, self.depth[..., None], -1)[..., 0]
+        head = self.count * last * self.prof[..., -1]
+        return (cm.step + cm.group * (groups.sum(-1) + 1) + cm.member * self.count
+                + cm.member_slot * (self.on * live).sum(-1) + cm.elem * (mm.sum(-1) + head) + cm.act * acts.sum(-1))
+
+    def pair(self, a: int) -> "_Stats":
+        """Stats of bucket ``a`` merged with every bucket (leading axis M)."""
+        return _Stats(np.maximum(self.prof[a], self.prof), self.on[a] + self.on, self.relu[a] | self.relu,
+                      self.tanh[a] | self.tanh, self.count[a] + self.count, np.maximum(self.depth[a], self.depth))
+
+    def take(self, idx: Any) -> "_Stats":
+        return _Stats(self.prof[idx], self.on[idx], self.relu[idx], self.tanh[idx], self.count[idx], self.depth[idx])
+
+
+def _profiles(plans: Sequence[ChildPlan], num_classes: int, K: int | None = None) -> np.ndarray:
+    """Per plan: widths along K+2 slots, a member's last width carried through slots it passes."""
+    K = max(len(p.layers) for p in plans) if K is None else K
+    prof = np.zeros((len(plans), K + 2), dtype=np.int64)
+    for n, p in enumerate(plans):
+        w = p.widths
+        prof[n, : len(w)] = w
+        prof[n, len(w): K + 1] = w[-1]
+        prof[n, K + 1] = num_classes
+    return prof
+
+
+def _plan_stats(plans: Sequence[ChildPlan], num_classes: int) -> _Stats:
+    K = max(len(p.layers) for p in plans)
+    depth = np.array([len(p.layers) for p in plans], dtype=np.int64)
+    on = (np.arange(K)[None, :] < depth[:, None]).astype(np.int64)
+    relu = np.zeros((len(plans), K), dtype=bool)
+    tanh = np.zeros((len(plans), K), dtype=bool)
+    for n, p in enumerate(plans):
+        for j, (_, _, act, _) in enumerate(p.layers):
+            (relu if act == "relu" else tanh)[n, j] = True
+    return _Stats(_profiles(plans, num_classes, K), on, relu, tanh, np.ones(len(plans), dtype=np.int64), depth)
+
+
+def _greedy(st: _Stats, members: list[list[int]], cm: CostModel) -> list[list[int]]:
+    """Merge the pair of buckets that saves the most per step until no merge saves anything."""
+    M = len(members)
+    cost = st.cost(cm)
+    save = np.full((M, M), -np.inf)
+    for a in range(M):
+        save[a] = cost[a] + cost - st.pair(a).cost(cm)
+        save[a, a] = -np.inf
+    save[(st.count[:, None] + st.count[None, :]) > cm.max_models] = -np.inf
+    alive = np.ones(M, dtype=bool)
+    while True:
+        a, b = np.unravel_index(np.argmax(save), save.shape)
+        if save[a, b] <= 0:
+            break
+        merged = st.pair(a).take(b)
+        for name in ("prof", "on", "relu", "tanh", "count", "depth"):
+            getattr(st, name)[a] = getattr(merged, name)
+        members[a] += members[b]
+        alive[b] = False
+        save[b, :] = save[:, b] = -np.inf
+        cost[a] = st.take([a]).cost(cm)[0]
+        row = np.where(alive, cost[a] + cost - st.pair(a).cost(cm), -np.inf)
+        row[a] = -np.inf
+        row[(st.count[a] + st.count) > cm.max_models] = -np.inf
+        save[a, :] = save[:, a] = row
+    return [sorted(members[i]) for i in range(M) if alive[i]]
+
+
+def make_buckets(plans: Sequence[ChildPlan], num_classes: int, cm: CostModel) -> list[list[int]]:
+    """Group plan indices into buckets that are cheap to train together (see CostModel)."""
+    st = _plan_stats(plans, num_classes)
+    groups: dict[tuple, list[int]] = {}
+    for n in range(len(plans)):  # members with identical stats always share a bucket
+        key = (int(st.depth[n]), *st.prof[n], *st.relu[n], *st.tanh[n])
+        groups.setdefault(key, []).append(n)
+    members = list(groups.values())
+    first = [m[0] for m in members]
+    st = st.take(first)
+    st.count = np.array([len(m) for m in members], dtype=np.int64)
+    st.on = st.on * st.count[:, None]
+    # Pre-split very large calls by (depth, total width) so the greedy pass stays cheap.
+    order = np.lexsort((st.prof.sum(1), st.depth))
+    out = []
+    for lo in range(0, len(order), _GREEDY_MAX):
+        part = order[lo: lo + _GREEDY_MAX]
+        out += _greedy(st.take(part), [list(members[i]) for i in part], cm)
+    return out
+
+
+# -- the batched network -------------------------------------------------------------------
+_ACT = {"relu": torch.relu_, "tanh": torch.tanh_}
+_RELU_GRAD = torch.ops.aten.threshold_backward.grad_input  # what autograd uses, here in place
+_TANH_GRAD = torch.ops.aten.tanh_backward.grad_input
+
+
+class _Bucket:
+    """N children as one network with a hand-written backward pass (no autograd graph).
+
+    Slot j's input is ordered ``order[j]`` = [relu members | tanh members | passing members];
+    the classifier's input and the logits are in ``order[-1]``. Writing the backward by hand
+    into preallocated buffers (:class:`_Step`; checked against autograd in tests/test_child.py)
+    drops the graph bookkeeping, allocation and copies that dominate tiny models' steps.
+    """
+
+    def __init__(self, plans: Sequence[ChildPlan], gens: Sequence[torch.Generator], num_classes: int,
+                 dev: torch.device):
+        N, K = len(plans), max(len(p.layers) for p in plans)
+        self.N, self.K, self.dev = N, K, dev
+        self.P = [int(p) for p in _profiles(plans, num_classes).max(0)]  # (K+2,) padded widths
+        self.groups: list[list[tuple[str, int]]] = []  # per slot: (activation, member count)
+        self.n_pass: list[int] = []
+        self.order: list[list[int]] = []
+        row: list[dict[int, tuple[Any, int]]] = []  # per slot: member -> (param key, row in it)
+        for j in range(K):
+            acts = {a: [n for n, p in enumerate(plans) if len(p.layers) > j and p.layers[j][2] == a]
+                    for a in ("relu", "tanh")}
+            passing = [n for n, p in enumerate(plans) if len(p.layers) <= j]
+            self.order.append(acts["relu"] + acts["tanh"] + passing)
+            self.groups.append([(a, len(ms)) for a, ms in acts.items() if ms])
+            self.n_pass.append(len(passing))
+            row.append({n: ((j, a), i) for a, ms in acts.items() for i, n in enumerate(ms)})
+        self.order.append(self.order[-1] if K else list(range(N)))  # the classifier's input order
+        shapes = {(j, a): (m, self.P[j], self.P[j + 1]) for j in range(K) for a, m in self.groups[j]}
+        shapes[K, "head"] = (N, self.P[K], num_classes)
+        W = {k: torch.zeros(s) for k, s in shapes.items()}  # (N_g, P_j, P_j+1)
+        B = {k: torch.zeros(s[0], 1, s[2]) for k, s in shapes.items()}  # (N_g, 1, P_j+1)
+        head_row = {n: i for i, n in enumerate(self.order[-1])}
+        for n, (plan, gen) in enumerate(zip(plans, gens)):
+            for j, (w, b) in enumerate(init_plan(plan, num_classes, gen)):  # train_child's draws, in order
+                key, i = row[j][n] if j < len(plan.layers) else ((K, "head"), head_row[n])
+                W[key][i, : w.shape[1], : w.shape[0]] = w.T
+                B[key][i, 0, : b.shape[0]] = b
+        self.keys = list(W)
+        self.W = {k: v.to(dev) for k, v in W.items()}
+        self.B = {k: v.to(dev) for k, v in B.items()}
+        self.gW = {k: torch.zeros_like(v) for k, v in self.W.items()}
+        self.gB = {k: torch.zeros_like(v) for k, v in self.B.items()}
+        # slot j's input order from slot j-1's output order (None: the same order)
+        self.perm = [None] + [self._perm(self.order[j - 1], self.order[j]) for j in range(1, K)]
+        self.unperm = [None] + [self._perm(self.order[j], self.order[j - 1]) for j in range(1, K)]
+        self._steps: dict[tuple[int, bool], _Step] = {}
+
+    def _perm(self, src: list[int], dst: list[int]) -> torch.Tensor | None:
+        if src == dst:
+            return None
+        where = {n: i for i, n in enumerate(src)}
+        return torch.tensor([where[n] for n in dst], device=self.dev)
+
+    def parameters(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Parameters and their gradient buffers, in matching order."""
+        return ([self.W[k] for k in self.keys] + [self.B[k] for k in self.keys],
+                [self.gW[k] for k in self.keys] + [self.gB[k] for k in self.keys])
+
+    def step_buffers(self, b: int, train: bool = True) -> "_Step":
+        if (b, train) not in self._steps:
+            self._steps[b, train] = _Step(self, b, train)
+        return self._steps[b, train]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C, n) for inputs (N, n, P_0) (plain ops; ``_Step`` is the training path)."""
+        h = x
+        for j in range(self.K):
+            if self.perm[j] is not None:
+                h = h.index_select(0, self.perm[j])
+            parts, start = [], 0
+            for a, m in self.groups[j]:
+                parts.append(_ACT[a](torch.baddbmm(self.B[j, a], h[start: start + m], self.W[j, a])))
+                start += m
+            if self.n_pass[j]:
+                rest, width = h[start:], self.P[j + 1]
+                parts.append(F.pad(rest, (0, width - rest.shape[-1])) if width >= rest.shape[-1] else rest[..., :width])
+            h = torch.cat(parts, 0)  # (N, n, P_j+1)
+        return torch.baddbmm(self.B[self.K, "head"], h, self.W[self.K, "head"]).transpose(1, 2)  # (N, C, n)
+
+
+class _Group(NamedTuple):
+    """Views of one (slot, activation) group: input h, output z (post-activation), their
+    gradients, the parameters and their gradient buffers; ``_t`` = transposed (1, 2)."""
+
+    act: str
+    h: torch.Tensor
+    h_t: torch.Tensor
+    z: torch.Tensor
+    dz: torch.Tensor
+    dh: torch.Tensor | None
+    w: torch.Tensor
+    w_t: torch.Tensor
+    b: torch.Tensor
+    gw: torch.Tensor
+    gb: torch.Tensor
+
+
+class _Step:
+    """One training step's buffers for batch size b, and every view of them, made once."""
+
+    def __init__(self, net: _Bucket, b: int, train: bool = True):
+        N, K, P, dev = net.N, net.K, net.P, net.dev
+
+        def buf(width: int) -> torch.Tensor:  # every region is written before it is read
+            return torch.empty(N, b, width, device=dev)
+
+        self.net = net
+        self.x = buf(P[0])  # slot 0's input, gathered in order[0]
+        self.x_flat = self.x.view(N * b, P[0])
+        inp, out, d_inp, d_out = [self.x], [], [None], []
+        for j in range(K):
+            if j:
+                inp.append(out[j - 1] if net.perm[j] is None else buf(P[j]))
+                d_inp.append(None)  # filled below once d_out exists
+            out.append(buf(P[j + 1]))  # (N, b, P_j+1)
+            if net.n_pass[j]:
+                out[j][N - net.n_pass[j]:, :, min(P[j], P[j + 1]):] = 0.0  # passing members' padding
+            d_out.append(buf(P[j + 1]) if train else None)
+        for j in range(1, K if train else 0):  # d loss / d input of slot j; aliases d_out[j-1] if unpermuted
+            d_inp[j] = d_out[j - 1] if net.perm[j] is None else buf(P[j])
+        self.inp, self.out, self.d_inp, self.d_out = inp, out, d_inp, d_out
+        self.head_in = out[K - 1] if K else self.x  # (N, b, P_K)
+        self.head_in_t = self.head_in.transpose(1, 2)
+        self.logits = buf(net.B[K, "head"].shape[-1])  # (N, b, C)
+        self.slots = []
+        for j in range(K):
+            groups, start = [], 0
+            for a, m in net.groups[j]:
+                rows = slice(start, start + m)
+                k = (j, a)
+                groups.append(_Group(a, inp[j][rows], inp[j][rows].transpose(1, 2), out[j][rows],
+                                     None if d_out[j] is None else d_out[j][rows],
+                                     None if d_inp[j] is None else d_inp[j][rows], net.W[k], net.W[k].transpose(1, 2),
+                                     net.B[k], net.gW[k], net.gB[k]))
+                start += m
+            w = min(P[j], P[j + 1])  # a passing member's true width fits both
+            passing = None
+            if net.n_pass[j]:
+                passing = (inp[j][start:, :, :w], out[j][start:, :, :w], None if d_out[j] is None else d_out[j][start:, :, :w],
+                           None if d_inp[j] is None else d_inp[j][start:, :, :w],
+                           None if d_inp[j] is None or w == P[j] else d_inp[j][start:, :, w:])
+            self.slots.append((groups, passing))
+
+    def forward(self) -> torch.Tensor:
+        net = self.net
+        for j, (groups, passing) in enumerate(self.slots):
+            if net.perm[j] is not None:
+                torch.index_select(self.out[j - 1], 0, net.perm[j], out=self.inp[j])
+            for g in groups:
+                torch.baddbmm(g.b, g.h, g.w, out=g.z)  # (N_g, b, P_j+1) = b + h @ W
+                _ACT[g.act](g.z)
+            if passing is not None:
+                passing[1].copy_(passing[0])  # identity; padded columns stay zero
+        torch.baddbmm(net.B[net.K, "head"], self.head_in, net.W[net.K, "head"], out=self.logits)
+        return self.logits.transpose(1, 2)  # (N, C, b): see ChildNetwork.forward for why C comes first
+
+    def backward(self, dlogits: torch.Tensor) -> None:
+        """Gradients of sum(loss) w.r.t. every parameter, given d loss / d logits (N, C, b)."""
+        net, K = self.net, self.net.K
+        dlogits = dlogits.transpose(1, 2)  # (N, b, C)
+        torch.bmm(self.head_in_t, dlogits, out=net.gW[K, "head"])  # (N, P_K, C)
+        torch.sum(dlogits, 1, keepdim=True, out=net.gB[K, "head"])
+        if K:
+            torch.bmm(dlogits, net.W[K, "head"].transpose(1, 2), out=self.d_out[K - 1])  # (N, b, P_K)
+        for j in reversed(range(K)):
+            groups, passing = self.slots[j]
+            for g in groups:
+                if g.act == "relu":  # d loss / d pre-activation, in place; both read the output
+                    _RELU_GRAD(g.dz, g.z, 0, grad_input=g.dz)
+                else:
+                    _TANH_GRAD(g.dz, g.z, grad_input=g.dz)
+                torch.bmm(g.h_t, g.dz, out=g.gw)
+                torch.sum(g.dz, 1, keepdim=True, out=g.gb)
+                if g.dh is not None:
+                    torch.bmm(g.dz, g.w_t, out=g.dh)
+            if j == 0:
+                break
+            if passing is not None:
+                passing[3].copy_(passing[2])
+                if passing[4] is not None:  # aliased buffers: clear what slot j-1 wrote last step
+                    passing[4].zero_()
+            if net.unperm[j] is not None:
+                torch.index_select(self.d_inp[j], 0, net.unperm[j], out=self.d_out[j - 1])
+
+
+# -- training ------------------------------------------------------------------------------
+class _Adam:
+    """torch's fused Adam kernel called directly: the same update as ``make_adam`` (what
+    train_child uses), without torch.optim's per-step Python bookkeeping; falls back to it."""
+
+    def __init__(self, params: list[torch.Tensor], grads: list[torch.Tensor], lr: float):
+        self.params, self.grads, self.lr = params, grads, lr
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.steps = [torch.zeros((), device=params[0].device)] * len(params)  # one shared step count
+        self.fallback = None
+        if not hasattr(torch, "_fused_adam_"):
+            for p, g in zip(params, grads):
+                p.grad = g
+            self.fallback = make_adam(params, lr)
+
+    def step(self) -> None:
+        if self.fallback is not None:
+            self.fallback.step()
+            return
+        self.steps[0].add_(1.0)
+        torch._fused_adam_(self.params, self.grads, self.m, self.v, [], self.steps, lr=self.lr, beta1=0.9,
+                           beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+
+
+class _TaskData:
+    """A task's embedded features as zero-padded (modules, n, width) device tables, built once
+    per ``train_children`` call and per width; rows are looked up by (module, sample)."""
+
+    def __init__(self, task: Any, bank: EmbeddingBank, dev: torch.device):
+        self.modules, self.dev = bank.names, dev
+        self.feats = {s: bank.task_features(task, s) for s in ("train", "val", "test")}
+        self.y = {s: torch.from_numpy(task.samples(s)[1]).to(dev) for s in ("train", "val", "test")}  # (n,)
+        self._tables: dict[tuple[str, int], torch.Tensor] = {}
+
+    def table(self, split: str, width: int) -> torch.Tensor:
+        if (split, width) not in self._tables:
+            feats = self.feats[split]
+            out = np.zeros((len(self.modules), len(self.y[split]), width), dtype=np.float32)
+            for m, name in enumerate(self.modules):
+                d = min(width, feats[name].shape[1])  # wider modules are never read at this width
+                out[m, :, :d] = feats[name][:, :d]
+            self._tables[split, width] = torch.from_numpy(out).to(self.dev)
+        return self._tables[split, width]
+
+
+def _batches(rows: torch.Tensor, grad: torch.Tensor, bs: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch's mini-batches: (flat row indices (N*b,), d loss / d log-probs (N, C, b))."""
+    N, n = rows.shape
+    C, full = grad.shape[1], n // bs * bs
+    r = rows[:, :full].reshape(N, -1, bs).transpose(0, 1).reshape(-1, N * bs)  # (steps, N*bs)
+    g = grad[:, :, :full].reshape(N, C, -1, bs).permute(2, 0, 1, 3).contiguous()  # (steps, N, C, bs)
+    out = list(zip(r, g))
+    if full < n:
+        out.append((rows[:, full:].reshape(-1), grad[:, :, full:].contiguous()))
+    return out
+
+
+def _train_bucket(data: _TaskData, plans: Sequence[ChildPlan], seeds: Sequence[int], recipe: TrainRecipe,
+                  dev: torch.device, num_classes: int) -> list[ChildResult]:
+    start = time.perf_counter()
+    with torch.no_grad():
+        return _train_bucket_no_grad(data, plans, seeds, recipe, dev, num_classes, start)
+
+
+def _train_bucket_no_grad(data: _TaskData, plans: Sequence[ChildPlan], seeds: Sequence[int], recipe: TrainRecipe,
+                          dev: torch.device, C: int, start: float) -> list[ChildResult]:
+    N = len(plans)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    net = _Bucket(plans, gens, C, dev)
+    first = torch.tensor(net.order[0], device=dev)  # members in the network's input order
+    last = torch.tensor(net.order[-1], device=dev)  # ... and in its output order
+    mod = torch.tensor([data.modules.index(p.embedding) for p in plans], device=dev)  # (N,)
+    P0 = net.P[0]
+    opt = _Adam(*net.parameters(), recipe.learning_rate)  # backward() writes the gradient buffers
+    y_train = data.y["train"]
+    n = len(y_train)
+    flat = data.table("train", P0).reshape(-1, P0)  # (modules * n, P0)
+    alive = torch.ones(N, dtype=torch.bool, device=dev)  # in output order
+    failed_at = [0] * N  # per output position
+    curves: list[torch.Tensor] = []
+    bs = recipe.batch_size
+    inv_b = torch.full((n,), 1.0 / bs, device=dev)  # each sample's 1/b (the last batch may be short)
+    inv_b[n // bs * bs:] = 1.0 / max(1, n % bs)
+    logp_grad = torch.ops.aten._log_softmax_backward_data  # autograd's own step for log_softmax
+
+    def accuracy(split: str) -> torch.Tensor:  # (N,) in output order
+        y = data.y[split]
+        step = net.step_buffers(len(y), train=False)  # forward buffers reused every epoch
+        torch.index_select(data.table(split, P0), 0, mod[first], out=step.x)
+        return (step.forward().argmax(1) == y).float().mean(1)
+
+    for epoch in range(1, recipe.epochs + 1):
+        perm = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(dev)  # (N, n)
+        rows = (perm + mod[:, None] * n)[first]  # (N, n) rows of ``flat``, input order
+        # d(sum over live members of their mean loss) / d log-probs: -onehot / b (output order)
+        grad = torch.zeros(N, C, n, device=dev).scatter_(1, y_train[perm[last]][:, None, :], -1.0)
+        grad.mul_(inv_b).mul_(alive[:, None, None])  # (N, C, n)
+        nll = {b: torch.zeros(N, C, b, device=dev) for b in {bs, n % bs} if b}  # sums of -onehot/b * log p
+        for idx, g in _batches(rows, grad, bs):
+            b = g.shape[-1]
+            step = net.step_buffers(b)
+            torch.index_select(flat, 0, idx, out=step.x_flat)  # (N, b, P0)
+            logp = torch.log_softmax(step.forward(), 1)  # (N, C, b)
+            nll[b].addcmul_(g, logp)
+            step.backward(logp_grad(g, logp, 1, logp.dtype))  # (N, C, b): (softmax - onehot) / b
+            opt.step()
+        loss_sum = sum(v.sum((1, 2)) for v in nll.values())[:, None]  # (N, 1): finite iff every loss was
+        bad = (~torch.isfinite(loss_sum[:, 0]) & alive).cpu()
+        for i in torch.nonzero(bad).flatten().tolist():
+            failed_at[i] = epoch
+        alive &= ~bad.to(dev)
+        curves.append(accuracy("val"))
+        if not bool(alive.any()):
+            break
+    test = accuracy("test").cpu().tolist()
+    curve = torch.stack(curves, 1).cpu().tolist()  # (N, epochs), output order
+    share = (time.perf_counter() - start) / N
+    out: list[ChildResult | None] = [None] * N
+    for i, m in enumerate(net.order[-1]):
+        params = plans[m].num_params(C)
+        if failed_at[i]:
+            out[m] = ChildResult.failed(f"diverged: non-finite loss at epoch {failed_at[i]}",
+                                        val_curve=curve[i][: failed_at[i] - 1], seconds=share, num_params=params)
+        else:
+            out[m] = ChildResult(curve[i], curve[i][-1], test[i], len(curve[i]), share, params)
+    return out  # type: ignore[return-value]
+
+
+def train_batched(task: Any, plans: Sequence[ChildPlan], seeds: Sequence[int], recipe: TrainRecipe,
+                  dev: torch.device, bank: EmbeddingBank) -> list[ChildResult]:
+    """Bucket the plans, train each bucket; a bucket that raises fails its members only."""
+    cm = CostModel.for_device(dev, recipe.batch_size)
+    data = _TaskData(task, bank, dev)
+    results: list[ChildResult | None] = [None] * len(plans)
+    for bucket in make_buckets(plans, task.num_classes, cm):
+        start = time.perf_counter()
+        try:
+            res = _train_bucket(data, [plans[i] for i in bucket], [seeds[i] for i in bucket], recipe, dev,
+                                task.num_classes)
+        except Exception as e:  # recorded per child; the other buckets go on
+            err = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+            share = (time.perf_counter() - start) / len(bucket)
+            res = [ChildResult.failed(err, seconds=share, num_params=plans[i].num_params(task.num_classes))
+                   for i in bucket]
+        for i, r in zip(bucket, res):
+            results[i] = r
+    return results  # type: ignore[return-value]

@@ -1,0 +1,85 @@
+"""Fit trainer actors to a Ray cluster: fractional GPUs when Ray reports GPUs, else CPUs.
+
+Checked before any actor starts, so a job that asks for more than the cluster has fails at
+once with what was asked and what is there, instead of waiting forever for placement.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from nasdb.errors import NasdbError
+
+#: Trainer actors per GPU when Ray reports GPUs and neither workers nor a GPU share is given.
+DEFAULT_WORKERS_PER_GPU = 4
+
+
+class InsufficientResourcesError(NasdbError, ValueError):
+    """The Ray cluster cannot hold the trainer actors asked for."""
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """How many trainer actors run and what each one asks Ray for."""
+
+    workers: int
+    num_cpus: float
+    num_gpus: float
+    threads: int  # torch intra-op threads per actor
+    cluster_cpus: float
+    cluster_gpus: float
+
+    @property
+    def device(self) -> str:
+        return "gpu" if self.num_gpus > 0 else "cpu"
+
+
+def _floor4(x: float) -> float:
+    return math.floor(x * 10_000 + 1e-6) / 10_000  # Ray resolves resources to 1e-4
+
+
+def plan_resources(cluster: dict[str, float], workers: int | None = None, gpus_per_worker: float | None = None,
+                   cpus_per_worker: float = 1.0) -> ResourcePlan:
+    """Fit the actors to ``cluster`` (``ray.cluster_resources()``), or say why they cannot fit.
+
+    On GPUs each actor takes a fraction of one GPU (several child-model batches share it);
+    on CPUs each takes ``cpus_per_worker`` CPUs. ``workers=None`` fills the cluster.
+    """
+    cpus, gpus = float(cluster.get("CPU", 0.0)), float(cluster.get("GPU", 0.0))
+    has = f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs"
+    if workers is not None and workers <= 0:
+        raise ValueError(f"workers must be > 0, got {workers}")
+    if cpus_per_worker <= 0:
+        raise ValueError(f"cpus per worker must be > 0, got {cpus_per_worker}")
+    if gpus_per_worker is not None and (gpus_per_worker < 0 or (gpus_per_worker > 1 and gpus_per_worker % 1)):
+        raise ValueError(f"gpus per worker must be 0, a fraction of 1 or a whole number, got {gpus_per_worker}")
+    use_gpu = gpus > 0 if gpus_per_worker is None else gpus_per_worker > 0
+    if not use_gpu:
+        if cpus < cpus_per_worker:
+            raise InsufficientResourcesError(f"one worker needs {cpus_per_worker:g} CPUs, but {has}")
+        workers = workers if workers is not None else int(cpus // cpus_per_worker)
+        if workers * cpus_per_worker > cpus + 1e-9:
+            raise InsufficientResourcesError(
+                f"asked for {workers} workers x {cpus_per_worker:g} CPUs = {workers * cpus_per_worker:g} CPUs, "
+                f"but {has}; "
+                f"pass --workers {int(cpus // cpus_per_worker)} or fewer"
+            )
+        return ResourcePlan(workers, cpus_per_worker, 0.0, max(1, int(cpus_per_worker)), cpus, gpus)
+    if gpus <= 0:
+        raise InsufficientResourcesError(f"asked for {gpus_per_worker:g} GPUs per worker, but {has}")
+    if workers is None:
+        workers = int(gpus / gpus_per_worker + 1e-9) if gpus_per_worker else int(gpus * DEFAULT_WORKERS_PER_GPU)
+    if gpus_per_worker is None:  # pack the actors evenly: a fractional share never spans two devices
+        per_gpu = math.ceil(workers / gpus)
+        share = 1.0 if per_gpu <= 1 else _floor4(1.0 / per_gpu)
+    else:
+        share = gpus_per_worker
+    fit = int(gpus) * int(1.0 / share + 1e-9) if share <= 1 else int(gpus // share)
+    if workers <= 0 or workers > fit:
+        raise InsufficientResourcesError(
+            f"asked for {workers} workers x {share:g} GPUs, but {has} and holds at most {fit} such workers "
+            "(a fractional GPU share never spans two devices)"
+        )
+    num_cpus = min(cpus_per_worker, _floor4(cpus / workers)) if cpus > 0 else 0.0
+    return ResourcePlan(workers, num_cpus, share, max(1, int(num_cpus)), cpus, gpus)

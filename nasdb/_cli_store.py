@@ -1,0 +1,249 @@
+"""The store's admin commands: init, tasks, stats, top, show, query, export, compact, verify.
+
+Each is one small click command whose help is its docstring; ``--json`` switches any command
+that prints data to JSON. Every command but ``init`` refuses a store root that does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from nasdb._cli_format import cell, echo_json, echo_pairs, echo_table, human_bytes
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def open_store(ctx: click.Context, *, must_exist: bool = True) -> Any:
+    from nasdb.store import ExperimentStore
+
+    store = ExperimentStore(ctx.find_root().obj["store_root"])
+    if must_exist:
+        store.require()
+    return store
+
+
+@click.command("init")
+@json_option
+@click.pass_context
+def init_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Create the store layout at ROOT (idempotent)."""
+    store = open_store(ctx, must_exist=False)
+    existed = store.exists()
+    store.init()
+    if as_json:
+        echo_json({"root": store.root, "created": not existed})
+    else:
+        click.echo(f"{'store already exists' if existed else 'initialized store'} at {store.root}")
+
+
+@click.group("tasks")
+def tasks_group() -> None:
+    """Built-in and registered tasks."""
+
+
+@tasks_group.command("list")
+@json_option
+@click.pass_context
+def tasks_list(ctx: click.Context, as_json: bool) -> None:
+    """Every task: built in and registered, with sizes, classes and experiment counts."""
+    store = open_store(ctx)
+    counts = {r["task"]: r["rows"] for r in store.task_stats().to_pylist()}
+    rows = []
+    for name in store.task_names():
+        try:
+            meta = store.task_metadata(name, load=False)
+        except KeyError:  # experiments of a task that is neither built in nor registered
+            meta = {"name": name, "source": None, "num_classes": None, "sizes": {}, "registered": False}
+        sizes = meta.get("sizes") or {}
+        rows.append({"task": name, "kind": "registered" if meta["registered"] else
+                     ("built-in" if meta["source"] is not None else "unknown"), "source": meta["source"],
+                     "classes": meta.get("num_classes"), "train": sizes.get("train"), "val": sizes.get("val"),
+                     "test": sizes.get("test"), "experiments": counts.get(name, 0)})
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table(rows)
+
+
+@tasks_group.command("show")
+@click.argument("name")
+@json_option
+@click.pass_context
+def tasks_show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """One task's metadata and its experiment statistics."""
+    store = open_store(ctx)
+    stats = next((r for r in store.task_stats().to_pylist() if r["task"] == name), None)
+    try:
+        meta = store.task_metadata(name)
+    except KeyError:
+        if stats is None:
+            raise
+        meta = {"name": name, "source": None, "registered": False}  # experiments of an unknown task
+    info = {**meta, "experiments": stats or {"rows": 0}}
+    if as_json:
+        echo_json(info)
+        return
+    flat = {k: v for k, v in info.items() if k not in ("sizes", "experiments")}
+    flat.update({f"{k} samples": v for k, v in (meta.get("sizes") or {}).items()})
+    flat.update({k: v for k, v in (stats or {"rows": 0}).items() if k != "task"})
+    echo_pairs(flat)
+
+
+@tasks_group.command("add")
+@click.argument("name")
+@click.option("--from", "path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="A .csv or .parquet file: 64 feature columns and a label column.")
+@click.option("--label", required=True, help="Name of the label column.")
+@click.option("--description", default="", help="Free text stored with the task.")
+@json_option
+@click.pass_context
+def tasks_add(ctx: click.Context, name: str, path: str, label: str, description: str, as_json: bool) -> None:
+    """Register a user task from a file (refuses an existing or built-in name)."""
+    from nasdb import tasks
+
+    store = open_store(ctx)
+    task = tasks.task_from_file(name, path, label, description=description)
+    store.save_task(task)
+    meta = store.task_metadata(name)
+    if as_json:
+        echo_json(meta)
+    else:
+        sizes = meta.get("sizes", {})
+        click.echo(f"registered task {name!r}: {meta['num_classes']} classes, "
+                   + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+
+
+@click.command("stats")
+@json_option
+@click.pass_context
+def stats_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Rows, tasks, per-task counts, best/median accuracy, files and bytes."""
+    store = open_store(ctx)
+    per_task = store.task_stats().to_pylist()
+    storage = store.storage()
+    for r in per_task:
+        r.update(storage.get(r["task"], {"files": 0, "bytes": 0}))
+    summary = {"root": store.root, "rows": sum(r["rows"] for r in per_task), "tasks": len(per_task),
+               "files": sum(s["files"] for s in storage.values()), "bytes": sum(s["bytes"] for s in storage.values())}
+    if as_json:
+        echo_json({**summary, "per_task": per_task})
+        return
+    echo_pairs({**summary, "bytes": human_bytes(summary["bytes"])})
+    click.echo()
+    echo_table(per_task, ["task", "rows", "ok", "failed", "best_val_accuracy", "median_val_accuracy",
+                          "best_test_accuracy", "files", "bytes"])
+
+
+@click.command("top")
+@click.option("--task", required=True, help="Task name.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="How many.")
+@click.option("--metric", default="val_accuracy", show_default=True,
+              type=click.Choice(["val_accuracy", "test_accuracy"]), help="Ranking metric.")
+@json_option
+@click.pass_context
+def top_cmd(ctx: click.Context, task: str, k: int, metric: str, as_json: bool) -> None:
+    """The k best ok experiments of a task."""
+    store = open_store(ctx)
+    if task not in store.task_names():
+        store.task(task)  # raises UnknownTaskError listing the known tasks
+    rows = store.top_k(task, k, metric).to_pylist()
+    if as_json:
+        echo_json(rows)
+        return
+    table = [{"rank": i + 1, "experiment_id": r["experiment_id"], "val_accuracy": r["val_accuracy"],
+              "test_accuracy": r["test_accuracy"], "epochs": r["epochs"], "params": r["num_params"],
+              "agent": r["agent"], "architecture": r["architecture"]} for i, r in enumerate(rows)]
+    echo_table(table)
+
+
+@click.command("show")
+@click.argument("experiment_id")
+@json_option
+@click.pass_context
+def show_cmd(ctx: click.Context, experiment_id: str, as_json: bool) -> None:
+    """Every field of one experiment (the architecture described by its search space, if stored)."""
+    store = open_store(ctx)
+    row = store.experiment(experiment_id)
+    row["recipe"] = json.loads(row["recipe"])
+    try:
+        row["architecture_choices"] = store.space(row["space_id"]).describe(row["architecture"])
+    except (KeyError, ValueError):
+        pass
+    if as_json:
+        echo_json(row)
+        return
+    pairs = {k: (json.dumps(v, sort_keys=True) if isinstance(v, dict) else v) for k, v in row.items()
+             if k != "val_curve"}
+    pairs["val_curve"] = "[" + ", ".join(cell(v) for v in row["val_curve"] or []) + "]"
+    echo_pairs(pairs)
+
+
+@click.command("query")
+@click.argument("sql")
+@json_option
+@click.pass_context
+def query_cmd(ctx: click.Context, sql: str, as_json: bool) -> None:
+    """Run one read-only SQL statement over the views `experiments` and `experiments_raw`."""
+    store = open_store(ctx)
+    rows = store.query(sql).to_pylist()
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table(rows)
+
+
+@click.command("export")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True), help="Output file.")
+@click.option("--task", default=None, help="Only this task.")
+@json_option
+@click.pass_context
+def export_cmd(ctx: click.Context, fmt: str, out: str, task: str | None, as_json: bool) -> None:
+    """Write the deduplicated experiments (all statuses) to one Parquet or CSV file."""
+    store = open_store(ctx)
+    if task is not None and task not in store.task_names():
+        store.task(task)
+    rows = store.export(out, format=fmt, task=task)
+    if as_json:
+        echo_json({"rows": rows, "out": out, "format": fmt})
+    else:
+        click.echo(f"exported {rows} rows to {out} ({fmt})")
+
+
+@click.command("compact")
+@click.option("--task", default=None, help="Only this task's partition.")
+@json_option
+@click.pass_context
+def compact_cmd(ctx: click.Context, task: str | None, as_json: bool) -> None:
+    """Merge each partition's small files into one (safe while others read and write)."""
+    result = open_store(ctx).compact(task)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"merged {result['merged_files']} files into {result['files_written']} "
+               f"({result['rows']} rows, {result['unique_rows']} after removing duplicates)")
+    if result["partitions"]:
+        echo_table([{**p, "files": ", ".join(p["files"])} for p in result["partitions"]],
+                   ["task", "merged_files", "rows", "unique_rows", "files"])
+
+
+@click.command("verify")
+@click.option("--deep", is_flag=True, help="Read every page, not only each file's footer.")
+@json_option
+@click.pass_context
+def verify_cmd(ctx: click.Context, deep: bool, as_json: bool) -> None:
+    """Move experiments files that are not valid Parquet to quarantine/ and list them."""
+    result = open_store(ctx).verify(deep=deep)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"checked {result['checked']} files: {result['ok']} ok, {len(result['quarantined'])} quarantined, "
+               f"{len(result['stale_temp'])} stale temp files")
+    for rel in result["quarantined"] + result["stale_temp"]:
+        click.echo(f"quarantined {rel}")
+
+
+COMMANDS = (init_cmd, tasks_group, stats_cmd, top_cmd, show_cmd, query_cmd, export_cmd, compact_cmd, verify_cmd)

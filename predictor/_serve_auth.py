@@ -1,0 +1,162 @@
+"""Access control of the suggestion API: bearer tokens, the loopback rule, and a request-size guard.
+
+Ray's own token (RAY_AUTH_MODE=token) does not cover the Serve HTTP proxy (DESIGN.md, Ray
+notes), so the API checks its own token. Only a SHA-256 digest of the token travels to the
+replicas (deployment arguments are visible to whoever can read the Serve config); requests
+are compared digest to digest with ``hmac.compare_digest`` (constant time). Running without a
+token is allowed only on a loopback host. ``RequestGuard`` is a pure ASGI middleware, so an
+unauthenticated or oversized request is refused before its body is read or parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import stat
+from typing import Any, Awaitable, Callable
+
+from fastapi import HTTPException
+
+logger = logging.getLogger(__name__)
+
+TOKEN_ENV = "NASDB_API_TOKEN"
+MIN_TOKEN_LENGTH = 16
+LOOPBACK_NAMES = ("localhost",)
+#: Paths answered without a token: liveness probes and the API description.
+PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; False for 0.0.0.0, :: and every other address."""
+    if not isinstance(host, str):
+        return False
+    name = host.strip().strip("[]").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _check_token(token: str, where: str) -> str:
+    token = token.strip()
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"the API token from {where} has {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
+                         f"(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return token
+
+
+def read_token_file(path: str | os.PathLike) -> str:
+    """The token in ``path`` (surrounding whitespace stripped); warns when others may read the file."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read()
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise ValueError(f"cannot read the API token file {path!r}: {e.strerror or e}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning("API token file %s is readable by other users; chmod 600 it", path)
+    return _check_token(token, f"token file {path!r}")
+
+
+def resolve_token_digest(*, token: str | None = None, token_file: str | os.PathLike | None = None,
+                         allow_unauthenticated: bool = False, host: str | None = None) -> str | None:
+    """The digest the API checks requests against, or None when it runs without a token.
+
+    Precedence: ``token``, then ``token_file``, then $NASDB_API_TOKEN. Refuses (ValueError, one
+    line) to run without a token unless ``allow_unauthenticated`` is set AND ``host`` is a
+    loopback address; ``host=None`` (unknown) counts as not loopback.
+    """
+    if allow_unauthenticated:
+        if not is_loopback(host or ""):
+            raise ValueError(f"allow_unauthenticated is only allowed when the HTTP host is loopback "
+                             f"(127.0.0.1, ::1, localhost), got host={host!r}; configure a token instead")
+        if token or token_file or os.environ.get(TOKEN_ENV):
+            logger.warning("allow_unauthenticated is set: the configured API token is ignored")
+        return None
+    if token:
+        return token_digest(_check_token(token, "the token argument"))
+    if token_file:
+        return token_digest(read_token_file(token_file))
+    env = os.environ.get(TOKEN_ENV)
+    if env:
+        return token_digest(_check_token(env, f"${TOKEN_ENV}"))
+    raise ValueError(f"no API token configured: set ${TOKEN_ENV}, pass a token file (--token-file), or "
+                     f"allow unauthenticated access on a loopback host only (--allow-unauthenticated)")
+
+
+def route_path(scope: dict[str, Any]) -> str:
+    """The request path below the app's route prefix (Serve sets ``root_path`` to the prefix)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "") or ""
+    if root and path.startswith(root):
+        path = path[len(root):] or "/"
+    return path
+
+
+class RequestGuard:
+    """ASGI middleware: 401 without the right bearer token, 413 for a body over ``max_body_bytes``.
+
+    Runs before routing and body parsing; the token check compares SHA-256 digests in
+    constant time. ``expected_digest=None`` (loopback-only, explicitly allowed) skips the check.
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], *, expected_digest: str | None, max_body_bytes: int,
+                 public_paths: frozenset[str] = PUBLIC_PATHS):
+        self.app, self.expected, self.max_body_bytes, self.public = app, expected_digest, max_body_bytes, public_paths
+
+    def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        if self.expected is None:
+            return True
+        values = [v for k, v in headers if k.lower() == b"authorization"]
+        if len(values) != 1:
+            return False
+        scheme, _, presented = values[0].decode("latin-1").strip().partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            return False
+        return hmac.compare_digest(token_digest(presented.strip()), self.expected)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = route_path(scope)
+        if path not in self.public and not self.authorized(scope.get("headers", [])):
+            return await _reply(send, 401, "missing or invalid bearer token (header `Authorization: Bearer <token>`)",
+                                extra_headers=[(b"www-authenticate", b'Bearer realm="nasdb"')])
+        length = [v for k, v in scope.get("headers", []) if k.lower() == b"content-length"]
+        if length:
+            try:
+                declared = int(length[0])
+            except ValueError:
+                return await _reply(send, 400, "Content-Length header is not an integer")
+            if declared > self.max_body_bytes:
+                return await _reply(send, 413, f"body: {declared} bytes exceed the limit of {self.max_body_bytes}")
+        received = 0
+
+        async def guarded_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:  # a chunked body without Content-Length
+                    raise HTTPException(413, f"body: more than {self.max_body_bytes} bytes")
+            return message
+
+        await self.app(scope, guarded_receive, send)
+
+
+async def _reply(send, status: int, detail: str, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               *extra_headers]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,139 @@
+"""The predictor's configuration: network shape, loss, optimizer and Algorithm 1's loop sizes.
+
+Defaults follow task-aware-performance-prediction.md Sec. 5.1 (phi 50-50, rho 50-10, gating,
+kOuterIters=1, kInnerIters=2) and ranking-architectures-meta-learning.md Sec. 4 (margin 0.3,
+uncertainty gap 0.01). Two deliberate departures:
+
+- ``aggregate="mean"``: the paper sums phi over the samples. A sum grows with the number of
+  samples, so z computed on a training batch of 256 samples and z computed on a whole task at
+  inference would live on different scales; the mean is the same DeepSets function up to a
+  constant per batch size and does not depend on it. ``"sum"`` is kept for fidelity.
+- ``optimizer="adam"`` with ``learning_rate=1e-3``: the paper's SGD (momentum 0.5, lr 1e-4)
+  needs far more steps than a 2-core machine affords; ``PredictorConfig.paper()`` gives the
+  paper's exact setting.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+AGGREGATES = ("sum", "mean")
+LOSSES = ("l2", "linear", "quadratic")
+OPTIMIZERS = ("sgd", "adam")
+#: The paper's optimizer setting (Sec. 5.1): SGD with momentum 0.5, learning rate 1e-4.
+PAPER_SGD = {"optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.5}
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, but got {name}={value!r}.")
+
+
+def _layer_sizes(name: str, value: Any) -> tuple[int, ...]:
+    try:
+        sizes = tuple(value)
+    except TypeError:
+        raise ValueError(f"`{name}` must be a sequence of layer widths, but got {name}={value!r}.") from None
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in sizes):
+        raise ValueError(f"`{name}` must be a non-empty sequence of positive ints, but got {name}={value!r}.")
+    return sizes
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """Everything that defines a predictor and how Algorithm 1 fits it; stored with each checkpoint."""
+
+    # -- network (Sec. 3.1, 5.1) ----------------------------------------------------------
+    phi_hidden: tuple[int, ...] = (50, 50)
+    rho_hidden: tuple[int, ...] = (50, 10)
+    aggregate: str = "mean"
+    use_meta_features: bool = True
+    gating: bool = True
+    feature_dim: int = 64  # nasdb.tasks.FEATURE_DIM: the suite's common feature space
+    max_classes: int = 10  # labels are one-hot padded to this width before phi
+    # -- loss (ranking paper Sec. 3) ------------------------------------------------------
+    loss: str = "l2"
+    margin: float = 0.3
+    uncertainty_gap: float = 0.01
+    # -- optimizer ------------------------------------------------------------------------
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.5  # SGD only
+    weight_decay: float = 0.0
+    # -- Algorithm 1 ----------------------------------------------------------------------
+    k_outer_iters: int = 1
+    k_inner_iters: int = 2
+    batch_size: int = 32  # experiments per mini-batch, all from one task
+    sample_batch_size: int = 256  # task samples per "large batch" fed to phi
+    num_steps: int = 3000  # optimizer steps per worker
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "phi_hidden", _layer_sizes("phi_hidden", self.phi_hidden))
+        object.__setattr__(self, "rho_hidden", _layer_sizes("rho_hidden", self.rho_hidden))
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"`aggregate` must be one of {AGGREGATES}, but got aggregate={self.aggregate!r}.")
+        if self.loss not in LOSSES:
+            raise ValueError(f"`loss` must be one of {LOSSES}, but got loss={self.loss!r}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, but got optimizer={self.optimizer!r}.")
+        for name in ("feature_dim", "k_outer_iters", "k_inner_iters", "batch_size",
+                     "sample_batch_size", "num_steps"):
+            _positive_int(name, getattr(self, name))
+        _positive_int("max_classes", self.max_classes)
+        if self.max_classes < 2:
+            raise ValueError(f"`max_classes >= 2` must hold, but got max_classes={self.max_classes}.")
+        if self.batch_size < 2:
+            raise ValueError(f"`batch_size >= 2` must hold (a mini-batch needs pairs), but got {self.batch_size}.")
+        if not self.margin > 0:
+            raise ValueError(f"`margin > 0` must hold, but got margin={self.margin!r}.")
+        if not self.uncertainty_gap >= 0:
+            raise ValueError(f"`uncertainty_gap >= 0` must hold, but got uncertainty_gap={self.uncertainty_gap!r}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"`learning_rate > 0` must hold, but got learning_rate={self.learning_rate!r}.")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"`0 <= momentum < 1` must hold, but got momentum={self.momentum!r}.")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"`weight_decay >= 0` must hold, but got weight_decay={self.weight_decay!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"`seed` must be a non-negative integer, but got seed={self.seed!r}.")
+
+    # -- named constructors ---------------------------------------------------------------
+    @classmethod
+    def paper(cls, **overrides: Any) -> "PredictorConfig":
+        """The paper's exact setting (Sec. 5.1): summed meta-features, SGD momentum 0.5, lr 1e-4."""
+        return cls(**{"aggregate": "sum", **PAPER_SGD, **overrides})
+
+    # -- description and serialization ------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """Name and arguments, stored with every checkpoint (STYLE.md: components describe themselves)."""
+        return {"name": f"task-aware-predictor/{self.loss}", "args": self.to_dict()}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["phi_hidden"] = list(self.phi_hidden)
+        d["rho_hidden"] = list(self.rho_hidden)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PredictorConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown predictor config keys: {unknown}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PredictorConfig":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"predictor config JSON is malformed: {e}") from None
+
+    def replace(self, **changes: Any) -> "PredictorConfig":
+        return replace(self, **changes)

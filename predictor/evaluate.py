@@ -1,0 +1,226 @@
+"""Leave-one-task-out evaluation of the predictor (task-aware-performance-prediction.md Sec. 5.2, Table 2;
+ranking-architectures-meta-learning.md Sec. 4.1, Table 1).
+
+For each task: fit without it, predict all its stored architectures (the mean validation
+accuracy over seeds is the target), report Spearman and Pearson (mean and std over repeats)
+for each loss, with and without meta-features, next to the task's noise ceiling: the
+Spearman between two training seeds of the same architectures, the best any predictor can
+hope for. Fits run in-process (Algorithm 1 without Ray), optionally in a pool of processes:
+LOTO is hundreds of small fits, and Ray Train's per-job start-up would dominate them.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from predictor.config import LOSSES, PredictorConfig
+from predictor.data import TaskData, TrainingData, load_training_data
+from predictor.fit import fit_in_process, rank_correlations
+
+logger = logging.getLogger(__name__)
+
+MIN_NOISE_PAIRS = 5
+REPORT_COLUMNS = ("task", "loss", "meta_features", "spearman_mean", "spearman_std", "pearson_mean", "pearson_std",
+                  "repeats", "architectures", "noise_ceiling", "noise_pairs")
+
+
+def unique_architectures(task: TaskData) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct architecture's encoding (A, D) and its accuracy averaged over seeds (A,)."""
+    keys, inverse = np.unique(task.architectures, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    mean_acc = np.bincount(inverse, weights=task.accuracy) / np.bincount(inverse)  # (A,)
+    first = np.array([np.flatnonzero(inverse == k)[0] for k in range(len(keys))])
+    return task.u[first], mean_acc
+
+
+def noise_ceiling(task: TaskData) -> tuple[float, int]:
+    """Spearman between the two lowest seeds of every architecture trained with at least two seeds.
+
+    Returns (ceiling, number of architecture pairs); the ceiling is NaN when fewer than
+    MIN_NOISE_PAIRS architectures have two seeds.
+    """
+    by_arch: dict[tuple, dict[int, float]] = {}
+    for arch, seed, acc in zip(map(tuple, task.architectures), task.seeds, task.accuracy):
+        by_arch.setdefault(arch, {}).setdefault(int(seed), float(acc))
+    pairs = [[runs[s] for s in sorted(runs)[:2]] for runs in by_arch.values() if len(runs) >= 2]
+    if len(pairs) < MIN_NOISE_PAIRS:
+        return math.nan, len(pairs)
+    a, b = np.asarray(pairs).T
+    return rank_correlations(a, b)[0], len(pairs)
+
+
+# -- one fit, runnable in a worker process ------------------------------------------------------
+_DATA: TrainingData | None = None
+
+
+def _init_worker(data: TrainingData) -> None:
+    global _DATA
+    import torch
+
+    torch.set_num_threads(1)
+    _DATA = data
+
+
+def _fit_and_score(held_out: str, config_dict: dict) -> dict[str, Any]:
+    assert _DATA is not None
+    config = PredictorConfig.from_dict(config_dict)
+    train = TrainingData(space=_DATA.space, tasks={n: t for n, t in _DATA.tasks.items() if n != held_out})
+    model, history = fit_in_process(train, config)
+    task = _DATA.tasks[held_out]
+    u, target = unique_architectures(task)
+    rho, r = rank_correlations(model.predict(u, task.x, task.y), target)
+    return {"task": held_out, "loss": config.loss, "meta_features": config.use_meta_features, "seed": config.seed,
+            "spearman": rho, "pearson": r, "final_train_loss": history.final_loss, "seconds": history.seconds}
+
+
+def _nan_stats(values: list[float]) -> tuple[float, float]:
+    v = np.asarray([x for x in values if not math.isnan(x)])
+    return (float(v.mean()), float(v.std())) if len(v) else (math.nan, math.nan)
+
+
+def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
+                  meta_features: Iterable[bool] = (True, False), out_dir: str | os.PathLike | None = None, *,
+                  config: PredictorConfig | None = None, tasks: Iterable[str] | None = None,
+                  space_id: str | None = None, processes: int = 1) -> list[dict[str, Any]]:
+    """Leave-one-task-out report rows (one per task x loss x meta-features), written as CSV + markdown.
+
+    ``config`` sets everything but the loss, the meta-features switch and the seed (base seed
+    + repeat index). With ``out_dir`` the report goes to ``loto.csv``, ``loto_runs.csv`` (every
+    single fit) and ``loto.md``.
+    """
+    losses, meta_features = list(losses), [bool(m) for m in meta_features]
+    for loss in losses:
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; known: {list(LOSSES)}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"`repeats >= 1` must hold, but got repeats={repeats!r}.")
+    if not losses or not meta_features:
+        raise ValueError("pass at least one loss and one meta-features setting")
+    base = config or PredictorConfig()
+    if isinstance(store, (str, os.PathLike)):
+        from nasdb.store import ExperimentStore
+
+        store = ExperimentStore(str(store))
+    # LOTO trains on all tasks but one, so at least 3 tasks are needed.
+    data = load_training_data(store, space=space_id, tasks=tasks, min_experiments=base.batch_size, min_tasks=3,
+                              feature_dim=base.feature_dim, max_classes=base.max_classes)
+    jobs = [(name, base.replace(loss=loss, use_meta_features=meta, seed=base.seed + r).to_dict())
+            for name in data.task_names for loss in losses for meta in meta_features for r in range(repeats)]
+    logger.info("LOTO: %d tasks x %d losses x %d meta settings x %d repeats = %d fits", len(data.tasks),
+                len(losses), len(meta_features), repeats, len(jobs))
+    start = time.perf_counter()
+    if processes > 1:
+        with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=(data,)) as pool:
+            runs = list(pool.map(_fit_and_score, *zip(*jobs)))
+    else:
+        _init_worker(data)
+        runs = [_fit_and_score(name, cfg) for name, cfg in jobs]
+    logger.info("LOTO: %d fits in %.0fs", len(runs), time.perf_counter() - start)
+    ceilings = {name: noise_ceiling(t) for name, t in data.tasks.items()}
+    rows = []
+    for name in data.task_names:
+        for loss in losses:
+            for meta in meta_features:
+                mine = [r for r in runs if (r["task"], r["loss"], r["meta_features"]) == (name, loss, meta)]
+                s_mean, s_std = _nan_stats([r["spearman"] for r in mine])
+                p_mean, p_std = _nan_stats([r["pearson"] for r in mine])
+                ceiling, pairs = ceilings[name]
+                rows.append({"task": name, "loss": loss, "meta_features": meta, "spearman_mean": s_mean,
+                             "spearman_std": s_std, "pearson_mean": p_mean, "pearson_std": p_std,
+                             "repeats": len(mine), "architectures": len(unique_architectures(data.tasks[name])[1]),
+                             "noise_ceiling": None if math.isnan(ceiling) else ceiling, "noise_pairs": pairs})
+    if out_dir is not None:
+        write_report(rows, runs, Path(out_dir), base)
+    return rows
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "missing" if v is None else "nan"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def markdown_report(rows: list[dict[str, Any]], config: PredictorConfig | None = None) -> str:
+    """Per-task Spearman (mean ± std over repeats) for each loss and meta-features setting, plus means."""
+    settings = list(dict.fromkeys((r["loss"], r["meta_features"]) for r in rows))
+    head = [f"{loss} {'+meta' if meta else 'no-meta'}" for loss, meta in settings]
+    lines = ["| task | archs | noise ceiling | " + " | ".join(head) + " |",
+             "|---|---:|---:|" + "---:|" * len(head)]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    index = {(r["task"], r["loss"], r["meta_features"]): r for r in rows}
+    for t in tasks:
+        first = index[(t, *settings[0])]
+        cells = [f"{_fmt(index[(t, *s)]['spearman_mean'])} ± {_fmt(index[(t, *s)]['spearman_std'])}" for s in settings]
+        lines.append(f"| {t} | {first['architectures']} | {_fmt(first['noise_ceiling'])} | " + " | ".join(cells) + " |")
+    means = [_nan_stats([index[(t, *s)]["spearman_mean"] for t in tasks])[0] for s in settings]
+    ceilings = [index[(t, *settings[0])]["noise_ceiling"] for t in tasks]
+    ceil_mean = _nan_stats([c for c in ceilings if c is not None])[0] if any(c is not None for c in ceilings) else None
+    lines.append(f"| **mean** | | {_fmt(ceil_mean)} | " + " | ".join(f"**{_fmt(m)}**" for m in means) + " |")
+    text = "Leave-one-task-out Spearman rank correlation (predicted vs. mean validation accuracy over seeds)\n\n"
+    if config is not None:
+        text += f"Predictor: `{config.to_json()}` (the loss, meta-features and seed vary per column and repeat)\n\n"
+    return text + "\n".join(lines) + "\n"
+
+
+def write_report(rows: list[dict[str, Any]], runs: list[dict[str, Any]], out_dir: Path,
+                 config: PredictorConfig | None = None) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "loto.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=REPORT_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    with open(out_dir / "loto_runs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(runs[0]))
+        w.writeheader()
+        w.writerows(runs)
+    (out_dir / "loto.md").write_text(markdown_report(rows, config))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m predictor.evaluate --store ROOT [--loss L ...] [--repeats R] [--out DIR] [--json]``."""
+    import argparse
+    import json
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m predictor.evaluate", description="leave-one-task-out evaluation")
+    p.add_argument("--store", default=os.environ.get("NASDB_STORE"), help="store root (default: $NASDB_STORE)")
+    p.add_argument("--loss", action="append", choices=LOSSES, help="loss to evaluate (repeatable; default: all)")
+    p.add_argument("--repeats", type=int, default=3, help="fits per task and setting (default 3)")
+    p.add_argument("--meta", choices=("both", "with", "without"), default="both", help="meta-features settings")
+    p.add_argument("--task", action="append", help="only these tasks (repeatable; default: every task in the store)")
+    p.add_argument("--steps", type=int, help="optimizer steps per fit")
+    p.add_argument("--batch-size", type=int, help="experiments per mini-batch")
+    p.add_argument("--processes", type=int, default=1, help="parallel fitting processes (default 1)")
+    p.add_argument("--out", default="reports/loto", help="report folder (default reports/loto)")
+    p.add_argument("--json", action="store_true", help="print the report rows as JSON")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.store:
+        print("error: pass --store ROOT or set NASDB_STORE", file=sys.stderr)
+        return 1
+    config = PredictorConfig(**{k: v for k, v in (("num_steps", args.steps), ("batch_size", args.batch_size))
+                                if v is not None})
+    meta = {"both": (True, False), "with": (True,), "without": (False,)}[args.meta]
+    try:
+        rows = evaluate_loto(args.store, losses=args.loss or LOSSES, repeats=args.repeats, meta_features=meta,
+                             out_dir=args.out, config=config, tasks=args.task, processes=args.processes)
+    except (ValueError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 1
+    print(json.dumps(rows, indent=1) if args.json else markdown_report(rows, config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

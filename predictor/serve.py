@@ -1,0 +1,347 @@
+"""The suggestion API: a FastAPI app on Ray Serve in front of Algorithm 2 (issue 6).
+
+    POST /v1/suggest   {"task": NAME} or {"x": [[64 floats], ...], "y": [ints]}, optional
+                       k_max_iters / step_size / top_per_task / closest_tasks -> a suggestion
+    POST /v1/predict   the same task input + {"architectures": [[15 ints], ...]} -> scores
+    GET  /v1/model     which predictor, trained on which tasks, loss, metrics, created
+    GET  /v1/health    liveness (no token needed), also /openapi.json and /docs
+
+Every request but health and the API description carries ``Authorization: Bearer <token>``
+(predictor/_serve_auth.py). Bad input is a 4xx whose ``detail`` names the field; the replica
+keeps serving. Three ways to run it:
+
+- ``start_server(store, port=..., replicas=...)`` (``nasdb serve``) on the embedded Ray;
+- ``serve run predictor.serve:app_builder store=ROOT token_file=PATH`` on a cluster;
+- ``serve deploy`` of a config like ``predictor/serve_config.example.yaml``; a new predictor is
+  then picked up without downtime by changing the deployment's ``user_config``
+  (``{"predictor_id": ID}``: Serve calls ``reconfigure`` on the live replicas) or, opt-in, by
+  ``refresh_seconds`` > 0 (each replica follows the store's latest predictor).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from nasdb.errors import NasdbError, StoreError, UnknownTaskError
+from predictor._api_schema import (ErrorResponse, HealthResponse, ModelResponse, PredictRequest, PredictResponse,
+                                   SuggestRequest, SuggestResponse)
+from predictor._serve_auth import RequestGuard, is_loopback, resolve_token_digest
+from predictor.service import PayloadTooLargeError, ServeLimits, SuggestionService
+
+logger = logging.getLogger(__name__)
+
+API_VERSION = "1.0"
+MAX_ERRORS_SHOWN = 10
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422)}
+
+
+# -- the HTTP layer ----------------------------------------------------------------------------
+def _loc(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+def _message(exc: BaseException) -> str:
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return str(msg).splitlines()[0] if str(msg) else type(exc).__name__
+
+
+def build_api(service: SuggestionService, *, expected_digest: str | None, limits: ServeLimits | None = None) -> FastAPI:
+    """The FastAPI app around ``service``: routes, error mapping, and the token/size guard."""
+    limits = limits or service.limits
+    app = FastAPI(title="nasdb suggestion API", version=API_VERSION,
+                  description="Task-aware architecture suggestions (Algorithm 2 of task-aware performance "
+                              "prediction) and predicted scores, from a predictor fitted on the nasdb store.")
+    bearer = HTTPBearer(auto_error=False, description="The API token (NASDB_API_TOKEN or --token-file).")
+    protected = [Depends(bearer)] if expected_digest is not None else []  # documents it; RequestGuard enforces it
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        raw = list(exc.errors())
+        bad_json = [e for e in raw if e.get("type") == "json_invalid"]
+        if bad_json:  # loc is (body, character position); ctx holds the parser's message
+            e = bad_json[0]
+            pos = e.get("loc", ("body", "?"))[-1]
+            reason = (e.get("ctx") or {}).get("error", "JSON decode error")
+            return JSONResponse({"detail": f"body: malformed JSON ({reason} at character {pos})"}, status_code=400)
+        # loc, msg and type only: pydantic's "input" would echo the request back, and x can be megabytes
+        errors = [{"loc": _loc(e.get("loc", ())), "msg": e.get("msg", "").removeprefix("Value error, "),
+                   "type": e.get("type", "")} for e in raw]
+        first = errors[0] if errors else {"loc": "body", "msg": "invalid request"}
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return JSONResponse({"detail": f"{first['loc']}: {first['msg']}{more}", "errors": errors[:MAX_ERRORS_SHOWN]},
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(UnknownTaskError)
+    async def _unknown(_: Request, exc: UnknownTaskError) -> JSONResponse:
+        return JSONResponse({"detail": f"task: {_message(exc)}"}, status_code=404)
+
+    @app.exception_handler(PayloadTooLargeError)
+    async def _too_large(_: Request, exc: PayloadTooLargeError) -> JSONResponse:
+        return JSONResponse({"detail": _message(exc)}, status_code=413)
+
+    @app.exception_handler(StoreError)
+    async def _store(_: Request, exc: StoreError) -> JSONResponse:
+        logger.error("store unavailable: %s", exc)
+        return JSONResponse({"detail": f"store unavailable: {_message(exc)}"}, status_code=503)
+
+    for exc_type in (ValueError, KeyError, NasdbError):
+        app.add_exception_handler(exc_type, _unprocessable)
+
+    @app.post("/v1/suggest", response_model=SuggestResponse, dependencies=protected, responses=_ERRORS)
+    def suggest(body: SuggestRequest) -> dict[str, Any]:
+        """Algorithm 2: the architecture the predictor scores highest for the task, found by gradient
+        ascent from the top architectures of the closest training tasks."""
+        return service.suggest(body)
+
+    @app.post("/v1/predict", response_model=PredictResponse, dependencies=protected, responses=_ERRORS)
+    def predict(body: PredictRequest) -> dict[str, Any]:
+        """Predicted scores (higher = better expected validation accuracy) of architectures on the task."""
+        return service.predict(body)
+
+    @app.get("/v1/model", response_model=ModelResponse, dependencies=protected, responses=_ERRORS)
+    def model() -> dict[str, Any]:
+        """The predictor in use: id, training tasks, loss, metrics, creation time, limits."""
+        return service.model_info()
+
+    @app.get("/v1/health", response_model=HealthResponse)
+    def health() -> dict[str, Any]:
+        """Liveness; no token needed."""
+        return service.health()
+
+    app.add_middleware(RequestGuard, expected_digest=expected_digest, max_body_bytes=limits.max_body_bytes)
+    return app
+
+
+async def _unprocessable(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": _message(exc)}, status_code=422)
+
+
+# -- the Ray Serve deployment ----------------------------------------------------------------------
+# One replica per process: its app, built in __init__. Serve pickles the deployment class BY VALUE
+# (its name is bound to the Deployment object), which would give the class a private copy of any
+# module global; both sides therefore reach this dict through a real import of the module.
+_REPLICA_API: dict[str, FastAPI] = {}
+
+
+def _replica_app() -> FastAPI:
+    """Serve calls this in the replica right after ``SuggestionDeployment.__init__``."""
+    from predictor import serve as module
+
+    return module._REPLICA_API["app"]
+
+
+def _replica_id() -> str | None:
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:
+        return None
+
+
+def _proxy_host() -> str | None:
+    """The host the Serve HTTP proxy binds, asked from the controller (None when it cannot be told)."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        return _get_global_client().http_config.host
+    except Exception:  # private API: fail closed
+        return None
+
+
+@serve.deployment(name="SuggestionService", max_ongoing_requests=8, health_check_period_s=10)
+@serve.ingress(_replica_app)
+class SuggestionDeployment:
+    """A replica: the service, its API, and Serve's hooks (reconfigure = user_config, health)."""
+
+    def __init__(self, store_root: str, *, predictor_id: str | None = None, token_digest: str | None = None,
+                 allow_unauthenticated: bool = False, refresh_seconds: float = 0.0,
+                 limits: dict[str, int] | None = None, suggest_defaults: dict[str, Any] | None = None,
+                 torch_threads: int = 1):
+        import torch
+
+        from nasdb.store import ExperimentStore
+        from predictor import serve as module  # the real module, see _REPLICA_API
+
+        torch.set_num_threads(torch_threads)  # tiny matmuls: threads cost more than they give
+        if token_digest is None:
+            if not allow_unauthenticated:
+                raise ValueError("no API token configured for the suggestion service")
+            host = _proxy_host()
+            if not is_loopback(host or ""):
+                raise ValueError(f"allow_unauthenticated needs the Serve HTTP proxy on a loopback host, "
+                                 f"but it binds {host!r}; configure a token instead")
+        store = ExperimentStore(store_root)
+        store.require()
+        self.service = SuggestionService(store, predictor_id=predictor_id, refresh_seconds=refresh_seconds,
+                                         limits=ServeLimits(**(limits or {})), suggest_defaults=suggest_defaults)
+        self.service.replica = _replica_id()
+        module._REPLICA_API["app"] = build_api(self.service, expected_digest=token_digest)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self.service.reconfigure(user_config)
+
+    def check_health(self) -> None:
+        self.service.check_health()
+
+
+def build_app(store_root: str, *, predictor_id: str | None = None, token_digest: str | None = None,
+              allow_unauthenticated: bool = False, replicas: int = 1, num_cpus: float = 1.0,
+              refresh_seconds: float = 0.0, limits: ServeLimits | None = None,
+              suggest_defaults: dict[str, Any] | None = None, user_config: dict[str, Any] | None = None):
+    """The bound Serve application (for serve.run); the token arrives as its digest only."""
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise ValueError(f"`replicas` must be a positive integer, but got replicas={replicas!r}.")
+    if not num_cpus > 0:
+        raise ValueError(f"`num_cpus` must be > 0, but got num_cpus={num_cpus!r}.")
+    options: dict[str, Any] = {"num_replicas": replicas, "ray_actor_options": {"num_cpus": num_cpus}}
+    if user_config is not None:
+        options["user_config"] = user_config
+    limits = limits or ServeLimits()
+    return SuggestionDeployment.options(**options).bind(
+        str(store_root), predictor_id=predictor_id, token_digest=token_digest,
+        allow_unauthenticated=allow_unauthenticated, refresh_seconds=refresh_seconds,
+        limits={"max_samples": limits.max_samples, "max_architectures": limits.max_architectures,
+                "max_k_max_iters": limits.max_k_max_iters},
+        suggest_defaults=suggest_defaults)
+
+
+class AppArgs(BaseModel):
+    """Arguments of ``serve run predictor.serve:app_builder key=value ...`` and of a config's ``args``.
+
+    The token comes from ``token_file`` (a path on the cluster) or $NASDB_API_TOKEN where the
+    application is built (the runtime_env's env_vars); never inline in a config.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    store: str = Field(description="Store root (path or URI) reachable from every replica.")
+    predictor_id: str | None = None
+    token_file: str | None = None
+    allow_unauthenticated: bool = False
+    refresh_seconds: float = Field(0.0, ge=0)
+    replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, gt=0)
+    max_samples: int = Field(ServeLimits.max_samples, ge=1)
+    max_architectures: int = Field(ServeLimits.max_architectures, ge=1)
+    max_k_max_iters: int = Field(ServeLimits.max_k_max_iters, ge=1)
+
+
+def app_builder(args: dict[str, Any]):
+    """Application builder for ``serve run`` / ``serve deploy`` (import path ``predictor.serve:app_builder``)."""
+    a = AppArgs.model_validate(dict(args))
+    # Without a token the replica itself checks that the proxy binds a loopback host.
+    digest = None if a.allow_unauthenticated else resolve_token_digest(token_file=a.token_file)
+    return build_app(a.store, predictor_id=a.predictor_id, token_digest=digest,
+                     allow_unauthenticated=a.allow_unauthenticated, replicas=a.replicas, num_cpus=a.num_cpus,
+                     refresh_seconds=a.refresh_seconds,
+                     limits=ServeLimits(a.max_samples, a.max_architectures, a.max_k_max_iters))
+
+
+# -- the embedded server (nasdb serve) ------------------------------------------------------------
+@dataclass
+class ServerInfo:
+    url: str  # base URL, e.g. http://127.0.0.1:8000
+    predictor_id: str
+    replicas: int
+    authenticated: bool
+    app_name: str
+
+
+def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predictor_id: str | None = None,
+                 host: str = "127.0.0.1", token: str | None = None, token_file: str | None = None,
+                 allow_unauthenticated: bool = False, refresh_seconds: float = 0.0, num_cpus: float = 1.0,
+                 limits: ServeLimits | None = None, suggest_defaults: dict[str, Any] | None = None,
+                 app_name: str = "nasdb", route_prefix: str = "/", ray_address: str | None = None) -> ServerInfo:
+    """Start the API on Ray Serve (the running Ray, else an embedded one) and return once it answers.
+
+    Refuses, before starting anything, with a one-line ValueError: no token and no explicit
+    ``allow_unauthenticated``; ``allow_unauthenticated`` on a non-loopback host; a store without
+    the requested (or any) predictor.
+    """
+    import ray
+
+    from nasdb.store import ExperimentStore
+    from predictor.checkpoint import latest_predictor, read_metadata
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"`port` must be an integer in [1, 65535], but got port={port!r}.")
+    digest = resolve_token_digest(token=token, token_file=token_file, allow_unauthenticated=allow_unauthenticated,
+                                  host=host)
+    store = ExperimentStore(store_root)
+    store.require()
+    pid = predictor_id or latest_predictor(store)
+    if pid is None:
+        raise ValueError(f"the store {store.root!r} has no predictor yet: fit one first (python -m predictor.train)")
+    read_metadata(store, pid)  # KeyError naming the id when it is not there
+    app = build_app(store.root, predictor_id=predictor_id, token_digest=digest,
+                    allow_unauthenticated=allow_unauthenticated, replicas=replicas, num_cpus=num_cpus,
+                    refresh_seconds=refresh_seconds, limits=limits, suggest_defaults=suggest_defaults)
+    if not ray.is_initialized():
+        ray.init(address=ray_address, include_dashboard=False, logging_level=logging.WARNING)
+    serve.start(http_options={"host": host, "port": port})
+    actual = _http_config()
+    if actual is not None and (str(actual.host), int(actual.port)) != (host, port):
+        raise ValueError(f"Ray Serve already runs on this cluster with HTTP {actual.host}:{actual.port}, not "
+                         f"{host}:{port}; stop it (serve shutdown) or use that address")
+    started = time.perf_counter()
+    serve.run(app, name=app_name, route_prefix=route_prefix, blocking=False)
+    logger.info("suggestion API up in %.1fs", time.perf_counter() - started)
+    prefix = "" if route_prefix == "/" else route_prefix.rstrip("/")
+    url_host = f"[{host}]" if ":" in host else host
+    return ServerInfo(f"http://{url_host}:{port}{prefix}", pid, replicas, digest is not None, app_name)
+
+
+def _http_config():
+    try:
+        from ray.serve.context import _get_global_client
+
+        return _get_global_client().http_config
+    except Exception:
+        return None
+
+
+def stop_server(app_name: str = "nasdb") -> None:
+    """Delete the application (the Ray cluster and Serve stay up)."""
+    serve.delete(app_name)
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_server(store_root: str, *, on_ready=None, **kwargs: Any) -> None:
+    """``start_server`` and block until Ctrl-C / SIGTERM, then shut Serve down (``nasdb serve``)."""
+    import signal
+
+    info = start_server(store_root, **kwargs)
+    if on_ready is not None:
+        on_ready(info)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.shutdown()
+
+
+__all__ = ["API_VERSION", "AppArgs", "ServerInfo", "ServeLimits", "SuggestionDeployment", "app_builder",
+           "build_api", "build_app", "run_server", "start_server", "stop_server"]

@@ -1,0 +1,225 @@
+"""The suggestion service behind the HTTP API: the loaded predictor, its hot swap, and the endpoints' logic.
+
+Plain Python, no Ray: ``predictor/serve.py`` wraps it in a Ray Serve deployment and a FastAPI
+app. A request reads the current ``SuggestionEngine`` once and uses it to the end, so
+swapping in a newly fitted predictor (``reconfigure`` from Serve's user_config, or the opt-in
+background refresh that follows the store's latest predictor) is one attribute assignment:
+in-flight requests finish on the old engine, new ones get the new one, and nobody waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from predictor._api_schema import PredictRequest, SuggestRequest, TaskInput
+from predictor.checkpoint import latest_predictor, load_predictor
+from predictor.suggest import SuggestConfig, SuggestionEngine, check_samples
+
+logger = logging.getLogger(__name__)
+
+USER_CONFIG_KEYS = ("predictor_id", "refresh_seconds")
+
+
+class PayloadTooLargeError(ValueError):
+    """A request above a configured server limit (HTTP 413)."""
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may ask for; requests above them are refused with a 4xx naming the field."""
+
+    max_samples: int = 10_000
+    max_architectures: int = 1_000
+    max_k_max_iters: int = 10_000
+
+    def __post_init__(self) -> None:
+        for name in ("max_samples", "max_architectures", "max_k_max_iters"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, but got {name}={v!r}.")
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Room for ``max_samples`` rows of 64 floats printed at full precision, plus 1 MiB."""
+        return self.max_samples * 64 * 26 + (1 << 20)
+
+    def to_dict(self) -> dict[str, int]:
+        return {**asdict(self), "max_body_bytes": self.max_body_bytes}
+
+
+def _check_refresh(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"`refresh_seconds` must be a finite number >= 0 (0 = off), but got {value!r}.")
+    return float(value)
+
+
+class SuggestionService:
+    """One replica's state: the store, the current engine, and how it follows new predictors.
+
+    ``predictor_id=None`` follows the store's latest predictor (picked up by ``refresh_now`` or
+    the background refresh every ``refresh_seconds``, 0 = off); a pinned id never changes by
+    itself, only by ``reconfigure``.
+    """
+
+    def __init__(self, store: Any, *, predictor_id: str | None = None, refresh_seconds: float = 0.0,
+                 limits: ServeLimits | None = None, suggest_defaults: dict[str, Any] | None = None):
+        self.store = store
+        self.limits = limits or ServeLimits()
+        self.defaults = SuggestConfig(**(suggest_defaults or {}))
+        if self.defaults.k_max_iters > self.limits.max_k_max_iters:
+            raise ValueError(f"default k_max_iters={self.defaults.k_max_iters} exceeds max_k_max_iters="
+                             f"{self.limits.max_k_max_iters}")
+        self.replica: str | None = None  # set by the Serve deployment: which replica answered
+        self._pinned = predictor_id
+        self._load_lock = threading.Lock()
+        self._engine: SuggestionEngine = self._load(predictor_id)
+        self.last_refresh_error: str | None = None
+        self.refresh_seconds = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.set_refresh(refresh_seconds)
+
+    # -- the predictor and its hot swap ------------------------------------------------------
+    @property
+    def engine(self) -> SuggestionEngine:
+        return self._engine
+
+    def _load(self, predictor_id: str | None) -> SuggestionEngine:
+        checkpoint = load_predictor(self.store, predictor_id)  # KeyError naming the id, or "no predictor yet"
+        return SuggestionEngine(checkpoint, self.store)
+
+    def _swap_to(self, predictor_id: str | None) -> bool:
+        """Load ``predictor_id`` (None: the latest) unless it is the current one; swap atomically."""
+        with self._load_lock:
+            target = predictor_id or latest_predictor(self.store)
+            if target is None or target == self._engine.predictor_id:
+                return False
+            engine = self._load(target)
+            previous, self._engine = self._engine.predictor_id, engine  # the swap: one assignment
+        logger.info("suggestion service: predictor %s -> %s", previous, engine.predictor_id)
+        return True
+
+    def refresh_now(self) -> bool:
+        """Pick up the store's latest predictor when following it; True when the predictor changed."""
+        return False if self._pinned else self._swap_to(None)
+
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Serve's user_config: ``{"predictor_id": ID | None | "latest", "refresh_seconds": S}``."""
+        user_config = dict(user_config or {})
+        unknown = sorted(set(user_config) - set(USER_CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f"unknown user_config keys {unknown}; known: {list(USER_CONFIG_KEYS)}")
+        if "predictor_id" in user_config:
+            pid = user_config["predictor_id"]
+            if pid is not None and not isinstance(pid, str):
+                raise ValueError(f"user_config predictor_id must be a string or null, got {pid!r}")
+            pid = None if pid in (None, "", "latest") else pid
+            self._swap_to(pid)  # raises (and keeps the current predictor) when it cannot be loaded
+            self._pinned = pid
+        if "refresh_seconds" in user_config:
+            self.set_refresh(user_config["refresh_seconds"])
+
+    def set_refresh(self, seconds: Any) -> None:
+        """Start, change or stop (0) the background check for a newer predictor."""
+        self.refresh_seconds = _check_refresh(seconds)
+        if self.refresh_seconds > 0 and (self._thread is None or not self._thread.is_alive()):
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._refresh_loop, name="nasdb-predictor-refresh", daemon=True)
+            self._thread.start()
+
+    def _refresh_loop(self) -> None:
+        while self.refresh_seconds > 0 and not self._stop.wait(self.refresh_seconds):
+            try:
+                self.refresh_now()
+                self.last_refresh_error = None
+            except Exception as e:  # keep serving the current predictor; report on /v1/health
+                self.last_refresh_error = f"{type(e).__name__}: {e}".splitlines()[0]
+                logger.warning("predictor refresh failed, keeping %s: %s", self._engine.predictor_id,
+                               self.last_refresh_error)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def check_health(self) -> None:
+        if self._engine is None:
+            raise RuntimeError("no predictor loaded")
+
+    # -- endpoints ----------------------------------------------------------------------------
+    def _task_z(self, engine: SuggestionEngine, body: TaskInput):
+        if body.task is not None:
+            return engine.task_z_or_embed(self.store, body.task)
+        if len(body.x) > self.limits.max_samples:
+            raise PayloadTooLargeError(f"x: {len(body.x)} samples exceed the server's maximum of "
+                                       f"{self.limits.max_samples}")
+        cfg = engine.config
+        for i, row in enumerate(body.x):
+            if len(row) != cfg.feature_dim:
+                raise ValueError(f"x[{i}]: expected {cfg.feature_dim} features, got {len(row)}")
+        x, y = check_samples(np.asarray(body.x, dtype=np.float32), np.asarray(body.y, dtype=np.int64),
+                             feature_dim=cfg.feature_dim, max_classes=cfg.max_classes)
+        return engine.embed(x, y)
+
+    def suggest(self, body: SuggestRequest) -> dict[str, Any]:
+        engine = self._engine  # one predictor for the whole request, even if a swap happens meanwhile
+        overrides = body.overrides()
+        if overrides.get("k_max_iters", 0) > self.limits.max_k_max_iters:
+            raise ValueError(f"k_max_iters: {overrides['k_max_iters']} exceeds the server's maximum of "
+                             f"{self.limits.max_k_max_iters}")
+        config = self.defaults.replace(**overrides)
+        z = self._task_z(engine, body)
+        return {**engine.suggest_z(z, config).to_dict(), "task": body.task}
+
+    def predict(self, body: PredictRequest) -> dict[str, Any]:
+        engine = self._engine
+        if len(body.architectures) > self.limits.max_architectures:
+            raise PayloadTooLargeError(f"architectures: {len(body.architectures)} exceed the server's maximum of "
+                                       f"{self.limits.max_architectures}")
+        space = engine.space
+        for i, arch in enumerate(body.architectures):
+            try:
+                space.validate(arch)
+            except ValueError as e:
+                raise ValueError(f"architectures[{i}]: {e}") from None
+        z = self._task_z(engine, body)
+        scores = engine.predict(np.asarray(body.architectures, dtype=np.int64), z)
+        ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        return {"predictor_id": engine.predictor_id, "task": body.task, "scores": [float(s) for s in scores],
+                "ranking": ranking}
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "predictor_id": self._engine.predictor_id, "replica": self.replica}
+
+    def model_info(self) -> dict[str, Any]:
+        engine = self._engine
+        meta = engine.checkpoint.metadata
+        return {
+            "predictor_id": engine.predictor_id,
+            "created_at": meta.get("created_at"),
+            "loss": meta.get("loss"),
+            "use_meta_features": engine.use_meta_features,
+            "tasks": engine.checkpoint.tasks,
+            "space_id": engine.space.space_id,
+            "metrics": _finite(meta.get("metrics") or {}),
+            "following": "pinned" if self._pinned else "latest",
+            "refresh_seconds": self.refresh_seconds,
+            "suggest_defaults": self.defaults.to_dict(),
+            "limits": self.limits.to_dict(),
+        }
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: metrics such as an undefined correlation become null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+

@@ -1,0 +1,416 @@
+"""Algorithm 2 (task-aware-performance-prediction.md Sec. 3.3, 5.3): suggest an architecture for a new task.
+
+Compute the new task's meta-features z; find the training tasks closest to it in embedding
+space; start from their top architectures in the store (top 5 of the 2 closest: 10 starts);
+run gradient ascent on the relaxed encodings of all starts at once (predictor/ascent.py);
+discretize every result (argmax per block), re-score it as a one-hot with the predictor and
+return the best, the runner-ups, the nearest tasks and whether the task lies far from all of
+them. ``SuggestionEngine`` holds everything per checkpoint that does not depend on the
+request (training-task embeddings, their top architectures, the compiled ascent) so a
+request costs one embedding and one ascent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from predictor.ascent import make_ascent, start_logits
+from predictor.checkpoint import PredictorCheckpoint
+
+logger = logging.getLogger(__name__)
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, but got {name}={value!r}.")
+
+
+def _positive_float(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.floating)) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be a finite number {bound}, but got {name}={value!r}.")
+
+
+@dataclass(frozen=True)
+class SuggestConfig:
+    """Algorithm 2's settings. Defaults: the paper's (Sec. 5.3) where it gives them.
+
+    - ``top_per_task`` x ``closest_tasks`` starting points (5 x 2 = kNumStartingPoints 10);
+      fewer when the closest tasks hold fewer distinct architectures, then the next-closest
+      tasks fill in.
+    - ``k_max_iters`` (1000) gradient-ascent steps at most, step size ``step_size`` (eta; the
+      paper gives none) on per-block logits; stop early once no entry of u moved more than
+      ``tolerance`` over ``check_every`` steps.
+    - ``start_smoothing``: a start is ``log((1 - s) onehot + s / size)``, so its softmax is off
+      the saturated vertex (a vertex has zero gradient) yet argmaxes to the start.
+    - ``far_factor``: the task is flagged far from the training tasks when its distance to the
+      nearest one exceeds ``far_factor`` x the largest nearest-neighbour distance among the
+      training tasks themselves (a task farther out than any training task is from its own
+      nearest neighbour, with margin).
+    """
+
+    top_per_task: int = 5
+    closest_tasks: int = 2
+    k_max_iters: int = 1000
+    step_size: float = 1.0
+    tolerance: float = 1e-4
+    check_every: int = 50
+    start_smoothing: float = 0.5
+    far_factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("top_per_task", "closest_tasks", "k_max_iters", "check_every"):
+            _positive_int(name, getattr(self, name))
+            object.__setattr__(self, name, int(getattr(self, name)))
+        _positive_float("step_size", self.step_size)
+        _positive_float("tolerance", self.tolerance, allow_zero=True)
+        _positive_float("far_factor", self.far_factor)
+        if isinstance(self.start_smoothing, bool) or not isinstance(self.start_smoothing, (int, float)) \
+                or not 0 < self.start_smoothing < 1:
+            raise ValueError(f"`0 < start_smoothing < 1` must hold, but got start_smoothing={self.start_smoothing!r}.")
+
+    @property
+    def k_num_starting_points(self) -> int:
+        return self.top_per_task * self.closest_tasks
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SuggestConfig":
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown suggest config keys: {unknown}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> "SuggestConfig":
+        return replace(self, **changes)
+
+
+@dataclass
+class Candidate:
+    """One discretized ascent result, scored by the predictor as a one-hot."""
+
+    architecture: list[int]
+    description: dict[str, str]
+    score: float  # predictor score of the discrete (one-hot) architecture
+    continuous_score: float  # predictor score of the relaxed encoding the ascent ended at
+    start_task: str | None  # the training task whose top architecture was the start (None: global top)
+    start_architecture: list[int]
+    start_score: float  # predictor score of the start architecture (one-hot)
+
+
+@dataclass
+class Suggestion:
+    """Algorithm 2's answer: the best candidate first, plus where the task sits among training tasks."""
+
+    predictor_id: str
+    architecture: list[int]  # the best candidate, discretized
+    description: dict[str, str]
+    score: float  # predictor score of ``architecture`` as a one-hot (the ranking key)
+    continuous_score: float  # predictor score of ``encoding``
+    encoding: list[float]  # the relaxed encoding the ascent found for the best candidate (D,)
+    candidates: list[Candidate]  # distinct discretized results, best first (candidates[0] is the best)
+    nearest_tasks: list[dict[str, Any]]  # [{"task", "distance"}], closest first; [] without meta-features
+    far_from_training: bool | None  # None when it cannot be told (no meta-features, < 2 training tasks)
+    far_threshold: float | None
+    iterations: int
+    converged: bool
+    seconds: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _TaskTop:
+    """A training task's distinct architectures, best first (mean validation accuracy over seeds)."""
+
+    architectures: np.ndarray  # (M, num_dimensions) int64
+    accuracy: np.ndarray  # (M,) float64
+    normalized: np.ndarray  # (M,) (acc - mu_k) / sigma_k over the task's population (Sec. 5.1)
+
+
+def _top_architectures(store: Any, task: str, space_id: str, num_dimensions: int) -> _TaskTop | None:
+    table = store.experiments_arrow(task, status="ok")
+    if table.num_rows == 0:
+        return None
+    space_ids = np.asarray(table.column("space_id").to_pylist(), dtype=object)
+    acc = np.asarray(table.column("val_accuracy").to_pylist(), dtype=np.float64)
+    keep = (space_ids == space_id) & np.isfinite(acc)
+    if not keep.any():
+        return None
+    archs = np.asarray([a for a, k in zip(table.column("architecture").to_pylist(), keep) if k],
+                       dtype=np.int64).reshape(-1, num_dimensions)
+    acc = acc[keep]
+    uniq, inverse = np.unique(archs, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    mean = np.bincount(inverse, weights=acc) / np.bincount(inverse)  # (M,) mean over seeds
+    order = np.lexsort((np.arange(len(mean)), -mean))  # best first; ties by architecture order
+    std = float(acc.std()) or 1.0
+    return _TaskTop(uniq[order], mean[order], (mean[order] - float(acc.mean())) / std)
+
+
+class SuggestionEngine:
+    """A predictor checkpoint ready for Algorithm 2; everything request-independent computed once.
+
+    Thread-safe for concurrent requests: its state is read-only after construction.
+    """
+
+    def __init__(self, checkpoint: PredictorCheckpoint, store: Any):
+        self.checkpoint = checkpoint
+        self.space = checkpoint.space
+        self.model = checkpoint.model.cpu().eval()
+        self.config = checkpoint.config
+        self.use_meta_features = bool(self.config.use_meta_features)
+        self.ascent = make_ascent(self.model, self.space)
+        start = time.perf_counter()
+        self.tops: dict[str, _TaskTop] = {}
+        z_rows = []
+        for name in checkpoint.tasks:
+            top = _top_architectures(store, name, self.space.space_id, self.space.num_dimensions)
+            if top is None:
+                logger.warning("predictor %s: training task %r has no usable experiments in the store; skipped",
+                               checkpoint.predictor_id, name)
+                continue
+            if self.use_meta_features:
+                x, y = store.task(name).samples("train")
+                z_rows.append(self._embed(x, y))
+            self.tops[name] = top
+        if not self.tops:
+            raise ValueError(f"predictor {checkpoint.predictor_id!r}: none of its training tasks "
+                             f"({', '.join(checkpoint.tasks) or 'none'}) has experiments in this store")
+        self.task_names = list(self.tops)
+        self.task_z = torch.stack(z_rows) if z_rows else None  # (T, Z)
+        self.nn_distance = None  # max over training tasks of the distance to their nearest other training task
+        if self.task_z is not None and len(self.task_names) >= 2:
+            d = torch.cdist(self.task_z, self.task_z)  # (T, T)
+            d.fill_diagonal_(math.inf)
+            self.nn_distance = float(d.min(dim=1).values.max())
+        self._global_order = self._rank_global()
+        logger.info("suggestion engine for predictor %s ready in %.2fs (%d training tasks)",
+                    checkpoint.predictor_id, time.perf_counter() - start, len(self.task_names))
+
+    @property
+    def predictor_id(self) -> str:
+        return self.checkpoint.predictor_id
+
+    # -- meta-features -----------------------------------------------------------------------
+    @torch.no_grad()
+    def _embed(self, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
+        return self.model.task_embedding(torch.as_tensor(np.asarray(x), dtype=torch.float32),
+                                         torch.as_tensor(np.asarray(y), dtype=torch.int64))  # (Z,)
+
+    def embed(self, x: np.ndarray, y: np.ndarray) -> torch.Tensor | None:
+        """Meta-features z of a task from its samples (None for a predictor without them)."""
+        if not self.use_meta_features:
+            return None
+        x, y = check_samples(x, y, feature_dim=self.config.feature_dim, max_classes=self.config.max_classes)
+        return self._embed(x, y)
+
+    # -- scoring -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def score_architectures(self, architectures: Any, z: torch.Tensor | None) -> np.ndarray:
+        """Predictor scores of discrete architectures (N, num_dimensions) -> (N,)."""
+        archs = np.asarray(architectures)
+        if archs.ndim != 2:
+            raise ValueError(f"architectures must be a list of {self.space.num_dimensions}-index lists, "
+                             f"got shape {archs.shape}")
+        u = torch.as_tensor(self.space.encode_many(archs))  # (N, D)
+        return self.model(u, z).numpy().astype(np.float64) if len(archs) else np.zeros(0)
+
+    # -- starting points -------------------------------------------------------------------------
+    def _rank_global(self) -> list[tuple[str, int]]:
+        """(task, row) of every stored top architecture, best normalized accuracy first."""
+        entries = [(float(top.normalized[i]), name, i) for name, top in self.tops.items()
+                   for i in range(len(top.accuracy))]
+        entries.sort(key=lambda e: (-e[0], e[1], e[2]))
+        return [(name, i) for _, name, i in entries]
+
+    def nearest_tasks(self, z: torch.Tensor | None) -> list[tuple[str, float]]:
+        """Training tasks by Euclidean distance to ``z`` in embedding space, closest first."""
+        if z is None or self.task_z is None:
+            return []
+        d = torch.linalg.vector_norm(self.task_z - z, dim=1)  # (T,)
+        order = sorted(range(len(self.task_names)), key=lambda i: (float(d[i]), self.task_names[i]))
+        return [(self.task_names[i], float(d[i])) for i in order]
+
+    def starting_points(self, nearest: list[tuple[str, float]],
+                        config: SuggestConfig) -> tuple[np.ndarray, list[str | None]]:
+        """Top ``top_per_task`` architectures of the ``closest_tasks`` nearest tasks (distinct).
+
+        Without meta-features (or distances) the starts are the global top architectures by
+        task-normalized validation accuracy. -> ((S, num_dimensions), start task of each).
+        """
+        want = config.k_num_starting_points
+        seen: set[tuple[int, ...]] = set()
+        archs, origin = [], []
+
+        def take(name: str, row: int) -> None:
+            key = tuple(int(v) for v in self.tops[name].architectures[row])
+            if key not in seen and len(archs) < want:
+                seen.add(key)
+                archs.append(key)
+                origin.append(name if nearest else None)
+
+        if nearest:
+            for name, _ in nearest[:config.closest_tasks]:  # the paper's rule
+                for row in range(min(config.top_per_task, len(self.tops[name].accuracy))):
+                    take(name, row)
+            for name, _ in nearest:  # fill up from the next-closest tasks when short
+                for row in range(len(self.tops[name].accuracy)):
+                    if len(archs) >= want:
+                        break
+                    take(name, row)
+        else:
+            for name, row in self._global_order:
+                if len(archs) >= want:
+                    break
+                take(name, row)
+        return np.asarray(archs, dtype=np.int64).reshape(-1, self.space.num_dimensions), origin
+
+    # -- Algorithm 2 -----------------------------------------------------------------------------
+    def suggest_z(self, z: torch.Tensor | None, config: SuggestConfig | None = None) -> Suggestion:
+        """Algorithm 2 for a task with meta-features ``z`` (None for a predictor without them)."""
+        config = config or SuggestConfig()
+        start = time.perf_counter()
+        nearest = self.nearest_tasks(z)
+        archs, origin = self.starting_points(nearest, config)
+        logits0 = start_logits(self.space, archs, config.start_smoothing)  # (S, D)
+        result = self.ascent.run(logits0, z, step_size=config.step_size, max_iters=config.k_max_iters,
+                                 tolerance=config.tolerance, check_every=config.check_every)
+        u = result.u.numpy()  # (S, D)
+        found = self.space.discretize(u)  # (S, num_dimensions)
+        scores = self.score_architectures(found, z)  # (S,)
+        start_scores = self.score_architectures(archs, z)  # (S,)
+        continuous = result.scores.numpy().astype(np.float64)  # (S,)
+        order = sorted(range(len(found)), key=lambda i: (-scores[i], -continuous[i], i))
+        seen: set[tuple[int, ...]] = set()
+        candidates, best_u = [], None
+        for i in order:
+            key = tuple(int(v) for v in found[i])
+            if key in seen:
+                continue
+            seen.add(key)
+            best_u = u[i] if best_u is None else best_u
+            candidates.append(Candidate(list(key), self.space.describe(key), float(scores[i]), float(continuous[i]),
+                                        origin[i], [int(v) for v in archs[i]], float(start_scores[i])))
+        best = candidates[0]
+        far, threshold = None, None
+        if nearest and self.nn_distance is not None:
+            threshold = config.far_factor * self.nn_distance
+            far = bool(nearest[0][1] > threshold)
+        return Suggestion(
+            predictor_id=self.predictor_id, architecture=best.architecture, description=best.description,
+            score=best.score, continuous_score=best.continuous_score, encoding=[float(v) for v in best_u],
+            candidates=candidates, nearest_tasks=[{"task": n, "distance": d} for n, d in nearest],
+            far_from_training=far, far_threshold=threshold, iterations=result.iterations,
+            converged=result.converged, seconds=time.perf_counter() - start, config=config.to_dict())
+
+    def suggest(self, x: np.ndarray | None, y: np.ndarray | None, config: SuggestConfig | None = None) -> Suggestion:
+        """Algorithm 2 for a task given by its samples (ignored by a predictor without meta-features)."""
+        return self.suggest_z(self.embed(x, y) if self.use_meta_features else None, config)
+
+    def task_z_or_embed(self, store: Any, task: str) -> torch.Tensor | None:
+        """z of a task in the store: the cached one for a training task, else from its train split."""
+        if not self.use_meta_features:
+            store.task(task)  # still refuse an unknown task
+            return None
+        if task in self.tops and self.task_z is not None:
+            return self.task_z[self.task_names.index(task)]
+        x, y = store.task(task).samples("train")
+        return self.embed(x, y)
+
+    def predict(self, architectures: Any, z: torch.Tensor | None) -> np.ndarray:
+        return self.score_architectures(architectures, z)
+
+
+def check_samples(x: Any, y: Any, *, feature_dim: int, max_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Task samples as float32 (N, F) and int64 (N,) arrays, or ValueError naming what is wrong."""
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim != 2 or x.shape[1] != feature_dim:
+        raise ValueError(f"x: samples must have shape (n, {feature_dim}), got {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError("x: at least one sample is needed, got 0")
+    if not (np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)):
+        raise ValueError(f"x: samples must be numbers, got dtype {x.dtype}")
+    bad = np.argwhere(~np.isfinite(x))
+    if len(bad):
+        r, c = (int(v) for v in bad[0])
+        raise ValueError(f"x: non-finite value {x[r, c]} at row {r}, column {c}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y: expected {x.shape[0]} labels (one per row of x), got shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y: labels must be integers, got dtype {y.dtype}")
+    out = np.flatnonzero((y < 0) | (y >= max_classes))
+    if out.size:
+        raise ValueError(f"y: label {int(y[out[0]])} at index {int(out[0])} is outside [0, {max_classes})")
+    return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
+
+
+# -- per-checkpoint engines, built once ----------------------------------------------------------
+_ENGINES: dict[tuple[str, str], SuggestionEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+_MAX_ENGINES = 4
+
+
+def _store_key(store: Any) -> str:
+    return str(getattr(store, "root", None) or id(store))
+
+
+def engine_for(checkpoint: PredictorCheckpoint, store: Any) -> SuggestionEngine:
+    """The cached engine of ``checkpoint`` over ``store`` (training-task embeddings computed once)."""
+    key = (_store_key(store), checkpoint.predictor_id)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)  # a predictor id names one immutable checkpoint
+        if engine is not None:
+            return engine
+    engine = SuggestionEngine(checkpoint, store)
+    with _ENGINES_LOCK:
+        while len(_ENGINES) >= _MAX_ENGINES:
+            _ENGINES.pop(next(iter(_ENGINES)))
+        _ENGINES[key] = engine
+    return engine
+
+
+def suggest_architecture(checkpoint: PredictorCheckpoint, store: Any, x: Any, y: Any,
+                         config: SuggestConfig | None = None) -> Suggestion:
+    """Algorithm 2 for a new task given by its samples ``x`` (N, 64) and labels ``y`` (N,)."""
+    return engine_for(checkpoint, store).suggest(x, y, config)
+
+
+def suggest_for_task(checkpoint: PredictorCheckpoint, store: Any, task: str,
+                     config: SuggestConfig | None = None) -> Suggestion:
+    """Algorithm 2 for a task of the store (built-in or registered), from its training split."""
+    engine = engine_for(checkpoint, store)
+    return engine.suggest_z(engine.task_z_or_embed(store, task), config)
+
+
+def predict_scores(checkpoint: PredictorCheckpoint, x: Any, y: Any, architectures: Any) -> np.ndarray:
+    """Predictor scores of discrete ``architectures`` (N, num_dimensions) on the task ``(x, y)``: -> (N,)."""
+    model, cfg = checkpoint.model.eval(), checkpoint.config
+    z = None
+    if cfg.use_meta_features:
+        x, y = check_samples(x, y, feature_dim=cfg.feature_dim, max_classes=cfg.max_classes)
+        with torch.no_grad():
+            z = model.task_embedding(torch.as_tensor(x), torch.as_tensor(y))  # (Z,)
+    archs = np.asarray(architectures)
+    if archs.ndim != 2 or archs.shape[1] != checkpoint.space.num_dimensions:
+        raise ValueError(f"architectures must have shape (N, {checkpoint.space.num_dimensions}), got {archs.shape}")
+    with torch.no_grad():
+        return model(torch.as_tensor(checkpoint.space.encode_many(archs)), z).numpy().astype(np.float64)
+
+
+__all__ = ["Candidate", "Suggestion", "SuggestConfig", "SuggestionEngine", "check_samples", "engine_for",
+           "predict_scores", "suggest_architecture", "suggest_for_task"]

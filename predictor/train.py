@@ -1,0 +1,240 @@
+"""The Ray Train job that fits the predictor (Algorithm 1) and writes its checkpoint into the store.
+
+    python -m predictor.train --store ROOT [--loss l2|linear|quadratic] [--exclude-task T ...]
+        [--workers N] [--steps S] [--no-meta-features] [--warm-start PREDICTOR_ID] [--seed S]
+
+The driver reads and validates the training data (so bad input fails before any worker
+starts) and puts it in the object store; a TorchTrainer runs ``run_algorithm1`` in N
+data-parallel workers (DDP through ``ray.train.torch.prepare_model``, a GPU each when Ray
+reports enough of them), each drawing its own tasks and batches by rank; rank 0 writes the
+checkpoint into ``<store>/predictors/<id>/``. Ray Train's own run folder is a temporary
+directory: the real checkpoint lives in the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Iterable
+
+from predictor.checkpoint import load_predictor, new_predictor_id, read_metadata, save_predictor
+from predictor.config import LOSSES, PredictorConfig
+from predictor.data import TrainingData, load_training_data
+
+logger = logging.getLogger(__name__)
+
+#: Fields that fix the network's shape: a warm start must keep them.
+SHAPE_FIELDS = ("phi_hidden", "rho_hidden", "use_meta_features", "gating", "feature_dim", "max_classes", "aggregate")
+
+
+def _open_store(store: Any) -> Any:
+    if isinstance(store, (str, os.PathLike)):
+        from nasdb.store import ExperimentStore
+
+        return ExperimentStore(str(store))
+    return store
+
+
+def _store_root(store: Any) -> str:
+    """The store's root as a URI another process can reopen (fsspec strips the protocol from ``root``)."""
+    fs = getattr(store, "fs", None)
+    return fs.unstrip_protocol(store.root) if hasattr(fs, "unstrip_protocol") else str(store.root)
+
+
+def _train_loop_per_worker(cfg: dict) -> dict | None:
+    """Runs in every Ray Train worker: Algorithm 1 under DDP, then rank 0 saves the checkpoint."""
+    import numpy as np
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from predictor.fit import run_algorithm1, task_correlations
+    from predictor.model import PerformancePredictor, TaskScorer
+
+    data: TrainingData = ray.get(cfg["data"])
+    config = PredictorConfig.from_dict(cfg["config"])
+    rank = ray.train.get_context().get_world_rank()
+    torch.manual_seed(config.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
+    model = PerformancePredictor(data.space.encoding_size, config)
+    if cfg.get("init_state") is not None:
+        model.load_state_dict(ray.get(cfg["init_state"]))
+    scorer = ray.train.torch.prepare_model(TaskScorer(model))
+    device = ray.train.torch.get_device()
+    history = run_algorithm1(scorer, data, config, rank=rank, device=device, report_every=cfg["report_every"],
+                             on_report=lambda step, metrics: ray.train.report(metrics))
+    if rank != 0:
+        return None
+    model = model.cpu().eval()  # DDP wrapped the same module: its weights are the trained ones
+    correlations = task_correlations(model, data)
+    spearman = [c["spearman"] for c in correlations.values()]
+    metrics = {
+        "final_train_loss": history.final_loss,
+        "train_correlations": correlations,
+        "mean_train_spearman": float(np.nanmean(spearman)) if not np.all(np.isnan(spearman)) else None,
+        "steps_per_worker": history.steps,
+        "workers": cfg["workers"],
+        "seconds": history.seconds,
+        "task_draws_rank0": history.task_draws,
+    }
+    store = cfg["open_store"]()
+    embeddings = {}
+    if config.use_meta_features:
+        with torch.no_grad():
+            for name, t in data.tasks.items():
+                x, y = torch.from_numpy(np.array(t.x)), torch.from_numpy(np.array(t.y))  # copies of read-only arrays
+                embeddings[name] = model.task_embedding(x, y).tolist()
+    pid = save_predictor(store, model, data.space, predictor_id=cfg["predictor_id"], tasks=data.task_names,
+                         data_snapshot=data.snapshot(), metrics=metrics, warm_start_parent=cfg.get("warm_start"),
+                         extra={"excluded_tasks": cfg["exclude_tasks"], "task_embeddings": embeddings})
+    return {"predictor_id": pid, "metrics": metrics}
+
+
+def _warm_start_state(store: Any, parent_id: str, config: PredictorConfig, data: TrainingData) -> dict:
+    parent = load_predictor(store, parent_id)
+    if parent.space.space_id != data.space.space_id:
+        raise ValueError(f"warm start from {parent_id!r}: its space {parent.space.space_id} differs from the "
+                         f"training data's space {data.space.space_id}")
+    differing = [f for f in SHAPE_FIELDS if getattr(parent.config, f) != getattr(config, f)]
+    if differing:
+        detail = ", ".join(f"{f}={getattr(parent.config, f)!r} vs {getattr(config, f)!r}" for f in differing)
+        raise ValueError(f"warm start from {parent_id!r}: the network shape differs ({detail})")
+    return parent.model.state_dict()
+
+
+def fit_predictor(store: Any, config: PredictorConfig | None = None, *, exclude_tasks: Iterable[str] = (),
+                  tasks: Iterable[str] | None = None, workers: int = 2, warm_start: str | None = None,
+                  space_id: str | None = None, report_every: int = 100, use_gpu: bool | None = None) -> str:
+    """Fit a predictor on ``store`` with a Ray Train job of ``workers`` workers; return its checkpoint id.
+
+    Uses the running Ray, else starts or joins one (``ray.init(address=$RAY_ADDRESS or None)``)
+    and shuts it down at the end. ``workers=0`` is Ray Train's local mode: the loop runs in
+    this process (no DDP). With ``warm_start`` the network starts from that checkpoint's
+    weights; when ``config`` is None it is the parent's config (else the default).
+    """
+    import ray
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"`workers >= 0` must hold, but got workers={workers!r}.")
+    store = _open_store(store)
+    if config is None:
+        config = (PredictorConfig.from_dict(read_metadata(store, warm_start)["predictor"]["args"])
+                  if warm_start else PredictorConfig())
+    exclude = list(exclude_tasks)
+    data = load_training_data(store, space=space_id, tasks=tasks, exclude_tasks=exclude,
+                              min_experiments=config.batch_size, feature_dim=config.feature_dim,
+                              max_classes=config.max_classes)
+    init_state = _warm_start_state(store, warm_start, config, data) if warm_start else None
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None)
+    try:
+        return _run_trainer(store, data, config, init_state, workers=workers, warm_start=warm_start,
+                            exclude=exclude, report_every=report_every, use_gpu=use_gpu)
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
+def _run_trainer(store: Any, data: TrainingData, config: PredictorConfig, init_state: dict | None, *, workers: int,
+                 warm_start: str | None, exclude: list[str], report_every: int, use_gpu: bool | None) -> str:
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if use_gpu is None:
+        use_gpu = workers > 0 and ray.cluster_resources().get("GPU", 0) >= workers
+    predictor_id = new_predictor_id()
+    run_dir = tempfile.mkdtemp(prefix="nasdb-ray-train-")
+    try:
+        trainer = TorchTrainer(
+            _train_loop_per_worker,
+            train_loop_config={
+                "data": ray.put(data), "config": config.to_dict(),
+                # the workers reopen the store from its root (a store object need not pickle)
+                "open_store": functools.partial(type(store), _store_root(store)),
+                "predictor_id": predictor_id, "warm_start": warm_start, "exclude_tasks": exclude,
+                "init_state": ray.put(init_state) if init_state is not None else None,
+                "report_every": report_every, "workers": workers,
+            },
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+            run_config=RunConfig(name=f"predictor-{predictor_id}", storage_path=run_dir),
+        )
+        result = trainer.fit()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if result.error is not None:
+        raise result.error
+    returned = result.return_value or {}
+    if returned.get("predictor_id") != predictor_id:
+        raise RuntimeError(f"training finished but rank 0 reported {returned!r}, not predictor {predictor_id!r}")
+    read_metadata(store, predictor_id)  # the commit marker is there
+    return predictor_id
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m predictor.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", default=os.environ.get("NASDB_STORE"), help="store root (default: $NASDB_STORE)")
+    p.add_argument("--loss", choices=LOSSES, help="training loss (default: l2, or the warm-start parent's)")
+    p.add_argument("--exclude-task", action="append", default=[], metavar="T", help="leave a task out (repeatable)")
+    p.add_argument("--task", action="append", default=None, metavar="T", help="train only on these tasks")
+    p.add_argument("--workers", type=int, default=2, help="data-parallel Ray Train workers (default 2)")
+    p.add_argument("--steps", type=int, help="optimizer steps per worker")
+    p.add_argument("--no-meta-features", action="store_true", help="ablation: no task meta-features (z absent)")
+    p.add_argument("--warm-start", metavar="PREDICTOR_ID", help="continue from a previous checkpoint")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--optimizer", choices=("sgd", "adam"))
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--batch-size", type=int, help="experiments per mini-batch")
+    p.add_argument("--space-id", help="search space to train on when the store holds several")
+    p.add_argument("--json", action="store_true", help="print the checkpoint metadata as JSON")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, base: PredictorConfig) -> PredictorConfig:
+    """Apply the flags that were given on top of ``base`` (the default or the warm-start parent's)."""
+    changes = {k: v for k, v in {"loss": args.loss, "num_steps": args.steps, "seed": args.seed,
+                                 "optimizer": args.optimizer, "learning_rate": args.learning_rate,
+                                 "batch_size": args.batch_size}.items() if v is not None}
+    if args.no_meta_features:
+        changes["use_meta_features"] = False
+    return base.replace(**changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.store:
+        print("error: pass --store ROOT or set NASDB_STORE", file=sys.stderr)
+        return 1
+    try:
+        store = _open_store(args.store)
+        base = PredictorConfig()
+        if args.warm_start:
+            base = PredictorConfig.from_dict(read_metadata(store, args.warm_start)["predictor"]["args"])
+        config = config_from_args(args, base)
+        pid = fit_predictor(store, config, exclude_tasks=args.exclude_task, tasks=args.task, workers=args.workers,
+                            warm_start=args.warm_start, space_id=args.space_id)
+    except (ValueError, KeyError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 1
+    metadata = read_metadata(store, pid)
+    if args.json:
+        print(json.dumps(metadata, indent=2, sort_keys=True))
+    else:
+        m = metadata["metrics"]
+        rho = m["mean_train_spearman"]
+        print(f"predictor {pid}: loss={metadata['loss']} tasks={len(metadata['tasks'])} "
+              f"final_train_loss={m['final_train_loss']:.4f} "
+              f"mean_train_spearman={'nan' if rho is None else format(rho, '.3f')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The ``search`` and ``compare`` click commands, shared by ``python -m search.run`` and the nasdb CLI."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from nasdb.errors import NasdbError
+
+_STORE = click.option("--store", "store_root", envvar="NASDB_STORE", required=True,
+                      help="Store root: a local path or a filesystem URI [env NASDB_STORE].")
+
+
+def _fail(e: Exception) -> click.ClickException:
+    return click.ClickException(str(e).strip("'\""))
+
+
+def _agent_args(learning_rate: float | None, pretrain_epochs: int | None) -> dict:
+    args: dict = {}
+    if learning_rate is not None:
+        args["learning_rate"] = learning_rate
+    if pretrain_epochs is not None:
+        args["pretrain_epochs"] = pretrain_epochs
+    return args
+
+
+@click.command("search", context_settings={"help_option_names": ["-h", "--help"]})
+@_STORE
+@click.option("--agent", required=True, help="Search agent: rl (RL-NAS), tnaml (T-NAML) or random.")
+@click.option("--task", required=True, help="Target task (built-in or registered in the store).")
+@click.option("--budget", type=int, required=True, help="Child models to evaluate on the target task.")
+@click.option("--pretrain-tasks", default=None,
+              help="T-NAML: comma-separated pre-training tasks (default: every other task with offline rows).")
+@click.option("--pretrain-source", default="store", show_default=True,
+              help="T-NAML: pre-train on stored rows (store) or on live trials (live).")
+@click.option("--pretrain-budget", type=int, default=None,
+              help="T-NAML: children per pre-training task (stored rows used, or live trials) [default: 1000].")
+@click.option("--pretrain-epochs", type=int, default=None,
+              help="T-NAML: passes over the stored pre-training children [default: 1].")
+@click.option("--learning-rate", type=float, default=None,
+              help="rl/tnaml: controller learning rate [default: 1e-4, T-NAML Sec. 4].")
+@click.option("--parallel", type=int, default=1, show_default=True, help="Evaluations in flight (trainer actors).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the agent (and so the run id).")
+@click.option("--epochs", type=int, default=None, help="Training epochs per child (default: the recipe's).")
+@click.option("--evaluator", default="train", show_default=True,
+              help="train: real child training on Ray actors; lookup: a tabulated benchmark in the store.")
+@click.option("--run-id", default=None, help="Run id (default: derived from the settings, so a rerun resumes).")
+@click.option("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a new local cluster).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--verbose/--quiet", default=True, show_default=True, help="Print a line per child model.")
+def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_source, pretrain_budget, pretrain_epochs,
+                   learning_rate, parallel, seed, epochs, evaluator, run_id, address, as_json, verbose):
+    """Search BUDGET child models of TASK with one agent; rows go to the store tagged agent and run id.
+
+    Rerunning the same command resumes an interrupted search from its stored children and
+    controller checkpoint (<store>/search/<run_id>/).
+    """
+    from search.run import run_search
+
+    try:
+        result = run_search(store_root, agent, task, budget, pretrain_tasks=pretrain_tasks,
+                            pretrain_source=pretrain_source, pretrain_budget=pretrain_budget, parallel=parallel,
+                            seed=seed, epochs=epochs, evaluator=evaluator, run_id=run_id, verbose=verbose,
+                            address=address, agent_args=_agent_args(learning_rate, pretrain_epochs))
+    except (NasdbError, ValueError, KeyError) as e:
+        raise _fail(e) from None
+    click.echo(result.to_json() if as_json else result.summary())
+
+
+@click.command("compare", context_settings={"help_option_names": ["-h", "--help"]})
+@_STORE
+@click.option("--tasks", required=True, help="Comma-separated held-out test tasks.")
+@click.option("--budget", type=int, default=100, show_default=True, help="Child models per search.")
+@click.option("--agents", default="rl,tnaml,random", show_default=True, help="Comma-separated agents to run.")
+@click.option("--evaluator", default="train", show_default=True, help="train or lookup.")
+@click.option("--pretrain-tasks", default=None,
+              help="T-NAML's fixed pre-training tasks (default: leave-one-task-out over offline rows).")
+@click.option("--pretrain-budget", type=int, default=None, help="T-NAML: stored children per pre-training task.")
+@click.option("--pretrain-epochs", type=int, default=None, help="T-NAML: passes over the stored children [default: 1].")
+@click.option("--learning-rate", type=float, default=None, help="RL-NAS and T-NAML controller learning rate.")
+@click.option("--first-n", type=int, default=10, show_default=True, help="The 'first N children' of Tables 3-4.")
+@click.option("--parallel", type=int, default=1, show_default=True, help="Evaluations in flight per search.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=int, default=None, help="Training epochs per child (default: the recipe's).")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Write report.md, CSVs, comparison.json and curves.png here.")
+@click.option("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a new local cluster).")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON instead of markdown.")
+@click.option("--verbose/--quiet", default=False, show_default=True, help="Print a line per child model.")
+def compare_command(store_root, tasks, budget, agents, evaluator, pretrain_tasks, pretrain_budget, pretrain_epochs,
+                    learning_rate, first_n, parallel, seed, epochs, out_dir, address, as_json, verbose):
+    """Run RL-NAS, T-NAML and random search on each test task; print Tables 3-4 and the cost."""
+    from search.compare import compare
+
+    try:
+        c = compare(store_root, tasks, budget, agents=[a.strip() for a in agents.split(",") if a.strip()],
+                    evaluator=evaluator, pretrain_tasks=pretrain_tasks, pretrain_budget=pretrain_budget,
+                    first_n=first_n, seed=seed, parallel=parallel, epochs=epochs, verbose=verbose, address=address,
+                    out_dir=out_dir, agent_args={"rl": _agent_args(learning_rate, None),
+                                                 "tnaml": _agent_args(learning_rate, pretrain_epochs)})
+    except (NasdbError, ValueError, KeyError) as e:
+        raise _fail(e) from None
+    click.echo(json.dumps(c.to_dict(), default=str) if as_json else c.to_markdown())

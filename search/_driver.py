@@ -1,0 +1,248 @@
+"""The search loop: ask the agent, keep evaluations in flight, tell results, checkpoint, resume.
+
+One ``SearchDriver`` runs one search run (``run_id``). It is a plain class: ``run_search``
+makes it a Ray actor (the agent's actor) when children are trained, or calls it in-process
+for lookup runs. State lives in the store, so a killed run resumes:
+
+    <root>/search/<run_id>/run.json        the run: agent and evaluator descriptions, recipe, space
+    <root>/search/<run_id>/checkpoint.pt   agent state (controller weights, optimizer, task
+                                           embeddings, RNG), evaluations told so far, wall time
+    <root>/search/<run_id>/result.json     the SearchResult, once the budget is spent
+    experiments rows with run_id           the trained children (train evaluator)
+
+On resume the checkpoint is loaded and rows of this run that reached the store after it
+(the run died between a row and its checkpoint) are told to the agent before the loop goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import uuid
+from typing import Any, Callable
+
+import numpy as np
+
+from search.agents import SearchAgent, create_agent
+from search.evaluators import Evaluation, Evaluator, LookupEvaluator, TrainingEvaluator, Trial
+from search.result import SearchResult
+
+CHECKPOINT_FORMAT = 1
+
+
+def seed_base(run_id: str) -> int:
+    """Trial ``i`` of a run trains with seed ``seed_base + i``: unique ids, and ``i`` recoverable from a row."""
+    return int(hashlib.sha256(run_id.encode()).hexdigest()[:7], 16)
+
+
+def _rng_for(run_id: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed_base(run_id), int(index)])
+
+
+class _Files:
+    """The run's files in the store (``store.fs`` is fsspec): temp name then rename, write-once keys elsewhere."""
+
+    def __init__(self, store, run_id: str):
+        self.store, self.fs = store, store.fs
+        self.dir = store.path("search", run_id)
+
+    def path(self, name: str) -> str:
+        return f"{self.dir}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return bool(self.fs.exists(self.path(name)))
+
+    def write(self, name: str, data: bytes) -> None:
+        self.fs.makedirs(self.dir, exist_ok=True)
+        tmp = self.path(f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+        with self.fs.open(tmp, "wb") as f:
+            f.write(data)
+        self.fs.mv(tmp, self.path(name))
+
+    def read(self, name: str) -> bytes:
+        return self.fs.cat_file(self.path(name))
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        import torch
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        self.write("checkpoint.pt", buf.getvalue())
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        import torch
+
+        if not self.exists("checkpoint.pt"):
+            return None
+        return torch.load(io.BytesIO(self.read("checkpoint.pt")), weights_only=False)
+
+
+class SearchDriver:
+    """Runs the search described by ``plan`` (a ``search.run.SearchPlan``, already validated)."""
+
+    def __init__(self, plan, on_evaluation: Callable[[Evaluation, int], None] | None = None,
+                 shared: dict[str, Any] | None = None):
+        from nasdb.store import ExperimentStore
+
+        self.plan = plan
+        self.store = ExperimentStore(plan.store_root)
+        self.space = self.store.space(plan.space_id)
+        self.files = _Files(self.store, plan.run_id)
+        self.on_evaluation = on_evaluation
+        self.shared = shared  # ObjectRefs for the trainer actors (search.evaluators.shared_objects)
+        self.agent: SearchAgent = create_agent(plan.agent["name"], self.space, plan.agent["args"])
+        self.evaluations: list[Evaluation] = []
+        self.pretrain_evaluations: list[Evaluation] = []
+        self.pretrain_children = 0
+        self.wall_before, self.sessions, self._since_checkpoint = 0.0, 1, 0
+
+    # -- public ------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run (or resume) to the budget; returns ``SearchResult.to_dict()`` (picklable across Ray)."""
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the controller is tiny: one thread is faster, and leaves cores to trainers
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self) -> dict[str, Any]:
+        self._t0 = time.monotonic()
+        self.files.write("run.json", json.dumps(self.plan.describe(), indent=2, default=str).encode())
+        self._restore()
+        self._pretrain()
+        if len(self.evaluations) < self.plan.budget:
+            with self._evaluator(self.plan.run_id, [self.plan.task]) as ev:
+                self._reconcile(self.plan.run_id, self.plan.task, self.evaluations, None)
+                self._loop(ev, [self.plan.task], self.plan.budget, self.evaluations, self.plan.run_id, None)
+        self._checkpoint()
+        result = self.result()
+        self.files.write("result.json", result.to_json().encode())
+        return result.to_dict()
+
+    def result(self) -> SearchResult:
+        return SearchResult(
+            run_id=self.plan.run_id, task=self.plan.task, agent=self.agent.describe(),
+            evaluator=self.plan.evaluator_description(), budget=self.plan.budget,
+            evaluations=sorted(self.evaluations, key=lambda e: e.index)[: self.plan.budget], wall_seconds=self._wall(),
+            pretrain_children=self.pretrain_children, sessions=self.sessions,
+            checkpoint=self.files.path("checkpoint.pt"))
+
+    # -- phases ------------------------------------------------------------------------
+    def _pretrain(self) -> None:
+        """T-NAML multitask pre-training, once per run: from stored rows or from live trials."""
+        pre = self.plan.pretrain
+        if not pre or getattr(self.agent, "transferred", True):
+            return
+        if pre["source"] == "store":
+            if self.agent.pretrain_steps == 0:
+                rows = self.plan.pretrain_rows(self.store, self.space)
+                self.agent.pretrain_rows(rows)
+                self.pretrain_children = sum(len(r) for _, r in rows.values())
+                self._log(f"pre-trained on {self.pretrain_children} stored children of {sorted(rows)}")
+        else:
+            run_id, tasks = f"{self.plan.run_id}.pretrain", list(pre["tasks"])
+            budget = pre["budget"] * len(tasks)
+            if len(self.pretrain_evaluations) < budget:
+                with self._evaluator(run_id, tasks) as ev:
+                    for t in tasks:
+                        self._reconcile(run_id, t, self.pretrain_evaluations, t)
+                    self._loop(ev, tasks, budget, self.pretrain_evaluations, run_id, "pretrain")
+            self.pretrain_children = len(self.pretrain_evaluations)
+        self.agent.transfer()
+        self._checkpoint()
+
+    def _loop(self, evaluator: Evaluator, tasks: list[str], budget: int, evals: list[Evaluation], run_id: str,
+              phase: str | None) -> None:
+        """Keep ``evaluator.parallel`` trials in flight until ``budget`` evaluations are told."""
+        next_index = max((e.index for e in evals), default=-1) + 1
+        base = seed_base(run_id)
+        while len(evals) < budget:
+            while evaluator.num_pending < evaluator.parallel and len(evals) + evaluator.num_pending < budget:
+                task = tasks[0] if len(tasks) == 1 else tasks[int(_rng_for(run_id, next_index).integers(len(tasks)))]
+                arch = tuple(int(v) for v in self.agent.ask(1, task=task)[0])
+                evaluator.submit(self._trial(task, next_index, arch, base + next_index))
+                next_index += 1
+            for ev in evaluator.results():
+                self._tell(ev, evals, phase)
+
+    def _tell(self, ev: Evaluation, evals: list[Evaluation], phase: str | None) -> None:
+        self.agent.tell([ev.architecture], [ev.reward], task=ev.task)
+        evals.append(ev)
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= self.plan.checkpoint_every:
+            self._checkpoint()
+        if phase is None:
+            best = max((e.val_accuracy for e in evals if e.ok), default=float("nan"))
+            self._log(f"child {len(evals)}/{self.plan.budget}: val {ev.val_accuracy:.4f} test "
+                      f"{ev.test_accuracy:.4f} ({ev.status}); best val {best:.4f}")
+            if self.on_evaluation is not None:
+                self.on_evaluation(ev, len(evals))
+
+    def _trial(self, task: str, index: int, arch: tuple[int, ...], seed: int) -> Trial:
+        from nasdb.store import experiment_id
+
+        return Trial(task, index, arch, seed, experiment_id(task, self.space.space_id, list(arch), seed,
+                                                            self.plan.recipe_for_ids))
+
+    def _evaluator(self, run_id: str, tasks: list[str]) -> Evaluator:
+        if self.plan.evaluator == "lookup":
+            return LookupEvaluator(self.store, self.space, recipe=self.plan.recipe, parallel=self.plan.parallel,
+                                   tasks=tasks)
+        return TrainingEvaluator(self.store, self.space, recipe=self.plan.recipe, agent=self.agent.name,
+                                 run_id=run_id, parallel=self.plan.parallel, shared=self.shared)
+
+    # -- state -------------------------------------------------------------------------
+    def _wall(self) -> float:
+        return self.wall_before + time.monotonic() - self._t0
+
+    def _checkpoint(self) -> None:
+        self._since_checkpoint = 0
+        self.files.save_checkpoint({
+            "format": CHECKPOINT_FORMAT, "run": self.plan.describe(), "agent": self.agent.state_dict(),
+            "evaluations": [e.to_dict() for e in self.evaluations],
+            "pretrain_evaluations": [e.to_dict() for e in self.pretrain_evaluations],
+            "pretrain_children": self.pretrain_children, "wall_seconds": self._wall(), "sessions": self.sessions,
+        })
+
+    def _restore(self) -> None:
+        ckpt = self.files.load_checkpoint()
+        if ckpt is None:
+            return
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint {self.files.path('checkpoint.pt')} has format {ckpt.get('format')!r}, "
+                             f"expected {CHECKPOINT_FORMAT}")
+        self.agent.load_state_dict(ckpt["agent"])
+        self.evaluations = [Evaluation.from_dict(e) for e in ckpt["evaluations"]]
+        self.pretrain_evaluations = [Evaluation.from_dict(e) for e in ckpt["pretrain_evaluations"]]
+        self.pretrain_children = int(ckpt["pretrain_children"])
+        self.wall_before = float(ckpt["wall_seconds"])
+        self.sessions = int(ckpt["sessions"]) + 1
+        self._log(f"resumed from its checkpoint: {len(self.evaluations)} children told (session {self.sessions})")
+
+    def _reconcile(self, run_id: str, task: str, evals: list[Evaluation], phase_task: str | None) -> None:
+        """Tell the agent about rows of this run that reached the store after the last checkpoint."""
+        if self.plan.evaluator != "train":
+            return
+        known = {e.experiment_id for e in evals}
+        table = self.store.experiments_arrow(task, status=None)
+        cols = ["experiment_id", "run_id", "architecture", "seed", "val_accuracy", "test_accuracy", "status",
+                "error", "train_seconds"]
+        rows = [r for r in table.select(cols).to_pylist() if r["run_id"] == run_id and r["experiment_id"] not in known]
+        base = seed_base(run_id)
+        for r in sorted(rows, key=lambda r: r["seed"]):
+            trial = Trial(task, int(r["seed"]) - base, tuple(int(v) for v in r["architecture"]), int(r["seed"]),
+                          r["experiment_id"])
+            ev = Evaluation.of(trial, r["val_accuracy"], r["test_accuracy"], status=r["status"], error=r["error"],
+                               train_seconds=r["train_seconds"] or 0.0)
+            self._tell(ev, evals, "pretrain" if phase_task else None)
+        if rows:
+            self._log(f"recovered {len(rows)} stored children of run {run_id} missing from its checkpoint")
+
+    def _log(self, text: str) -> None:
+        if self.plan.verbose:
+            print(f"[{self.agent.name} {self.plan.task}] {text}", flush=True)

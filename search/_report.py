@@ -1,0 +1,110 @@
+"""Rendering of a ``Comparison``: markdown tables, CSV files, JSON, and the learning-curve PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import Any
+
+from search.compare import ZERO_SHOT_AGENT, Comparison
+
+LABELS = {"rl": "RL-NAS", "tnaml": "T-NAML", "random": "Random search", ZERO_SHOT_AGENT: "Zero-shot"}
+
+
+def _pm(mean: float, std: float) -> str:
+    return "n/a" if mean is None or not math.isfinite(mean) else f"{mean:.4f} ± {std:.4f}"
+
+
+def _num(v: Any, fmt: str = "{:.4f}") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return fmt.format(v) if isinstance(v, float) else str(v)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def markdown(c: Comparison) -> str:
+    n = c.first_n
+    s = c.settings
+    parts = [f"## Search baselines vs zero-shot ({c.budget} children per search, evaluator {s.get('evaluator')}, "
+             f"seed {s.get('seed')})", ""]
+    parts += ["### Table 3: RL-NAS", "", _table(
+        ["task", f"first {n} of RL-NAS (test)", "RL-NAS best-by-val (test)", "child models", "zero-shot (test)"],
+        [[r["task"], _pm(r[f"rl_first{n}_mean"], r[f"rl_first{n}_std"]), _num(r["rl_best_test"]),
+          _num(r["rl_child_models"]), _pm(r["zero_shot_mean"], r["zero_shot_std"])] for r in c.table3()]), ""]
+    parts += ["### Table 4: first children after transfer", "", _table(
+        ["task", f"first {n} of T-NAML", f"first {n} of random", f"first {n} of RL-NAS", "zero-shot"],
+        [[r["task"], _pm(r[f"tnaml_first{n}_mean"], r[f"tnaml_first{n}_std"]),
+          _pm(r[f"random_first{n}_mean"], r[f"random_first{n}_std"]),
+          _pm(r[f"rl_first{n}_mean"], r[f"rl_first{n}_std"]), _pm(r["zero_shot_mean"], r["zero_shot_std"])]
+         for r in c.table4()]), ""]
+    parts += ["### Cost", "", _table(
+        ["task", "method", "children trained", "children evaluated", "pre-training children", "wall time (s)",
+         "best test", "found at child"],
+        [[r["task"], LABELS.get(r["method"], r["method"]), _num(r["children_trained"]),
+          _num(r["children_evaluated"]), _num(r["pretrain_children"]), _num(r["wall_seconds"], "{:.1f}"),
+          _num(r["best_test"]), _num(r["best_position"])] for r in c.cost()]), ""]
+    if not any(c.zero_shot.values()):
+        parts.append("Zero-shot: no numbers yet (no rows with agent='zero-shot' for these tasks and no "
+                     "zero_shot hook given).")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _csv(path: str, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        if not rows:
+            return
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot(c: Comparison, path: str, top_n: int = 1) -> str:
+    """Best-so-far test accuracy of the best-by-validation child(ren) vs children trained (T-NAML Fig. 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(c.tasks))
+    rows = math.ceil(len(c.tasks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False)
+    curves = c.curves(top_n)
+    for ax, t in zip(axes.flat, c.tasks):
+        for a, ys in curves[t].items():
+            ax.plot(range(1, len(ys) + 1), ys, label=LABELS.get(a, a), drawstyle="steps-post")
+        zs = [v for v in c.zero_shot.get(t, []) if math.isfinite(v)]
+        if zs:
+            ax.axhline(sum(zs) / len(zs), color="k", linestyle="--", linewidth=1, label=LABELS[ZERO_SHOT_AGENT])
+        ax.set_title(t)
+        ax.set_xlabel("child models")
+        ax.set_ylabel("test accuracy" if top_n == 1 else f"test accuracy-top{top_n}")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(c.tasks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(c: Comparison, out_dir: str) -> dict[str, str]:
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {k: os.path.join(out_dir, f) for k, f in (
+        ("markdown", "report.md"), ("table3", "table3.csv"), ("table4", "table4.csv"), ("cost", "cost.csv"),
+        ("json", "comparison.json"), ("png", "curves.png"))}
+    with open(paths["markdown"], "w") as f:
+        f.write(c.to_markdown())
+    _csv(paths["table3"], c.table3())
+    _csv(paths["table4"], c.table4())
+    _csv(paths["cost"], c.cost())
+    with open(paths["json"], "w") as f:
+        json.dump(c.to_dict(), f, indent=2, default=str)
+    plot(c, paths["png"])
+    return paths

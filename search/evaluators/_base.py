@@ -1,0 +1,137 @@
+"""The evaluator contract: turn proposed architectures (trials) into validation/test accuracies."""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One architecture proposed by an agent: the ``index``-th trial of its run, on ``task``."""
+
+    task: str
+    index: int
+    architecture: tuple[int, ...]
+    seed: int
+    experiment_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "architecture": list(self.architecture)}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A trial's outcome. ``reward`` is the validation accuracy, 0 for a failed child."""
+
+    task: str
+    index: int
+    architecture: tuple[int, ...]
+    seed: int
+    experiment_id: str
+    val_accuracy: float
+    test_accuracy: float
+    status: str = "ok"
+    error: str | None = None
+    train_seconds: float = 0.0
+
+    @classmethod
+    def of(cls, trial: Trial, val_accuracy: float, test_accuracy: float, *, status: str = "ok",
+           error: str | None = None, train_seconds: float = 0.0) -> "Evaluation":
+        ok = status == "ok" and math.isfinite(val_accuracy) and math.isfinite(test_accuracy)
+        return cls(trial.task, trial.index, tuple(trial.architecture), trial.seed, trial.experiment_id,
+                   float(val_accuracy), float(test_accuracy), "ok" if ok else "failed",
+                   error, float(train_seconds))
+
+    @classmethod
+    def failed(cls, trial: Trial, error: str) -> "Evaluation":
+        return cls.of(trial, math.nan, math.nan, status="failed", error=error)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def reward(self) -> float:
+        return self.val_accuracy if self.ok else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "architecture": list(self.architecture)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Evaluation":
+        """Inverse of ``to_dict``; accepts JSON's None for a failed child's NaN accuracies."""
+        nan = {k: math.nan for k in ("val_accuracy", "test_accuracy") if d.get(k) is None}
+        return cls(**{**d, **nan, "architecture": tuple(int(v) for v in d["architecture"])})
+
+
+class Evaluator(abc.ABC):
+    """Evaluates trials with up to ``parallel`` in flight; results come back in completion order.
+
+    Contract (tests/test_search_evaluators.py runs it against every evaluator):
+    - ``submit(trial)`` never blocks on the evaluation itself; at most ``parallel`` trials are
+      pending, and submitting more raises ``RuntimeError``.
+    - ``results()`` blocks until at least one pending trial is done and returns the done ones
+      (an empty list when nothing is pending). Every submitted trial comes back exactly once,
+      as an ``Evaluation`` (a child that fails to train comes back with status "failed").
+    - A problem with the request itself (e.g. an architecture the lookup table lacks) raises.
+    - ``close()`` releases resources (actors); evaluators are context managers.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, parallel: int = 1):
+        if int(parallel) != parallel or parallel < 1:
+            raise ValueError(f"parallel (evaluations in flight) must be an integer >= 1, got {parallel!r}")
+        self.parallel = int(parallel)
+
+    @property
+    @abc.abstractmethod
+    def num_pending(self) -> int:
+        """Trials submitted and not yet returned by ``results``."""
+
+    @abc.abstractmethod
+    def _submit(self, trial: Trial) -> None:
+        ...
+
+    @abc.abstractmethod
+    def results(self) -> list[Evaluation]:
+        ...
+
+    def submit(self, trial: Trial) -> None:
+        if self.num_pending >= self.parallel:
+            raise RuntimeError(f"{self.name} evaluator already has {self.num_pending} trials in flight "
+                               f"(parallel={self.parallel})")
+        self._submit(trial)
+
+    def evaluate(self, trials: list[Trial]) -> list[Evaluation]:
+        """Evaluate ``trials`` (``parallel`` at a time); results in the order of ``trials``."""
+        if self.num_pending:
+            raise RuntimeError(f"evaluate() needs an idle evaluator, but {self.num_pending} trials are in flight")
+        queue, done = list(trials), {}
+        while queue or self.num_pending:
+            while queue and self.num_pending < self.parallel:
+                self.submit(queue.pop(0))
+            for ev in self.results():
+                done[ev.index] = ev
+        return [done[t.index] for t in trials]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "args": {"parallel": self.parallel}}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Evaluator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def architecture_key(architecture) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.asarray(architecture).reshape(-1))

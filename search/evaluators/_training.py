@@ -1,0 +1,216 @@
+"""Training evaluator: each trial trains a real child model on a Ray trainer actor.
+
+The actors are populate's ``ChildTrainer`` (cluster/_trainer.py), so search rows are written
+by the same code, to the same store, as the offline phase, tagged with this run's agent and
+run id. ``TrainerPool`` (cluster/_pool.py) is not used: it runs a fixed list of chunks to the
+end, while a search decides its next architecture only after a result returns. This module
+keeps ``parallel`` actors busy with one trial each and, like the pool, replaces an actor that
+is lost and retries its trial (idempotent: the retry skips an id that already reached the store).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from cluster._plan import WorkItem
+from cluster._trainer import ChildTrainer, ChunkAck
+from nasdb.errors import NasdbError
+from nasdb.space import SearchSpace
+from search.evaluators._base import Evaluation, Evaluator, Trial
+
+
+_BANK: dict[str, Any] = {}  # {ray session key: ObjectRef of the fitted embedding bank}
+
+
+def shared_objects(store, tasks: list[str]) -> dict[str, Any]:
+    """ObjectRefs the trainer actors start from: the embedding bank (fitted once per process and
+    Ray session, ~10 s) and the tasks, so that an actor starts in about a second (as in populate).
+
+    Pass the dict (not the refs themselves) through actor arguments, so Ray keeps them refs."""
+    import ray
+
+    from cluster.embeddings import default_bank
+
+    ctx = ray.get_runtime_context()
+    key = f"{ctx.get_node_id()}:{ctx.get_job_id()}"
+    if key not in _BANK:
+        _BANK.clear()
+        _BANK[key] = ray.put(default_bank())
+    return {"bank": _BANK[key], "tasks": {t: ray.put(store.task(t)) for t in tasks}}
+
+
+class EvaluatorAborted(NasdbError):
+    """Every attempt to train a child fails: the trainer actors cannot start or keep dying."""
+
+
+class SearchTrainer(ChildTrainer):
+    """populate's trainer actor, whose ack also carries each child's accuracies (the search needs them)."""
+
+    def _write(self, items: list[WorkItem], results: list, ack: ChunkAck) -> None:
+        super()._write(items, results, ack)
+        ack.metrics = {i.experiment_id: (float(r.val_accuracy), float(r.test_accuracy), float(r.train_seconds),
+                                         r.error) for i, r in zip(items, results)}
+
+    def lookup(self, experiment_id: str) -> dict | None:
+        """The stored row of ``experiment_id`` (for a retried trial whose row a lost attempt wrote)."""
+        try:
+            return self.store.experiment(experiment_id)
+        except KeyError:
+            return None
+
+
+@dataclass
+class _Slot:
+    index: int
+    generation: int
+    handle: Any
+    trial: Trial | None = None
+    ref: Any = None
+    attempts: int = 0
+
+
+class TrainingEvaluator(Evaluator):
+    """Trains each trial's child with ``recipe`` on one of ``parallel`` Ray actors.
+
+    Needs a running Ray instance (``ray.init``). ``agent`` and ``run_id`` tag the rows. A trial
+    whose actor is lost is retried up to ``max_attempts`` times, then comes back "failed".
+    ``shared`` (from ``shared_objects``) lets the actors skip fitting the embedding bank.
+    """
+
+    name = "train"
+
+    def __init__(self, store, space: SearchSpace, *, recipe: dict, agent: str, run_id: str, parallel: int = 1,
+                 cpus_per_trainer: float = 1.0, gpus_per_trainer: float | None = None, max_attempts: int = 3,
+                 shared: dict[str, Any] | None = None):
+        super().__init__(parallel)
+        import ray
+
+        from cluster.populate import plan_resources
+
+        if not ray.is_initialized():
+            raise RuntimeError("the training evaluator needs a running Ray instance (ray.init)")
+        if int(max_attempts) != max_attempts or max_attempts < 1:
+            raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+        self.plan = plan_resources(ray.cluster_resources(), parallel, gpus_per_trainer, cpus_per_trainer)
+        self.store, self.space, self.recipe = store, space, dict(recipe)
+        self.agent, self.run_id, self.max_attempts = agent, run_id, int(max_attempts)
+        self.shared = shared or {}
+        self._session = uuid.uuid4().hex[:6]  # writers of a resumed run must not reuse file names
+        self._remote = ray.remote(SearchTrainer)
+        self._slots = [self._start(i, 0) for i in range(self.parallel)]
+        self._failures, self._successes = 0, 0
+
+    # -- actors ------------------------------------------------------------------------
+    def _start(self, index: int, generation: int) -> _Slot:
+        worker = f"{self.run_id}-{self._session}-{index}.{generation}"
+        handle = self._remote.options(num_cpus=self.plan.num_cpus, num_gpus=self.plan.num_gpus,
+                                      max_restarts=0).remote(
+            self.store.root, self.space.to_json(), self.recipe, worker=worker, agent=self.agent,
+            run_id=self.run_id, threads=self.plan.threads, use_gpu=self.plan.num_gpus > 0,
+            bank=self.shared.get("bank"), task_refs=self.shared.get("tasks"))
+        return _Slot(index, generation, handle)
+
+    def _replace(self, slot: _Slot) -> _Slot:
+        import ray
+
+        try:
+            ray.kill(slot.handle)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        new = self._start(slot.index, slot.generation + 1)
+        self._slots[slot.index] = new
+        return new
+
+    # -- evaluator ---------------------------------------------------------------------
+    @property
+    def num_pending(self) -> int:
+        return sum(s.trial is not None for s in self._slots)
+
+    def _submit(self, trial: Trial) -> None:
+        slot = next(s for s in self._slots if s.trial is None)
+        slot.trial, slot.attempts = trial, 0
+        self._send(slot, retry=False)
+
+    def _send(self, slot: _Slot, retry: bool) -> None:
+        t = slot.trial
+        item = WorkItem(t.task, t.index, tuple(int(v) for v in t.architecture), int(t.seed), t.experiment_id)
+        slot.ref = slot.handle.train_chunk.remote(t.task, [item], t.index, retry)
+        slot.attempts += 1
+
+    def results(self) -> list[Evaluation]:
+        import ray
+
+        out: list[Evaluation] = []
+        while not out and self.num_pending:
+            refs = [s.ref for s in self._slots if s.trial is not None]
+            done, _ = ray.wait(refs, num_returns=1)
+            for ref in done:
+                slot = next(s for s in self._slots if s.ref is not None and s.ref == ref)
+                ev = self._collect(slot, ref)
+                if ev is not None:
+                    out.append(ev)
+        return out
+
+    def _collect(self, slot: _Slot, ref: Any) -> Evaluation | None:
+        import ray
+        from ray.exceptions import RayActorError
+
+        trial = slot.trial
+        try:
+            ack: ChunkAck = ray.get(ref)
+        except RayActorError as e:  # the actor died: a new one retries the trial
+            text = str(e).strip()
+            error = f"trainer actor lost: {text.splitlines()[-1][:200] if text else type(e).__name__}"
+            attempts = slot.attempts
+            slot = self._replace(slot)
+            slot.trial, slot.attempts = trial, attempts
+            return self._retry_or_fail(slot, trial, error)
+        except Exception as e:  # noqa: BLE001 - the call raised inside a live actor
+            return self._retry_or_fail(slot, trial, f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}")
+        slot.trial, slot.ref = None, None
+        self._successes += 1
+        metrics = getattr(ack, "metrics", {}).get(trial.experiment_id)
+        if metrics is None:  # recovered: an earlier attempt already wrote the row
+            row = ray.get(slot.handle.lookup.remote(trial.experiment_id))
+            if row is None:
+                return Evaluation.failed(trial, "row missing after a retried attempt")
+            return Evaluation.of(trial, row["val_accuracy"], row["test_accuracy"], status=row["status"],
+                                 error=row["error"], train_seconds=row["train_seconds"] or 0.0)
+        val, test, seconds, error = metrics
+        status = "ok" if trial.experiment_id in ack.ok_ids else "failed"
+        return Evaluation.of(trial, val, test, status=status, error=error, train_seconds=seconds)
+
+    def _retry_or_fail(self, slot: _Slot, trial: Trial, error: str) -> Evaluation | None:
+        self._failures += 1
+        if self._successes == 0 and self._failures >= 4 * self.max_attempts:
+            raise EvaluatorAborted(f"{self._failures} training attempts failed and none succeeded; last: {error}")
+        if slot.attempts < self.max_attempts:
+            slot.trial = trial
+            self._send(slot, retry=True)
+            return None
+        slot.trial, slot.ref = None, None
+        return Evaluation.failed(trial, f"gave up after {slot.attempts} attempts; last: {error}")
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "args": {"parallel": self.parallel, "recipe": self.recipe,
+                                            "device": self.plan.device}}
+
+    def close(self) -> None:
+        import ray
+
+        closing = []
+        for s in self._slots:
+            try:
+                closing.append(s.handle.close.remote())
+            except Exception:  # noqa: BLE001 - already dead
+                pass
+        if closing:
+            ray.wait(closing, num_returns=len(closing), timeout=30)
+        for s in self._slots:
+            try:
+                ray.kill(s.handle)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self._slots = []

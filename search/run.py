@@ -1,0 +1,297 @@
+"""Run one architecture search: ``run_search(...)`` and ``python -m search.run`` (for ``ray job submit``).
+
+Every input is checked before any work starts (unknown agent or task, a budget <= 0, a
+pre-training set that includes the target, no stored rows to pre-train T-NAML on). With the
+train evaluator the search runs as a Ray actor (the agent's actor) that drives populate's
+trainer actors; with the lookup evaluator it runs in-process. The default run id is a hash of
+the agent's description, the evaluator, recipe and space, so rerunning the same command
+resumes an interrupted search (and a finished one returns its result at once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from search.agents import PRETRAIN_SOURCES, agent_class
+from search.evaluators import EVALUATORS, Evaluation, LookupEvaluator
+from search.result import SearchResult
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """A validated search run: what ``SearchDriver`` needs, picklable to a Ray actor."""
+
+    store_root: str
+    run_id: str
+    task: str
+    budget: int
+    agent: dict[str, Any]  # describe(): {"name", "args"}
+    evaluator: str
+    parallel: int
+    space_id: str
+    recipe: dict | None  # None: lookup over the task's single stored recipe
+    pretrain: dict | None = None  # T-NAML: {"source", "tasks", "budget"}
+    checkpoint_every: int = 1
+    verbose: bool = False
+
+    @property
+    def recipe_for_ids(self) -> dict:
+        return self.recipe if self.recipe is not None else {}
+
+    def evaluator_description(self) -> dict[str, Any]:
+        return {"name": self.evaluator, "args": {"parallel": self.parallel, "recipe": self.recipe}}
+
+    def describe(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "task": self.task, "budget": self.budget, "agent": self.agent,
+                "evaluator": self.evaluator_description(), "space_id": self.space_id, "pretrain": self.pretrain,
+                "store": self.store_root}
+
+    def pretrain_rows(self, store, space) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Stored children of the pre-training tasks (at most ``budget`` per task, a seeded sample)."""
+        out = {}
+        for t in self.pretrain["tasks"]:
+            rows = _space_rows(store, t, self.space_id)
+            rows.sort(key=lambda r: r["experiment_id"])
+            rng = np.random.default_rng([int(self.agent["args"].get("seed", 0)), len(out)])
+            keep = rng.permutation(len(rows))[: self.pretrain["budget"]]
+            archs = np.array([rows[i]["architecture"] for i in keep], dtype=np.int64).reshape(len(keep), -1)
+            out[t] = (archs, np.array([rows[i]["val_accuracy"] for i in keep], dtype=np.float64))
+        return out
+
+
+def search_run_ids(store) -> set[str]:
+    """Run ids of the search runs in the store (folders under ``<root>/search/``)."""
+    root = store.path("search")
+    if not store.fs.exists(root):
+        return set()
+    return {e["name"].rstrip("/").rsplit("/", 1)[-1] for e in store.fs.ls(root, detail=True)
+            if e["type"] == "directory"}
+
+
+def _offline(run_id: str, searches: set[str]) -> bool:
+    """Rows of the offline phase: not written by a search run (nor its live pre-training)."""
+    return run_id not in searches and run_id.removesuffix(".pretrain") not in searches
+
+
+def _space_rows(store, task: str, space_id: str) -> list[dict]:
+    """The task's offline rows (status ok, discrete) of ``space_id``: what T-NAML pre-trains on."""
+    searches = search_run_ids(store)
+    table = store.experiments_arrow(task, status="ok").select(["experiment_id", "space_id", "run_id",
+                                                                "architecture", "relaxed_weights", "val_accuracy"])
+    return [r for r in table.to_pylist()
+            if r["space_id"] == space_id and r["relaxed_weights"] is None and _offline(r["run_id"], searches)]
+
+
+def _tasks_with_rows(store, space_id: str) -> dict[str, int]:
+    searches = search_run_ids(store)
+    table = store.experiments_arrow(None, status="ok").select(["task", "space_id", "run_id", "relaxed_weights"])
+    counts: dict[str, int] = {}
+    for task, sid, run, relaxed in zip(*(table.column(c).to_pylist()
+                                         for c in ("task", "space_id", "run_id", "relaxed_weights"))):
+        if sid == space_id and relaxed is None and _offline(run, searches):
+            counts[task] = counts.get(task, 0) + 1
+    return counts
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _split_tasks(tasks: Sequence[str] | str | None, what: str = "pre-training tasks") -> list[str] | None:
+    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]``; None stays None; empty or repeated names are refused."""
+    if tasks is None:
+        return None
+    names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks)]
+    names = [t for t in names if t]
+    if not names:
+        raise ValueError(f"the list of {what} is empty")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} are repeated: {names}")
+    return names
+
+
+def _resolve_space(store, evaluator: str, task: str, space_id: str | None) -> Any:
+    from nasdb.space import default_space
+
+    if space_id is not None:
+        return store.space(space_id)
+    if evaluator == "lookup":
+        table = store.experiments_arrow(task, status="ok").select(["space_id"])
+        ids = sorted(set(table.column("space_id").to_pylist()))
+        if len(ids) == 1:
+            return store.space(ids[0])
+        if len(ids) > 1 and default_space().space_id not in ids:
+            raise ValueError(f"task {task!r} has rows of {len(ids)} search spaces {ids}; pass space_id")
+    space = default_space()
+    return space
+
+
+def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Sequence[str] | str | None = None,
+                pretrain_source: str = "store", pretrain_budget: int | None = None, parallel: int = 1,
+                seed: int = 0, epochs: int | None = None, recipe: dict | None = None, evaluator: str = "train",
+                run_id: str | None = None, agent_args: dict | None = None, space_id: str | None = None,
+                checkpoint_every: int | None = None, verbose: bool = False) -> SearchPlan:
+    """Check every input against the store and return the run's plan; raises before any work."""
+    from cluster.child import TrainRecipe
+    from nasdb.store import ExperimentStore
+
+    agent_class(agent)  # ValueError listing the known agents
+    budget = _check_int("budget", budget, 1)
+    parallel = _check_int("parallel", parallel, 1)
+    seed = _check_int("seed", seed, 0)
+    if evaluator not in EVALUATORS:
+        raise ValueError(f"unknown evaluator {evaluator!r}; known: {sorted(EVALUATORS)}")
+    names = _split_tasks(pretrain_tasks)
+    if agent != "tnaml" and (names is not None or pretrain_budget is not None):
+        raise ValueError(f"pre-training tasks apply to the 'tnaml' agent only, not {agent!r}")
+    if pretrain_source not in PRETRAIN_SOURCES:
+        raise ValueError(f"pretrain source must be one of {PRETRAIN_SOURCES}, got {pretrain_source!r}")
+    if epochs is not None:
+        _check_int("epochs", epochs, 1)
+    store = store if isinstance(store, ExperimentStore) else ExperimentStore(store)
+    store.task(task)  # UnknownTaskError naming the task
+    if names is not None and task in names:
+        raise ValueError(f"the pre-training tasks {names} include the target task {task!r}")
+    for t in names or ():
+        store.task(t)
+
+    if evaluator == "train":
+        fields = {**TrainRecipe().to_dict(), **(recipe or {})}
+        if epochs is not None:
+            fields["epochs"] = epochs
+        recipe = TrainRecipe.from_dict(fields).to_dict()
+    elif epochs is not None:
+        recipe = TrainRecipe.from_dict({**TrainRecipe().to_dict(), **(recipe or {}), "epochs": epochs}).to_dict()
+    space = _resolve_space(store, evaluator, task, space_id)
+
+    args = {"task": task, "seed": seed, **(agent_args or {})}
+    pretrain = None
+    if agent == "tnaml":
+        pretrain_budget = _check_int("pretrain budget", pretrain_budget if pretrain_budget is not None else 1000, 1)
+        if pretrain_source == "store":
+            have = {t: n for t, n in _tasks_with_rows(store, space.space_id).items() if t != task} \
+                if store.exists() else {}
+            if names is None:
+                names = sorted(have)
+                if not names:
+                    raise ValueError(f"store {store.root!s} has no offline children of tasks other than {task!r} "
+                                     f"(space {space.space_id}) to pre-train T-NAML on; populate it first")
+            empty = [t for t in names if not have.get(t)]
+            if empty:
+                raise ValueError(f"pre-training tasks {empty} have no offline children (space {space.space_id}) in "
+                                 f"store {store.root!s}; populate them first or use the live pretrain source")
+        elif names is None:
+            raise ValueError("live T-NAML pre-training needs explicit pre-training tasks (--pretrain-tasks)")
+        args.update(pretrain_tasks=list(names), pretrain_source=pretrain_source, pretrain_budget=pretrain_budget)
+        pretrain = {"source": pretrain_source, "tasks": list(names), "budget": pretrain_budget}
+    described = agent_class(agent)(space, **args).describe()  # bad agent arguments fail here
+
+    if evaluator == "lookup":  # the target (and live pre-training tasks) must be tabulated
+        lookup_tasks = [task] + (list(names) if pretrain and pretrain_source == "live" else [])
+        LookupEvaluator(store, space, recipe=recipe, tasks=lookup_tasks)
+    if run_id is None:
+        key = json.dumps({"agent": described, "evaluator": evaluator, "recipe": recipe, "space": space.space_id},
+                         sort_keys=True, default=str)
+        run_id = f"{agent}-{task}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+    elif not isinstance(run_id, str) or not _RUN_ID.match(run_id):
+        raise ValueError(f"run id {run_id!r} is not valid: use 1-128 letters, digits or '_.+-', starting with a "
+                         f"letter or digit (it names a folder in the store)")
+    every = checkpoint_every if checkpoint_every is not None else (1 if evaluator == "train" else 25)
+    return SearchPlan(str(store.root), run_id, task, budget, described, evaluator, parallel, space.space_id, recipe,
+                      pretrain, _check_int("checkpoint_every", every, 1), bool(verbose))
+
+
+def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Sequence[str] | str | None = None,
+               pretrain_source: str = "store", pretrain_budget: int | None = None, parallel: int = 1, seed: int = 0,
+               epochs: int | None = None, recipe: dict | None = None, evaluator: str = "train",
+               run_id: str | None = None, agent_args: dict | None = None, space_id: str | None = None,
+               checkpoint_every: int | None = None, verbose: bool = False, as_actor: bool | None = None,
+               address: str | None = None,
+               on_evaluation: Callable[[Evaluation, int], None] | None = None) -> SearchResult:
+    """Search ``budget`` child models of ``task`` with ``agent`` ("random", "rl", "tnaml"); resumable.
+
+    ``store``: an ExperimentStore or its root. ``evaluator``: "train" (real children on Ray
+    trainer actors, ``parallel`` in flight, rows tagged agent/run_id) or "lookup" (a tabulated
+    benchmark in the store). ``as_actor`` (default: with "train") runs the loop as a Ray actor;
+    Ray is started (``address``, else RAY_ADDRESS, else local) if it is not running.
+    ``on_evaluation(evaluation, n)`` is called in-process only (``as_actor=False``).
+    """
+    plan = plan_search(store, agent, task, budget, pretrain_tasks=pretrain_tasks, pretrain_source=pretrain_source,
+                       pretrain_budget=pretrain_budget, parallel=parallel, seed=seed, epochs=epochs, recipe=recipe,
+                       evaluator=evaluator, run_id=run_id, agent_args=agent_args, space_id=space_id,
+                       checkpoint_every=checkpoint_every, verbose=verbose)
+    return execute(plan, as_actor=as_actor, address=address, on_evaluation=on_evaluation)
+
+
+def execute(plan: SearchPlan, *, as_actor: bool | None = None, address: str | None = None,
+            on_evaluation: Callable[[Evaluation, int], None] | None = None) -> SearchResult:
+    """Run a validated plan, in-process or as a Ray actor."""
+    from search._driver import SearchDriver
+
+    as_actor = plan.evaluator == "train" if as_actor is None else as_actor
+    if as_actor and on_evaluation is not None:
+        raise ValueError("on_evaluation callbacks run in-process only; pass as_actor=False")
+    needs_ray = as_actor or plan.evaluator == "train"
+    started = False
+    if needs_ray:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+            started = True
+    try:
+        shared = None
+        if plan.evaluator == "train":
+            import ray
+
+            from cluster.populate import plan_resources
+            from nasdb.space import default_space
+            from nasdb.store import ExperimentStore
+            from search.evaluators import shared_objects
+
+            plan_resources(ray.cluster_resources(), plan.parallel)  # InsufficientResourcesError before any work
+            store = ExperimentStore(plan.store_root)
+            store.init()
+            if plan.space_id == default_space().space_id:
+                store.save_space(default_space())  # any other space was read from this store when planned
+            tasks = [plan.task] + (list(plan.pretrain["tasks"]) if plan.pretrain and
+                                   plan.pretrain["source"] == "live" else [])
+            shared = shared_objects(store, tasks)
+        if not as_actor:
+            return SearchResult.from_dict(SearchDriver(plan, on_evaluation, shared).run())
+        import ray
+
+        actor = ray.remote(num_cpus=0, max_restarts=0)(SearchDriver).options(
+            name=f"nasdb-search-{plan.run_id}").remote(plan, None, shared)
+        try:
+            return SearchResult.from_dict(ray.get(actor.run.remote()))
+        finally:
+            ray.kill(actor)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m search.run``: the click command of search/_cli.py."""
+    from search._cli import search_command
+
+    search_command.main(args=list(argv) if argv is not None else None, prog_name="python -m search.run")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,406 @@
+"""Learning-curve early stopping (issue 8): features, SRMs, the stopping rule, the shared Ray
+actor, and the evaluation over a real store; hand-made curves, synthetic curves and real children."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from sklearn.svm import NuSVR
+
+from cluster._curve_features import (
+    LAYERED_ARCH_FEATURES,
+    architecture_features,
+    curve_features,
+    hparam_features,
+    model_features,
+)
+from cluster._srm import SequentialRegressor, SVRParams, _standardize
+from cluster.curves_eval import CurveSet, evaluate_curves, load_full_curves, simulate_early_stopping
+from cluster.early_stop import EarlyStopConfig, EarlyStopper, EpochObserver, StopRule, stop_probability
+from nasdb.space import default_space
+
+T = 12  # epochs of the synthetic curves
+FAST = dict(search_trials=0, burn_in=40)  # sklearn-default nu-SVR, no search: keeps fits < 1 s
+
+
+def saturating_curves(n: int, *, epochs: int = T, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Realistic-ish validation curves ``a - (a - b) exp(-t / k) + noise``; the ceiling ``a`` and the
+    speed ``k`` depend on two of four static features. Returns curves (n, T), features (n, 4)."""
+    rng = np.random.default_rng(seed)
+    feats = rng.normal(size=(n, 4))
+    a = np.clip(0.8 + 0.06 * feats[:, 0] + 0.02 * rng.normal(size=n), 0.5, 0.97)  # (n,)
+    b = 0.1 + 0.1 * rng.random(n)
+    k = (0.8 + 2.5 * rng.random(n)) * np.exp(0.3 * feats[:, 1])
+    t = np.arange(1, epochs + 1)
+    y = a[:, None] - (a - b)[:, None] * np.exp(-t[None, :] / k[:, None]) + 0.005 * rng.normal(size=(n, epochs))
+    return y, feats
+
+
+@pytest.fixture(scope="module", params=["final", "gain"])
+def fitted_stopper(request) -> EarlyStopper:
+    curves, feats = saturating_curves(60)
+    stopper = EarlyStopper(EarlyStopConfig(**FAST, target=request.param))
+    stopper.report_complete(curves, feats)
+    assert stopper.ready and stopper.fits == 1
+    return stopper
+
+
+# -- features ------------------------------------------------------------------------------------
+def _naive_curve_features(curve, static):
+    d1 = [curve[t] - curve[t - 1] for t in range(1, len(curve))]
+    d2 = [d1[t] - d1[t - 1] for t in range(1, len(d1))]
+    return list(curve) + d1 + d2 + list(static)
+
+
+def test_curve_features_hand_made_curve():
+    got = curve_features([[0.1, 0.3, 0.6, 0.7]], [[1.0, 2.0]], [3.0])
+    want = [0.1, 0.3, 0.6, 0.7, 0.2, 0.3, 0.1, 0.1, -0.2, 1.0, 2.0, 3.0]
+    np.testing.assert_allclose(got, [want], atol=1e-12)
+    assert curve_features([[0.5]], [[7.0]]).tolist() == [[0.5, 7.0]]  # tau = 1: no differences
+    rng = np.random.default_rng(1)
+    y, s = rng.random((5, 6)), rng.random((5, 3))
+    np.testing.assert_allclose(curve_features(y, s), [_naive_curve_features(a, b) for a, b in zip(y, s)])
+
+
+def test_architecture_and_hparam_features():
+    space = default_space()
+    names = [d.name for d in space.dimensions]
+    arch = np.zeros(space.num_dimensions, dtype=np.int64)
+    arch[names.index("embedding")] = 2
+    arch[names.index("layer1")] = space.dimensions[names.index("layer1")].choices.index("relu64")
+    arch[names.index("layer2")] = space.dimensions[names.index("layer2")].choices.index("tanh8")
+    arch[names.index("layer3")] = space.dimensions[names.index("layer3")].choices.index("relu256")  # disabled
+    arch[names.index("enable1")] = arch[names.index("enable2")] = 1
+    f = architecture_features(space, arch[None, :], [1000])[0]
+    want = dict(zip(LAYERED_ARCH_FEATURES, [3.0, 2, math.log2(37), math.log2(65), math.log2(73), 0.5, 2]))
+    np.testing.assert_allclose(f, list(want.values()))
+    none_on = architecture_features(space, np.zeros((1, space.num_dimensions), dtype=np.int64), [10])[0]
+    assert none_on[1:6].tolist() == [0, 0, 0, 0, 0]
+    hp = hparam_features({"learning_rate": 1e-3, "batch_size": 64, "epochs": 20, "optimizer": "adam"}, 2)
+    np.testing.assert_allclose(hp, [[-3, 6, 20]] * 2)
+    assert model_features(space, np.stack([arch, arch]), [1000, 10], {"learning_rate": 0.1, "batch_size": 8,
+                                                                        "epochs": 3}).shape == (2, 10)
+    with pytest.raises(ValueError, match="lacks 'batch_size'"):
+        hparam_features({"learning_rate": 1e-3, "epochs": 3})
+    with pytest.raises(ValueError, match="num_params"):
+        architecture_features(space, arch[None, :], [0])
+    with pytest.raises(ValueError, match="non-finite"):
+        curve_features([[0.1, float("nan")]], [[1.0]])
+
+
+# -- configuration and input validation ----------------------------------------------------------
+@pytest.mark.parametrize("bad, match", [
+    (dict(burn_in=0), "burn_in"), (dict(burn_in=-3), "burn_in"), (dict(confidence=1.0), "confidence"),
+    (dict(delta=-0.1), "delta"), (dict(top_n=0), "top_n"), (dict(target="median"), "target"),
+    (dict(num_epochs=5, min_tau=5), "min_tau"), (dict(top_n=200), "top_n"), (dict(retrain_every=True), "retrain_every"),
+])
+def test_config_rejects_bad_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        EarlyStopConfig(**bad)
+
+
+def test_config_round_trip_and_unknown_key():
+    cfg = EarlyStopConfig(burn_in=20, delta=0.01, top_n=3)
+    assert EarlyStopConfig.from_dict(cfg.to_dict()) == cfg
+    assert (EarlyStopConfig().burn_in, EarlyStopConfig().confidence, EarlyStopConfig().delta) == (100, 0.99, 0.0)
+    with pytest.raises(ValueError, match="unknown early-stop settings"):
+        EarlyStopConfig.from_dict({"burnin": 5})
+
+
+def test_stopper_input_validation_and_divergence():
+    stopper = EarlyStopper(EarlyStopConfig(burn_in=5))
+    assert isinstance(stopper, EpochObserver)
+    d = stopper.decide_many([[0.2, float("nan")], [0.2, 0.3]], np.zeros((2, 4)))  # before burn-in
+    assert d.stop.tolist() == [True, False]  # a NaN accuracy is divergence: stop at once
+    assert d.probability[0] == 1.0 and math.isnan(d.probability[1]) and np.isnan(d.predicted_final).all()
+    curves, feats = saturating_curves(3)
+    stopper.report_complete(curves, feats)
+    with pytest.raises(ValueError, match="8 epochs, expected 12"):
+        stopper.report_complete(curves[:, :8], feats)
+    with pytest.raises(ValueError, match="non-finite"):
+        stopper.report_complete(np.where(np.eye(3, T) > 0, np.nan, curves), feats)
+    with pytest.raises(ValueError, match="columns"):
+        stopper.report_complete(curves, feats[:, :2])
+    with pytest.raises(ValueError, match=r"shape \(3, F\)"):
+        stopper.report_complete(curves, feats[:2])
+    with pytest.raises(ValueError, match="tau=12"):
+        stopper.decide_many(curves, feats)
+    assert not stopper.ready and stopper.num_complete == 3
+
+
+# -- the regression models -----------------------------------------------------------------------
+def test_loo_sigma_matches_a_naive_leave_one_out_loop():
+    curves, feats = saturating_curves(12, epochs=5, seed=3)
+    model = SequentialRegressor(search_trials=0, loo_max=100).fit(curves, feats, taus=[2])
+    x = curve_features(curves[:, :2], feats)
+    z = (x - _standardize(x)[0]) / _standardize(x)[1]
+    t = (curves[:, -1] - curves[:, -1].mean()) / curves[:, -1].std()
+    resid = [NuSVR(gamma=1.0 / z.shape[1]).fit(np.delete(z, i, 0), np.delete(t, i)).predict(z[i:i + 1])[0] - t[i]
+             for i in range(len(t))]
+    want = math.sqrt(np.mean(np.square(resid))) * curves[:, -1].std()
+    assert model.sigma[2] == pytest.approx(want, rel=1e-9)
+    assert model.params[2] == SVRParams()
+
+
+def test_srm_predicts_held_out_curves_better_with_more_epochs():
+    curves, feats = saturating_curves(160, seed=5)
+    for target in ("final", "gain"):
+        model = SequentialRegressor(search_trials=3, target=target).fit(curves[:100], feats[:100], taus=[2, 6, 11],
+                                                                        estimate_sigma=False)
+        y = curves[100:, -1]
+        r2 = {tau: 1 - np.mean((model.predict(curves[100:, :tau], feats[100:])[0] - y) ** 2) / y.var()
+              for tau in (2, 6, 11)}
+        assert r2[11] > 0.85 and r2[11] > r2[2], (target, r2)
+
+
+def test_stop_probability_is_the_normal_cdf():
+    for mu, s, thr in [(0.7, 0.05, 0.8), (0.9, 0.02, 0.8), (0.5, 0.1, 0.5)]:
+        want = 0.5 * (1 + math.erf((thr - mu) / (s * math.sqrt(2))))
+        assert stop_probability([mu], s, thr)[0] == pytest.approx(want, abs=1e-12)
+
+
+# -- the stopping rule on hand-made curves -------------------------------------------------------
+def test_a_clearly_bad_curve_stops_and_the_best_never_does(fitted_stopper):
+    stopper = fitted_stopper
+    best_so_far = stopper.reference
+    t = np.arange(1, T + 1)
+    bad = 0.35 - 0.25 * np.exp(-t / 1.5)  # plateaus far below everything seen, average features
+    bad_static = np.zeros(4)
+    great = best_so_far + 0.03 - 0.75 * np.exp(-t / 1.5)  # ends above the best so far ...
+    great_static = np.array([2.0, 0.0, 0.0, 0.0])  # ... with the features of a high ceiling
+    stops = [stopper.should_stop(bad[:tau], bad_static) for tau in range(1, T)]
+    assert any(stops[:3]), "a curve at 0.35 against a best of ~0.9 must stop within 3 epochs"
+    d = stopper.decide_many(np.stack([bad[:3], great[:3]]), np.stack([bad_static, great_static]))
+    assert d.stop.tolist() == [True, False] and d.probability[0] >= 0.99
+    assert d.predicted_final[0] < best_so_far - 0.05
+    for tau in range(1, T):
+        assert not stopper.should_stop(great[:tau], great_static), f"the best curve was stopped at tau={tau}"
+
+
+def test_delta_and_top_n_relax_the_rule(fitted_stopper):
+    curves, feats = saturating_curves(60)
+    rule = fitted_stopper.snapshot()
+    partial = curves[:, :4]
+    base = rule.decide_many(partial, feats)
+    relaxed = StopRule(EarlyStopConfig(**FAST, delta=0.05), rule.predictor, rule.reference,
+                       rule.num_epochs, rule.num_features).decide_many(partial, feats)
+    assert np.all(relaxed.probability <= base.probability + 1e-12) and relaxed.stop.sum() <= base.stop.sum()
+    top5 = EarlyStopper(EarlyStopConfig(**FAST, top_n=5))
+    top5.report_complete(curves, feats)
+    assert top5.reference == pytest.approx(np.sort(curves[:, -1])[-5])
+    assert top5.decide_many(partial, feats).stop.sum() <= base.stop.sum()
+
+
+def test_burn_in_and_retraining_schedule():
+    curves, feats = saturating_curves(70, seed=2)
+    stopper = EarlyStopper(EarlyStopConfig(search_trials=0, burn_in=40, retrain_every=15))
+    stopper.report_complete(curves[:39], feats[:39])
+    assert not stopper.ready and stopper.fits == 0
+    assert not stopper.decide_many(curves[:5, :3], feats[:5]).stop.any()  # never stops before burn-in
+    stopper.report_complete(curves[39:40], feats[39:40])
+    assert stopper.ready and stopper.fits == 1 and stopper.predictor.num_train == 40
+    stopper.report_complete(curves[40:54], feats[40:54])
+    assert stopper.fits == 1
+    stopper.report_complete(curves[54:55], feats[54:55])
+    assert stopper.fits == 2 and stopper.predictor.num_train == 55
+    assert stopper.reference == pytest.approx(curves[:55, -1].max())
+    assert stopper.describe()["predictor"]["num_train"] == 55
+
+
+# -- real child models ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_curves():
+    """28 real children (5 epochs, a small built-in task), four of them deliberately weak."""
+    import torch
+
+    from cluster.child import TrainRecipe, train_children
+    from nasdb.tasks import builtin_task_names, load_builtin_task
+
+    torch.set_num_threads(1)
+    space, recipe = default_space(), TrainRecipe(epochs=5)
+    archs = space.sample(24, 7)
+    weak = np.zeros((4, space.num_dimensions), dtype=np.int64)  # pca8 + up to 7 tanh8 layers
+    weak[:, 0] = space.dimensions[0].choices.index("pca8")
+    weak[:, 1:8] = space.dimensions[1].choices.index("tanh8")
+    weak[:, 8:15] = [[1] * 7, [1] * 7, [1, 1, 1, 0, 0, 0, 0], [1] * 7]
+    archs = np.concatenate([archs, weak])
+    names = builtin_task_names()
+    task = load_builtin_task("digits_confusable4" if "digits_confusable4" in names else names[0])
+    res = train_children(task, space, archs, recipe=recipe, seeds=np.arange(len(archs)))
+    assert all(r.status == "ok" for r in res)
+    curves = np.array([r.val_curve for r in res])  # (28, 5)
+    feats = model_features(space, archs, [r.num_params for r in res], recipe)
+    return curves, feats
+
+
+def test_stopper_on_real_children_stops_the_worst_and_keeps_the_best(real_curves):
+    curves, feats = real_curves
+    order = np.argsort(curves[:, -1])
+    best, worst = int(order[-1]), int(order[0])
+    held_out = {best, worst}
+    train = [i for i in range(len(curves)) if i not in held_out]
+    stopper = EarlyStopper(EarlyStopConfig(burn_in=len(train), search_trials=4))
+    stopper.report_complete(curves[train], feats[train])
+    assert stopper.ready
+    T_real = curves.shape[1]
+    worst_stops = [stopper.should_stop(curves[worst, :tau], feats[worst]) for tau in range(1, T_real)]
+    best_stops = [stopper.should_stop(curves[best, :tau], feats[best]) for tau in range(1, T_real)]
+    assert any(worst_stops), (curves[worst], stopper.reference)
+    assert not any(best_stops), (curves[best], stopper.reference)
+
+
+# -- the shared Ray actor ------------------------------------------------------------------------
+def test_shared_actor_two_callers_burn_in_and_query():
+    import ray
+
+    from cluster._curve_actor import ActorEarlyStopper, curve_predictor_actor
+
+    curves, feats = saturating_curves(30, seed=4)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        actor = curve_predictor_actor(EarlyStopConfig(burn_in=20, search_trials=0, retrain_every=5), num_cpus=0)
+
+        @ray.remote(num_cpus=0)
+        def caller(handle, c, f):
+            client = ActorEarlyStopper(handle, "curves_demo")
+            for i in range(len(c)):  # one complete curve at a time, as trainers finish them
+                client.report_complete(c[i:i + 1], f[i:i + 1])
+            client.flush(timeout=120)
+            return len(c)
+
+        assert ray.get([caller.remote(actor, curves[:12], feats[:12]),
+                        caller.remote(actor, curves[12:24], feats[12:24])], timeout=180) == [12, 12]
+        status = ray.get(actor.status.remote())["curves_demo"]
+        assert status["num_complete"] == 24 and status["ready"] and status["fits"] >= 1
+        t = np.arange(1, T + 1)
+        bad = (0.35 - 0.25 * np.exp(-t / 1.5))[None, :3]
+        remote = ray.get(actor.decide_many.remote("curves_demo", bad, np.zeros((1, 4))))
+        assert remote.stop.tolist() == [True]
+        client = ActorEarlyStopper(actor, "curves_demo")
+        assert client.refresh(block=True, timeout=60).ready
+        local = client.decide_many(bad, np.zeros((1, 4)))
+        assert local.stop.tolist() == [True]
+        assert local.predicted_final[0] == pytest.approx(remote.predicted_final[0])
+        assert not client.decide_many(curves[:1, :5], feats[:1]).stop[0] or curves[0, -1] < status["reference"]
+        with pytest.raises(ray.exceptions.RayTaskError, match="non-finite"):
+            ray.get(actor.report_complete.remote("curves_demo", np.full((1, T), np.nan), np.zeros((1, 4))))
+        ray.kill(actor)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# -- evaluation over a real store ----------------------------------------------------------------
+def test_simulation_matches_a_naive_replay():
+    curves, feats = saturating_curves(90, seed=6)
+    cs = CurveSet("synthetic", curves, feats, [str(i) for i in range(90)], ("f",) * 4, {})
+    config = EarlyStopConfig(**FAST, retrain_every=25)
+    sim = simulate_early_stopping(cs, config, orders=2, seed=1)
+    rng = np.random.default_rng(1)
+    for run in sim["runs"]:
+        order = rng.permutation(90)  # the orders simulate_early_stopping drew
+        stopper, epochs = EarlyStopper(config), {}
+        for i in order:  # train one model at a time: query after every epoch, report if it finished
+            epochs[i] = T
+            for tau in range(1, T):
+                if stopper.ready and stopper.should_stop(curves[i, :tau], feats[i]):
+                    epochs[i] = tau
+                    break
+            if epochs[i] == T:
+                stopper.report_complete(curves[i:i + 1], feats[i:i + 1])
+        total = sum(epochs.values())
+        assert run["total_epochs"] == total and run["speedup"] == pytest.approx(90 * T / total)
+        assert run["best_kept"] == (epochs[int(np.argmax(curves[:, -1]))] == T)
+        assert run["stopped"] == sum(e < T for e in epochs.values()) > 0
+        assert all(epochs[i] == T for i in order[:40]), "the burn-in models train to the end"
+    assert sim["speedup_mean"] > 1.5
+
+
+def test_evaluate_curves_over_a_store(tmp_path):
+    from nasdb.store import ExperimentRecord, ExperimentStore
+
+    space = default_space()
+    store = ExperimentStore(str(tmp_path / "store"))
+    store.init()
+    store.save_space(space)
+    curves, _ = saturating_curves(70, epochs=8, seed=7)
+    archs = space.sample(70, 3)
+    recipe = {"epochs": 8, "batch_size": 64, "learning_rate": 3e-3, "optimizer": "adam"}
+    with store.writer("test") as w:
+        for i, (a, c) in enumerate(zip(archs, curves)):
+            w.append(ExperimentRecord(task="curves_demo", space_id=space.space_id, architecture=list(a), seed=i,
+                                      recipe=recipe, agent="random", run_id="t", val_accuracy=c[-1],
+                                      test_accuracy=c[-1], val_curve=list(c), epochs=8, train_seconds=1.0,
+                                      num_params=1000 + 10 * i, device="cpu", worker="w"))
+        stopped = curves[0, :3]
+        w.append(ExperimentRecord(task="curves_demo", space_id=space.space_id, architecture=list(archs[0]),
+                                  seed=999, recipe=recipe, agent="random", run_id="t", val_accuracy=stopped[-1],
+                                  test_accuracy=stopped[-1], val_curve=list(stopped), epochs=3, train_seconds=1.0,
+                                  num_params=1000, device="cpu", worker="w", stopped_early=True))
+    cs = load_full_curves(store, "curves_demo")
+    assert cs.curves.shape == (70, 8) and cs.skipped == {"stopped_early": 1}
+    np.testing.assert_allclose(np.sort(cs.finals), np.sort(curves[:, -1]))
+    report = evaluate_curves(store, None, tmp_path / "out", config=EarlyStopConfig(burn_in=30, search_trials=0),
+                             repeats=1, orders=1, search_trials=0)
+    t = report["tasks"]["curves_demo"]
+    assert t["tau_25pct"] == 2 and len(t["r2"]["r2_mean"]) == 7 and t["simulation"]["orders"] == 1
+    assert set(report["summary"]) == {"r2_25pct_mean", "speedup_mean", "best_kept_orders"}
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["tasks"]["curves_demo"]["num_curves"] == 70
+    assert "| curves_demo | 70 | 8 |" in (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "r2_vs_tau.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no complete learning curves"):
+        evaluate_curves(store, "digits10")
+
+    from click.testing import CliRunner
+
+    from cluster._curves_cli import curves_group
+
+    args = ["evaluate", "--task", "curves_demo", "--out", str(tmp_path / "cli"), "--burn-in", "30", "--orders", "1",
+            "--repeats", "1", "--retrain-every", "50"]
+    result = CliRunner().invoke(curves_group, args, obj={"store_root": str(tmp_path / "store")})
+    assert result.exit_code == 0, result.output
+    assert "| curves_demo | 70 | 8 |" in result.output and (tmp_path / "cli" / "r2_vs_tau.png").exists()
+
+
+# -- populate with early stopping (active once the seams of issue 8 are in populate/store) ---------
+def test_populate_with_early_stopping_stores_consistent_rows(tmp_path):
+    import inspect
+
+    import ray
+
+    from cluster.child import TrainRecipe
+    from cluster.populate import populate
+    from nasdb.store import ExperimentRecord, ExperimentStore
+
+    if "early_stop" not in inspect.signature(populate).parameters or \
+            "predicted_final" not in ExperimentRecord.__dataclass_fields__:
+        pytest.skip("populate(early_stop=...) and the predicted_final column are not wired in yet (issue 8)")
+    store = ExperimentStore(str(tmp_path / "store"))
+    store.init()
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        populate(store, ["mnist10_small"], 60, recipe=TrainRecipe(epochs=6), workers=2, progress=False,
+                 early_stop=EarlyStopConfig(burn_in=20, search_trials=0, retrain_every=10))
+    finally:
+        if started:
+            ray.shutdown()
+    rows = store.experiments_arrow("mnist10_small").to_pylist()
+    assert len(rows) == 60
+    for r in rows:
+        assert len(r["val_curve"]) == r["epochs"] and r["val_accuracy"] == r["val_curve"][-1]
+        if r["stopped_early"]:
+            assert 1 <= r["epochs"] < 6 and math.isfinite(r["predicted_final"]), r
+        else:
+            assert r["epochs"] == 6 and r["predicted_final"] is None, r
+    full = [r for r in rows if not r["stopped_early"]]
+    assert len(full) >= 20, "the burn-in curves are always trained to the end"
+    assert len(full) < 60, "60 random children on mnist10_small: some are clearly bad and must stop"
+    best = max(rows, key=lambda r: r["val_accuracy"])
+    assert not best["stopped_early"]

@@ -1,0 +1,346 @@
+"""The suggestion API over real HTTP on Ray Serve (real local Ray), plus its access rules and hot swap.
+
+One Serve app per module, on a predictor fitted on a tiny real store (predictor/testing.py);
+the suggestion is asked for a task left out of training. Every refusal is checked to be a 4xx
+naming the field, after which the replica must still answer /v1/health.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from nasdb.store import ExperimentStore
+from predictor._serve_auth import is_loopback, resolve_token_digest, token_digest
+from predictor.checkpoint import latest_predictor
+from predictor.service import ServeLimits, SuggestionService
+from predictor.testing import HELD_OUT_TASK, TRAIN_TASKS, fit_tiny_predictor, shared_tiny_store
+
+TOKEN = "test-token-" + "k" * 24
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LIMITS = ServeLimits(max_samples=500, max_architectures=20, max_k_max_iters=2000)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root, pid = shared_tiny_store(str(tmp_path_factory.getbasetemp()))
+    copy = tmp_path_factory.mktemp("serve") / "store"
+    shutil.copytree(root, copy)  # this module adds predictors
+    return ExperimentStore(str(copy)), pid
+
+
+@pytest.fixture(scope="module")
+def server(store):
+    import ray
+    from ray import serve
+
+    from predictor.serve import start_server
+
+    if ray.is_initialized():  # a clean local cluster of our own
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        info = start_server(store[0].root, port=_free_port(), token=TOKEN, limits=LIMITS, refresh_seconds=1.0,
+                            num_cpus=0.5)
+        yield info
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def http():
+    with requests.Session() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def held_out(store):
+    x, y = store[0].task(HELD_OUT_TASK).samples("train")
+    return x[:300].tolist(), y[:300].tolist()
+
+
+def _healthy(http, server) -> None:
+    r = http.get(f"{server.url}/v1/health", timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+# -- answers --------------------------------------------------------------------------------------
+def test_health_model_and_openapi(server, http, store):
+    _, pid = store
+    assert server.authenticated and server.predictor_id == pid
+    health = http.get(f"{server.url}/v1/health", timeout=30).json()
+    assert health["status"] == "ok" and health["predictor_id"] == pid and health["replica"]
+    model = http.get(f"{server.url}/v1/model", headers=AUTH, timeout=30).json()
+    assert model["predictor_id"] == pid and sorted(model["tasks"]) == sorted(TRAIN_TASKS)
+    assert model["loss"] == "l2" and model["created_at"] and model["following"] == "latest"
+    assert model["suggest_defaults"]["k_max_iters"] == 1000 and model["limits"]["max_samples"] == 500
+    spec = http.get(f"{server.url}/openapi.json", timeout=30).json()
+    assert {"/v1/suggest", "/v1/predict", "/v1/model", "/v1/health"} <= set(spec["paths"])
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert "x" in spec["components"]["schemas"]["SuggestRequest"]["properties"]
+
+
+def test_suggestion_for_a_held_out_task_by_name_and_inline(server, http, held_out):
+    r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK}, headers=AUTH, timeout=60)
+    assert r.status_code == 200, r.text
+    s = r.json()
+    assert s["task"] == HELD_OUT_TASK and len(s["architecture"]) == 15 and len(s["encoding"]) == 105
+    assert s["candidates"][0]["architecture"] == s["architecture"] and s["candidates"][0]["score"] == s["score"]
+    assert sorted(n["task"] for n in s["nearest_tasks"]) == sorted(TRAIN_TASKS)
+    assert s["far_from_training"] is False and s["config"]["k_max_iters"] == 1000
+    x, y = held_out
+    r = http.post(f"{server.url}/v1/suggest", json={"x": x, "y": y, "k_max_iters": 40, "top_per_task": 2},
+                  headers=AUTH, timeout=60)
+    assert r.status_code == 200, r.text
+    inline = r.json()
+    assert inline["task"] is None and inline["iterations"] <= 40 and len(inline["candidates"]) <= 4
+
+
+def test_predict_scores_and_ranks(server, http, held_out):
+    x, y = held_out
+    archs = [[0] * 15, [6] + [11] * 7 + [1] * 7, [3, 2, 5, 1, 0, 4, 7, 9, 0, 1, 0, 1, 1, 0, 1]]
+    r = http.post(f"{server.url}/v1/predict", json={"x": x, "y": y, "architectures": archs}, headers=AUTH,
+                  timeout=60)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert len(out["scores"]) == 3 and sorted(out["ranking"]) == [0, 1, 2]
+    assert out["scores"][out["ranking"][0]] == max(out["scores"])
+    by_name = http.post(f"{server.url}/v1/predict", json={"task": HELD_OUT_TASK, "architectures": archs},
+                        headers=AUTH, timeout=60).json()
+    assert by_name["task"] == HELD_OUT_TASK and len(by_name["scores"]) == 3
+
+
+# -- refusals -------------------------------------------------------------------------------------
+ROW = [0.5] * 64
+
+
+def _raw(text: str) -> dict:
+    return {"data": text, "headers": {**AUTH, "Content-Type": "application/json"}}
+
+
+REFUSALS = [
+    # (id, path, request kwargs, status, text the detail must contain)
+    ("wrong feature count", "/v1/suggest", {"json": {"x": [ROW, ROW[:63]], "y": [0, 1]}}, 422, "x[1]: expected 64"),
+    ("NaN literal", "/v1/suggest", _raw('{"x": [[NaN' + ", 0.5" * 63 + ']], "y": [0]}'), 422, "x[0][0]"),
+    ("Infinity literal", "/v1/suggest", _raw('{"x": [[0.5, -Infinity' + ", 0.5" * 62 + ']], "y": [0]}'), 422,
+     "x[0][1]"),
+    ("feature as string", "/v1/suggest", {"json": {"x": [["0.5"] * 64], "y": [0]}}, 422, "x[0][0]"),
+    ("feature as bool", "/v1/suggest", {"json": {"x": [[True] * 64], "y": [0]}}, 422, "x[0][0]"),
+    ("unknown task", "/v1/suggest", {"json": {"task": "no_such_task"}}, 404, "no_such_task"),
+    ("task name with a path", "/v1/suggest", {"json": {"task": "../etc"}}, 422, "task"),
+    ("label too large", "/v1/suggest", {"json": {"x": [ROW, ROW], "y": [0, 10]}}, 422, "y: label 10 at index 1"),
+    ("negative label", "/v1/suggest", {"json": {"x": [ROW], "y": [-1]}}, 422, "y: label -1"),
+    ("fractional label", "/v1/suggest", {"json": {"x": [ROW], "y": [1.5]}}, 422, "y[0]"),
+    ("label 1.0", "/v1/suggest", {"json": {"x": [ROW], "y": [1.0]}}, 422, "y[0]"),
+    ("too many samples", "/v1/suggest", {"json": {"x": [ROW] * 501, "y": [0] * 501}}, 413, "x: 501 samples"),
+    ("body over the byte limit", "/v1/suggest", _raw(" " * (LIMITS.max_body_bytes + 1)), 413, "bytes"),
+    ("malformed JSON", "/v1/suggest", _raw('{"x": [[0.1, '), 400, "malformed JSON"),
+    ("x not a list", "/v1/suggest", {"json": {"x": "abc", "y": [0]}}, 422, "x"),
+    ("body not an object", "/v1/suggest", {"json": [1, 2]}, 422, "body"),
+    ("empty sample list", "/v1/suggest", {"json": {"x": [], "y": []}}, 422, "`x` is empty"),
+    ("labels and rows disagree", "/v1/suggest", {"json": {"x": [ROW, ROW], "y": [0]}}, 422, "`y` has 1 labels"),
+    ("task and samples", "/v1/suggest", {"json": {"task": HELD_OUT_TASK, "x": [ROW], "y": [0]}}, 422, "either"),
+    ("no task at all", "/v1/suggest", {"json": {}}, 422, "`x` is missing"),
+    ("unknown field", "/v1/suggest", {"json": {"task": HELD_OUT_TASK, "k_max_iter": 5}}, 422, "k_max_iter"),
+    ("k_max_iters as string", "/v1/suggest", {"json": {"task": HELD_OUT_TASK, "k_max_iters": "many"}}, 422,
+     "k_max_iters"),
+    ("k_max_iters zero", "/v1/suggest", {"json": {"task": HELD_OUT_TASK, "k_max_iters": 0}}, 422, "k_max_iters"),
+    ("k_max_iters over the server max", "/v1/suggest", {"json": {"task": HELD_OUT_TASK, "k_max_iters": 5000}}, 422,
+     "k_max_iters: 5000 exceeds"),
+    ("negative step size", "/v1/suggest", {"json": {"task": HELD_OUT_TASK, "step_size": -1}}, 422, "step_size"),
+    ("architecture too short", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": [[0] * 14]}}, 422,
+     "architectures[0]"),
+    ("choice out of range", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": [[0] * 15, [0, 12] + [0] * 13]}},
+     422, "architectures[1]: dimension 'layer1': choice index 12"),
+    ("negative choice", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": [[-1] + [0] * 14]}}, 422,
+     "dimension 'embedding'"),
+    ("fractional choice", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": [[0.5] + [0] * 14]}}, 422,
+     "architectures[0][0]"),
+    ("no architectures", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": []}}, 422, "architectures"),
+    ("too many architectures", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": [[0] * 15] * 21}},
+     413, "architectures: 21"),
+]
+
+
+@pytest.mark.parametrize("path,kwargs,status,text", [c[1:] for c in REFUSALS], ids=[c[0] for c in REFUSALS])
+def test_bad_input_is_a_4xx_naming_the_field_and_the_replica_stays_healthy(server, http, path, kwargs, status,
+                                                                          text):
+    kwargs = dict(kwargs)
+    if "json" in kwargs:
+        kwargs["headers"] = AUTH
+    r = http.post(f"{server.url}{path}", timeout=60, **kwargs)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert text in detail and "\n" not in detail
+    assert len(r.content) < 20_000  # the input is never echoed back
+    _healthy(http, server)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-" + "x" * 20},
+                                     {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer"},
+                                     {"Authorization": f"Bearer {TOKEN}x"}],
+                         ids=["no token", "wrong token", "wrong scheme", "empty bearer", "token prefix"])
+def test_requests_without_the_right_token_get_401(server, http, headers):
+    for method, path, body in (("post", "/v1/suggest", {"task": HELD_OUT_TASK}), ("get", "/v1/model", None),
+                               ("post", "/v1/predict", {"task": HELD_OUT_TASK, "architectures": [[0] * 15]}),
+                               ("post", "/v1/suggest", "{not json")):  # refused before the body is parsed
+        kwargs = {"data": body} if isinstance(body, str) else {"json": body} if body else {}
+        r = getattr(http, method)(f"{server.url}{path}", headers=headers, timeout=30, **kwargs)
+        assert r.status_code == 401, (path, r.text)
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    _healthy(http, server)
+
+
+# -- access rules (no server needed) ----------------------------------------------------------------
+def test_no_token_or_open_access_off_loopback_refuse_to_start(store, monkeypatch, tmp_path):
+    from predictor.serve import start_server
+
+    monkeypatch.delenv("NASDB_API_TOKEN", raising=False)
+    with pytest.raises(ValueError, match="no API token configured"):
+        start_server(store[0].root, port=_free_port())
+    with pytest.raises(ValueError, match="only allowed when the HTTP host is loopback"):
+        start_server(store[0].root, host="0.0.0.0", port=_free_port(), allow_unauthenticated=True)
+    with pytest.raises(ValueError, match="at least 16"):
+        start_server(store[0].root, port=_free_port(), token="short")
+    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "127.8.0.1")] == [True] * 5
+    assert [is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.com", "")] == [False] * 5
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    assert resolve_token_digest(token_file=str(token_file)) == token_digest(TOKEN)
+    monkeypatch.setenv("NASDB_API_TOKEN", TOKEN)
+    assert resolve_token_digest() == token_digest(TOKEN)
+    assert resolve_token_digest(allow_unauthenticated=True, host="::1") is None
+
+
+# -- picking up a new predictor -----------------------------------------------------------------------
+def test_service_reconfigure_and_refresh_in_process(store):
+    st, pid = store
+    service = SuggestionService(st, predictor_id=pid)
+    assert service.engine.predictor_id == pid and not service.refresh_now()  # pinned
+    service.reconfigure({"predictor_id": "latest"})
+    assert service.engine.predictor_id == latest_predictor(st)
+    with pytest.raises(ValueError, match="unknown user_config keys"):
+        service.reconfigure({"predictor": pid})
+    before = service.engine
+    with pytest.raises(KeyError, match="no predictor 'nope'"):
+        service.reconfigure({"predictor_id": "nope"})
+    assert service.engine is before  # a failed load keeps serving the current predictor
+    with pytest.raises(ValueError, match="refresh_seconds"):
+        service.reconfigure({"refresh_seconds": -1})
+    service.close()
+
+
+def test_a_newly_fitted_predictor_is_picked_up_without_downtime(server, http, store):
+    st, pid = store
+    failures, stop = [], threading.Event()
+
+    def probe() -> None:  # keep asking while the replica swaps predictors
+        while not stop.is_set():
+            r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 50},
+                          headers=AUTH, timeout=60)
+            if r.status_code != 200:
+                failures.append(r.status_code)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        new = fit_tiny_predictor(st, TRAIN_TASKS, num_steps=40, seed=1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            model = http.get(f"{server.url}/v1/model", headers=AUTH, timeout=30).json()
+            if model["predictor_id"] == new:
+                break
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join()
+    assert model["predictor_id"] == new and failures == []
+    r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK}, headers=AUTH, timeout=60)
+    assert r.json()["predictor_id"] == new
+
+
+def test_open_access_on_loopback_under_a_route_prefix(server, http, store):
+    """Without a token the replica itself checks that the Serve proxy binds a loopback host."""
+    from ray import serve
+
+    from predictor.serve import build_app
+
+    st, _ = store
+    serve.run(build_app(st.root, allow_unauthenticated=True, num_cpus=0.5), name="open", route_prefix="/open",
+              blocking=False)
+    try:
+        r = http.get(f"{server.url}/open/v1/model", timeout=30)
+        assert r.status_code == 200 and r.json()["predictor_id"] == latest_predictor(st)
+        assert "/v1/suggest" in http.get(f"{server.url}/open/openapi.json", timeout=30).json()["paths"]
+        r = http.post(f"{server.url}/open/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 20}, timeout=60)
+        assert r.status_code == 200, r.text
+    finally:
+        serve.delete("open")
+    _healthy(http, server)
+
+
+def test_serve_deploy_config_updates_the_predictor_in_place(server, http, store, tmp_path):
+    """The cluster path of predictor/serve_config.example.yaml: the config is deployed the way `serve deploy`
+    does (the controller's deploy_apps); changing only user_config.predictor_id swaps the predictor inside the
+    running replica (same replica id) while requests keep getting 200."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    import yaml
+    from ray import serve
+    from ray.serve.schema import ServeDeploySchema
+
+    from predictor.checkpoint import predictor_ids
+
+    st, _ = store
+    first, second = predictor_ids(st)[:2]
+    token_file = tmp_path / "api_token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    config = yaml.safe_load((Path(__file__).parents[1] / "predictor" / "serve_config.example.yaml").read_text())
+    url = urlparse(server.url)
+    config["http_options"] = {"host": url.hostname, "port": url.port}  # the running proxy's
+    app = config["applications"][0]
+    assert app["import_path"] == "predictor.serve:app_builder"
+    app["args"].update(store=st.root, token_file=str(token_file), replicas=1, num_cpus=0.5)
+    app["deployments"][0]["user_config"] = {"predictor_id": first}
+    client = serve.context._get_global_client()
+    client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
+    health = http.get(f"{server.url}/v1/health", timeout=30).json()
+    assert health["predictor_id"] == first
+
+    failures, stop = [], threading.Event()
+
+    def probe() -> None:
+        while not stop.is_set():
+            r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 50},
+                          headers=AUTH, timeout=60)
+            failures.extend([r.status_code] if r.status_code != 200 else [])
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    try:
+        app["deployments"][0]["user_config"] = {"predictor_id": second}
+        client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and http.get(f"{server.url}/v1/health", timeout=30).json()[
+                "predictor_id"] != second:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join()
+    after = http.get(f"{server.url}/v1/health", timeout=30).json()
+    assert after["predictor_id"] == second and after["replica"] == health["replica"] and failures == []
