@@ -83,6 +83,18 @@ def _fit_and_score(held_out: str, config_dict: dict) -> dict[str, Any]:
             "spearman": rho, "pearson": r, "final_train_loss": history.final_loss, "seconds": history.seconds}
 
 
+def _logged(results: Iterable[dict[str, Any]], total: int, start: float) -> list[dict[str, Any]]:
+    """Collect fit results, logging progress and an ETA about every 10%."""
+    out = []
+    for r in results:
+        out.append(r)
+        if len(out) % max(1, total // 10) == 0 and len(out) < total:
+            elapsed = time.perf_counter() - start
+            logger.info("LOTO: %d/%d fits, %.0fs, about %.0fs left", len(out), total, elapsed,
+                        elapsed / len(out) * (total - len(out)))
+    return out
+
+
 def _nan_stats(values: list[float]) -> tuple[float, float]:
     v = np.asarray([x for x in values if not math.isnan(x)])
     return (float(v.mean()), float(v.std())) if len(v) else (math.nan, math.nan)
@@ -122,10 +134,10 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
     if processes > 1:
         with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_init_worker,
                                  initargs=(data,)) as pool:
-            runs = list(pool.map(_fit_and_score, *zip(*jobs)))
+            runs = _logged(pool.map(_fit_and_score, *zip(*jobs)), len(jobs), start)
     else:
         _init_worker(data)
-        runs = [_fit_and_score(name, cfg) for name, cfg in jobs]
+        runs = _logged((_fit_and_score(name, cfg) for name, cfg in jobs), len(jobs), start)
     logger.info("LOTO: %d fits in %.0fs", len(runs), time.perf_counter() - start)
     ceilings = {name: noise_ceiling(t) for name, t in data.tasks.items()}
     rows = []
