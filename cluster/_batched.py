@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -178,44 +178,43 @@ class _Bucket:
     """N children as one network with a hand-written backward pass (no autograd graph).
 
     Slot j's input is ordered ``order[j]`` = [relu members | tanh members | passing members];
-    the classifier's input and the logits are in ``order[-1]``. Writing the backward by hand
-    into preallocated buffers (:class:`_Step`; checked against autograd in tests/test_child.py)
-    drops the graph bookkeeping, allocation and copies that dominate tiny models' steps.
+    the computing members' weights form one (N_on, P_j, P_j+1) tensor (one bmm per slot), the
+    activation runs per contiguous segment. The classifier's input and the logits are in
+    ``order[-1]``. Writing the backward by hand into preallocated buffers (:class:`_Step`;
+    checked against autograd in tests/test_child.py) drops the graph bookkeeping, allocation
+    and copies that dominate tiny models' steps.
     """
 
     def __init__(self, plans: Sequence[ChildPlan], gens: Sequence[torch.Generator], num_classes: int,
                  dev: torch.device):
         N, K = len(plans), max(len(p.layers) for p in plans)
-        self.N, self.K, self.dev = N, K, dev
+        self.N, self.K, self.dev, self.plans = N, K, dev, list(plans)
         self.P = [int(p) for p in _profiles(plans, num_classes).max(0)]  # (K+2,) padded widths
-        self.groups: list[list[tuple[str, int]]] = []  # per slot: (activation, member count)
-        self.n_pass: list[int] = []
+        self.segments: list[list[tuple[str, int, int]]] = []  # per slot: (activation, first row, end row)
+        self.n_on: list[int] = []  # per slot: members computing there (rows [0, n_on))
         self.order: list[list[int]] = []
-        row: list[dict[int, tuple[Any, int]]] = []  # per slot: member -> (param key, row in it)
+        row: list[dict[int, int]] = []  # per slot: member -> its row
         for j in range(K):
             acts = {a: [n for n, p in enumerate(plans) if len(p.layers) > j and p.layers[j][2] == a]
                     for a in ("relu", "tanh")}
-            passing = [n for n, p in enumerate(plans) if len(p.layers) <= j]
-            self.order.append(acts["relu"] + acts["tanh"] + passing)
-            self.groups.append([(a, len(ms)) for a, ms in acts.items() if ms])
-            self.n_pass.append(len(passing))
-            row.append({n: ((j, a), i) for a, ms in acts.items() for i, n in enumerate(ms)})
+            on = acts["relu"] + acts["tanh"]
+            self.order.append(on + [n for n, p in enumerate(plans) if len(p.layers) <= j])
+            nr = len(acts["relu"])
+            self.segments.append([s for s in (("relu", 0, nr), ("tanh", nr, len(on))) if s[2] > s[1]])
+            self.n_on.append(len(on))
+            row.append({n: i for i, n in enumerate(on)})
         self.order.append(self.order[-1] if K else list(range(N)))  # the classifier's input order
-        shapes = {(j, a): (m, self.P[j], self.P[j + 1]) for j in range(K) for a, m in self.groups[j]}
-        shapes[K, "head"] = (N, self.P[K], num_classes)
-        W = {k: torch.zeros(s) for k, s in shapes.items()}  # (N_g, P_j, P_j+1)
-        B = {k: torch.zeros(s[0], 1, s[2]) for k, s in shapes.items()}  # (N_g, 1, P_j+1)
-        head_row = {n: i for i, n in enumerate(self.order[-1])}
+        self.row = row + [{n: i for i, n in enumerate(self.order[-1])}]
+        widths = [(self.n_on[j], self.P[j], self.P[j + 1]) for j in range(K)] + [(N, self.P[K], num_classes)]
+        W = [torch.zeros(s) for s in widths]  # per slot and classifier: (N_on, P_j, P_j+1)
+        B = [torch.zeros(s[0], 1, s[2]) for s in widths]  # (N_on, 1, P_j+1)
         for n, (plan, gen) in enumerate(zip(plans, gens)):
             for j, (w, b) in enumerate(init_plan(plan, num_classes, gen)):  # train_child's draws, in order
-                key, i = row[j][n] if j < len(plan.layers) else ((K, "head"), head_row[n])
-                W[key][i, : w.shape[1], : w.shape[0]] = w.T
-                B[key][i, 0, : b.shape[0]] = b
-        self.keys = list(W)
-        self.W = {k: v.to(dev) for k, v in W.items()}
-        self.B = {k: v.to(dev) for k, v in B.items()}
-        self.gW = {k: torch.zeros_like(v) for k, v in self.W.items()}
-        self.gB = {k: torch.zeros_like(v) for k, v in self.B.items()}
+                slot = j if j < len(plan.layers) else K
+                W[slot][self.row[slot][n], : w.shape[1], : w.shape[0]] = w.T
+                B[slot][self.row[slot][n], 0, : b.shape[0]] = b
+        self.W, self.B = [w.to(dev) for w in W], [b.to(dev) for b in B]
+        self.gW, self.gB = [torch.zeros_like(w) for w in self.W], [torch.zeros_like(b) for b in self.B]
         # slot j's input order from slot j-1's output order (None: the same order)
         self.perm = [None] + [self._perm(self.order[j - 1], self.order[j]) for j in range(1, K)]
         self.unperm = [None] + [self._perm(self.order[j], self.order[j - 1]) for j in range(1, K)]
@@ -229,50 +228,24 @@ class _Bucket:
 
     def parameters(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Parameters and their gradient buffers, in matching order."""
-        return ([self.W[k] for k in self.keys] + [self.B[k] for k in self.keys],
-                [self.gW[k] for k in self.keys] + [self.gB[k] for k in self.keys])
+        return self.W + self.B, self.gW + self.gB
+
+    def member_weights(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Member n's unpadded (weight (out, in), bias) per enabled layer, then the classifier,
+        as ``ChildNetwork`` holds them (for tests)."""
+        ws = self.plans[n].widths + (self.B[self.K].shape[-1],)
+        slots = list(range(len(self.plans[n].layers))) + [self.K]
+        return [(self.W[j][self.row[j][n], :a, :b].T, self.B[j][self.row[j][n], 0, :b])
+                for j, a, b in zip(slots, ws[:-1], ws[1:])]
 
     def step_buffers(self, b: int, train: bool = True) -> "_Step":
         if (b, train) not in self._steps:
             self._steps[b, train] = _Step(self, b, train)
         return self._steps[b, train]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, C, n) for inputs (N, n, P_0) (plain ops; ``_Step`` is the training path)."""
-        h = x
-        for j in range(self.K):
-            if self.perm[j] is not None:
-                h = h.index_select(0, self.perm[j])
-            parts, start = [], 0
-            for a, m in self.groups[j]:
-                parts.append(_ACT[a](torch.baddbmm(self.B[j, a], h[start: start + m], self.W[j, a])))
-                start += m
-            if self.n_pass[j]:
-                rest, width = h[start:], self.P[j + 1]
-                parts.append(F.pad(rest, (0, width - rest.shape[-1])) if width >= rest.shape[-1] else rest[..., :width])
-            h = torch.cat(parts, 0)  # (N, n, P_j+1)
-        return torch.baddbmm(self.B[self.K, "head"], h, self.W[self.K, "head"]).transpose(1, 2)  # (N, C, n)
-
-
-class _Group(NamedTuple):
-    """Views of one (slot, activation) group: input h, output z (post-activation), their
-    gradients, the parameters and their gradient buffers; ``_t`` = transposed (1, 2)."""
-
-    act: str
-    h: torch.Tensor
-    h_t: torch.Tensor
-    z: torch.Tensor
-    dz: torch.Tensor
-    dh: torch.Tensor | None
-    w: torch.Tensor
-    w_t: torch.Tensor
-    b: torch.Tensor
-    gw: torch.Tensor
-    gb: torch.Tensor
-
 
 class _Step:
-    """One training step's buffers for batch size b, and every view of them, made once."""
+    """One step's buffers for batch size b and every view of them, made once per bucket."""
 
     def __init__(self, net: _Bucket, b: int, train: bool = True):
         N, K, P, dev = net.N, net.K, net.P, net.dev
@@ -289,68 +262,62 @@ class _Step:
                 inp.append(out[j - 1] if net.perm[j] is None else buf(P[j]))
                 d_inp.append(None)  # filled below once d_out exists
             out.append(buf(P[j + 1]))  # (N, b, P_j+1)
-            if net.n_pass[j]:
-                out[j][N - net.n_pass[j]:, :, min(P[j], P[j + 1]):] = 0.0  # passing members' padding
+            out[j][net.n_on[j]:, :, min(P[j], P[j + 1]):] = 0.0  # passing members' padding
             d_out.append(buf(P[j + 1]) if train else None)
         for j in range(1, K if train else 0):  # d loss / d input of slot j; aliases d_out[j-1] if unpermuted
             d_inp[j] = d_out[j - 1] if net.perm[j] is None else buf(P[j])
         self.inp, self.out, self.d_inp, self.d_out = inp, out, d_inp, d_out
         self.head_in = out[K - 1] if K else self.x  # (N, b, P_K)
         self.head_in_t = self.head_in.transpose(1, 2)
-        self.logits = buf(net.B[K, "head"].shape[-1])  # (N, b, C)
+        self.logits = buf(net.B[K].shape[-1])  # (N, b, C)
         self.slots = []
         for j in range(K):
-            groups, start = [], 0
-            for a, m in net.groups[j]:
-                rows = slice(start, start + m)
-                k = (j, a)
-                groups.append(_Group(a, inp[j][rows], inp[j][rows].transpose(1, 2), out[j][rows],
-                                     None if d_out[j] is None else d_out[j][rows],
-                                     None if d_inp[j] is None else d_inp[j][rows], net.W[k], net.W[k].transpose(1, 2),
-                                     net.B[k], net.gW[k], net.gB[k]))
-                start += m
-            w = min(P[j], P[j + 1])  # a passing member's true width fits both
+            on, w = net.n_on[j], min(P[j], P[j + 1])  # a passing member's true width fits both
+            h, z = inp[j][:on], out[j][:on]  # (N_on, b, P_j), (N_on, b, P_j+1)
+            dz = None if d_out[j] is None else d_out[j][:on]
+            dh = None if d_inp[j] is None else d_inp[j][:on]
+            segs = [(a, z[s:e], None if dz is None else dz[s:e]) for a, s, e in net.segments[j]]
             passing = None
-            if net.n_pass[j]:
-                passing = (inp[j][start:, :, :w], out[j][start:, :, :w], None if d_out[j] is None else d_out[j][start:, :, :w],
-                           None if d_inp[j] is None else d_inp[j][start:, :, :w],
-                           None if d_inp[j] is None or w == P[j] else d_inp[j][start:, :, w:])
-            self.slots.append((groups, passing))
+            if on < N:  # (in, out, d out, d in, d in's padding) of the passing members
+                passing = (inp[j][on:, :, :w], out[j][on:, :, :w], None if dz is None else d_out[j][on:, :, :w],
+                           None if dh is None else d_inp[j][on:, :, :w],
+                           None if dh is None or w == P[j] else d_inp[j][on:, :, w:])
+            self.slots.append((h, h.transpose(1, 2), z, dz, dh, net.W[j].transpose(1, 2), segs, passing))
 
     def forward(self) -> torch.Tensor:
+        """Logits (N, C, b) of the batch in ``x``; activations stay in the buffers for backward."""
         net = self.net
-        for j, (groups, passing) in enumerate(self.slots):
+        for j, (h, _, z, _, _, _, segs, passing) in enumerate(self.slots):
             if net.perm[j] is not None:
                 torch.index_select(self.out[j - 1], 0, net.perm[j], out=self.inp[j])
-            for g in groups:
-                torch.baddbmm(g.b, g.h, g.w, out=g.z)  # (N_g, b, P_j+1) = b + h @ W
-                _ACT[g.act](g.z)
+            torch.baddbmm(net.B[j], h, net.W[j], out=z)  # (N_on, b, P_j+1) = b + h @ W
+            for a, zs, _ in segs:
+                _ACT[a](zs)
             if passing is not None:
                 passing[1].copy_(passing[0])  # identity; padded columns stay zero
-        torch.baddbmm(net.B[net.K, "head"], self.head_in, net.W[net.K, "head"], out=self.logits)
+        torch.baddbmm(net.B[net.K], self.head_in, net.W[net.K], out=self.logits)
         return self.logits.transpose(1, 2)  # (N, C, b): see ChildNetwork.forward for why C comes first
 
     def backward(self, dlogits: torch.Tensor) -> None:
         """Gradients of sum(loss) w.r.t. every parameter, given d loss / d logits (N, C, b)."""
         net, K = self.net, self.net.K
         dlogits = dlogits.transpose(1, 2)  # (N, b, C)
-        torch.bmm(self.head_in_t, dlogits, out=net.gW[K, "head"])  # (N, P_K, C)
-        torch.sum(dlogits, 1, keepdim=True, out=net.gB[K, "head"])
+        torch.bmm(self.head_in_t, dlogits, out=net.gW[K])  # (N, P_K, C)
+        torch.sum(dlogits, 1, keepdim=True, out=net.gB[K])
         if K:
-            torch.bmm(dlogits, net.W[K, "head"].transpose(1, 2), out=self.d_out[K - 1])  # (N, b, P_K)
+            torch.bmm(dlogits, net.W[K].transpose(1, 2), out=self.d_out[K - 1])  # (N, b, P_K)
         for j in reversed(range(K)):
-            groups, passing = self.slots[j]
-            for g in groups:
-                if g.act == "relu":  # d loss / d pre-activation, in place; both read the output
-                    _RELU_GRAD(g.dz, g.z, 0, grad_input=g.dz)
+            _, h_t, _, dz, dh, w_t, segs, passing = self.slots[j]
+            for a, zs, dzs in segs:  # d loss / d pre-activation, in place; both read the output
+                if a == "relu":
+                    _RELU_GRAD(dzs, zs, 0, grad_input=dzs)
                 else:
-                    _TANH_GRAD(g.dz, g.z, grad_input=g.dz)
-                torch.bmm(g.h_t, g.dz, out=g.gw)
-                torch.sum(g.dz, 1, keepdim=True, out=g.gb)
-                if g.dh is not None:
-                    torch.bmm(g.dz, g.w_t, out=g.dh)
+                    _TANH_GRAD(dzs, zs, grad_input=dzs)
+            torch.bmm(h_t, dz, out=net.gW[j])
+            torch.sum(dz, 1, keepdim=True, out=net.gB[j])
             if j == 0:
                 break
+            torch.bmm(dz, w_t, out=dh)
             if passing is not None:
                 passing[3].copy_(passing[2])
                 if passing[4] is not None:  # aliased buffers: clear what slot j-1 wrote last step

@@ -82,7 +82,7 @@ def _compare_with_random(store: Any, task: str, record: Any) -> None:
 
 
 @click.command("demo")
-@click.option("--per-task", type=int, default=60, show_default=True, help="Random child models per task.")
+@click.option("--per-task", type=int, default=150, show_default=True, help="Random child models per task.")
 @click.option("--held-out", default=DEFAULT_HELD_OUT, show_default=True,
               help="Task left out of the predictor's training and suggested for.")
 @click.option("--epochs", type=int, default=None, help="Child training epochs (default: the recipe's).")
@@ -111,7 +111,8 @@ def demo_command(ctx: click.Context, per_task: int, held_out: str, epochs: int |
         raise click.BadParameter(f"{held_out!r} is not a built-in task", param_hint="--held-out")
     store = ExperimentStore(root)
     store.init()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
+    # Worker logs (Ray Train reports, Serve access lines) would drown the demo's own output.
+    ray.init(num_cpus=os.cpu_count(), logging_level="WARNING", log_to_driver=False)
     try:
         _say(f"2. populate {root!r}: {per_task} random architectures x {len(names)} tasks on Ray trainer actors")
         recipe = recipe_from_options(epochs, None)
