@@ -1,13 +1,12 @@
-"""Many one-hot child models trained at once: zero-padded, stacked, one bmm per layer group.
+"""Many one-hot child models trained at once: zero-padded, stacked, one bmm per layer slot.
 
 Child models are tiny, so a one-model-at-a-time loop pays framework overhead on every op
-(issue 4, "Speed"). Here a *bucket* of N children becomes one batched model. Members are
-left-aligned by enabled layer (disabled layers are identities and simply absent). At layer
-slot j every member is in one of three groups: relu, tanh, or pass-through (it has fewer
-enabled layers); each of the first two holds a (N_g, P_j, P_j+1) weight, P_j the widest
-member at that slot, every member's weights zero-padded, and costs one ``baddbmm``.
-Members are kept ordered [relu | tanh | pass] per slot (one ``index_select`` between slots),
-so no elementwise masking is needed and pass-through members compute nothing.
+(issue 4, "Speed"). Here a *bucket* of N children is trained as one batched network with a
+hand-written backward pass into preallocated buffers and one fused Adam call per step.
+Members are left-aligned by enabled layer (a disabled layer is an identity, i.e. absent). At
+slot j the members computing there are stacked into one (N_on, P_j, P_j+1) weight, P_j the
+widest member at that slot, each zero-padded; rows are ordered [relu | tanh | pass-through]
+so activations run per contiguous segment and members with fewer layers compute nothing.
 
 Exactness: padded units compute act(0) = 0 for relu and tanh, padded weights get exactly
 zero gradient, and Adam moves a weight whose gradient has always been zero by exactly zero.
@@ -16,20 +15,21 @@ that is the SUM over members of each member's mean loss. Every member draws its 
 per-epoch mini-batch order from its own seeded generator exactly as ``train_child`` does, so
 batched and one-at-a-time runs agree up to float rounding (tests/test_child.py).
 
-Buckets come from greedy merging under a per-step cost model: merging two buckets saves one
-set of per-op overheads and pays the padding compute of both; on a GPU overhead dominates and
-nearly everything merges; on a CPU wide members stay apart from narrow ones.
+Buckets come from greedy merging under a per-step cost model (:class:`CostModel`): a merge
+saves one bucket's op overheads and pays the padding compute of both. On a GPU, launch
+overhead dominates and nearly everything merges; on a CPU, compute dominates and mostly
+identical or narrow architectures merge.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from functools import lru_cache
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cluster.child import ChildPlan, ChildResult, TrainRecipe, init_plan, make_adam
 from cluster.embeddings import EmbeddingBank
@@ -40,12 +40,13 @@ _GREEDY_MAX = 384  # distinct profiles merged greedily at once; larger calls are
 # -- bucketing -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CostModel:
-    """Seconds per training step of a bucket: ``step`` + ``group`` per (slot, activation group)
-    + ``member`` per member + ``member_slot`` per member computing at a slot + ``elem`` per
-    member weight (padded) + ``act`` per member activation (padded), all per step."""
+    """Seconds per training step of a bucket: ``step`` + ``slot`` per layer slot + ``segment``
+    per activation segment or pass-through group + ``member`` per member + ``member_slot`` per
+    member computing at a slot + ``elem`` per padded weight + ``act`` per padded activation."""
 
     step: float
-    group: float
+    slot: float
+    segment: float
     member: float
     member_slot: float
     elem: float
@@ -55,44 +56,45 @@ class CostModel:
     @classmethod
     def for_device(cls, device: torch.device, batch_size: int) -> "CostModel":
         if device.type == "cpu":  # one core, torch 2.13, measured on the project's 2-core dev machine
-            return cls(step=4e-5, group=1.2e-5, member=1.1e-5, member_slot=2.5e-6,
+            return cls(step=4e-5, slot=1e-5, segment=6e-6, member=1.1e-5, member_slot=2.5e-6,
                        elem=(0.065 * batch_size + 0.3) * 1e-9, act=0.2e-9 * batch_size)
         # a GPU: ~10 us per kernel launch dominates; arithmetic is nearly free at these sizes
-        return cls(step=2e-4, group=6e-5, member=2e-8, member_slot=1e-8, elem=6.0 * batch_size / 2e13 + 2e-12,
-                   act=2e-12 * batch_size)
+        return cls(step=2e-4, slot=6e-5, segment=3e-5, member=2e-8, member_slot=1e-8,
+                   elem=6.0 * batch_size / 2e13 + 2e-12, act=2e-12 * batch_size, max_models=256)
 
 
 @dataclass
 class _Stats:
-    """What the cost of a bucket depends on; ``merge`` is elementwise max / or / sum."""
+    """What a bucket's cost depends on, for one bucket or (leading axis) many."""
 
     prof: np.ndarray  # (..., K+2) padded widths: embedding, slots (carried when passing), classes
     on: np.ndarray  # (..., K) members computing at each slot
     relu: np.ndarray  # (..., K) bool: some member uses relu there
     tanh: np.ndarray  # (..., K)
-    count: np.ndarray  # (...,)
-    depth: np.ndarray  # (...,) deepest member
+    count: np.ndarray  # (...,) members
+    depth: np.ndarray  # (...,) deepest member's enabled layers
 
     def cost(self, cm: CostModel) -> np.ndarray:
-        K = self.on.shape[-1]
-        j = np.arange(K)
-        live = j < self.depth[..., None]  # (..., K) slots the bucket has
-        pas = live & (self.on < self.count[..., None])
-        groups = (self.relu.astype(int) + self.tanh + pas * 0.5) * live
-        mm = self.on * self.prof[..., :-2] * self.prof[..., 1:-1]  # (..., K)
-        acts = (self.count[..., None] * self.prof[..., 1:-1]) * live
+        live = np.arange(self.on.shape[-1]) < self.depth[..., None]  # (..., K) slots the bucket has
+        segments = (self.relu.astype(int) + self.tanh + (self.on < self.count[..., None])) * live
+        mm = self.on * self.prof[..., :-2] * self.prof[..., 1:-1]  # (..., K): slot j is P_j x P_j+1
         last = np.take_along_axis(self.prof, self.depth[..., None], -1)[..., 0]
-        head = self.count * last * self.prof[..., -1]
-        return (cm.step + cm.group * (groups.sum(-1) + 1) + cm.member * self.count
-                + cm.member_slot * (self.on * live).sum(-1) + cm.elem * (mm.sum(-1) + head) + cm.act * acts.sum(-1))
+        acts = (self.count[..., None] * self.prof[..., 1:-1] * live).sum(-1)
+        return (cm.step + cm.slot * self.depth + cm.segment * segments.sum(-1) + cm.member * self.count
+                + cm.member_slot * (self.on * live).sum(-1) + cm.act * acts
+                + cm.elem * (mm.sum(-1) + self.count * last * self.prof[..., -1]))
 
     def pair(self, a: int) -> "_Stats":
-        """Stats of bucket ``a`` merged with every bucket (leading axis M)."""
+        """Bucket ``a`` merged with every bucket."""
         return _Stats(np.maximum(self.prof[a], self.prof), self.on[a] + self.on, self.relu[a] | self.relu,
                       self.tanh[a] | self.tanh, self.count[a] + self.count, np.maximum(self.depth[a], self.depth))
 
     def take(self, idx: Any) -> "_Stats":
         return _Stats(self.prof[idx], self.on[idx], self.relu[idx], self.tanh[idx], self.count[idx], self.depth[idx])
+
+    def put(self, a: int, other: "_Stats") -> None:
+        for name in ("prof", "on", "relu", "tanh", "count", "depth"):
+            getattr(self, name)[a] = getattr(other, name)
 
 
 def _profiles(plans: Sequence[ChildPlan], num_classes: int, K: int | None = None) -> np.ndarray:
@@ -100,9 +102,8 @@ def _profiles(plans: Sequence[ChildPlan], num_classes: int, K: int | None = None
     K = max(len(p.layers) for p in plans) if K is None else K
     prof = np.zeros((len(plans), K + 2), dtype=np.int64)
     for n, p in enumerate(plans):
-        w = p.widths
-        prof[n, : len(w)] = w
-        prof[n, len(w): K + 1] = w[-1]
+        prof[n, : len(p.widths)] = p.widths
+        prof[n, len(p.widths): K + 1] = p.widths[-1]
         prof[n, K + 1] = num_classes
     return prof
 
@@ -110,40 +111,29 @@ def _profiles(plans: Sequence[ChildPlan], num_classes: int, K: int | None = None
 def _plan_stats(plans: Sequence[ChildPlan], num_classes: int) -> _Stats:
     K = max(len(p.layers) for p in plans)
     depth = np.array([len(p.layers) for p in plans], dtype=np.int64)
-    on = (np.arange(K)[None, :] < depth[:, None]).astype(np.int64)
-    relu = np.zeros((len(plans), K), dtype=bool)
-    tanh = np.zeros((len(plans), K), dtype=bool)
-    for n, p in enumerate(plans):
-        for j, (_, _, act, _) in enumerate(p.layers):
-            (relu if act == "relu" else tanh)[n, j] = True
-    return _Stats(_profiles(plans, num_classes, K), on, relu, tanh, np.ones(len(plans), dtype=np.int64), depth)
+    acts = np.array([[a for *_, a, _ in p.layers] + [""] * (K - len(p.layers)) for p in plans]).reshape(len(plans), K)
+    return _Stats(_profiles(plans, num_classes, K), (np.arange(K) < depth[:, None]).astype(np.int64),
+                  acts == "relu", acts == "tanh", np.ones(len(plans), dtype=np.int64), depth)
 
 
 def _greedy(st: _Stats, members: list[list[int]], cm: CostModel) -> list[list[int]]:
     """Merge the pair of buckets that saves the most per step until no merge saves anything."""
     M = len(members)
-    cost = st.cost(cm)
-    save = np.full((M, M), -np.inf)
-    for a in range(M):
-        save[a] = cost[a] + cost - st.pair(a).cost(cm)
-        save[a, a] = -np.inf
-    save[(st.count[:, None] + st.count[None, :]) > cm.max_models] = -np.inf
-    alive = np.ones(M, dtype=bool)
+    cost, alive = st.cost(cm), np.ones(M, dtype=bool)
+    save = np.stack([cost[a] + cost - st.pair(a).cost(cm) for a in range(M)])  # (M, M)
+    save[np.eye(M, dtype=bool) | ((st.count[:, None] + st.count[None, :]) > cm.max_models)] = -np.inf
     while True:
         a, b = np.unravel_index(np.argmax(save), save.shape)
         if save[a, b] <= 0:
             break
-        merged = st.pair(a).take(b)
-        for name in ("prof", "on", "relu", "tanh", "count", "depth"):
-            getattr(st, name)[a] = getattr(merged, name)
+        st.put(a, st.pair(a).take(b))
         members[a] += members[b]
         alive[b] = False
-        save[b, :] = save[:, b] = -np.inf
         cost[a] = st.take([a]).cost(cm)[0]
-        row = np.where(alive, cost[a] + cost - st.pair(a).cost(cm), -np.inf)
+        row = np.where(alive & (st.count[a] + st.count <= cm.max_models), cost[a] + cost - st.pair(a).cost(cm), -np.inf)
         row[a] = -np.inf
-        row[(st.count[a] + st.count) > cm.max_models] = -np.inf
         save[a, :] = save[:, a] = row
+        save[b, :] = save[:, b] = -np.inf
     return [sorted(members[i]) for i in range(M) if alive[i]]
 
 
@@ -152,15 +142,12 @@ def make_buckets(plans: Sequence[ChildPlan], num_classes: int, cm: CostModel) ->
     st = _plan_stats(plans, num_classes)
     groups: dict[tuple, list[int]] = {}
     for n in range(len(plans)):  # members with identical stats always share a bucket
-        key = (int(st.depth[n]), *st.prof[n], *st.relu[n], *st.tanh[n])
-        groups.setdefault(key, []).append(n)
+        groups.setdefault((int(st.depth[n]), *st.prof[n], *st.relu[n], *st.tanh[n]), []).append(n)
     members = list(groups.values())
-    first = [m[0] for m in members]
-    st = st.take(first)
+    st = st.take([m[0] for m in members])
     st.count = np.array([len(m) for m in members], dtype=np.int64)
     st.on = st.on * st.count[:, None]
-    # Pre-split very large calls by (depth, total width) so the greedy pass stays cheap.
-    order = np.lexsort((st.prof.sum(1), st.depth))
+    order = np.lexsort((st.prof.sum(1), st.depth))  # pre-split huge calls so the greedy pass stays cheap
     out = []
     for lo in range(0, len(order), _GREEDY_MAX):
         part = order[lo: lo + _GREEDY_MAX]
@@ -230,12 +217,13 @@ class _Bucket:
         """Parameters and their gradient buffers, in matching order."""
         return self.W + self.B, self.gW + self.gB
 
-    def member_weights(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def member_weights(self, n: int, grads: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Member n's unpadded (weight (out, in), bias) per enabled layer, then the classifier,
-        as ``ChildNetwork`` holds them (for tests)."""
-        ws = self.plans[n].widths + (self.B[self.K].shape[-1],)
+        as ``ChildNetwork`` holds them; with ``grads``, their gradient buffers (for tests)."""
+        W, B = (self.gW, self.gB) if grads else (self.W, self.B)
+        ws = self.plans[n].widths + (B[self.K].shape[-1],)
         slots = list(range(len(self.plans[n].layers))) + [self.K]
-        return [(self.W[j][self.row[j][n], :a, :b].T, self.B[j][self.row[j][n], 0, :b])
+        return [(W[j][self.row[j][n], :a, :b].T, B[j][self.row[j][n], 0, :b])
                 for j, a, b in zip(slots, ws[:-1], ws[1:])]
 
     def step_buffers(self, b: int, train: bool = True) -> "_Step":
@@ -253,7 +241,7 @@ class _Step:
         def buf(width: int) -> torch.Tensor:  # every region is written before it is read
             return torch.empty(N, b, width, device=dev)
 
-        self.net = net
+        self.net, self.split = net, None  # split: which evaluation inputs ``x`` holds
         self.x = buf(P[0])  # slot 0's input, gathered in order[0]
         self.x_flat = self.x.view(N * b, P[0])
         inp, out, d_inp, d_out = [self.x], [], [None], []
@@ -327,9 +315,21 @@ class _Step:
 
 
 # -- training ------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def _fused_adam_works(device: torch.device) -> bool:
+    """Whether this torch has the fused Adam kernel for this device (CPU: torch >= 2.4)."""
+    z = torch.zeros(1, device=device)
+    try:
+        torch._fused_adam_([z], [z.clone()], [z.clone()], [z.clone()], [], [torch.ones((), device=device)],
+                           lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, amsgrad=False, maximize=False)
+    except (AttributeError, RuntimeError, NotImplementedError, TypeError):
+        return False
+    return True
+
+
 class _Adam:
-    """torch's fused Adam kernel called directly: the same update as ``make_adam`` (what
-    train_child uses), without torch.optim's per-step Python bookkeeping; falls back to it."""
+    """torch's fused Adam kernel called directly: the update ``make_adam`` (train_child's
+    optimizer) makes, without torch.optim's per-step Python bookkeeping; else torch.optim."""
 
     def __init__(self, params: list[torch.Tensor], grads: list[torch.Tensor], lr: float):
         self.params, self.grads, self.lr = params, grads, lr
@@ -337,7 +337,7 @@ class _Adam:
         self.v = [torch.zeros_like(p) for p in params]
         self.steps = [torch.zeros((), device=params[0].device)] * len(params)  # one shared step count
         self.fallback = None
-        if not hasattr(torch, "_fused_adam_"):
+        if not _fused_adam_works(params[0].device):
             for p, g in zip(params, grads):
                 p.grad = g
             self.fallback = make_adam(params, lr)
@@ -352,23 +352,16 @@ class _Adam:
 
 
 class _TaskData:
-    """A task's embedded features as zero-padded (modules, n, width) device tables, built once
-    per ``train_children`` call and per width; rows are looked up by (module, sample)."""
+    """A task's labels and zero-padded feature tables on the device, made once per call and width."""
 
     def __init__(self, task: Any, bank: EmbeddingBank, dev: torch.device):
-        self.modules, self.dev = bank.names, dev
-        self.feats = {s: bank.task_features(task, s) for s in ("train", "val", "test")}
+        self.task, self.bank, self.modules, self.dev = task, bank, bank.names, dev
         self.y = {s: torch.from_numpy(task.samples(s)[1]).to(dev) for s in ("train", "val", "test")}  # (n,)
         self._tables: dict[tuple[str, int], torch.Tensor] = {}
 
-    def table(self, split: str, width: int) -> torch.Tensor:
-        if (split, width) not in self._tables:
-            feats = self.feats[split]
-            out = np.zeros((len(self.modules), len(self.y[split]), width), dtype=np.float32)
-            for m, name in enumerate(self.modules):
-                d = min(width, feats[name].shape[1])  # wider modules are never read at this width
-                out[m, :, :d] = feats[name][:, :d]
-            self._tables[split, width] = torch.from_numpy(out).to(self.dev)
+    def table(self, split: str, width: int) -> torch.Tensor:  # (modules, n, width)
+        if (split, width) not in self._tables:  # a module wider than ``width`` is never read at it
+            self._tables[split, width] = torch.from_numpy(self.bank.task_table(self.task, split, width)).to(self.dev)
         return self._tables[split, width]
 
 
@@ -384,16 +377,11 @@ def _batches(rows: torch.Tensor, grad: torch.Tensor, bs: int) -> list[tuple[torc
     return out
 
 
+@torch.no_grad()
 def _train_bucket(data: _TaskData, plans: Sequence[ChildPlan], seeds: Sequence[int], recipe: TrainRecipe,
-                  dev: torch.device, num_classes: int) -> list[ChildResult]:
-    start = time.perf_counter()
-    with torch.no_grad():
-        return _train_bucket_no_grad(data, plans, seeds, recipe, dev, num_classes, start)
-
-
-def _train_bucket_no_grad(data: _TaskData, plans: Sequence[ChildPlan], seeds: Sequence[int], recipe: TrainRecipe,
-                          dev: torch.device, C: int, start: float) -> list[ChildResult]:
-    N = len(plans)
+                  dev: torch.device, C: int) -> list[ChildResult]:
+    """Train one bucket for the recipe's epochs; result i belongs to plans[i]."""
+    start, N = time.perf_counter(), len(plans)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     net = _Bucket(plans, gens, C, dev)
     first = torch.tensor(net.order[0], device=dev)  # members in the network's input order
@@ -415,7 +403,9 @@ def _train_bucket_no_grad(data: _TaskData, plans: Sequence[ChildPlan], seeds: Se
     def accuracy(split: str) -> torch.Tensor:  # (N,) in output order
         y = data.y[split]
         step = net.step_buffers(len(y), train=False)  # forward buffers reused every epoch
-        torch.index_select(data.table(split, P0), 0, mod[first], out=step.x)
+        if step.split != split:  # the input stays put between evaluations of one split
+            torch.index_select(data.table(split, P0), 0, mod[first], out=step.x)
+            step.split = split
         return (step.forward().argmax(1) == y).float().mean(1)
 
     for epoch in range(1, recipe.epochs + 1):
@@ -433,8 +423,8 @@ def _train_bucket_no_grad(data: _TaskData, plans: Sequence[ChildPlan], seeds: Se
             nll[b].addcmul_(g, logp)
             step.backward(logp_grad(g, logp, 1, logp.dtype))  # (N, C, b): (softmax - onehot) / b
             opt.step()
-        loss_sum = sum(v.sum((1, 2)) for v in nll.values())[:, None]  # (N, 1): finite iff every loss was
-        bad = (~torch.isfinite(loss_sum[:, 0]) & alive).cpu()
+        loss_sum = sum(v.sum((1, 2)) for v in nll.values())  # (N,): finite iff every loss was
+        bad = (~torch.isfinite(loss_sum) & alive).cpu()
         for i in torch.nonzero(bad).flatten().tolist():
             failed_at[i] = epoch
         alive &= ~bad.to(dev)
@@ -456,8 +446,10 @@ def _train_bucket_no_grad(data: _TaskData, plans: Sequence[ChildPlan], seeds: Se
 
 
 def train_batched(task: Any, plans: Sequence[ChildPlan], seeds: Sequence[int], recipe: TrainRecipe,
-                  dev: torch.device, bank: EmbeddingBank) -> list[ChildResult]:
-    """Bucket the plans, train each bucket; a bucket that raises fails its members only."""
+                  dev: torch.device, bank: EmbeddingBank,
+                  fallback: Callable[[int], ChildResult] | None = None) -> list[ChildResult]:
+    """Bucket the plans and train each bucket. A bucket that raises (say, out of GPU memory)
+    is retried one child at a time with ``fallback(i)``, else its children fail with the error."""
     cm = CostModel.for_device(dev, recipe.batch_size)
     data = _TaskData(task, bank, dev)
     results: list[ChildResult | None] = [None] * len(plans)
@@ -466,11 +458,13 @@ def train_batched(task: Any, plans: Sequence[ChildPlan], seeds: Sequence[int], r
         try:
             res = _train_bucket(data, [plans[i] for i in bucket], [seeds[i] for i in bucket], recipe, dev,
                                 task.num_classes)
-        except Exception as e:  # recorded per child; the other buckets go on
-            err = f"{type(e).__name__}: {e}".splitlines()[0][:500]
-            share = (time.perf_counter() - start) / len(bucket)
-            res = [ChildResult.failed(err, seconds=share, num_params=plans[i].num_params(task.num_classes))
-                   for i in bucket]
+        except Exception as e:
+            if fallback is not None:
+                res = [fallback(i) for i in bucket]
+            else:
+                err, share = f"{type(e).__name__}: {e}".splitlines()[0][:500], time.perf_counter() - start
+                res = [ChildResult.failed(err, seconds=share / len(bucket), num_params=plans[i].num_params(
+                    task.num_classes)) for i in bucket]
         for i, r in zip(bucket, res):
             results[i] = r
     return results  # type: ignore[return-value]

@@ -167,6 +167,15 @@ class EmbeddingBank:
             self._cache.move_to_end(key)
         return feats
 
+    def task_table(self, task: Any, split: str, width: int) -> np.ndarray:
+        """Every module's features of a split, zero-padded (or cut) to ``width``: (M, n, width)."""
+        feats = self.task_features(task, split)
+        out = np.zeros((len(self.modules), len(feats[self.names[0]]), width), dtype=np.float32)
+        for m, name in enumerate(self.names):
+            d = min(width, feats[name].shape[1])
+            out[m, :, :d] = feats[name][:, :d]
+        return out
+
     def __getstate__(self) -> dict:
         return {"modules": self.modules}
 

@@ -117,7 +117,11 @@ def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, fai
         u = space.encode_many(archs_arr)  # (M, D)
     except ValueError as e:
         raise ValueError(f"task {name!r}: a stored architecture does not fit space {space.name!r}: {e}") from None
-    task = store.task(name)
+    try:
+        task = store.task(name)
+    except UnknownTaskError:
+        raise UnknownTaskError(f"task {name!r} has experiments in the store but its samples are gone (neither "
+                               f"registered nor built in); leave it out with --exclude-task {name}") from None
     x, y = task.samples("train")
     if x.shape[1] != feature_dim:
         raise ValueError(f"task {name!r} has {x.shape[1]} features; the predictor expects feature_dim={feature_dim}")

@@ -17,7 +17,11 @@ from predictor.model import PerformancePredictor
 
 def batch_embeddings(model: PerformancePredictor, tasks: dict[str, tuple[np.ndarray, np.ndarray]], *,
                      n_batches: int = 10, batch_size: int | None = None, seed: int = 0) -> tuple[list[str], np.ndarray]:
-    """z of ``n_batches`` random sample batches per task: (labels, (T * n_batches, Z))."""
+    """z of ``n_batches`` random sample batches per task: (labels, (T * n_batches, Z)).
+
+    A batch holds ``batch_size`` samples (default: the training batch size), at most half of
+    the task's samples, so that the batches of a small task are different realizations too.
+    """
     if model.phi is None:
         raise ValueError("this predictor was built without meta-features: there is no z to plot")
     batch_size = batch_size or model.config.sample_batch_size
@@ -25,8 +29,9 @@ def batch_embeddings(model: PerformancePredictor, tasks: dict[str, tuple[np.ndar
     labels, zs = [], []
     with torch.no_grad():
         for name, (x, y) in tasks.items():
+            size = max(1, min(batch_size, len(x) // 2))
             for _ in range(n_batches):
-                idx = rng.choice(len(x), min(len(x), batch_size), replace=False)
+                idx = rng.choice(len(x), size, replace=False)
                 z = model.embed_task(torch.as_tensor(x[idx], dtype=torch.float32),
                                      torch.as_tensor(y[idx], dtype=torch.int64))  # (Z,)
                 labels.append(name)

@@ -144,9 +144,17 @@ def test_refuses_a_space_mismatch(store_copy):
     assert data.task_names == list(TASKS)
 
 
-def test_refuses_unknown_tasks(store_root):
+def test_refuses_unknown_tasks(store_copy):
     with pytest.raises(UnknownTaskError, match="'nope' is not in the store"):
-        load_training_data(ExperimentStore(store_root), exclude_tasks=["nope"])
+        load_training_data(store_copy, exclude_tasks=["nope"])
+    space = default_space()  # rows of a task whose samples are gone (e.g. a retired built-in task)
+    with store_copy.writer("gone") as w:
+        w.append(_record("retired_task", space, space.sample(1, seed=3)[0], 0, TrainRecipe(epochs=2),
+                         val_accuracy=0.5, test_accuracy=0.5))
+    with pytest.raises(UnknownTaskError, match="'retired_task' has experiments in the store but its samples are "
+                                               "gone.*--exclude-task retired_task"):
+        load_training_data(store_copy, min_experiments=1)
+    assert "retired_task" not in load_training_data(store_copy, exclude_tasks=["retired_task"]).tasks
 
 
 # -- checkpoints --------------------------------------------------------------------------------
