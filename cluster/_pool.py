@@ -20,6 +20,7 @@ import ray
 from ray.exceptions import RayActorError
 
 from cluster._plan import Chunk, split_chunk
+from cluster._trainer import close_trainers
 from nasdb.errors import NasdbError
 
 
@@ -141,20 +142,13 @@ class TrainerPool:
 
     def shutdown(self) -> None:
         """Close every live actor's writer (best effort) and kill the actors."""
-        closing = []
+        close_trainers([s.handle for s in self.slots if s.ready])
         for s in self.slots:
-            if s.ready:
+            if not s.ready:
                 try:
-                    closing.append(s.handle.close.remote())
-                except Exception:  # noqa: BLE001 - already dead
+                    ray.kill(s.handle)
+                except Exception:  # noqa: BLE001 - already gone
                     pass
-        if closing:
-            ray.wait(closing, num_returns=len(closing), timeout=30)
-        for s in self.slots:
-            try:
-                ray.kill(s.handle)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
 
     # -- internals -----------------------------------------------------------------------
     def _start(self, slot: int, generation: int) -> ActorSlot:

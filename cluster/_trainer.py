@@ -207,3 +207,22 @@ class ChildTrainer:
                     ack.errors.append(str(error))
         self.writer.extend(records)
         self.writer.flush()
+
+
+def close_trainers(handles: list[Any], timeout_s: float = 30.0) -> None:
+    """Flush and close each trainer's writer (best effort), then kill the actors."""
+    import ray
+
+    closing = []
+    for handle in handles:
+        try:
+            closing.append(handle.close.remote())
+        except Exception:  # noqa: BLE001 - already dead
+            pass
+    if closing:
+        ray.wait(closing, num_returns=len(closing), timeout=timeout_s)
+    for handle in handles:
+        try:
+            ray.kill(handle)
+        except Exception:  # noqa: BLE001 - already gone
+            pass

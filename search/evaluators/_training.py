@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster._plan import WorkItem
-from cluster._trainer import ChildTrainer, ChunkAck
+from cluster._trainer import ChildTrainer, ChunkAck, close_trainers
 from nasdb.errors import NasdbError
 from nasdb.space import SearchSpace
 from search.evaluators._base import Evaluation, Evaluator, Trial
@@ -198,19 +198,5 @@ class TrainingEvaluator(Evaluator):
                                             "device": self.plan.device}}
 
     def close(self) -> None:
-        import ray
-
-        closing = []
-        for s in self._slots:
-            try:
-                closing.append(s.handle.close.remote())
-            except Exception:  # noqa: BLE001 - already dead
-                pass
-        if closing:
-            ray.wait(closing, num_returns=len(closing), timeout=30)
-        for s in self._slots:
-            try:
-                ray.kill(s.handle)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+        close_trainers([s.handle for s in self._slots])
         self._slots = []
