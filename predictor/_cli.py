@@ -7,6 +7,7 @@ import json
 
 import click
 
+from nasdb.errors import NasdbError
 from predictor.config import LOSSES, OPTIMIZERS
 
 _STORE = click.option("--store", "store_root", envvar="NASDB_STORE", required=True,
@@ -20,6 +21,22 @@ def _open(store_root: str):
     store = ExperimentStore(store_root)
     store.require()
     return store
+
+
+def run_standalone(command: click.Command, argv: list[str] | None, prog_name: str) -> int:
+    """Run ``command`` as ``python -m ...``: user errors become one line and exit status 1."""
+    try:
+        command.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        return e.exit_code
+    except (NasdbError, ValueError, KeyError, FileNotFoundError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and not isinstance(e, NasdbError) and e.args else e
+        click.echo(f"error: {message}", err=True)
+        return 1
+    return 0
 
 
 def _kv(**values) -> dict:
@@ -74,7 +91,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 
 @click.command("evaluate", context_settings=_CTX)
 @_STORE
-@click.option("--loto", is_flag=True, required=True, help="Leave-one-task-out evaluation (the only mode).")
+@click.option("--loto", is_flag=True, help="Leave-one-task-out evaluation (the only mode, so optional).")
 @click.option("--loss", "losses", multiple=True, type=click.Choice(LOSSES), help="Loss to evaluate (repeatable) [all].")
 @click.option("--repeats", type=int, default=3, show_default=True, help="Fits per task and setting.")
 @click.option("--meta", type=click.Choice(["both", "with", "without"]), default="both", show_default=True,

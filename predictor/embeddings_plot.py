@@ -93,30 +93,10 @@ def plot_predictor_embeddings(store: Any, out_dir: str | os.PathLike, predictor_
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m predictor.embeddings_plot --store ROOT [--predictor ID] [--extra-task T ...] [--out DIR]``."""
-    import argparse
-    import sys
+    """``python -m predictor.embeddings_plot``: the same command as ``nasdb embeddings``."""
+    from predictor._cli import embeddings_command, run_standalone
 
-    p = argparse.ArgumentParser(prog="python -m predictor.embeddings_plot", description=__doc__.split("\n")[0])
-    p.add_argument("--store", default=os.environ.get("NASDB_STORE"), help="store root (default: $NASDB_STORE)")
-    p.add_argument("--predictor", help="checkpoint id (default: the latest)")
-    p.add_argument("--extra-task", action="append", default=[], help="also plot this task, starred (repeatable)")
-    p.add_argument("--batches", type=int, default=10, help="random sample batches per task (default 10)")
-    p.add_argument("--out", default="reports/embeddings", help="output folder (default reports/embeddings)")
-    args = p.parse_args(argv)
-    if not args.store:
-        print("error: pass --store ROOT or set NASDB_STORE", file=sys.stderr)
-        return 1
-    from nasdb.store import ExperimentStore
-
-    try:
-        paths = plot_predictor_embeddings(ExperimentStore(args.store), args.out, args.predictor,
-                                          extra_tasks=args.extra_task, n_batches=args.batches)
-    except (ValueError, KeyError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        return 1
-    print("\n".join(str(p) for p in paths))
-    return 0
+    return run_standalone(embeddings_command, argv, "python -m predictor.embeddings_plot")
 
 
 if __name__ == "__main__":

@@ -200,38 +200,11 @@ def write_report(rows: list[dict[str, Any]], runs: list[dict[str, Any]], out_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m predictor.evaluate --store ROOT [--loss L ...] [--repeats R] [--out DIR] [--json]``."""
-    import argparse
-    import json
-    import sys
+    """``python -m predictor.evaluate``: the same command as ``nasdb evaluate --loto``."""
+    from predictor._cli import evaluate_command, run_standalone
 
-    p = argparse.ArgumentParser(prog="python -m predictor.evaluate", description="leave-one-task-out evaluation")
-    p.add_argument("--store", default=os.environ.get("NASDB_STORE"), help="store root (default: $NASDB_STORE)")
-    p.add_argument("--loss", action="append", choices=LOSSES, help="loss to evaluate (repeatable; default: all)")
-    p.add_argument("--repeats", type=int, default=3, help="fits per task and setting (default 3)")
-    p.add_argument("--meta", choices=("both", "with", "without"), default="both", help="meta-features settings")
-    p.add_argument("--task", action="append", help="only these tasks (repeatable; default: every task in the store)")
-    p.add_argument("--steps", type=int, help="optimizer steps per fit")
-    p.add_argument("--batch-size", type=int, help="experiments per mini-batch")
-    p.add_argument("--processes", type=int, default=1, help="parallel fitting processes (default 1)")
-    p.add_argument("--out", default="reports/loto", help="report folder (default reports/loto)")
-    p.add_argument("--json", action="store_true", help="print the report rows as JSON")
-    args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not args.store:
-        print("error: pass --store ROOT or set NASDB_STORE", file=sys.stderr)
-        return 1
-    config = PredictorConfig(**{k: v for k, v in (("num_steps", args.steps), ("batch_size", args.batch_size))
-                                if v is not None})
-    meta = {"both": (True, False), "with": (True,), "without": (False,)}[args.meta]
-    try:
-        rows = evaluate_loto(args.store, losses=args.loss or LOSSES, repeats=args.repeats, meta_features=meta,
-                             out_dir=args.out, config=config, tasks=args.task, processes=args.processes)
-    except (ValueError, KeyError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        return 1
-    print(json.dumps(rows, indent=1) if args.json else markdown_report(rows, config))
-    return 0
+    return run_standalone(evaluate_command, argv, "python -m predictor.evaluate")
 
 
 if __name__ == "__main__":

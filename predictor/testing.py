@@ -67,8 +67,6 @@ def shared_tiny_store(base_dir: str, *, num_steps: int = 300) -> tuple[str, str]
     import os
     import shutil
 
-    from nasdb.store import ExperimentStore
-
     root = os.path.join(str(base_dir), "nasdb-tiny-store")
     marker = os.path.join(str(base_dir), "nasdb-tiny-store.predictor")
     if os.path.exists(marker):

@@ -13,9 +13,7 @@ directory: the real checkpoint lives in the store.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import logging
 import os
 import shutil
@@ -24,7 +22,7 @@ import tempfile
 from typing import Any, Iterable
 
 from predictor.checkpoint import load_predictor, new_predictor_id, read_metadata, save_predictor
-from predictor.config import LOSSES, PredictorConfig
+from predictor.config import PredictorConfig
 from predictor.data import TrainingData, load_training_data
 
 logger = logging.getLogger(__name__)
@@ -178,62 +176,12 @@ def _run_trainer(store: Any, data: TrainingData, config: PredictorConfig, init_s
     return predictor_id
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m predictor.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--store", default=os.environ.get("NASDB_STORE"), help="store root (default: $NASDB_STORE)")
-    p.add_argument("--loss", choices=LOSSES, help="training loss (default: l2, or the warm-start parent's)")
-    p.add_argument("--exclude-task", action="append", default=[], metavar="T", help="leave a task out (repeatable)")
-    p.add_argument("--task", action="append", default=None, metavar="T", help="train only on these tasks")
-    p.add_argument("--workers", type=int, default=2, help="data-parallel Ray Train workers (default 2)")
-    p.add_argument("--steps", type=int, help="optimizer steps per worker")
-    p.add_argument("--no-meta-features", action="store_true", help="ablation: no task meta-features (z absent)")
-    p.add_argument("--warm-start", metavar="PREDICTOR_ID", help="continue from a previous checkpoint")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--optimizer", choices=("sgd", "adam"))
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--batch-size", type=int, help="experiments per mini-batch")
-    p.add_argument("--space-id", help="search space to train on when the store holds several")
-    p.add_argument("--json", action="store_true", help="print the checkpoint metadata as JSON")
-    return p
-
-
-def config_from_args(args: argparse.Namespace, base: PredictorConfig) -> PredictorConfig:
-    """Apply the flags that were given on top of ``base`` (the default or the warm-start parent's)."""
-    changes = {k: v for k, v in {"loss": args.loss, "num_steps": args.steps, "seed": args.seed,
-                                 "optimizer": args.optimizer, "learning_rate": args.learning_rate,
-                                 "batch_size": args.batch_size}.items() if v is not None}
-    if args.no_meta_features:
-        changes["use_meta_features"] = False
-    return base.replace(**changes)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``python -m predictor.train``: the same command as ``nasdb fit`` (predictor/_cli.py)."""
+    from predictor._cli import fit_command, run_standalone
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if not args.store:
-        print("error: pass --store ROOT or set NASDB_STORE", file=sys.stderr)
-        return 1
-    try:
-        store = _open_store(args.store)
-        base = PredictorConfig()
-        if args.warm_start:
-            base = PredictorConfig.from_dict(read_metadata(store, args.warm_start)["predictor"]["args"])
-        config = config_from_args(args, base)
-        pid = fit_predictor(store, config, exclude_tasks=args.exclude_task, tasks=args.task, workers=args.workers,
-                            warm_start=args.warm_start, space_id=args.space_id)
-    except (ValueError, KeyError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        return 1
-    metadata = read_metadata(store, pid)
-    if args.json:
-        print(json.dumps(metadata, indent=2, sort_keys=True))
-    else:
-        m = metadata["metrics"]
-        rho = m["mean_train_spearman"]
-        print(f"predictor {pid}: loss={metadata['loss']} tasks={len(metadata['tasks'])} "
-              f"final_train_loss={m['final_train_loss']:.4f} "
-              f"mean_train_spearman={'nan' if rho is None else format(rho, '.3f')}")
-    return 0
+    return run_standalone(fit_command, argv, "python -m predictor.train")
 
 
 if __name__ == "__main__":
