@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nasdb.settings import from_settings
 from nasdb.space import SearchSpace, parse_layer_choice
 
 from cluster.embeddings import EmbeddingBank, default_bank
@@ -73,11 +74,7 @@ class TrainRecipe:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainRecipe":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainRecipe field(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(d))
+        return from_settings(cls, d, "TrainRecipe fields")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -27,6 +27,7 @@ from scipy.stats import norm
 
 from cluster._curve_features import curve_features, model_features
 from cluster._srm import MIN_TRAIN_CURVES, TARGETS, SequentialRegressor
+from nasdb.settings import from_settings
 
 __all__ = ["EarlyStopConfig", "StopDecision", "EpochObserver", "StopRule", "EarlyStopper",
            "stop_probability", "model_features", "curve_features"]
@@ -104,11 +105,7 @@ class EarlyStopConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EarlyStopConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown early-stop settings {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return from_settings(cls, d, "early-stop settings")
 
 
 @dataclass

@@ -16,8 +16,10 @@ uncertainty gap 0.01). Two deliberate departures:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from nasdb.settings import from_settings
 
 AGGREGATES = ("sum", "mean")
 LOSSES = ("l2", "linear", "quadratic")
@@ -122,11 +124,7 @@ class PredictorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PredictorConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown predictor config keys: {unknown}")
-        return cls(**d)
+        return from_settings(cls, d, "predictor config keys")
 
     @classmethod
     def from_json(cls, text: str) -> "PredictorConfig":

@@ -16,12 +16,13 @@ import logging
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from nasdb.settings import from_settings
 from predictor.ascent import make_ascent, start_logits
 from predictor.checkpoint import PredictorCheckpoint
 
@@ -87,10 +88,7 @@ class SuggestConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SuggestConfig":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown suggest config keys: {unknown}")
-        return cls(**d)
+        return from_settings(cls, d, "suggest config keys")
 
     def replace(self, **changes: Any) -> "SuggestConfig":
         return replace(self, **changes)
