@@ -24,15 +24,6 @@ from nasdb.tasks import load_builtin_task
 FAST = TrainRecipe(epochs=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks train fastest on one thread, and two threads crawl on a busy 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def space():
     return default_space()

@@ -214,12 +214,9 @@ def test_burn_in_and_retraining_schedule():
 @pytest.fixture(scope="module")
 def real_curves():
     """28 real children (5 epochs, a small built-in task), four of them deliberately weak."""
-    import torch
-
     from cluster.child import TrainRecipe, train_children
     from nasdb.tasks import builtin_task_names, load_builtin_task
 
-    torch.set_num_threads(1)
     space, recipe = default_space(), TrainRecipe(epochs=5)
     archs = space.sample(24, 7)
     weak = np.zeros((4, space.num_dimensions), dtype=np.int64)  # pca8 + up to 7 tanh8 layers

@@ -56,7 +56,6 @@ def store_root(tmp_path_factory):
     archs = space.sample(N_ARCH, seed=0)
     archs = np.concatenate([archs, archs[:N_TWICE]])  # (18, 15)
     seeds = np.array([0] * N_ARCH + [1] * N_TWICE)
-    torch.set_num_threads(1)
     with store.writer("test") as w:
         for name in TASKS:
             results = train_children(store.task(name), space, archs, recipe=recipe, seeds=seeds)

@@ -18,15 +18,6 @@ from search.reinforce import Reinforce, ReinforceConfig, RewardNormalizer, reinf
 SIZES = [7, 12, 2, 3]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The controller is tiny: one thread is much faster than two on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_space() -> SearchSpace:
     return SearchSpace("toy", [Dimension(f"d{i}", tuple(f"c{j}" for j in range(s))) for i, s in enumerate(SIZES)])
 

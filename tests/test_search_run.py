@@ -54,14 +54,6 @@ def tabulate(root: str, *, skip: set[tuple[int, ...]] = frozenset(), tasks=TASKS
     return store
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("bench"))
