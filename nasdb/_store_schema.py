@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from nasdb.errors import SchemaError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_VERSION_KEY = b"nasdb.schema_version"
 STATUSES = ("ok", "failed")
 
@@ -51,6 +51,7 @@ EXPERIMENT_SCHEMA = pa.schema(
         ("created_at", pa.timestamp("us", tz="UTC")),
         ("status", pa.string()),
         ("error", pa.string()),
+        ("predicted_final", pa.float64()),
         ("schema_version", pa.int32()),
     ],
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
@@ -58,9 +59,12 @@ EXPERIMENT_SCHEMA = pa.schema(
 COLUMNS = tuple(EXPERIMENT_SCHEMA.names)
 #: Columns a writer fills in when a columnar append leaves them out.
 DEFAULTED_COLUMNS = ("experiment_id", "relaxed_weights", "stopped_early", "created_at", "status", "error",
-                     "schema_version", "worker")
+                     "schema_version", "worker", "predicted_final")
 #: Columns that may hold null (everything else is checked non-null on write).
-NULLABLE_COLUMNS = ("relaxed_weights", "error")
+#: v2: ``test_accuracy`` and ``num_params`` are null where a row has no such measurement (an
+#: imported tabular benchmark has no test split); ``predicted_final`` is the learning-curve
+#: predictor's final accuracy of a child stopped early (null for complete runs).
+NULLABLE_COLUMNS = ("relaxed_weights", "error", "test_accuracy", "num_params", "predicted_final")
 
 _TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ID_DOMAIN = b"nasdb-experiment-id/1"
@@ -154,16 +158,17 @@ class ExperimentRecord:
     agent: str
     run_id: str
     val_accuracy: float
-    test_accuracy: float
+    test_accuracy: float | None
     val_curve: list[float]
     epochs: int
     train_seconds: float
-    num_params: int
+    num_params: int | None
     device: str
     worker: str
     status: str = "ok"
     error: str | None = None
     stopped_early: bool = False
+    predicted_final: float | None = None
     relaxed_weights: list[float] | None = None
     created_at: datetime = field(default_factory=_now)
     experiment_id: str = ""
@@ -178,9 +183,12 @@ class ExperimentRecord:
         try:
             self.architecture = [int(a) for a in np.asarray(self.architecture).reshape(-1)]
             self.val_curve = [float(v) for v in np.asarray(self.val_curve, dtype=np.float64).reshape(-1)]
-            self.val_accuracy, self.test_accuracy = float(self.val_accuracy), float(self.test_accuracy)
+            self.val_accuracy = float(self.val_accuracy)
+            self.test_accuracy = None if self.test_accuracy is None else float(self.test_accuracy)
+            self.predicted_final = None if self.predicted_final is None else float(self.predicted_final)
             self.train_seconds = float(self.train_seconds)
-            self.seed, self.epochs, self.num_params = int(self.seed), int(self.epochs), int(self.num_params)
+            self.seed, self.epochs = int(self.seed), int(self.epochs)
+            self.num_params = None if self.num_params is None else int(self.num_params)
         except (TypeError, ValueError) as e:
             raise SchemaError(f"experiment of task {self.task!r} has a malformed field: {e}") from None
         if self.relaxed_weights is not None:
@@ -327,6 +335,7 @@ def table_from_columns(table: pa.Table, *, worker: str) -> pa.Table:
     n = table.num_rows
     defaults = {
         "relaxed_weights": pa.nulls(n, pa.list_(pa.float32())), "error": pa.nulls(n, pa.string()),
+        "predicted_final": pa.nulls(n, pa.float64()),
         "stopped_early": pa.array(np.zeros(n, dtype=bool)), "status": pa.array(["ok"] * n, pa.string()),
         "created_at": pa.array(np.full(n, np.datetime64(_now().replace(tzinfo=None), "us")),
                                pa.timestamp("us")).cast(pa.timestamp("us", tz="UTC")),

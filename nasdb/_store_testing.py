@@ -22,7 +22,11 @@ _T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def make_record(i: int, task: str = "alpha", *, worker: str = "w0", seed: int | None = None, **overrides: Any) -> ExperimentRecord:
-    """A deterministic record numbered ``i``; every 17th has val NaN, every 19th +inf, every 23rd -inf."""
+    """A deterministic record numbered ``i``; every 17th has val NaN, every 19th +inf, every 23rd -inf.
+
+    Every 29th has no test accuracy and no parameter count (an imported benchmark row); odd ones
+    stopped early, and every third of those carries a predicted final accuracy.
+    """
     rng = np.random.default_rng(i)
     val = float(rng.random())
     if i % 17 == 5:
@@ -38,8 +42,11 @@ def make_record(i: int, task: str = "alpha", *, worker: str = "w0", seed: int | 
         num_params=int(rng.integers(100, 100_000)), device="cpu", worker=worker,
         created_at=_T0 + timedelta(seconds=i), status="failed" if i % 13 == 3 else "ok",
         error="diverged: non-finite loss at epoch 3" if i % 13 == 3 else None,
-        stopped_early=bool(i % 2), relaxed_weights=rng.random(5).astype(np.float32).tolist() if i % 11 == 0 else None,
+        stopped_early=bool(i % 2), predicted_final=float(rng.random()) if i % 6 == 1 else None,
+        relaxed_weights=rng.random(5).astype(np.float32).tolist() if i % 11 == 0 else None,
     )
+    if i % 29 == 13:
+        fields.update(test_accuracy=None, num_params=None)
     fields.update(overrides)
     return ExperimentRecord(**fields)
 
@@ -72,9 +79,9 @@ def naive_dedup(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def naive_top_k(rows: Iterable[dict[str, Any]], task: str, k: int, metric: str = "val_accuracy") -> list[str]:
-    """Reference top-k: ok rows of ``task`` with a finite metric, best first (ties by id)."""
+    """Reference top-k: ok rows of ``task`` with a finite, non-null metric, best first (ties by id)."""
     cand = [r for r in naive_dedup(rows).values()
-            if r["task"] == task and r["status"] == "ok" and math.isfinite(r[metric])]
+            if r["task"] == task and r["status"] == "ok" and r[metric] is not None and math.isfinite(r[metric])]
     cand.sort(key=lambda r: (-r[metric], r["experiment_id"]))
     return [r["experiment_id"] for r in cand[:k]]
 
