@@ -48,7 +48,7 @@ def tasks_group() -> None:
 @json_option
 @click.pass_context
 def tasks_list(ctx: click.Context, as_json: bool) -> None:
-    """Every task: built in and registered, with sizes, classes and experiment counts."""
+    """Every task: built in, registered and imported benchmarks, with sizes, classes and experiment counts."""
     store = open_store(ctx)
     counts = {r["task"]: r["rows"] for r in store.task_stats().to_pylist()}
     rows = []
@@ -58,8 +58,12 @@ def tasks_list(ctx: click.Context, as_json: bool) -> None:
         except KeyError:  # experiments of a task that is neither built in nor registered
             meta = {"name": name, "source": None, "num_classes": None, "sizes": {}, "registered": False}
         sizes = meta.get("sizes") or {}
-        rows.append({"task": name, "kind": "registered" if meta["registered"] else
-                     ("built-in" if meta["source"] is not None else "unknown"), "source": meta["source"],
+        if meta.get("source") == "benchmark":  # imported tabular benchmark (nasdb.benchmarks): no samples
+            kind, source = "benchmark", meta.get("benchmark")
+        else:
+            kind = "registered" if meta["registered"] else ("built-in" if meta["source"] is not None else "unknown")
+            source = meta["source"]
+        rows.append({"task": name, "kind": kind, "source": source,
                      "classes": meta.get("num_classes"), "train": sizes.get("train"), "val": sizes.get("val"),
                      "test": sizes.get("test"), "experiments": counts.get(name, 0)})
     if as_json:

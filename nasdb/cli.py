@@ -32,6 +32,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "search": "search._cli:search_command",
     "compare": "search._cli:compare_command",
     "demo": "nasdb._cli_demo:demo_command",
+    "import-benchmark": "nasdb._cli_benchmark:import_benchmark_command",
 }
 
 #: Exceptions that are the user's doing: shown as one line, exit status 1.

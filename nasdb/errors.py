@@ -24,3 +24,11 @@ class StoreError(NasdbError):
 
 class SchemaError(NasdbError, ValueError):
     """A record or file that does not match the experiment schema."""
+
+
+class TaskHasNoSamplesError(InvalidTaskError):
+    """A registered task with metadata and experiments but no samples: an imported tabular benchmark."""
+
+
+class UnknownBenchmarkError(NasdbError, KeyError):
+    """A tabular benchmark name that ``nasdb.benchmarks.BENCHMARKS`` does not know."""

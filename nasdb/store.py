@@ -5,6 +5,7 @@ Layout under the root (a local folder or any fsspec URI; DESIGN.md "The store"):
     store.json                      marker written by init()
     spaces/<space_id>.json          search spaces
     tasks/<task>/                   registered tasks: samples.parquet + metadata.json
+                                    (imported benchmarks, nasdb.benchmarks: metadata.json only)
     experiments/task=<task>/part-<writer>-<seq>.parquet
     predictors/<id>/                predictor checkpoints (written by predictor/, via path() and fs)
     quarantine/                     files verify() found unreadable, at their relative path
@@ -22,7 +23,7 @@ import os
 import secrets
 import threading
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
 
 import duckdb
 import pyarrow as pa
@@ -36,7 +37,7 @@ from nasdb._store_schema import (EXPERIMENT_SCHEMA, SCHEMA_VERSION, ExperimentRe
                                  experiment_id)
 from nasdb._store_sql import ReadOnlyQueryError, check_parsed, check_read_only
 from nasdb._store_writer import ExperimentWriter
-from nasdb.errors import InvalidTaskError, SchemaError, StoreError, UnknownTaskError
+from nasdb.errors import InvalidTaskError, SchemaError, StoreError, TaskHasNoSamplesError, UnknownTaskError
 
 __all__ = ["SCHEMA_VERSION", "EXPERIMENT_SCHEMA", "ExperimentRecord", "ExperimentStore", "ExperimentWriter",
            "ReadOnlyQueryError", "TaskExistsError", "experiment_id"]
@@ -46,6 +47,11 @@ MARKER = "store.json"
 LAYOUT = ("spaces", "tasks", "experiments", "predictors", "quarantine")
 METRICS = ("val_accuracy", "test_accuracy", "train_seconds", "num_params", "epochs")
 TASK_SAMPLES, TASK_METADATA = "samples.parquet", "metadata.json"
+#: ``source`` of a task registered without samples (an imported tabular benchmark), and the
+#: metadata keys that identify one: a second registration must agree on all of them.
+BENCHMARK_SOURCE = "benchmark"
+BENCHMARK_IDENTITY = ("source", "benchmark", "dataset", "package", "package_version", "space_id", "metric",
+                      "performance")
 
 
 class TaskExistsError(InvalidTaskError):
@@ -187,13 +193,57 @@ class ExperimentStore:
                 pq.write_table(task.to_arrow(), sink)
             self._sfs.write_bytes(self._sfs.join("tasks", name, TASK_METADATA), metadata)
 
+    def check_benchmark_task(self, metadata: Mapping[str, Any]) -> bool:
+        """Whether a task without samples can be registered: False if new, True if the same one already is.
+
+        TaskExistsError if the name is built in, or registered as a user task or as another
+        benchmark table (any of BENCHMARK_IDENTITY differs, e.g. another package version).
+        """
+        name = metadata.get("name")
+        try:
+            check_task_name(name)
+        except SchemaError as e:
+            raise InvalidTaskError(str(e)) from None
+        if metadata.get("source") != BENCHMARK_SOURCE:
+            raise InvalidTaskError(f"task {name!r}: only tasks with source {BENCHMARK_SOURCE!r} are registered "
+                                   f"without samples, got source {metadata.get('source')!r}")
+        if name in _builtin_names():
+            raise TaskExistsError(f"task name {name!r} is taken by a built-in task")
+        if name not in self.registered_tasks():
+            return False
+        old = self.task_metadata(name)
+        differ = {k: (old.get(k), metadata.get(k)) for k in BENCHMARK_IDENTITY if old.get(k) != metadata.get(k)}
+        if differ:
+            raise TaskExistsError(f"task {name!r} is already registered with other provenance "
+                                  f"({', '.join(f'{k}: {a!r} != {b!r}' for k, (a, b) in differ.items())})")
+        return True
+
+    def register_benchmark_task(self, metadata: Mapping[str, Any]) -> bool:
+        """Register a task without samples (``tasks/<name>/metadata.json`` only); idempotent.
+
+        Returns True if it was registered now, False if the same task already was (see
+        ``check_benchmark_task``). ``task(name)`` of such a task raises TaskHasNoSamplesError.
+        """
+        if self.check_benchmark_task(metadata):
+            return False
+        self.init()
+        data = json.dumps({**metadata, "format": 1}, indent=1, sort_keys=True, allow_nan=False).encode()
+        self._sfs.write_bytes(self._sfs.join("tasks", metadata["name"], TASK_METADATA), data)
+        return True
+
     def task(self, name: str) -> Any:
-        """A registered task, else a built-in one; UnknownTaskError naming both lists."""
+        """A registered task, else a built-in one; UnknownTaskError naming both lists.
+
+        TaskHasNoSamplesError for a registered task without samples (an imported benchmark).
+        """
         from nasdb import tasks
 
         meta_path = self._sfs.join("tasks", name, TASK_METADATA) if isinstance(name, str) else None
         if meta_path and not name.startswith(("_", ".")) and "/" not in name and self._sfs.exists(meta_path):
             meta = json.loads(self._sfs.read_bytes(meta_path))
+            if meta.get("source") == BENCHMARK_SOURCE:
+                raise TaskHasNoSamplesError(f"task {name!r} is an imported tabular benchmark "
+                                            f"({meta.get('benchmark')}) and has no samples")
             with self.fs.open(self._sfs.join("tasks", name, TASK_SAMPLES), "rb") as fh:
                 table = pq.read_table(fh)
             task = tasks.Task.from_arrow(name, table, num_classes=int(meta["num_classes"]), source=meta["source"],
@@ -215,6 +265,8 @@ class ExperimentStore:
 
     def task_metadata(self, name: str, *, load: bool = True) -> dict[str, Any]:
         """A task's metadata (name, source, classes, sizes, fingerprint); registered tasks' samples are not read.
+
+        An imported benchmark task (source "benchmark") has its provenance instead of classes and sizes.
 
         With ``load=False`` a built-in task is described from its spec without building it
         (no fingerprint), which keeps listing every built-in task fast.
