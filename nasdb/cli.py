@@ -33,6 +33,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "compare": "search._cli:compare_command",
     "demo": "nasdb._cli_demo:demo_command",
     "import-benchmark": "nasdb._cli_benchmark:import_benchmark_command",
+    "benchmark-report": "nasdb._cli_benchmark_report:benchmark_report_command",
 }
 
 #: Exceptions that are the user's doing: shown as one line, exit status 1.

@@ -10,6 +10,14 @@ import click
 from nasdb.errors import NasdbError
 from predictor.config import LOSSES, OPTIMIZERS
 
+#: predictor.data.TARGETS, spelled out so that ``nasdb --help`` need not import numpy, pyarrow and scipy
+TARGETS = ("auto", "raw", "rank")
+_TARGET = click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
+                       help="What the predictor fits per task: raw accuracy, its within-task quantile rank, or "
+                            "auto (rank for imported benchmarks, raw otherwise).")
+_INCLUDE_STOPPED = click.option("--include-stopped", is_flag=True,
+                                help="Also train on children stopped early (their accuracy is partial).")
+
 _STORE = click.option("--store", "store_root", envvar="NASDB_STORE", required=True,
                       help="Store root: a local path or a filesystem URI [env NASDB_STORE].")
 _CTX = {"help_option_names": ["-h", "--help"]}
@@ -50,7 +58,10 @@ def _kv(**values) -> dict:
 @click.option("--task", "tasks", multiple=True, metavar="T", help="Train only on these tasks (repeatable).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Data-parallel Ray Train workers.")
 @click.option("--steps", type=int, default=None, help="Optimizer steps per worker.")
-@click.option("--no-meta-features", is_flag=True, help="Ablation: no task meta-features (z absent).")
+@click.option("--no-meta-features", is_flag=True,
+              help="Ablation: no task meta-features (z absent); needed for imported benchmarks (no samples).")
+@_TARGET
+@_INCLUDE_STOPPED
 @click.option("--warm-start", metavar="PREDICTOR_ID", default=None, help="Continue from a previous checkpoint.")
 @click.option("--seed", type=int, default=None)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
@@ -58,8 +69,8 @@ def _kv(**values) -> dict:
 @click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
 @click.option("--space-id", default=None, help="Search space to train on when the store holds several.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checkpoint metadata as JSON.")
-def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_features, warm_start, seed, optimizer,
-                learning_rate, batch_size, space_id, as_json):
+def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_features, target, include_stopped,
+                warm_start, seed, optimizer, learning_rate, batch_size, space_id, as_json):
     """Fit the task-aware predictor on the store with a Ray Train job (Algorithm 1).
 
     The checkpoint goes to <store>/predictors/<id>/ with its metadata; --warm-start continues
@@ -77,7 +88,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
     if no_meta_features:
         changes["use_meta_features"] = False
     pid = fit_predictor(store, base.replace(**changes), exclude_tasks=exclude, tasks=tasks or None, workers=workers,
-                        warm_start=warm_start, space_id=space_id)
+                        warm_start=warm_start, space_id=space_id, target=target, include_stopped=include_stopped)
     metadata = read_metadata(store, pid)
     if as_json:
         click.echo(json.dumps(metadata, indent=2, sort_keys=True))
@@ -96,13 +107,17 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @click.option("--repeats", type=int, default=3, show_default=True, help="Fits per task and setting.")
 @click.option("--meta", type=click.Choice(["both", "with", "without"]), default="both", show_default=True,
               help="Meta-features settings to compare.")
+@click.option("--no-meta-features", is_flag=True, help="Same as --meta without (imported benchmarks have no samples).")
+@_TARGET
+@_INCLUDE_STOPPED
 @click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable) [every task in the store].")
 @click.option("--steps", type=int, default=None, help="Optimizer steps per fit.")
 @click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
 @click.option("--processes", type=int, default=1, show_default=True, help="Parallel fitting processes.")
 @click.option("--out", "out_dir", default="reports/loto", show_default=True, help="Report folder (CSV + markdown).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report rows as JSON.")
-def evaluate_command(store_root, loto, losses, repeats, meta, tasks, steps, batch_size, processes, out_dir, as_json):
+def evaluate_command(store_root, loto, losses, repeats, meta, no_meta_features, target, include_stopped, tasks, steps,
+                     batch_size, processes, out_dir, as_json):
     """Spearman and Pearson per held-out task for each loss, with and without meta-features
     (paper Table 2, ranking paper Table 1), next to each task's seed-to-seed noise ceiling."""
     from predictor.config import PredictorConfig
@@ -110,9 +125,12 @@ def evaluate_command(store_root, loto, losses, repeats, meta, tasks, steps, batc
 
     store = _open(store_root)
     config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size))
-    settings = {"both": (True, False), "with": (True,), "without": (False,)}[meta]
+    if no_meta_features and meta == "with":
+        raise click.UsageError("--no-meta-features contradicts --meta with")
+    settings = {"both": (True, False), "with": (True,), "without": (False,)}["without" if no_meta_features else meta]
     rows = evaluate_loto(store, losses=losses or LOSSES, repeats=repeats, meta_features=settings, out_dir=out_dir,
-                         config=config, tasks=tasks or None, processes=processes)
+                         config=config, tasks=tasks or None, processes=processes, target=target,
+                         include_stopped=include_stopped)
     click.echo(json.dumps(rows, indent=1, default=str) if as_json else markdown_report(rows, config))
 
 

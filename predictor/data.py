@@ -5,6 +5,14 @@ their validation accuracies v, the population statistics (mu_k, sigma_k) used to
 (task-aware-performance-prediction.md Sec. 5.1), and the task's training samples (x, y) from
 which the meta-features z are learned (Sec. 3.1). Bad input is refused here, before any
 training starts, with an error that names the task.
+
+Tasks without samples (imported tabular benchmarks, ``nasdb import-benchmark``) train a
+predictor without meta-features only: their block has empty samples ``(0, feature_dim)``.
+Their "accuracy" is the benchmark's performance (e.g. HPOLib's -val_loss), which can be
+heavy-tailed (slice_localization: val_loss from 2e-4 to 4e7); ``target="auto"`` therefore fits
+them on the within-task quantile rank of the performance (see ``TARGETS``).
+Rows of children stopped early (``stopped_early``) are left out by default: their validation
+accuracy is that of a partly trained model, not the final one the predictor is meant to rank.
 """
 
 from __future__ import annotations
@@ -14,11 +22,21 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from scipy import stats
 
-from nasdb.errors import UnknownTaskError
+from nasdb.errors import TaskHasNoSamplesError, UnknownTaskError
 from nasdb.space import SearchSpace
 
 logger = logging.getLogger(__name__)
+
+#: What Algorithm 1 fits per task: ``raw`` the stored validation accuracy (the paper's, normalized
+#: by mu_k and sigma_k in the L2 loss); ``rank`` its quantile rank within the task, in [0, 1]
+#: (robust to heavy tails: a few diverged configurations no longer set sigma_k); ``auto``:
+#: ``rank`` for imported benchmark tasks (no samples), ``raw`` otherwise.
+TARGETS = ("auto", "raw", "rank")
+_COLUMNS = ("space_id", "architecture", "val_accuracy", "seed", "stopped_early")
 
 
 @dataclass
@@ -28,32 +46,44 @@ class TaskData:
     name: str
     architectures: np.ndarray  # (M, num_dimensions) int64 choice indices
     u: np.ndarray  # (M, encoding_size) float32 one-hot encodings
-    accuracy: np.ndarray  # (M,) float32 validation accuracy
+    accuracy: np.ndarray  # (M,) float32 validation accuracy (a benchmark's performance: higher is better)
     seeds: np.ndarray  # (M,) int64 training seed of each experiment
-    x: np.ndarray  # (N, feature_dim) float32 training-split samples
+    x: np.ndarray  # (N, feature_dim) float32 training-split samples; N = 0 for a task without samples
     y: np.ndarray  # (N,) int64 training-split labels
-    num_classes: int
+    num_classes: int  # 0 for a task without samples
     skipped_nonfinite: int = 0  # rows dropped for a NaN/inf validation accuracy
     skipped_other_space: int = 0  # rows of another search space
+    skipped_stopped: int = 0  # rows of children stopped early (partial validation accuracy)
     failed: int = 0  # rows with status "failed" (never read as training data)
+    target_kind: str = "raw"  # "raw" or "rank" (TARGETS)
+    target: np.ndarray | None = None  # (M,) float32 what Algorithm 1 fits; None: the accuracy
+
+    def __post_init__(self) -> None:
+        if self.target is None:
+            self.target = self.accuracy
 
     @property
     def mean(self) -> float:
-        """mu_k: mean validation accuracy of the task's population (Sec. 5.1)."""
-        return float(self.accuracy.mean())
+        """mu_k of the fitted target over the task's population (Sec. 5.1)."""
+        return float(self.target.mean())
 
     @property
     def std(self) -> float:
-        """sigma_k: standard deviation of the task's population (0 when all are equal)."""
-        return float(self.accuracy.std())
+        """sigma_k of the fitted target (0 when all are equal)."""
+        return float(self.target.std())
 
     @property
     def num_experiments(self) -> int:
         return int(self.accuracy.shape[0])
 
-    def snapshot(self) -> dict[str, int]:
+    @property
+    def has_samples(self) -> bool:
+        return int(self.x.shape[0]) > 0
+
+    def snapshot(self) -> dict[str, Any]:
         return {"ok": self.num_experiments, "failed": self.failed, "nonfinite": self.skipped_nonfinite,
-                "other_space": self.skipped_other_space, "samples": int(self.x.shape[0])}
+                "other_space": self.skipped_other_space, "stopped_early": self.skipped_stopped,
+                "samples": int(self.x.shape[0]), "target": self.target_kind}
 
 
 @dataclass
@@ -67,9 +97,35 @@ class TrainingData:
     def task_names(self) -> list[str]:
         return list(self.tasks)
 
-    def snapshot(self) -> dict[str, dict[str, int]]:
+    def without(self, name: str) -> "TrainingData":
+        """The same data minus one task (leave-one-task-out), sharing the arrays."""
+        return TrainingData(space=self.space, tasks={n: t for n, t in self.tasks.items() if n != name})
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
         """Row counts per task: what the predictor was trained on (stored with the checkpoint)."""
         return {name: t.snapshot() for name, t in self.tasks.items()}
+
+
+def quantile_rank(values: np.ndarray) -> np.ndarray:
+    """Each value's rank within ``values`` scaled to [0, 1] (ties share their mean rank): (M,) -> (M,)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return np.full(values.shape, 0.5)
+    return (stats.rankdata(values, method="average") - 1.0) / (values.size - 1.0)
+
+
+def architecture_matrix(column: pa.ChunkedArray | pa.Array, num_dimensions: int, what: str) -> np.ndarray:
+    """An arrow list<int> column of architectures as an (M, num_dimensions) int64 array, without Python lists."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(column) == 0:
+        return np.zeros((0, num_dimensions), dtype=np.int64)
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(lengths != num_dimensions)
+    if bad.size:
+        raise ValueError(f"{what}: a stored architecture has {int(lengths[bad[0]])} entries, "
+                         f"the space has {num_dimensions} dimensions")
+    flat = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+    return flat.astype(np.int64).reshape(-1, num_dimensions)
 
 
 def _store_task_names(store: Any) -> list[str]:
@@ -84,7 +140,7 @@ def _resolve_space(store: Any, space: SearchSpace | str | None, rows: dict[str, 
         return store.space(space)
     ids: dict[str, list[str]] = {}
     for name, table in rows.items():
-        for sid in sorted(set(table.column("space_id").to_pylist())):
+        for sid in sorted(set(pc.unique(table.column("space_id")).to_pylist())):
             ids.setdefault(sid, []).append(name)
     if len(ids) > 1:
         detail = "; ".join(f"{sid}: {', '.join(names)}" for sid, names in sorted(ids.items()))
@@ -94,31 +150,16 @@ def _resolve_space(store: Any, space: SearchSpace | str | None, rows: dict[str, 
     return store.space(next(iter(ids)))
 
 
-def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, failed: int,
-                   feature_dim: int, max_classes: int) -> TaskData:
-    """Build one task's block from its ok rows (a pyarrow table) and its stored samples."""
-    space_ids = np.asarray(table.column("space_id").to_pylist(), dtype=object)
-    mine = space_ids == space.space_id
-    other = int((~mine).sum())
-    if not mine.any() and len(space_ids):
-        raise ValueError(f"task {name!r}: its experiments are in search space(s) {sorted(set(space_ids))}, "
-                         f"not the requested {space.space_id}")
-    archs = [a for a, keep in zip(table.column("architecture").to_pylist(), mine) if keep]
-    acc = np.asarray(table.column("val_accuracy").to_pylist(), dtype=np.float64)[mine]
-    seeds = np.asarray(table.column("seed").to_pylist(), dtype=np.int64)[mine]
-    finite = np.isfinite(acc)
-    nonfinite = int((~finite).sum())
-    if nonfinite:
-        logger.warning("task %r: skipped %d experiment(s) with a non-finite validation accuracy", name, nonfinite)
-    if other:
-        logger.warning("task %r: skipped %d experiment(s) of another search space", name, other)
-    archs_arr = np.asarray([a for a, f in zip(archs, finite) if f], dtype=np.int64).reshape(-1, space.num_dimensions)
-    try:
-        u = space.encode_many(archs_arr)  # (M, D)
-    except ValueError as e:
-        raise ValueError(f"task {name!r}: a stored architecture does not fit space {space.name!r}: {e}") from None
+def _task_samples(store: Any, name: str, *, use_meta_features: bool, feature_dim: int,
+                  max_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The task's training split ``(x (N, F), y (N,), num_classes)``; empty for a task without samples."""
     try:
         task = store.task(name)
+    except TaskHasNoSamplesError:
+        if use_meta_features:
+            raise ValueError(f"task {name!r} has no raw samples (an imported tabular benchmark), so its "
+                             f"meta-features cannot be learned; fit with --no-meta-features") from None
+        return np.zeros((0, feature_dim), dtype=np.float32), np.zeros(0, dtype=np.int64), 0
     except UnknownTaskError:
         raise UnknownTaskError(f"task {name!r} has experiments in the store but its samples are gone (neither "
                                f"registered nor built in); leave it out with --exclude-task {name}") from None
@@ -128,28 +169,80 @@ def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, fai
     if task.num_classes > max_classes:
         raise ValueError(f"task {name!r} has {task.num_classes} classes; the predictor allows "
                          f"max_classes={max_classes}")
-    return TaskData(name=name, architectures=archs_arr, u=u, accuracy=acc[finite].astype(np.float32),
-                    seeds=seeds[finite], x=np.asarray(x, dtype=np.float32), y=np.asarray(y, dtype=np.int64),
-                    num_classes=int(task.num_classes), skipped_nonfinite=nonfinite, skipped_other_space=other,
-                    failed=failed)
+    return np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64), int(task.num_classes)
+
+
+def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, failed: int, feature_dim: int,
+                   max_classes: int, use_meta_features: bool = True, include_stopped: bool = False,
+                   target: str = "auto") -> TaskData:
+    """Build one task's block from its ok rows (a pyarrow table) and its stored samples."""
+    if target not in TARGETS:
+        raise ValueError(f"`target` must be one of {TARGETS}, but got target={target!r}.")
+    mine = pc.equal(table.column("space_id"), space.space_id).to_numpy(zero_copy_only=False).astype(bool)
+    other = int((~mine).sum())
+    if not mine.any() and len(mine):
+        found = sorted(pc.unique(table.column("space_id")).to_pylist())
+        raise ValueError(f"task {name!r}: its experiments are in search space(s) {found}, "
+                         f"not the requested {space.space_id}")
+    stopped = np.zeros(len(mine), dtype=bool)
+    if not include_stopped and "stopped_early" in table.column_names:
+        stopped = table.column("stopped_early").fill_null(False).to_numpy(zero_copy_only=False).astype(bool) & mine
+    acc = table.column("val_accuracy").to_numpy(zero_copy_only=False).astype(np.float64)
+    finite = np.isfinite(acc) & mine & ~stopped
+    nonfinite = int((~np.isfinite(acc) & mine & ~stopped).sum())
+    if nonfinite:
+        logger.warning("task %r: skipped %d experiment(s) with a non-finite validation accuracy", name, nonfinite)
+    if other:
+        logger.warning("task %r: skipped %d experiment(s) of another search space", name, other)
+    if stopped.any():
+        logger.info("task %r: skipped %d experiment(s) stopped early (partial validation accuracy)", name,
+                    int(stopped.sum()))
+    try:
+        archs = architecture_matrix(table.column("architecture").filter(pa.array(finite)), space.num_dimensions,
+                                    f"task {name!r}")
+        u = space.encode_many(archs)  # (M, D)
+    except ValueError as e:
+        raise ValueError(f"task {name!r}: a stored architecture does not fit space {space.name!r}: {e}") from None
+    x, y, num_classes = _task_samples(store, name, use_meta_features=use_meta_features, feature_dim=feature_dim,
+                                      max_classes=max_classes)
+    kind = ("rank" if num_classes == 0 else "raw") if target == "auto" else target
+    values = acc[finite]
+    fitted = quantile_rank(values) if kind == "rank" else values
+    return TaskData(name=name, architectures=archs, u=u, accuracy=values.astype(np.float32),
+                    seeds=table.column("seed").to_numpy(zero_copy_only=False).astype(np.int64)[finite],
+                    x=x, y=y, num_classes=num_classes, skipped_nonfinite=nonfinite, skipped_other_space=other,
+                    skipped_stopped=int(stopped.sum()), failed=failed, target_kind=kind,
+                    target=fitted.astype(np.float32))
+
+
+def _ok_rows(store: Any, name: str) -> pa.Table:
+    """The task's ok rows, only the columns read here (a benchmark task holds ~250k rows)."""
+    table = store.experiments_arrow(name, status="ok")
+    return table.select([c for c in _COLUMNS if c in table.column_names])
 
 
 def load_training_data(store: Any, *, space: SearchSpace | str | None = None, tasks: Iterable[str] | None = None,
                        exclude_tasks: Iterable[str] = (), min_experiments: int = 2, min_tasks: int = 2,
-                       feature_dim: int = 64, max_classes: int = 10) -> TrainingData:
+                       feature_dim: int = 64, max_classes: int = 10, use_meta_features: bool = True,
+                       include_stopped: bool = False, target: str = "auto") -> TrainingData:
     """Read the training set from ``store``: every task with experiments (or ``tasks``), minus ``exclude_tasks``.
 
+    ``use_meta_features=False`` admits tasks without samples (imported benchmarks);
+    ``include_stopped=True`` keeps rows of children stopped early; ``target``: see ``TARGETS``.
     Raises ValueError naming the task for: fewer than ``min_tasks`` tasks, a task with only failed
     rows, a task with fewer usable experiments than ``min_experiments`` (the mini-batch size), a
-    space mismatch; UnknownTaskError for an excluded or requested task the store does not know.
+    space mismatch, a task without samples when meta-features are asked for; UnknownTaskError
+    for an excluded or requested task the store does not know.
     """
+    if target not in TARGETS:
+        raise ValueError(f"`target` must be one of {TARGETS}, but got target={target!r}.")
     known = _store_task_names(store)
     exclude = list(exclude_tasks)
     for name in exclude + list(tasks or []):
         if name not in known:
             raise UnknownTaskError(f"task {name!r} is not in the store (known: {', '.join(known) or 'none'})")
     names = [n for n in (list(tasks) if tasks is not None else known) if n not in set(exclude)]
-    ok_rows = {n: store.experiments_arrow(n, status="ok") for n in names}
+    ok_rows = {n: _ok_rows(store, n) for n in names}
     failed = {n: store.count(n, status="failed") for n in names}
     for n in names:
         if ok_rows[n].num_rows == 0 and failed[n] > 0:
@@ -162,11 +255,13 @@ def load_training_data(store: Any, *, space: SearchSpace | str | None = None, ta
     resolved = _resolve_space(store, space, {n: ok_rows[n] for n in names})
     data = TrainingData(space=resolved)
     for n in names:
-        td = load_task_data(store, n, resolved, ok_rows[n], failed=failed[n],
-                            feature_dim=feature_dim, max_classes=max_classes)
+        td = load_task_data(store, n, resolved, ok_rows.pop(n), failed=failed[n], feature_dim=feature_dim,
+                            max_classes=max_classes, use_meta_features=use_meta_features,
+                            include_stopped=include_stopped, target=target)
         if td.num_experiments < min_experiments:
             raise ValueError(f"task {n!r} has {td.num_experiments} usable experiments, fewer than the mini-batch "
                              f"of {min_experiments} (skipped: {td.skipped_nonfinite} non-finite, "
-                             f"{td.skipped_other_space} other space, {td.failed} failed)")
+                             f"{td.skipped_other_space} other space, {td.skipped_stopped} stopped early, "
+                             f"{td.failed} failed)")
         data.tasks[n] = td
     return data

@@ -7,6 +7,8 @@ for each loss, with and without meta-features, next to the task's noise ceiling:
 Spearman between two training seeds of the same architectures, the best any predictor can
 hope for. Fits run in-process (Algorithm 1 without Ray), optionally in a pool of processes:
 LOTO is hundreds of small fits, and Ray Train's per-job start-up would dominate them.
+Imported tabular benchmarks (tasks without samples, ~250k rows each) run without
+meta-features; the per-architecture means and the noise ceiling are linear in the rows.
 """
 
 from __future__ import annotations
@@ -31,15 +33,17 @@ logger = logging.getLogger(__name__)
 
 MIN_NOISE_PAIRS = 5
 REPORT_COLUMNS = ("task", "loss", "meta_features", "spearman_mean", "spearman_std", "pearson_mean", "pearson_std",
-                  "repeats", "architectures", "noise_ceiling", "noise_pairs")
+                  "repeats", "architectures", "noise_ceiling", "noise_pairs", "target")
 
 
 def unique_architectures(task: TaskData) -> tuple[np.ndarray, np.ndarray]:
-    """Each distinct architecture's encoding (A, D) and its accuracy averaged over seeds (A,)."""
-    keys, inverse = np.unique(task.architectures, axis=0, return_inverse=True)
+    """Each distinct architecture's encoding (A, D) and its accuracy averaged over seeds (A,).
+
+    Linear in the rows (np.unique + bincount): an imported benchmark task has ~250k rows.
+    """
+    keys, first, inverse = np.unique(task.architectures, axis=0, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     mean_acc = np.bincount(inverse, weights=task.accuracy) / np.bincount(inverse)  # (A,)
-    first = np.array([np.flatnonzero(inverse == k)[0] for k in range(len(keys))])
     return task.u[first], mean_acc
 
 
@@ -47,16 +51,25 @@ def noise_ceiling(task: TaskData) -> tuple[float, int]:
     """Spearman between the two lowest seeds of every architecture trained with at least two seeds.
 
     Returns (ceiling, number of architecture pairs); the ceiling is NaN when fewer than
-    MIN_NOISE_PAIRS architectures have two seeds.
+    MIN_NOISE_PAIRS architectures have two seeds. A repeated (architecture, seed) counts once
+    (its first row). Vectorized: sort rows by (architecture, seed), keep the first two seeds.
     """
-    by_arch: dict[tuple, dict[int, float]] = {}
-    for arch, seed, acc in zip(map(tuple, task.architectures), task.seeds, task.accuracy):
-        by_arch.setdefault(arch, {}).setdefault(int(seed), float(acc))
-    pairs = [[runs[s] for s in sorted(runs)[:2]] for runs in by_arch.values() if len(runs) >= 2]
-    if len(pairs) < MIN_NOISE_PAIRS:
-        return math.nan, len(pairs)
-    a, b = np.asarray(pairs).T
-    return rank_correlations(a, b)[0], len(pairs)
+    if task.num_experiments == 0:
+        return math.nan, 0
+    _, arch_id = np.unique(task.architectures, axis=0, return_inverse=True)
+    arch_id = arch_id.reshape(-1)
+    order = np.lexsort((np.arange(len(arch_id)), task.seeds, arch_id))  # by architecture, seed, row
+    a, s = arch_id[order], task.seeds[order]
+    new_pair = np.ones(len(a), dtype=bool)
+    new_pair[1:] = (a[1:] != a[:-1]) | (s[1:] != s[:-1])
+    order, a = order[new_pair], a[new_pair]  # first row of each (architecture, seed)
+    starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])  # first row of each architecture
+    counts = np.diff(np.r_[starts, len(a)])
+    two = starts[counts >= 2]
+    if len(two) < MIN_NOISE_PAIRS:
+        return math.nan, int(len(two))
+    acc = task.accuracy.astype(np.float64)
+    return rank_correlations(acc[order[two]], acc[order[two + 1]])[0], int(len(two))
 
 
 # -- one fit, runnable in a worker process ------------------------------------------------------
@@ -74,8 +87,7 @@ def _init_worker(data: TrainingData) -> None:
 def _fit_and_score(held_out: str, config_dict: dict) -> dict[str, Any]:
     assert _DATA is not None
     config = PredictorConfig.from_dict(config_dict)
-    train = TrainingData(space=_DATA.space, tasks={n: t for n, t in _DATA.tasks.items() if n != held_out})
-    model, history = fit_in_process(train, config)
+    model, history = fit_in_process(_DATA.without(held_out), config)
     task = _DATA.tasks[held_out]
     u, target = unique_architectures(task)
     rho, r = rank_correlations(model.predict(u, task.x, task.y), target)
@@ -103,12 +115,14 @@ def _nan_stats(values: list[float]) -> tuple[float, float]:
 def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
                   meta_features: Iterable[bool] = (True, False), out_dir: str | os.PathLike | None = None, *,
                   config: PredictorConfig | None = None, tasks: Iterable[str] | None = None,
-                  space_id: str | None = None, processes: int = 1) -> list[dict[str, Any]]:
+                  space_id: str | None = None, processes: int = 1, target: str = "auto",
+                  include_stopped: bool = False) -> list[dict[str, Any]]:
     """Leave-one-task-out report rows (one per task x loss x meta-features), written as CSV + markdown.
 
     ``config`` sets everything but the loss, the meta-features switch and the seed (base seed
     + repeat index). With ``out_dir`` the report goes to ``loto.csv``, ``loto_runs.csv`` (every
-    single fit) and ``loto.md``.
+    single fit) and ``loto.md``. Tasks without samples (imported benchmarks) need
+    ``meta_features=(False,)``; ``target`` and ``include_stopped``: see predictor/data.py.
     """
     losses, meta_features = list(losses), [bool(m) for m in meta_features]
     for loss in losses:
@@ -125,7 +139,8 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
         store = ExperimentStore(str(store))
     # LOTO trains on all tasks but one, so at least 3 tasks are needed.
     data = load_training_data(store, space=space_id, tasks=tasks, min_experiments=base.batch_size, min_tasks=3,
-                              feature_dim=base.feature_dim, max_classes=base.max_classes)
+                              feature_dim=base.feature_dim, max_classes=base.max_classes,
+                              use_meta_features=any(meta_features), include_stopped=include_stopped, target=target)
     jobs = [(name, base.replace(loss=loss, use_meta_features=meta, seed=base.seed + r).to_dict())
             for name in data.task_names for loss in losses for meta in meta_features for r in range(repeats)]
     logger.info("LOTO: %d tasks x %d losses x %d meta settings x %d repeats = %d fits", len(data.tasks),
@@ -140,6 +155,7 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
         runs = _logged((_fit_and_score(name, cfg) for name, cfg in jobs), len(jobs), start)
     logger.info("LOTO: %d fits in %.0fs", len(runs), time.perf_counter() - start)
     ceilings = {name: noise_ceiling(t) for name, t in data.tasks.items()}
+    num_archs = {name: len(unique_architectures(t)[1]) for name, t in data.tasks.items()}
     rows = []
     for name in data.task_names:
         for loss in losses:
@@ -150,8 +166,9 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
                 ceiling, pairs = ceilings[name]
                 rows.append({"task": name, "loss": loss, "meta_features": meta, "spearman_mean": s_mean,
                              "spearman_std": s_std, "pearson_mean": p_mean, "pearson_std": p_std,
-                             "repeats": len(mine), "architectures": len(unique_architectures(data.tasks[name])[1]),
-                             "noise_ceiling": None if math.isnan(ceiling) else ceiling, "noise_pairs": pairs})
+                             "repeats": len(mine), "architectures": num_archs[name],
+                             "noise_ceiling": None if math.isnan(ceiling) else ceiling, "noise_pairs": pairs,
+                             "target": data.tasks[name].target_kind})
     if out_dir is not None:
         write_report(rows, runs, Path(out_dir), base)
     return rows

@@ -58,7 +58,8 @@ class _TaskTensors:
         self.name = task.name
         # copies: arrays from Ray's object store are read-only
         self.u = torch.from_numpy(np.array(task.u, dtype=np.float32)).to(device)  # (M, D)
-        self.acc = torch.from_numpy(np.array(task.accuracy, dtype=np.float32)).to(device)  # (M,)
+        # the fitted target: the accuracy, or its within-task quantile rank (predictor/data.py TARGETS)
+        self.acc = torch.from_numpy(np.array(task.target, dtype=np.float32)).to(device)  # (M,)
         self.x = torch.from_numpy(np.array(task.x, dtype=np.float32)).to(device)  # (N, F)
         self.y = torch.from_numpy(np.array(task.y, dtype=np.int64)).to(device)  # (N,)
         self.mean, self.std = task.mean, task.std
@@ -101,7 +102,7 @@ def _algorithm1(scorer, data, config, optimizer, rank, device, report_every, on_
             u, acc = task.u[rows], task.acc[rows]  # (B, D), (B,)
             for _ in range(config.k_inner_iters):
                 x = y = None
-                if use_samples:  # a fresh large batch of the task's samples
+                if use_samples:  # a fresh large batch of the task's samples (data.py refuses tasks without)
                     n = task.x.shape[0]
                     idx = torch.as_tensor(rng.choice(n, min(n, config.sample_batch_size), replace=False),
                                           device=device)

@@ -20,11 +20,14 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
+from nasdb.errors import TaskHasNoSamplesError
 from nasdb.settings import from_settings
 from predictor.ascent import make_ascent, start_logits
 from predictor.checkpoint import PredictorCheckpoint
+from predictor.data import TrainingData, architecture_matrix, quantile_rank
 
 logger = logging.getLogger(__name__)
 
@@ -136,27 +139,46 @@ class _TaskTop:
 
     architectures: np.ndarray  # (M, num_dimensions) int64
     accuracy: np.ndarray  # (M,) float64
-    normalized: np.ndarray  # (M,) (acc - mu_k) / sigma_k over the task's population (Sec. 5.1)
+    normalized: np.ndarray  # (M,) (acc - mu_k) / sigma_k over the task's population (Sec. 5.1), or the rank
+    #                         of the mean in [0, 1] for a task the predictor was fitted on ranks of (task_top)
 
 
-def _top_architectures(store: Any, task: str, space_id: str, num_dimensions: int) -> _TaskTop | None:
+def task_top(architectures: np.ndarray, accuracy: np.ndarray, target: str = "raw") -> _TaskTop | None:
+    """A task's distinct architectures, best mean (over seeds) first, from its rows (M, D) and (M,).
+
+    ``normalized`` puts tasks on one scale for the global order of starting points: the
+    task-normalized accuracy (Sec. 5.1) for a predictor fitted on raw accuracies, the
+    quantile rank of the mean among the task's architectures for one fitted on ranks
+    (predictor/data.py TARGETS: heavy-tailed benchmark performances).
+    """
+    keep = np.isfinite(accuracy)
+    if not keep.any():
+        return None
+    archs, acc = np.asarray(architectures, dtype=np.int64)[keep], np.asarray(accuracy, dtype=np.float64)[keep]
+    uniq, inverse = np.unique(archs, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    mean = np.bincount(inverse, weights=acc) / np.bincount(inverse)  # (A,) mean over seeds
+    order = np.lexsort((np.arange(len(mean)), -mean))  # best first; ties by architecture order
+    if target == "rank":
+        normalized = quantile_rank(mean[order])
+    else:
+        normalized = (mean[order] - float(acc.mean())) / (float(acc.std()) or 1.0)
+    return _TaskTop(uniq[order], mean[order], normalized)
+
+
+def _top_architectures(store: Any, task: str, space: Any, target: str = "raw") -> _TaskTop | None:
+    """The task's top architectures from the store (rows of children stopped early left out, as in training)."""
     table = store.experiments_arrow(task, status="ok")
     if table.num_rows == 0:
         return None
-    space_ids = np.asarray(table.column("space_id").to_pylist(), dtype=object)
-    acc = np.asarray(table.column("val_accuracy").to_pylist(), dtype=np.float64)
-    keep = (space_ids == space_id) & np.isfinite(acc)
-    if not keep.any():
+    mine = pc.equal(table.column("space_id"), space.space_id)
+    if "stopped_early" in table.column_names:
+        mine = pc.and_(mine, pc.invert(table.column("stopped_early").fill_null(False)))
+    table = table.select(["architecture", "val_accuracy"]).filter(mine)
+    if table.num_rows == 0:
         return None
-    archs = np.asarray([a for a, k in zip(table.column("architecture").to_pylist(), keep) if k],
-                       dtype=np.int64).reshape(-1, num_dimensions)
-    acc = acc[keep]
-    uniq, inverse = np.unique(archs, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    mean = np.bincount(inverse, weights=acc) / np.bincount(inverse)  # (M,) mean over seeds
-    order = np.lexsort((np.arange(len(mean)), -mean))  # best first; ties by architecture order
-    std = float(acc.std()) or 1.0
-    return _TaskTop(uniq[order], mean[order], (mean[order] - float(acc.mean())) / std)
+    archs = architecture_matrix(table.column("architecture"), space.num_dimensions, f"task {task!r}")
+    return task_top(archs, table.column("val_accuracy").to_numpy(zero_copy_only=False).astype(np.float64), target)
 
 
 class SuggestionEngine:
@@ -165,7 +187,9 @@ class SuggestionEngine:
     Thread-safe for concurrent requests: its state is read-only after construction.
     """
 
-    def __init__(self, checkpoint: PredictorCheckpoint, store: Any):
+    def __init__(self, checkpoint: PredictorCheckpoint, store: Any, data: TrainingData | None = None):
+        """``data``: the checkpoint's training data when at hand (an in-process fit, e.g. leave-one-task-out),
+        so the training tasks' top architectures come from it instead of a second read of the store."""
         self.checkpoint = checkpoint
         self.space = checkpoint.space
         self.model = checkpoint.model.cpu().eval()
@@ -175,8 +199,14 @@ class SuggestionEngine:
         start = time.perf_counter()
         self.tops: dict[str, _TaskTop] = {}
         z_rows = []
+        targets = {name: snap.get("target", "raw") if isinstance(snap, dict) else "raw"
+                   for name, snap in (checkpoint.metadata.get("data_snapshot") or {}).items()}
         for name in checkpoint.tasks:
-            top = _top_architectures(store, name, self.space.space_id, self.space.num_dimensions)
+            target = targets.get(name, "raw")
+            if data is not None and name in data.tasks:
+                top = task_top(data.tasks[name].architectures, data.tasks[name].accuracy, target)
+            else:
+                top = _top_architectures(store, name, self.space, target)
             if top is None:
                 logger.warning("predictor %s: training task %r has no usable experiments in the store; skipped",
                                checkpoint.predictor_id, name)
@@ -322,11 +352,19 @@ class SuggestionEngine:
     def task_z_or_embed(self, store: Any, task: str) -> torch.Tensor | None:
         """z of a task in the store: the cached one for a training task, else from its train split."""
         if not self.use_meta_features:
-            store.task(task)  # still refuse an unknown task
+            try:
+                store.task(task)  # still refuse an unknown task
+            except TaskHasNoSamplesError:
+                pass  # an imported benchmark: known, and no samples are needed without meta-features
             return None
         if task in self.tops and self.task_z is not None:
             return self.task_z[self.task_names.index(task)]
-        x, y = store.task(task).samples("train")
+        try:
+            x, y = store.task(task).samples("train")
+        except TaskHasNoSamplesError:
+            raise ValueError(f"task {task!r} has no raw samples (an imported tabular benchmark), so predictor "
+                             f"{self.predictor_id!r} cannot compute its meta-features; use a predictor fitted "
+                             f"with --no-meta-features") from None
         return self.embed(x, y)
 
     def predict(self, architectures: Any, z: torch.Tensor | None) -> np.ndarray:
@@ -411,4 +449,4 @@ def predict_scores(checkpoint: PredictorCheckpoint, x: Any, y: Any, architecture
 
 
 __all__ = ["Candidate", "Suggestion", "SuggestConfig", "SuggestionEngine", "check_samples", "engine_for",
-           "predict_scores", "suggest_architecture", "suggest_for_task"]
+           "predict_scores", "suggest_architecture", "suggest_for_task", "task_top"]

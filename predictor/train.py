@@ -108,13 +108,16 @@ def _warm_start_state(store: Any, parent_id: str, config: PredictorConfig, data:
 
 def fit_predictor(store: Any, config: PredictorConfig | None = None, *, exclude_tasks: Iterable[str] = (),
                   tasks: Iterable[str] | None = None, workers: int = 2, warm_start: str | None = None,
-                  space_id: str | None = None, report_every: int = 100, use_gpu: bool | None = None) -> str:
+                  space_id: str | None = None, report_every: int = 100, use_gpu: bool | None = None,
+                  target: str = "auto", include_stopped: bool = False) -> str:
     """Fit a predictor on ``store`` with a Ray Train job of ``workers`` workers; return its checkpoint id.
 
     Uses the running Ray, else starts or joins one (``ray.init(address=$RAY_ADDRESS or None)``)
     and shuts it down at the end. ``workers=0`` is Ray Train's local mode: the loop runs in
     this process (no DDP). With ``warm_start`` the network starts from that checkpoint's
     weights; when ``config`` is None it is the parent's config (else the default).
+    ``target`` and ``include_stopped``: see predictor/data.py (tasks without samples need
+    ``config.use_meta_features=False``).
     """
     import ray
 
@@ -127,7 +130,8 @@ def fit_predictor(store: Any, config: PredictorConfig | None = None, *, exclude_
     exclude = list(exclude_tasks)
     data = load_training_data(store, space=space_id, tasks=tasks, exclude_tasks=exclude,
                               min_experiments=config.batch_size, feature_dim=config.feature_dim,
-                              max_classes=config.max_classes)
+                              max_classes=config.max_classes, use_meta_features=config.use_meta_features,
+                              include_stopped=include_stopped, target=target)
     init_state = _warm_start_state(store, warm_start, config, data) if warm_start else None
     started_ray = not ray.is_initialized()
     if started_ray:

@@ -96,6 +96,11 @@ def _json_float(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _sample_less(store: Any, task: str) -> bool:
+    """Whether ``task`` is a registered task without samples (an imported tabular benchmark); reads metadata only."""
+    return task in store.registered_tasks() and store.task_metadata(task).get("source") == "benchmark"
+
+
 def suggest_for_cli(store: Any, *, task: str | None = None, data: str | Path | None = None, label: str | None = None,
                     predictor_id: str | None = None, train: bool = False, config: SuggestConfig | None = None,
                     recipe: Any = None, seed: int = 0, name: str | None = None) -> dict[str, Any]:
@@ -104,9 +109,17 @@ def suggest_for_cli(store: Any, *, task: str | None = None, data: str | Path | N
     Keys: ``task``, ``source`` ("store" or the file), the suggestion's fields (predictor_id,
     architecture, description, score, candidates, nearest_tasks, far_from_training, ...), and
     with ``train=True`` a ``trained`` dict with the real val/test accuracy of the row written.
+    A task without samples (an imported benchmark) takes a predictor without meta-features and
+    cannot be trained: its configurations' values are in the table (``nasdb benchmark-report``).
     """
+    if task is not None and _sample_less(store, task):
+        if train:
+            raise ValueError(f"task {task!r} is an imported tabular benchmark: there is nothing to train, the value "
+                             f"of every configuration is in the table (see nasdb benchmark-report)")
+        the_task = None
+    else:
+        the_task = load_cli_task(store, task=task, data=data, label=label, name=name)
     checkpoint = load_predictor(store, predictor_id)
-    the_task = load_cli_task(store, task=task, data=data, label=label, name=name)
     engine = engine_for(checkpoint, store)
     if task is not None:
         z = engine.task_z_or_embed(store, task)
@@ -114,10 +127,52 @@ def suggest_for_cli(store: Any, *, task: str | None = None, data: str | Path | N
         x, y = the_task.samples("train")
         z = engine.embed(x, y)
     suggestion = engine.suggest_z(z, config)
-    out = {"task": the_task.name, "source": "store" if task is not None else str(data),
-           "in_training_set": the_task.name in checkpoint.tasks, **suggestion.to_dict()}
+    out = {"task": task if the_task is None else the_task.name, "source": "store" if task is not None else str(data),
+           "in_training_set": (task if the_task is None else the_task.name) in checkpoint.tasks,
+           **suggestion.to_dict()}
     if train:
         out["trained"] = train_suggestion(store, the_task, suggestion, checkpoint.space, recipe=recipe, seed=seed)
+    return out
+
+
+def held_out_suggestions(store: Any, held_out: str, data: Any, config: Any, *, repeats: int = 1,
+                         suggest_config: SuggestConfig | None = None) -> list[dict[str, Any]]:
+    """Zero-shot suggestions for a held-out task (Sec. 5.3 on a table): per repeat, fit without it, suggest.
+
+    ``data``: a ``predictor.data.TrainingData`` holding ``held_out`` and the training tasks
+    (for an imported benchmark, loaded with ``use_meta_features=False``); repeat ``r`` fits
+    in-process (Algorithm 1, no Ray) with seed ``config.seed + r`` on every task but
+    ``held_out`` and runs Algorithm 2 (meta-features of the held-out task's samples when the
+    predictor has them). No child model of ``held_out`` is trained or read. Returns one dict
+    per repeat: seed, architecture, description, score, candidates (distinct ascent results, best
+    first: the suggestion and its runner-ups), fit and suggest seconds, final train loss.
+    """
+    import time
+
+    from predictor.checkpoint import PredictorCheckpoint
+    from predictor.fit import fit_in_process
+    from predictor.suggest import SuggestionEngine
+
+    if held_out not in data.tasks:
+        raise ValueError(f"held-out task {held_out!r} is not in the training data ({', '.join(data.task_names)})")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"`repeats >= 1` must hold, but got repeats={repeats!r}.")
+    train, target = data.without(held_out), data.tasks[held_out]
+    out = []
+    for r in range(repeats):
+        cfg = config.replace(seed=config.seed + r)
+        model, history = fit_in_process(train, cfg)
+        checkpoint = PredictorCheckpoint(
+            predictor_id=f"loto-{held_out}-seed{cfg.seed}", model=model, config=cfg, space=data.space,
+            metadata={"tasks": train.task_names, "data_snapshot": train.snapshot(), "excluded_tasks": [held_out]})
+        start = time.perf_counter()
+        engine = SuggestionEngine(checkpoint, store, data=train)
+        z = engine.embed(target.x, target.y) if cfg.use_meta_features else None
+        s = engine.suggest_z(z, suggest_config)
+        out.append({"task": held_out, "seed": cfg.seed, "architecture": s.architecture, "description": s.description,
+                    "score": s.score, "candidates": [c.architecture for c in s.candidates],
+                    "final_train_loss": history.final_loss, "fit_seconds": history.seconds,
+                    "suggest_seconds": time.perf_counter() - start})
     return out
 
 
@@ -152,5 +207,5 @@ def format_suggestion(result: dict[str, Any], *, as_json: bool = False) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["AGENT", "format_suggestion", "load_cli_task", "record_from_result", "suggest_for_cli",
-           "train_suggestion"]
+__all__ = ["AGENT", "format_suggestion", "held_out_suggestions", "load_cli_task", "record_from_result",
+           "suggest_for_cli", "train_suggestion"]

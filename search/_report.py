@@ -49,6 +49,14 @@ def markdown(c: Comparison) -> str:
         [[r["task"], LABELS.get(r["method"], r["method"]), _num(r["children_trained"]),
           _num(r["children_evaluated"]), _num(r["pretrain_children"]), _num(r["wall_seconds"], "{:.1f}"),
           _num(r["best_test"]), _num(r["best_position"])] for r in c.cost()]), ""]
+    if c.regret:
+        budgets = sorted({n for by in c.regret.values() for j in by.values() for n in j})
+        parts += ["### Regret on the table (incumbent = best observed among the first N; true value = mean over "
+                  "seeds)", "", _table(
+                      ["task", "method", *[f"regret @{n}" for n in budgets], *[f"percentile @{n}" for n in budgets]],
+                      [[r["task"], LABELS.get(r["method"], r["method"]),
+                        *[_num(r.get(f"regret@{n}"), "{:.4g}") for n in budgets],
+                        *[_num(r.get(f"percentile@{n}"), "{:.2f}") for n in budgets]] for r in c.table_regret()]), ""]
     if not any(c.zero_shot.values()):
         parts.append("Zero-shot: no numbers yet (no rows with agent='zero-shot' for these tasks and no "
                      "zero_shot hook given).")
@@ -108,3 +116,46 @@ def write_report(c: Comparison, out_dir: str) -> dict[str, str]:
         json.dump(c.to_dict(), f, indent=2, default=str)
     plot(c, paths["png"])
     return paths
+
+
+# -- tabulated benchmarks (search/table_search.py) ------------------------------------------------
+def _g(mean: float, std: float, fmt: str) -> str:
+    return "n/a" if mean is None or not math.isfinite(mean) else f"{fmt.format(mean)} ± {fmt.format(std)}"
+
+
+def benchmark_markdown(r: Any) -> str:
+    """Per held-out task: zero-shot and every agent at every budget, regret then percentile (mean ± std)."""
+    cfg = r.config
+    cols = [(a, n) for n in cfg.budgets for a in cfg.agents]
+    head = [f"{LABELS.get(a, a)} @{n}" for a, n in cols]
+    rows = r.rows()
+    reps = max((row["zero_shot_repeats"] for row in rows), default=0)
+    parts = [f"## Zero-shot vs search baselines on {r.benchmark or 'the benchmark'} (held-out tasks, judged on "
+             f"the table)", "",
+             "True value of a configuration: its performance averaged over the benchmark's seeds (higher is "
+             "better). Regret = best true value - the method's (lower is better); percentile = % of all "
+             "configurations the method's configuration is at least as good as (100 = the best). Zero-shot: "
+             "the predictor fitted without the held-out task suggests one configuration before seeing any of "
+             f"its rows ({reps} fit(s) per task); searches: the best-observed configuration (one seed's value, "
+             f"as the lookup answers) among the first N evaluations, {cfg.repeats} repeat(s) each. "
+             "Mean ± std over repeats.", ""]
+    parts += ["### Regret (lower is better)", "", _table(
+        ["task", "configs", "best value", "zero-shot", *head],
+        [[row["task"], str(row["configurations"]), _num(row["best"], "{:.4g}"),
+          _g(row["zero_shot_regret_mean"], row["zero_shot_regret_std"], "{:.3g}"),
+          *[_g(row[f"{a}@{n}_regret_mean"], row[f"{a}@{n}_regret_std"], "{:.3g}") for a, n in cols]]
+         for row in rows]), ""]
+    parts += ["### Percentile (higher is better)", "", _table(
+        ["task", "zero-shot", *head],
+        [[row["task"], _g(row["zero_shot_percentile_mean"], row["zero_shot_percentile_std"], "{:.2f}"),
+          *[_g(row[f"{a}@{n}_percentile_mean"], row[f"{a}@{n}_percentile_std"], "{:.2f}") for a, n in cols]]
+         for row in rows]), ""]
+    if reps:
+        wins = [f"{LABELS.get(a, a)} @{n}: {sum(_le(row, a, n) for row in rows)}/{len(rows)}" for a, n in cols]
+        parts += ["Tasks where the zero-shot mean regret is at most the search's: " + "; ".join(wins) + ".", ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _le(row: dict[str, Any], agent: str, n: int) -> bool:
+    z, s = row["zero_shot_regret_mean"], row[f"{agent}@{n}_regret_mean"]
+    return math.isfinite(z) and math.isfinite(s) and z <= s

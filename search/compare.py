@@ -51,6 +51,9 @@ class Comparison:
     results: dict[str, dict[str, SearchResult]]
     zero_shot: dict[str, list[float]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: lookup comparisons only: ``{task: {agent: {N: judged}}}`` of the incumbent after N = first_n and
+    #: budget evaluations on the table (search/regret.py: true value, regret, percentile, rank)
+    regret: dict[str, dict[str, dict[int, dict[str, Any]]]] = field(default_factory=dict)
 
     def table3(self) -> list[dict[str, Any]]:
         """Per task: RL-NAS best-by-validation test accuracy, children it took, first-N mean/std; zero-shot."""
@@ -103,6 +106,18 @@ class Comparison:
                              "best_test": max(zs), "best_position": None, "run_id": None})
         return rows
 
+    def table_regret(self) -> list[dict[str, Any]]:
+        """Per (task, agent) of a lookup comparison: regret and percentile after first_n and budget evaluations."""
+        rows = []
+        for t, by_agent in self.regret.items():
+            for a, judged in by_agent.items():
+                row: dict[str, Any] = {"task": t, "method": a}
+                for n, j in judged.items():
+                    row[f"regret@{n}"], row[f"percentile@{n}"], row[f"value@{n}"] = j["regret"], j["percentile"], \
+                        j["value"]
+                rows.append(row)
+        return rows
+
     def curves(self, top_n: int = 1) -> dict[str, dict[str, list[float]]]:
         """``{task: {agent: best-so-far test accuracy after each child}}`` (T-NAML Fig. 2)."""
         return {t: {a: r.best_so_far(top_n).tolist() for a, r in self.results[t].items()} for t in self.tasks}
@@ -113,7 +128,7 @@ class Comparison:
 
         return jsonable({"tasks": self.tasks, "agents": self.agents, "budget": self.budget, "first_n": self.first_n,
                 "settings": self.settings, "table3": self.table3(), "table4": self.table4(), "cost": self.cost(),
-                "zero_shot": self.zero_shot, "curves": self.curves(),
+                "zero_shot": self.zero_shot, "curves": self.curves(), "regret": self.table_regret(),
                 "runs": {t: {a: r.run_id for a, r in rs.items()} for t, rs in self.results.items()}})
 
     def to_markdown(self) -> str:
@@ -126,6 +141,20 @@ class Comparison:
         from search._report import write_report
 
         return write_report(self, out_dir)
+
+
+def _table_regret(store, plans: dict, results: dict, first_n: int) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
+    """Judge every lookup run's incumbent after first_n and budget evaluations on its task's table."""
+    from search.evaluators._lookup import load_table
+    from search.regret import TableTruth, judge_search
+
+    out = {}
+    for t, by_agent in plans.items():
+        plan = next(iter(by_agent.values()))
+        truth = TableTruth.from_table(load_table(store, t, store.space(plan.space_id), plan.recipe))
+        out[t] = {a: judge_search(truth, results[t][a].evaluations, sorted({first_n, results[t][a].budget}))
+                  for a in by_agent}
+    return out
 
 
 def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Sequence[str] = DEFAULT_AGENTS,
@@ -188,7 +217,8 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
           for t in names}
     out = Comparison(names, agents, int(budget), first_n, results, zs,
                      settings={"evaluator": evaluator, "seed": seed, "parallel": parallel, "epochs": epochs,
-                               "pretrain_tasks": fixed, "store": str(store.root)})
+                               "pretrain_tasks": fixed, "store": str(store.root)},
+                     regret=_table_regret(store, plans, results, first_n) if evaluator == "lookup" else {})
     if out_dir is not None:
         out.write(out_dir)
     return out
