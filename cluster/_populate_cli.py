@@ -28,6 +28,21 @@ def recipe_from_options(epochs: int | None, recipe_json: str | None):
     return TrainRecipe.from_dict(fields)
 
 
+def early_stop_from_options(enabled: bool, config_json: str | None):
+    """``--early-stop`` / ``--early-stop-config JSON`` as what ``resolve_early_stop`` takes: None
+    (off), True (the paper's defaults) or a dict of EarlyStopConfig settings (implies on).
+    Shared by ``populate`` and ``search`` (search/_cli.py)."""
+    if not config_json:
+        return True if enabled else None
+    try:
+        settings = json.loads(config_json)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--early-stop-config is not JSON: {e}") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"--early-stop-config must be a JSON object, got {config_json!r}")
+    return settings
+
+
 @click.command("populate", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", "store_root", envvar="NASDB_STORE", default=None,
               help="Store root: a local path or a filesystem URI shared by all nodes [env NASDB_STORE; "
@@ -54,10 +69,16 @@ def recipe_from_options(epochs: int | None, recipe_json: str | None):
 @click.option("--summary-json", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write the summary as JSON to this file.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress while it runs.")
+@click.option("--early-stop", is_flag=True,
+              help="Stop children whose learning curve predicts, with probability >= Delta, a final accuracy below "
+                   "the best so far (Baker et al. Sec. 3); burn-in: 100 complete curves.")
+@click.option("--early-stop-config", "early_stop_json", default=None,
+              help='Early-stop settings as JSON (implies --early-stop), e.g. \'{"burn_in": 50, "confidence": 0.99, '
+                   '"delta": 0.0}\'; see cluster.early_stop.EarlyStopConfig.')
 @click.pass_context
 def populate_command(ctx, store_root, suite, tasks, per_task, epochs, recipe_json, workers, gpus_per_worker,
                      cpus_per_worker, seed, batch_size_models, max_attempts, chunk_timeout, address, retry_failed,
-                     run_id, summary_json, progress):
+                     run_id, summary_json, progress, early_stop, early_stop_json):
     """Train PER_TASK random architectures per task on a pool of Ray actors; rows go to the store.
 
     Rerunning the same command resumes: experiments already in the store are skipped.
@@ -76,6 +97,7 @@ def populate_command(ctx, store_root, suite, tasks, per_task, epochs, recipe_jso
             batch_size_models=batch_size_models if batch_size_models is not None else DEFAULT_BATCH_SIZE_MODELS,
             gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, max_attempts=max_attempts,
             chunk_timeout_s=chunk_timeout, address=address, retry_failed=retry_failed,
+            early_stop=early_stop_from_options(early_stop, early_stop_json),
         )
     except (NasdbError, ValueError, KeyError, ConnectionError) as e:
         text = e.args[0] if isinstance(e, KeyError) and not isinstance(e, NasdbError) and e.args else str(e)

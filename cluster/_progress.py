@@ -31,8 +31,10 @@ class TaskSummary:
     skipped: int = 0  # already in the store before this run
     ok: int = 0
     failed: int = 0
-    best_val_accuracy: float | None = None  # over the rows this run trained
+    best_val_accuracy: float | None = None  # over the rows this run trained to the end
     missing: int = 0  # planned ids with no row in the store after the run
+    stopped: int = 0  # ok rows stopped early (early stopping on), part of ``ok``
+    epochs_saved: int = 0  # epochs the stopped children did not train
 
     @property
     def trained(self) -> int:
@@ -53,6 +55,16 @@ class PopulateSummary:
     retried_attempts: int = 0
     gave_up: list[str] = field(default_factory=list)  # "task/experiment_id: error"
     aborted: str | None = None
+    early_stop: dict | None = None  # the EarlyStopConfig's settings when early stopping was on
+    early_stop_status: dict[str, dict] = field(default_factory=dict)  # per task: curves held, fits, reference
+
+    @property
+    def rows_stopped(self) -> int:
+        return sum(t.stopped for t in self.tasks)
+
+    @property
+    def epochs_saved(self) -> int:
+        return sum(t.epochs_saved for t in self.tasks)
 
     @property
     def rows_trained(self) -> int:
@@ -81,21 +93,24 @@ class PopulateSummary:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(rows_trained=self.rows_trained, rows_per_second=self.rows_per_second,
-                 pool_rows_per_second=self.pool_rows_per_second, complete=self.complete)
+                 pool_rows_per_second=self.pool_rows_per_second, complete=self.complete,
+                 rows_stopped=self.rows_stopped, epochs_saved=self.epochs_saved)
         return d
 
     def format_table(self) -> str:
-        head = ("task", "planned", "skipped", "ok", "failed", "best val")
-        rows = [
-            (t.task, str(t.planned), str(t.skipped), str(t.ok), str(t.failed),
-             "-" if t.best_val_accuracy is None else f"{t.best_val_accuracy:.4f}")
-            for t in self.tasks
-        ]
-        total = TaskSummary("total", *(sum(getattr(t, f) for t in self.tasks)
-                                       for f in ("planned", "skipped", "ok", "failed")))
+        es = self.early_stop is not None
+        head = ("task", "planned", "skipped", "ok", "failed") + (("stopped",) if es else ()) + ("best val",)
+
+        def row(name: str, planned: int, skipped: int, ok: int, failed: int, stopped: int, best: Any) -> tuple:
+            return ((name, str(planned), str(skipped), str(ok), str(failed)) + ((str(stopped),) if es else ())
+                    + ("-" if best is None else f"{best:.4f}",))
+
+        rows = [row(t.task, t.planned, t.skipped, t.ok, t.failed, t.stopped, t.best_val_accuracy)
+                for t in self.tasks]
         best = [t.best_val_accuracy for t in self.tasks if t.best_val_accuracy is not None]
-        rows.append((total.task, str(total.planned), str(total.skipped), str(total.ok), str(total.failed),
-                     f"{max(best):.4f}" if best else "-"))
+        rows.append(row("total", *(sum(getattr(t, f) for t in self.tasks)
+                                   for f in ("planned", "skipped", "ok", "failed", "stopped")),
+                        max(best) if best else None))
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
 
         def fmt(r: tuple[str, ...]) -> str:
@@ -114,6 +129,8 @@ class PopulateSummary:
                 + (f"; {self.actors_lost} actors lost, {self.retried_attempts} attempts retried"
                    if self.retried_attempts else "")
             )
+        if es:
+            lines.append(self._early_stop_line())
         if self.gave_up:
             lines.append(f"{len(self.gave_up)} experiments given up after repeated failures (recorded as failed):")
             lines += [f"  {g}" for g in self.gave_up[:10]]
@@ -122,6 +139,18 @@ class PopulateSummary:
         elif not self.complete:
             lines.append(f"INCOMPLETE: {sum(t.missing for t in self.tasks)} planned experiments have no row")
         return "\n".join(lines)
+
+    def _early_stop_line(self) -> str:
+        """Stopped children and epochs saved (Baker Sec. 3's speedup counts epochs), and the predictor."""
+        epochs = int(self.early_stop.get("num_epochs") or 0)
+        trained_ok = sum(t.ok for t in self.tasks)
+        full = epochs * trained_ok
+        saved = f" of {full} ({100.0 * self.epochs_saved / full:.0f}%)" if full else ""
+        curves = ", ".join(f"{task} {s.get('num_complete', 0)} complete curves"
+                           + ("" if s.get("ready") else " (still in burn-in)")
+                           for task, s in sorted(self.early_stop_status.items()))
+        return (f"early stopping: {self.rows_stopped} of {trained_ok} children stopped early, "
+                f"{self.epochs_saved} epochs saved{saved}" + (f"; predictor: {curves}" if curves else ""))
 
 
 class Progress:
@@ -160,10 +189,13 @@ class Progress:
         rate = self.rate()
         return (self.total - self.done) / rate if rate > 0 else float("inf")
 
-    def add(self, task: str, *, ok: int = 0, failed: int = 0, best_val: float | None = None) -> None:
+    def add(self, task: str, *, ok: int = 0, failed: int = 0, best_val: float | None = None, stopped: int = 0,
+            epochs_saved: int = 0) -> None:
         t = self.tasks[task]
         t.ok += ok
         t.failed += failed
+        t.stopped += stopped
+        t.epochs_saved += epochs_saved
         if best_val is not None and (t.best_val_accuracy is None or best_val > t.best_val_accuracy):
             t.best_val_accuracy = best_val
         if self._bar is not None:
@@ -190,8 +222,9 @@ class Progress:
             waited = format_seconds(self.elapsed())
             return f"populate: 0/{self.total} rows, waiting for the first chunk ({waited} so far)"
         pct = 100.0 * self.done / self.total if self.total else 100.0
+        stopped = sum(t.stopped for t in self.tasks.values())
         return (f"populate: {self.done}/{self.total} rows ({pct:.0f}%), {self.rate():.2f} rows/s, "
-                f"ETA {format_seconds(self.eta_seconds())}"
+                f"ETA {format_seconds(self.eta_seconds())}" + (f", {stopped} stopped early" if stopped else "")
                 + (f" | {active}" if (active := self._active_tasks()) else ""))
 
     def close(self) -> None:

@@ -4,6 +4,11 @@ Each actor owns its store writer, so result rows go straight from the actor to t
 the driver only sees a small :class:`ChunkAck` per chunk. A row is durable once the chunk's
 ack is sent (the writer flushes after every chunk); experiment ids are deterministic, so a
 chunk retried after its actor died skips the ids that already reached the store.
+
+With early stopping (accelerating-nas-performance-prediction-baker.md Sec. 3) the actor is
+given the job's shared curve-predictor actor (cluster/_curve_actor.py) and trains with one
+``ActorEarlyStopper`` per task as the epoch observer: a stopped child's row holds the epochs
+it ran, their curve, ``stopped_early`` and the predicted final accuracy.
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ class ChunkAck:
     failed_ids: list[str] = field(default_factory=list)
     recovered_ok_ids: list[str] = field(default_factory=list)  # already in the store (retry)
     recovered_failed_ids: list[str] = field(default_factory=list)
-    best_val_accuracy: float | None = None
+    best_val_accuracy: float | None = None  # over children trained to the end
+    stopped: int = 0  # ok children stopped early
+    epochs_saved: int = 0  # epochs the stopped children did not train
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    early_stop_error: str | None = None  # set when this actor had to turn early stopping off
 
     @property
     def rows(self) -> int:
@@ -47,6 +55,56 @@ class ChunkAck:
 
 def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0][:500]
+
+
+class _GuardedObserver:
+    """Wraps a trainer's epoch observer so that a broken curve predictor (its actor died, or it
+    rejected a call) turns early stopping off for this actor instead of failing children: the
+    rows are then complete, only the saving is lost. ``error`` says why it was turned off."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.error: str | None = None
+        self.ready = False  # the last rule fetched can stop children (burn-in is over)
+
+    def _off(self, e: BaseException) -> None:
+        if self.error is None:
+            self.error = f"early stopping turned off on this trainer: {_error_text(e)}"
+
+    def decide_many(self, curves: Any, features: Any) -> Any:
+        from cluster.early_stop import StopDecision
+
+        if self.error is None:
+            try:
+                return self.inner.decide_many(curves, features)
+            except Exception as e:  # noqa: BLE001 - see the class docstring
+                self._off(e)
+        n, tau = np.shape(curves)
+        return StopDecision(tau, np.zeros(n, dtype=bool), np.full(n, math.nan), np.full(n, math.nan))
+
+    def report_complete(self, curves: Any, features: Any) -> None:
+        if self.error is None:
+            try:
+                self.inner.report_complete(curves, features)
+            except Exception as e:  # noqa: BLE001
+                self._off(e)
+
+    def refresh(self, timeout: float) -> None:
+        """Fetch the predictor's newest stop rule, waiting up to ``timeout`` seconds (epochs refresh
+        it without waiting, at most once a second: a whole chunk of tiny children may take less)."""
+        if self.error is None:
+            try:
+                rule = self.inner.refresh(block=True, timeout=timeout)
+                self.ready = rule is not None and rule.ready
+            except Exception as e:  # noqa: BLE001
+                self._off(e)
+
+    def flush(self, timeout: float | None = None) -> None:
+        if self.error is None:
+            try:
+                self.inner.flush(timeout=timeout)
+            except Exception as e:  # noqa: BLE001
+                self._off(e)
 
 
 class ChildTrainer:
@@ -58,11 +116,13 @@ class ChildTrainer:
     fitted embedding bank (default: fit ``default_bank()`` here, ~10 s per process);
     ``task_refs`` maps task names to ObjectRefs of tasks the driver already loaded (others
     are loaded with ``store.task``), so a replacement actor starts in about a second.
+    ``early_stop`` is the handle of the job's curve-predictor actor (None: train every child to
+    the end); :meth:`close` waits until the complete curves this actor reported reached it.
     """
 
     def __init__(self, store_root: str, space_json: str, recipe: dict, *, worker: str, agent: str,
                  run_id: str, threads: int = 1, use_gpu: bool = False, retry_failed: bool = False,
-                 bank: Any = None, task_refs: dict[str, Any] | None = None):
+                 bank: Any = None, task_refs: dict[str, Any] | None = None, early_stop: Any = None):
         import torch
 
         from cluster.child import TrainRecipe
@@ -84,6 +144,8 @@ class ChildTrainer:
         self._tasks: dict[str, Any] = {}
         self._task_refs = dict(task_refs or {})
         self.bank = bank
+        self.early_stop = early_stop
+        self._observers: dict[str, _GuardedObserver] = {}  # task -> its ActorEarlyStopper, guarded
         self._warm_up()
 
     def _new_writer(self):
@@ -109,6 +171,8 @@ class ChildTrainer:
         if items:
             task = self._task(task_name)
             results = self._train(task, items)
+            observer = self._observers.get(task_name)
+            ack.early_stop_error = observer.error if observer is not None else None
             try:
                 self._write(items, results, ack)
             except BaseException:
@@ -118,7 +182,12 @@ class ChildTrainer:
         return ack
 
     def close(self) -> None:
-        self.writer.close()
+        """Send the last complete curves to the curve predictor (best effort), then close the writer."""
+        try:
+            for observer in self._observers.values():
+                observer.flush(timeout=60)
+        finally:
+            self.writer.close()
 
     # -- internals -----------------------------------------------------------------------
     @staticmethod
@@ -141,6 +210,17 @@ class ChildTrainer:
                 self._tasks[name] = self.store.task(name)
         return self._tasks[name]
 
+    def _observer(self, task_name: str) -> Any:
+        """The epoch observer of ``task_name``'s children: None without early stopping."""
+        if self.early_stop is None:
+            return None
+        if task_name not in self._observers:
+            from cluster._curve_actor import ActorEarlyStopper
+
+            self._observers[task_name] = _GuardedObserver(ActorEarlyStopper(self.early_stop, task_name))
+            self._observers[task_name].refresh(timeout=30)  # a seeded predictor stops from the first chunk on
+        return self._observers[task_name]
+
     def _drop_present(self, task_name: str, items: list[WorkItem], ack: ChunkAck) -> list[WorkItem]:
         present = self.store.done_ids(task_name, status="ok" if self.retry_failed else None)
         wanted = {i.experiment_id for i in items}
@@ -161,9 +241,13 @@ class ChildTrainer:
 
         archs = np.array([i.architecture for i in items], dtype=np.int64)  # (N, D)
         seeds = np.array([i.seed for i in items], dtype=np.int64)  # (N,)
+        observer = self._observer(items[0].task)
+        extra = {} if observer is None else {"observer": observer}
+        if observer is not None:  # the newest rule at each chunk's start; wait briefly only during the burn-in
+            observer.refresh(timeout=0.0 if observer.ready else 0.2)
         try:
             results = train_children(task, self.space, archs, recipe=self.recipe, seeds=seeds, device=self.device,
-                                     bank=self.bank)
+                                     bank=self.bank, **extra)
             if len(results) == len(items):
                 return results
         except Exception:  # one bad child must not sink its chunk: fall back to one at a time
@@ -173,7 +257,7 @@ class ChildTrainer:
             t0 = time.perf_counter()
             try:
                 out.append(train_child(task, self.space, np.array(item.architecture), recipe=self.recipe,
-                                       seed=item.seed, device=self.device, bank=self.bank))
+                                       seed=item.seed, device=self.device, bank=self.bank, **extra))
             except Exception as e:  # recorded as a failed experiment, the chunk goes on
                 out.append(ChildResult.failed(_error_text(e), seconds=time.perf_counter() - t0))
         return out
@@ -186,6 +270,7 @@ class ChildTrainer:
             status, error = res.status, res.error
             if status == "ok" and not (math.isfinite(res.val_accuracy) and math.isfinite(res.test_accuracy)):
                 status, error = "failed", "non-finite accuracy"
+            stopped, predicted = stop_fields(res)
             rec = ExperimentRecord(
                 task=item.task, space_id=self.space.space_id, architecture=list(item.architecture),
                 seed=item.seed, recipe=self.recipe_dict, agent=self.agent, run_id=self.run_id,
@@ -193,13 +278,17 @@ class ChildTrainer:
                 val_curve=[float(v) for v in res.val_curve], epochs=int(res.epochs),
                 train_seconds=float(res.train_seconds), num_params=int(res.num_params),
                 device=self.device, worker=self.worker, status=status, error=error,
+                stopped_early=stopped, predicted_final=predicted,
             )
             if rec.experiment_id != item.experiment_id:  # the plan and the row must agree, or resume breaks
                 raise RuntimeError(f"experiment id mismatch for {item}: row has {rec.experiment_id}")
             records.append(rec)
             if status == "ok":
                 ack.ok_ids.append(item.experiment_id)
-                if ack.best_val_accuracy is None or rec.val_accuracy > ack.best_val_accuracy:
+                if stopped:
+                    ack.stopped += 1
+                    ack.epochs_saved += max(0, self.recipe.epochs - rec.epochs)
+                elif ack.best_val_accuracy is None or rec.val_accuracy > ack.best_val_accuracy:
                     ack.best_val_accuracy = rec.val_accuracy
             else:
                 ack.failed_ids.append(item.experiment_id)
@@ -207,6 +296,15 @@ class ChildTrainer:
                     ack.errors.append(str(error))
         self.writer.extend(records)
         self.writer.flush()
+
+
+def stop_fields(res: Any) -> tuple[bool, float | None]:
+    """``(stopped_early, predicted_final)`` of a child result; a non-finite prediction is stored as null."""
+    stopped = bool(getattr(res, "stopped_early", False))
+    predicted = getattr(res, "predicted_final", None)
+    if predicted is None or not math.isfinite(float(predicted)):
+        return stopped, None
+    return stopped, float(predicted)
 
 
 def close_trainers(handles: list[Any], timeout_s: float = 30.0) -> None:

@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,12 @@ import torch.nn.functional as F
 from nasdb.settings import from_settings
 from nasdb.space import SearchSpace, parse_layer_choice
 
+from cluster._batched_observer import ObserverError, observe_complete, observe_epoch
+from cluster._curve_features import model_features
 from cluster.embeddings import EmbeddingBank, default_bank
+
+if TYPE_CHECKING:
+    from cluster.early_stop import EpochObserver
 
 OPTIMIZERS = ("adam",)
 ACTIVATIONS = {"relu": torch.relu, "tanh": torch.tanh}
@@ -79,22 +84,35 @@ class TrainRecipe:
 
 @dataclass
 class ChildResult:
-    """Outcome of training one child. Failed children have NaN accuracies and the error."""
+    """Outcome of training one child. Failed children have NaN accuracies and the error; a child
+    an early-stop observer stopped has the accuracies at its stopping point and the predicted
+    final accuracy (None when the observer made no prediction)."""
 
     val_curve: list[float]  # per-epoch validation accuracy
-    val_accuracy: float  # final (last epoch) validation accuracy
+    val_accuracy: float  # final (last epoch run) validation accuracy
     test_accuracy: float
     epochs: int  # epochs actually run (healthy epochs for a failed child)
     train_seconds: float  # wall time; in train_children, the child's share of its bucket's time
     num_params: int  # trainable parameters (frozen embeddings excluded)
     status: str = "ok"  # "ok" | "failed"
     error: str | None = None
+    stopped_early: bool = False
+    predicted_final: float | None = None
 
     @classmethod
     def failed(cls, error: str, *, val_curve: Sequence[float] = (), seconds: float = 0.0,
                num_params: int = 0) -> "ChildResult":
         return cls(list(val_curve), float("nan"), float("nan"), len(val_curve), seconds, num_params,
                    status="failed", error=error)
+
+    @classmethod
+    def stopped(cls, val_curve: Sequence[float], test_accuracy: float, num_params: int, predicted_final: float,
+                seconds: float = 0.0) -> "ChildResult":
+        """A child stopped early after ``len(val_curve)`` epochs; a NaN prediction becomes None."""
+        curve = [float(v) for v in val_curve]
+        predicted = float(predicted_final) if math.isfinite(predicted_final) else None
+        return cls(curve, curve[-1], float(test_accuracy), len(curve), seconds, num_params, stopped_early=True,
+                   predicted_final=predicted)
 
 
 # -- architectures -------------------------------------------------------------------------
@@ -350,13 +368,17 @@ def _accuracy(net: ChildNetwork, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
 
 def train_child(task: Any, space: SearchSpace, architecture: Any, *, recipe: TrainRecipe = TrainRecipe(),
                 seed: int = 0, device: Any = "cpu", relaxed_weights: Any = None,
-                bank: EmbeddingBank | None = None) -> ChildResult:
+                bank: EmbeddingBank | None = None, observer: "EpochObserver | None" = None) -> ChildResult:
     """Train one child on ``task`` and report its curve and accuracies (one model at a time).
 
     ``architecture`` is the one-hot child; with ``relaxed_weights`` (u, as from
     ``space.relax``) the relaxed supernet is trained instead and ``architecture`` (may be
     None) only labels the row. ``seed`` fixes the init and the mini-batch order. A training
     failure (non-finite loss, an exception) returns status "failed"; bad arguments raise.
+
+    ``observer`` (cluster.early_stop.EpochObserver) may stop training after any epoch but the
+    last (``ChildResult.stopped``) and hears of a child that ran every epoch; its errors raise
+    :class:`ObserverError`. Its features are ``model_features`` of ``architecture``.
     """
     if not isinstance(recipe, TrainRecipe):
         raise ValueError(f"recipe must be a TrainRecipe, got {type(recipe).__name__}")
@@ -364,10 +386,13 @@ def train_child(task: Any, space: SearchSpace, architecture: Any, *, recipe: Tra
     bank = bank if bank is not None else default_bank()
     if architecture is not None:
         space.validate(architecture)
+    elif observer is not None:
+        raise ValueError("an early-stop observer needs the architecture (its features), got architecture=None")
     gen = torch.Generator().manual_seed(seed)
     net = ChildNetwork(space, task.num_classes, bank, generator=gen, relaxed_weights=relaxed_weights,
                        architecture=architecture if relaxed_weights is None else None)
     num_params, curve = net.num_params(), []
+    features = None if observer is None else model_features(space, [architecture], [num_params], recipe.to_dict())
     start = time.perf_counter()
     try:
         data = {s: _tensors(net.select_features(bank.task_features(task, s)), task.samples(s)[1], dev)
@@ -391,39 +416,39 @@ def train_child(task: Any, space: SearchSpace, architecture: Any, *, recipe: Tra
                                           seconds=time.perf_counter() - start, num_params=num_params)
             net.eval()
             curve.append(float(_accuracy(net, *data["val"])))
+            if observer is not None and epoch < recipe.epochs:
+                stop, predicted = observe_epoch(observer, np.array([curve]), features)
+                if stop[0]:
+                    return ChildResult.stopped(curve, float(_accuracy(net, *data["test"])), num_params,
+                                               float(predicted[0]), time.perf_counter() - start)
         test = float(_accuracy(net, *data["test"]))
+    except ObserverError:
+        raise
     except Exception as e:  # a training failure is a result, not a crash of the caller
         return ChildResult.failed(f"{type(e).__name__}: {e}".splitlines()[0][:500], val_curve=curve,
                                   seconds=time.perf_counter() - start, num_params=num_params)
-    return ChildResult(curve, curve[-1], test, len(curve), time.perf_counter() - start, num_params)
+    result = ChildResult(curve, curve[-1], test, len(curve), time.perf_counter() - start, num_params)
+    if observer is not None:
+        observe_complete(observer, np.array([curve]), features)
+    return result
 
 
 def train_children(task: Any, space: SearchSpace, architectures: Any, *, recipe: TrainRecipe = TrainRecipe(),
-                   seeds: Any = None, device: Any = "cpu", bank: EmbeddingBank | None = None) -> list[ChildResult]:
+                   seeds: Any = None, device: Any = "cpu", bank: EmbeddingBank | None = None,
+                   observer: "EpochObserver | None" = None) -> list[ChildResult]:
     """Train many one-hot children at once (the fast path); result i belongs to architecture i.
 
     Same recipe, init and mini-batch order as ``train_child(..., seed=seeds[i])``, so results
     match it up to float rounding. ``seeds`` defaults to 0 for every child. A child's
     ``train_seconds`` is its share of its bucket's time. A bucket that raises as a whole is
-    retried with ``train_child`` per child. About 3x the children per core-hour of a
-    ``train_child`` loop on CPU (benchmarks/child_throughput.py); far more on a GPU.
+    retried with ``train_child`` per child. 3.2-3.6x the children per core-hour of a
+    ``train_child`` loop on the 2-core dev CPU (benchmarks/child_throughput.py); far more on a GPU.
+
+    ``observer``: as in ``train_child``, asked once per bucket and epoch about the bucket's
+    children still training; a stopped child leaves its bucket at once (the others train on
+    unchanged), and ``report_complete`` is called once per bucket.
     """
-    from cluster._batched import train_batched
+    from cluster._batched import train_many
 
-    if not isinstance(recipe, TrainRecipe):
-        raise ValueError(f"recipe must be a TrainRecipe, got {type(recipe).__name__}")
-    archs = np.asarray(architectures)
-    if archs.ndim != 2 or archs.shape[1] != space.num_dimensions:
-        raise ValueError(f"architectures must have shape (N, {space.num_dimensions}), got {archs.shape}")
-    seeds = np.zeros(len(archs), dtype=np.int64) if seeds is None else np.asarray(seeds)
-    if seeds.shape != (len(archs),):
-        raise ValueError(f"seeds must have shape ({len(archs)},), got {seeds.shape}")
-    seeds = [check_seed(s.item() if isinstance(s, np.generic) else s) for s in seeds]
-    dev = resolve_device(device)
-    bank = bank if bank is not None else default_bank()
-    plans = [child_plan(space, a, bank) for a in archs]
-
-    def one_at_a_time(i: int) -> ChildResult:  # for a bucket that failed as a whole
-        return train_child(task, space, archs[i], recipe=recipe, seed=seeds[i], device=dev, bank=bank)
-
-    return train_batched(task, plans, seeds, recipe, dev, bank, one_at_a_time) if plans else []
+    return train_many(task, space, architectures, recipe=recipe, seeds=seeds, device=device, bank=bank,
+                      observer=observer)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -30,7 +30,7 @@ from cluster._srm import MIN_TRAIN_CURVES, TARGETS, SequentialRegressor
 from nasdb.settings import from_settings
 
 __all__ = ["EarlyStopConfig", "StopDecision", "EpochObserver", "StopRule", "EarlyStopper",
-           "stop_probability", "model_features", "curve_features"]
+           "stop_probability", "model_features", "curve_features", "resolve_early_stop"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,29 @@ class EarlyStopConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "EarlyStopConfig":
         return from_settings(cls, d, "early-stop settings")
+
+
+def resolve_early_stop(value: Any, epochs: int) -> EarlyStopConfig | None:
+    """The early-stop setting of a job whose children train ``epochs`` epochs: ``None``/``False``
+    (off), ``True`` (the paper's defaults), a dict of settings or an :class:`EarlyStopConfig`;
+    ``num_epochs`` is set to ``epochs`` (a different value set by the caller is refused)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = EarlyStopConfig()
+    elif isinstance(value, dict):
+        try:
+            value = EarlyStopConfig.from_dict(value)
+        except TypeError as e:  # e.g. {"confidence": "high"}
+            raise ValueError(f"early-stop settings {value} hold a value of the wrong type ({e})") from None
+    elif not isinstance(value, EarlyStopConfig):
+        raise ValueError(f"early_stop must be None, True, a dict of settings or an EarlyStopConfig, "
+                         f"got {type(value).__name__}")
+    if value.num_epochs is not None and value.num_epochs != epochs:
+        raise ValueError(f"early-stop num_epochs={value.num_epochs} differs from the recipe's epochs={epochs}")
+    if epochs < 2:
+        raise ValueError(f"early stopping needs children of >= 2 epochs, the recipe has epochs={epochs}")
+    return replace(value, num_epochs=int(epochs))  # __post_init__ checks min_tau < epochs
 
 
 @dataclass

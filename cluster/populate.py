@@ -5,6 +5,13 @@ sample architectures uniformly, train them, and store their performance. Run it 
 cluster with ``ray job submit --working-dir . -- python -m cluster.populate --store ROOT ...``
 or locally through ``nasdb populate``. A rerun with the same arguments is a resume: planned
 experiments already in the store are skipped. See cluster/_pool.py for fault tolerance.
+
+With ``early_stop`` (accelerating-nas-performance-prediction-baker.md Sec. 3) the driver starts
+one curve-predictor actor shared by every trainer actor, seeded with the complete curves the
+store already holds for the same task, space and recipe (so a resumed run does not pay the
+burn-in again); children predicted, with probability >= Delta, to end below the best so far
+stop early and are stored with ``stopped_early``, the epochs they ran and ``predicted_final``.
+Such a row is done like any other: the experiment id does not depend on early stopping.
 """
 
 from __future__ import annotations
@@ -95,7 +102,8 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
              gpus_per_worker: float | None = None, cpus_per_worker: float = 1.0, max_attempts: int = 3,
              chunk_timeout_s: float | None = None, address: str | None = None,
              on_chunk_done: Callable[[ChunkAck, TrainerPool], None] | None = None,
-             retry_failed: bool = False, trainer_cls: type = ChildTrainer) -> PopulateSummary:
+             retry_failed: bool = False, trainer_cls: type = ChildTrainer,
+             early_stop: Any = None) -> PopulateSummary:
     """Train ``per_task`` uniformly sampled architectures per task on a pool of Ray actors.
 
     ``store`` is an ExperimentStore or its root; ``tasks`` None means all of ``suite``.
@@ -105,8 +113,11 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
     ``retry_failed`` trains again the planned experiments whose only rows are failed (an ok
     row then wins on read). ``on_chunk_done(ack, pool)`` runs in the driver after every
     chunk (tests kill actors there); ``trainer_cls`` replaces the actor class (a subclass).
+    ``early_stop``: None (off), True, a dict of settings or a ``cluster.early_stop.EarlyStopConfig``
+    (its ``num_epochs`` is the recipe's epochs).
     """
     from cluster.child import TrainRecipe
+    from cluster.early_stop import resolve_early_stop
     from nasdb.space import default_space
 
     t0 = time.monotonic()
@@ -123,6 +134,7 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
         raise ValueError(f"epochs must be > 0, got {recipe.epochs}")
     if chunk_timeout_s is not None and chunk_timeout_s <= 0:
         raise ValueError(f"chunk timeout must be > 0 seconds, got {chunk_timeout_s}")
+    early_stop = resolve_early_stop(early_stop, recipe.epochs)
     store = _check_store(store)
     names = resolve_tasks(tasks, suite)
     loaded = {name: store.task(name) for name in names}  # UnknownTaskError / InvalidTaskError now
@@ -137,8 +149,10 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
         planned[name] = {i.experiment_id for i in items}
         summaries.append(TaskSummary(name, planned=len(items), skipped=len(items) - len(pending)))
         todo += pending
+    es_settings = None if early_stop is None else early_stop.to_dict()
     if not todo:
-        return PopulateSummary(run_id, summaries, time.monotonic() - t0, workers=0, device="none")
+        return PopulateSummary(run_id, summaries, time.monotonic() - t0, workers=0, device="none",
+                               early_stop=es_settings)
     chunks = make_chunks(todo, batch_size_models)
 
     import ray
@@ -156,7 +170,8 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
         store.save_space(space)
         job = _Job(store, space, recipe_dict, res, agent=agent, run_id=run_id, trainer_cls=trainer_cls,
                    retry_failed=retry_failed, max_attempts=max_attempts, chunk_timeout_s=chunk_timeout_s,
-                   on_chunk_done=on_chunk_done, progress=Progress(summaries, enabled=progress))
+                   on_chunk_done=on_chunk_done, progress=Progress(summaries, enabled=progress),
+                   early_stop=early_stop)
         job.run(chunks, {name: loaded[name] for name in {c.task for c in chunks}})
     finally:
         if started_ray:
@@ -168,6 +183,7 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
         run_id=run_id, tasks=summaries, wall_seconds=time.monotonic() - t0, workers=min(res.workers, len(chunks)),
         device=device, pool_seconds=job.pool_seconds, actors_lost=stats.actors_lost,
         retried_attempts=stats.failed_attempts, gave_up=job.gave_up, aborted=job.aborted,
+        early_stop=es_settings, early_stop_status=job.early_stop_status,
     )
 
 
@@ -176,7 +192,7 @@ class _Job:
 
     def __init__(self, store: Any, space: Any, recipe: dict, res: ResourcePlan, *, agent: str, run_id: str,
                  trainer_cls: type, retry_failed: bool, max_attempts: int, chunk_timeout_s: float | None,
-                 on_chunk_done: Callable | None, progress: Progress):
+                 on_chunk_done: Callable | None, progress: Progress, early_stop: Any = None):
         import ray
 
         self.store, self.space, self.recipe, self.res = store, space, recipe, res
@@ -187,6 +203,10 @@ class _Job:
         self.pool_seconds = 0.0
         self.aborted: str | None = None
         self._driver_writer = None
+        self.early_stop = early_stop  # EarlyStopConfig or None
+        self.early_stop_status: dict[str, dict] = {}  # per task, from the curve predictor at the end
+        self._curve_actor = None
+        self._es_warned: set[str] = set()
         self._remote_cls = ray.remote(trainer_cls)
         self.pool = TrainerPool(self._make_actor, self._submit, res.workers, name_prefix=f"nasdb-trainer-{run_id}",
                                 max_attempts=max_attempts, chunk_timeout_s=chunk_timeout_s, on_ack=self._on_ack,
@@ -213,12 +233,15 @@ class _Job:
                            f"{self.res.device} workers ({skipped} already in the store)")
         t1 = time.monotonic()
         try:
+            if self.early_stop is not None:
+                self._start_curve_predictor(sorted(tasks))
             self.pool.run(chunks)
         except PoolAborted as e:
             self.aborted = str(e)
             self.progress.note(f"aborted: {e}")
         finally:
             self.pool_seconds = time.monotonic() - t1
+            self._stop_curve_predictor()
             self.progress.close()
             if self._driver_writer is not None:
                 self._driver_writer.close()
@@ -229,7 +252,46 @@ class _Job:
             name=name, num_cpus=self.res.num_cpus, num_gpus=self.res.num_gpus, max_restarts=0,
         ).remote(self.store.root, self.space.to_json(), self.recipe, worker=worker, agent=self.agent,
                  run_id=self.run_id, threads=self.res.threads, use_gpu=self.res.num_gpus > 0,
-                 retry_failed=self.retry_failed, bank=self._bank_ref, task_refs=self._task_refs)
+                 retry_failed=self.retry_failed, bank=self._bank_ref, task_refs=self._task_refs,
+                 **({} if self._curve_actor is None else {"early_stop": self._curve_actor}))
+
+    def _start_curve_predictor(self, tasks: list[str]) -> None:
+        """One curve-predictor actor for the job (no CPU reserved: it refits between trainer
+        epochs), seeded per task with the store's complete curves of this space and recipe."""
+        import ray
+
+        from cluster._curve_actor import curve_predictor_actor
+        from cluster.curves_eval import load_full_curves
+
+        self._curve_actor = curve_predictor_actor(self.early_stop, num_cpus=0)
+        ray.get(self._curve_actor.get_config.remote(), timeout=300)  # started before any trainer asks it
+        seeds = {}
+        for task in tasks:
+            try:
+                cs = load_full_curves(self.store, task, recipe=self.recipe, space_id=self.space.space_id)
+            except ValueError:  # no complete curve of this task yet
+                continue
+            seeds[task] = self._curve_actor.report_complete.remote(task, cs.curves, cs.features)
+        held = dict(zip(seeds, ray.get(list(seeds.values()))))
+        c = self.early_stop
+        self.progress.note(f"early stopping on (Delta={c.confidence:g}, delta={c.delta:g}, burn-in {c.burn_in} "
+                           f"complete curves); seeded from the store: "
+                           + (", ".join(f"{t} {n}" for t, n in held.items()) or "none"))
+
+    def _stop_curve_predictor(self) -> None:
+        if self._curve_actor is None:
+            return
+        import ray
+
+        try:
+            self.early_stop_status = ray.get(self._curve_actor.status.remote(), timeout=30)
+        except Exception as e:  # noqa: BLE001 - the rows are in the store; the status is a nicety
+            self.progress.note(f"early stopping: no status from the curve predictor ({type(e).__name__})")
+        try:
+            ray.kill(self._curve_actor)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self._curve_actor = None
 
     @staticmethod
     def _submit(handle: Any, chunk: Chunk) -> Any:
@@ -241,8 +303,12 @@ class _Job:
             if self.res.num_gpus > 0 and ack.device == "cpu":
                 self.progress.note(f"warning: {ack.worker} holds {self.res.num_gpus:g} GPU but torch sees no CUDA "
                                    "device there: it trains on CPU")
+        if ack.early_stop_error and ack.worker not in self._es_warned:
+            self._es_warned.add(ack.worker)
+            self.progress.note(f"warning: {ack.worker}: {ack.early_stop_error}")
         self.progress.add(ack.task, ok=len(ack.ok_ids) + len(ack.recovered_ok_ids),
-                          failed=len(ack.failed_ids) + len(ack.recovered_failed_ids), best_val=ack.best_val_accuracy)
+                          failed=len(ack.failed_ids) + len(ack.recovered_failed_ids), best_val=ack.best_val_accuracy,
+                          stopped=ack.stopped, epochs_saved=ack.epochs_saved)
         if self.on_chunk_done is not None:
             self.on_chunk_done(ack, pool)
 

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 import cluster._batched as batched
+import cluster._batched_buckets as bucketing
+import cluster._batched_net as batched_net
 import cluster.child as child
 from cluster.child import ChildNetwork, TrainRecipe, child_plan, train_child, train_children
 from cluster.embeddings import EmbeddingBank, default_bank, median_bandwidth, parse_module_name
@@ -218,13 +220,13 @@ def test_one_padded_bucket_matches_one_at_a_time(space, task, bank, monkeypatch)
 def test_bucket_backward_matches_autograd_and_padding_stays_zero(space, task, bank):
     archs, seeds, C, b = diverse(space), range(6), task.num_classes, 32
     plans = [child_plan(space, a, bank) for a in archs]
-    net = batched._Bucket(plans, [torch.Generator().manual_seed(s) for s in seeds], C, torch.device("cpu"))
+    net = batched_net._Bucket(plans, [torch.Generator().manual_seed(s) for s in seeds], C, torch.device("cpu"))
     ref = [ChildNetwork(space, C, bank, architecture=a, generator=torch.Generator().manual_seed(s))
            for a, s in zip(archs, seeds)]
     data = batched._TaskData(task, bank, torch.device("cpu"))
     mod = [bank.names.index(plans[n].embedding) for n in net.order[0]]
     step, y = net.step_buffers(b), data.y["train"][:b]
-    opt = batched._Adam(*net.parameters(), 1e-2)
+    opt = batched_net._Adam(*net.parameters(), 1e-2)
     for it in range(4):  # a few real steps, then compare one more against autograd
         step.x.copy_(data.table("train", net.P[0])[mod, :b])
         with torch.no_grad():
@@ -259,13 +261,13 @@ def test_a_diverging_member_does_not_touch_its_bucket(space, task, bank, monkeyp
     archs, seeds = diverse(space), np.arange(6)
     clean = train_children(task, space, archs, recipe=FAST, seeds=seeds, bank=bank)
     poisoned = child_plan(space, archs[3], bank)
-    real_init = batched.init_plan
+    real_init = batched_net.init_plan
 
     def init(plan, num_classes, gen):
         params = real_init(plan, num_classes, gen)
         return [(w * float("nan"), b) for w, b in params] if plan == poisoned else params
 
-    monkeypatch.setattr(batched, "init_plan", init)
+    monkeypatch.setattr(batched_net, "init_plan", init)
     monkeypatch.setattr(batched, "make_buckets", lambda plans, c, cm: [list(range(len(plans)))])
     out = train_children(task, space, archs, recipe=FAST, seeds=seeds, bank=bank)
     assert out[3].status == "failed" and out[3].error == "diverged: non-finite loss at epoch 1"
@@ -277,10 +279,29 @@ def test_a_diverging_member_does_not_touch_its_bucket(space, task, bank, monkeyp
 def test_buckets_cover_every_architecture_once(space, bank):
     plans = [child_plan(space, a, bank) for a in space.sample(200, 3)]
     for device in ("cpu", "cuda"):
-        buckets = batched.make_buckets(plans, 10, batched.CostModel.for_device(torch.device(device), 64))
+        buckets = bucketing.make_buckets(plans, 10, bucketing.CostModel.for_device(torch.device(device), 64))
         assert sorted(i for b in buckets for i in b) == list(range(200))
-    gpu = batched.make_buckets(plans, 10, batched.CostModel.for_device(torch.device("cuda"), 64))
-    assert len(gpu) < len(batched.make_buckets(plans, 10, batched.CostModel.for_device(torch.device("cpu"), 64)))
+    gpu = bucketing.make_buckets(plans, 10, bucketing.CostModel.for_device(torch.device("cuda"), 64))
+    assert len(gpu) < len(bucketing.make_buckets(plans, 10, bucketing.CostModel.for_device(torch.device("cpu"), 64)))
+
+
+def test_written_out_adam_matches_the_fused_kernel():
+    """The batched trainer's fallback Adam (no fused kernel) makes torch.optim.Adam's update."""
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(3, 5, 4, generator=gen), torch.randn(3, 1, 4, generator=gen)]
+    grads = [torch.zeros_like(p) for p in params]
+    fused, written = (batched_net._Adam([p.clone() for p in params], grads, 1e-2) for _ in range(2))
+    written.fused = False
+    reference = torch.optim.Adam([p.clone().requires_grad_() for p in params], lr=1e-2)
+    for _ in range(5):
+        for g in grads:
+            g.normal_(generator=gen)
+        for p, g in zip(reference.param_groups[0]["params"], grads):
+            p.grad = g.clone()
+        for opt in (fused, written, reference):
+            opt.step()
+    for a, b, c in zip(fused.params, written.params, reference.param_groups[0]["params"]):
+        assert torch.allclose(a, c, atol=1e-6) and torch.allclose(b, c, atol=1e-6)
 
 
 # -- arguments -----------------------------------------------------------------------------
@@ -324,3 +345,4 @@ def test_bad_arguments_raise_naming_the_value(space, task, bank):
         train_child(task, space, None, relaxed_weights=u, bank=bank)
     with pytest.raises(ValueError, match="recipe"):
         train_child(task, space, good, recipe={"epochs": 1}, bank=bank)
+

@@ -364,40 +364,62 @@ def test_evaluate_curves_over_a_store(tmp_path):
     assert "| curves_demo | 70 | 8 |" in result.output and (tmp_path / "cli" / "r2_vs_tau.png").exists()
 
 
-# -- populate with early stopping (active once the seams of issue 8 are in populate/store) ---------
+# -- populate with early stopping on a real local Ray cluster -----------------------------------
 def test_populate_with_early_stopping_stores_consistent_rows(tmp_path):
-    import inspect
-
+    """36 children of digits10_small (4 epochs), 2 actors, chunks of 4, burn-in 8: stopped rows are
+    consistent, a rerun adds nothing, and extending the plan seeds the predictor from the store."""
     import ray
 
+    from cluster._plan import plan_task
     from cluster.child import TrainRecipe
     from cluster.populate import populate
-    from nasdb.store import ExperimentRecord, ExperimentStore
+    from nasdb.store import ExperimentStore
 
-    if "early_stop" not in inspect.signature(populate).parameters or \
-            "predicted_final" not in ExperimentRecord.__dataclass_fields__:
-        pytest.skip("populate(early_stop=...) and the predicted_final column are not wired in yet (issue 8)")
+    task, epochs, n = "digits10_small", 4, 36
     store = ExperimentStore(str(tmp_path / "store"))
     store.init()
+    config = EarlyStopConfig(burn_in=8, confidence=0.9, search_trials=0, retrain_every=4)
+    recipe = TrainRecipe(epochs=epochs)
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        populate(store, ["mnist10_small"], 60, recipe=TrainRecipe(epochs=6), workers=2, progress=False,
-                 early_stop=EarlyStopConfig(burn_in=20, search_trials=0, retrain_every=10))
+        summary = populate(store, [task], n, recipe=recipe, workers=2, progress=False, batch_size_models=4,
+                           early_stop=config)
+        rows = store.experiments_arrow(task, status=None).to_pylist()
+        assert len(rows) == n and summary.complete
+        planned = {i.experiment_id for i in plan_task(default_space(), task, n, seed=0, recipe=recipe.to_dict())}
+        assert {r["experiment_id"] for r in rows} == planned  # early stopping leaves the ids alone
+        ok = [r for r in rows if r["status"] == "ok"]
+        for r in ok:
+            assert len(r["val_curve"]) == r["epochs"] and r["val_accuracy"] == r["val_curve"][-1]
+            if r["stopped_early"]:
+                assert 1 <= r["epochs"] < epochs and math.isfinite(r["predicted_final"]), r
+            else:
+                assert r["epochs"] == epochs and r["predicted_final"] is None, r
+        full = [r for r in ok if not r["stopped_early"]]
+        stopped = [r for r in ok if r["stopped_early"]]
+        assert len(full) >= config.burn_in, "the burn-in curves are always trained to the end"
+        assert stopped, "36 random children at Delta=0.9: some are clearly bad and must stop"
+        t = summary.task(task)
+        assert t.stopped == len(stopped) and t.epochs_saved == sum(epochs - r["epochs"] for r in stopped)
+        assert summary.early_stop["burn_in"] == 8 and summary.early_stop["num_epochs"] == epochs
+        status = summary.early_stop_status[task]
+        assert status["ready"] and status["num_complete"] == len(full)
+        # Delta > 0.5 stops only below the best so far, which only grows
+        assert all(r["predicted_final"] < status["reference"] for r in stopped)
+        assert status["reference"] == max(r["val_accuracy"] for r in full)
+        assert "stopped" in summary.format_table() and f"{len(stopped)} of {len(ok)} children stopped early" in \
+            summary.format_table()
+
+        again = populate(store, [task], n, recipe=recipe, workers=2, progress=False, early_stop=config)
+        assert again.rows_trained == 0 and again.task(task).skipped == n  # a stopped row is done
+        assert store.count(task) == n
+
+        more = populate(store, [task], n + 4, recipe=recipe, workers=1, progress=False, early_stop=config)
+        assert more.rows_trained == 4 and store.count(task) == n + 4
+        grown = more.early_stop_status[task]
+        assert grown["num_complete"] >= len(full) and grown["ready"]  # seeded: no second burn-in
     finally:
         if started:
             ray.shutdown()
-    rows = store.experiments_arrow("mnist10_small").to_pylist()
-    assert len(rows) == 60
-    for r in rows:
-        assert len(r["val_curve"]) == r["epochs"] and r["val_accuracy"] == r["val_curve"][-1]
-        if r["stopped_early"]:
-            assert 1 <= r["epochs"] < 6 and math.isfinite(r["predicted_final"]), r
-        else:
-            assert r["epochs"] == 6 and r["predicted_final"] is None, r
-    full = [r for r in rows if not r["stopped_early"]]
-    assert len(full) >= 20, "the burn-in curves are always trained to the end"
-    assert len(full) < 60, "60 random children on mnist10_small: some are clearly bad and must stop"
-    best = max(rows, key=lambda r: r["val_accuracy"])
-    assert not best["stopped_early"]

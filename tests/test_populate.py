@@ -132,6 +132,69 @@ def test_progress_lines_and_summary_table():
     assert "total" in table and "0.7500" in table and "2.50 rows/s" in table
 
 
+def test_summary_with_early_stopping_counts_stopped_children_and_epochs_saved():
+    out = io.StringIO()
+    tasks = [TaskSummary("a", planned=6), TaskSummary("b", planned=2)]
+    p = Progress(tasks, stream=out, interval_s=0.0)
+    p.add("a", ok=4, best_val=0.8, stopped=2, epochs_saved=5)
+    p.add("b", ok=2, best_val=0.9)
+    p.tick()
+    assert "2 stopped early" in out.getvalue()
+    summary = PopulateSummary("run1", tasks, wall_seconds=2.0, workers=2, device="cpu",
+                              early_stop={"num_epochs": 4, "burn_in": 5},
+                              early_stop_status={"a": {"num_complete": 2, "ready": False}})
+    table = summary.format_table()
+    assert table.splitlines()[0].split() == ["task", "planned", "skipped", "ok", "failed", "stopped", "best", "val"]
+    assert "early stopping: 2 of 6 children stopped early, 5 epochs saved of 24 (21%)" in table
+    assert "a 2 complete curves (still in burn-in)" in table
+    assert summary.to_dict()["rows_stopped"] == 2 and summary.to_dict()["epochs_saved"] == 5
+    assert "stopped" not in PopulateSummary("run2", tasks, 1.0, 1, "cpu").format_table().splitlines()[0]
+
+
+def test_a_broken_curve_predictor_turns_early_stopping_off_instead_of_failing_children():
+    from cluster._trainer import _GuardedObserver, stop_fields
+    from cluster.early_stop import EarlyStopper
+
+    class Dead:
+        def decide_many(self, curves, features):
+            raise ConnectionError("curve predictor actor died")
+
+        def report_complete(self, curves, features):
+            raise AssertionError("not called once off")
+
+    guard = _GuardedObserver(Dead())
+    d = guard.decide_many(np.zeros((3, 2)), np.zeros((3, 4)))
+    assert d.stop.tolist() == [False] * 3 and np.isnan(d.predicted_final).all() and d.tau == 2
+    assert "early stopping turned off on this trainer: ConnectionError: curve predictor actor died" == guard.error
+    guard.report_complete(np.zeros((1, 4)), np.zeros((1, 4)))
+    guard.flush()
+    live = _GuardedObserver(EarlyStopper())
+    assert live.decide_many(np.full((1, 2), np.nan), np.zeros((1, 4))).stop.tolist() == [True]  # diverged
+    assert live.error is None
+
+    class R:
+        stopped_early, predicted_final = True, float("nan")
+
+    assert stop_fields(R()) == (True, None)
+    R.predicted_final = 0.25
+    assert stop_fields(R()) == (True, 0.25)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--early-stop-config", '{"burn_in": 3}'], "early-stop burn_in must be an integer >= 5, got 3"),
+    (["--early-stop-config", '{"nope": 1}'], "unknown early-stop settings ['nope']"),
+    (["--early-stop-config", "{"], "--early-stop-config is not JSON"),
+    (["--early-stop", "--epochs", "1"], "early stopping needs children of >= 2 epochs"),
+    (["--early-stop-config", '{"min_tau": 2}', "--epochs", "2"], "min_tau=2 leaves no epoch to stop at"),
+])
+def test_bad_early_stop_settings_are_one_line_errors(tmp_path, args, match):
+    res = CliRunner().invoke(populate_command, ["--store", str(tmp_path / "s"), "--tasks", ONE, "--per-task", "2",
+                                                *args])
+    assert res.exit_code == 1, res.output
+    assert res.output.startswith("Error: ") and match in res.output and res.output.count("\n") == 1, res.output
+    assert not (tmp_path / "s").exists()  # refused before the store was touched
+
+
 # -- bad input: refused before any work starts ---------------------------------------------
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(per_task=0), ValueError, r"per-task must be a positive integer, got 0"),
