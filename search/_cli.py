@@ -49,20 +49,28 @@ def _agent_args(learning_rate: float | None, pretrain_epochs: int | None) -> dic
 @click.option("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a new local cluster).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--verbose/--quiet", default=True, show_default=True, help="Print a line per child model.")
+@click.option("--early-stop", is_flag=True,
+              help="Stop children whose learning curve predicts a final accuracy below the best so far "
+                   "(Baker et al. Sec. 3); the agent is rewarded with the prediction. Train evaluator only.")
+@click.option("--early-stop-config", "early_stop_json", default=None,
+              help='Early-stop settings as JSON (implies --early-stop), e.g. \'{"burn_in": 50}\'.')
 def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_source, pretrain_budget, pretrain_epochs,
-                   learning_rate, parallel, seed, epochs, evaluator, run_id, address, as_json, verbose):
+                   learning_rate, parallel, seed, epochs, evaluator, run_id, address, as_json, verbose, early_stop,
+                   early_stop_json):
     """Search BUDGET child models of TASK with one agent; rows go to the store tagged agent and run id.
 
     Rerunning the same command resumes an interrupted search from its stored children and
     controller checkpoint (<store>/search/<run_id>/).
     """
+    from cluster._populate_cli import early_stop_from_options
     from search.run import run_search
 
     try:
         result = run_search(store_root, agent, task, budget, pretrain_tasks=pretrain_tasks,
                             pretrain_source=pretrain_source, pretrain_budget=pretrain_budget, parallel=parallel,
                             seed=seed, epochs=epochs, evaluator=evaluator, run_id=run_id, verbose=verbose,
-                            address=address, agent_args=_agent_args(learning_rate, pretrain_epochs))
+                            address=address, agent_args=_agent_args(learning_rate, pretrain_epochs),
+                            early_stop=early_stop_from_options(early_stop, early_stop_json))
     except (NasdbError, ValueError, KeyError) as e:
         raise _fail(e) from None
     click.echo(result.to_json() if as_json else result.summary())

@@ -12,6 +12,11 @@ for lookup runs. State lives in the store, so a killed run resumes:
 
 On resume the checkpoint is loaded and rows of this run that reached the store after it
 (the run died between a row and its checkpoint) are told to the agent before the loop goes on.
+
+With early stopping (``plan.early_stop``, accelerating-nas-performance-prediction-baker.md
+Sec. 3) the driver starts one curve-predictor actor for the run, shared by its trainer actors
+and keyed by task; on resume it is seeded with the run's own complete children (never other
+runs' rows: a comparison with and without early stopping must not share curves).
 """
 
 from __future__ import annotations
@@ -97,6 +102,7 @@ class SearchDriver:
         self.pretrain_evaluations: list[Evaluation] = []
         self.pretrain_children = 0
         self.wall_before, self.sessions, self._since_checkpoint = 0.0, 1, 0
+        self._curve_actor = None  # the run's curve predictor (early stopping), started on first use
 
     # -- public ------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -109,6 +115,7 @@ class SearchDriver:
             return self._run()
         finally:
             torch.set_num_threads(threads)
+            self._stop_curve_predictor()
 
     def _run(self) -> dict[str, Any]:
         self._t0 = time.monotonic()
@@ -177,9 +184,10 @@ class SearchDriver:
         if self._since_checkpoint >= self.plan.checkpoint_every:
             self._checkpoint()
         if phase is None:
-            best = max((e.val_accuracy for e in evals if e.ok), default=float("nan"))
+            best = max((e.val_accuracy for e in evals if e.complete), default=float("nan"))
+            stop = f", stopped at epoch {ev.epochs}, predicted {ev.reward:.4f}" if ev.ok and ev.stopped_early else ""
             self._log(f"child {len(evals)}/{self.plan.budget}: val {ev.val_accuracy:.4f} test "
-                      f"{ev.test_accuracy:.4f} ({ev.status}); best val {best:.4f}")
+                      f"{ev.test_accuracy:.4f} ({ev.status}{stop}); best val {best:.4f}")
             if self.on_evaluation is not None:
                 self.on_evaluation(ev, len(evals))
 
@@ -194,7 +202,53 @@ class SearchDriver:
             return LookupEvaluator(self.store, self.space, recipe=self.plan.recipe, parallel=self.plan.parallel,
                                    tasks=tasks)
         return TrainingEvaluator(self.store, self.space, recipe=self.plan.recipe, agent=self.agent.name,
-                                 run_id=run_id, parallel=self.plan.parallel, shared=self.shared)
+                                 run_id=run_id, parallel=self.plan.parallel, shared=self.shared,
+                                 early_stop=self._curve_predictor(run_id, tasks))
+
+    # -- early stopping ----------------------------------------------------------------
+    def _curve_predictor(self, run_id: str, tasks: list[str]) -> Any:
+        """The run's curve-predictor actor (None without early stopping), seeded with the complete
+        children ``run_id`` already stored for ``tasks`` (a resumed run does not repay the burn-in)."""
+        if self.plan.early_stop is None:
+            return None
+        import ray
+
+        from cluster._curve_actor import curve_predictor_actor
+
+        if self._curve_actor is None:
+            self._curve_actor = curve_predictor_actor(self.plan.early_stop, num_cpus=0)
+        for task in tasks:
+            curves, features = self._complete_curves(run_id, task)
+            if len(curves):
+                held = ray.get(self._curve_actor.report_complete.remote(task, curves, features))
+                self._log(f"early stopping: seeded the curve predictor with {held} complete children of {task}")
+        return self._curve_actor
+
+    def _complete_curves(self, run_id: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+        """Curves ``(N, T)`` and model features ``(N, F)`` of ``run_id``'s children of ``task`` trained to the end."""
+        from cluster._curve_features import model_features
+
+        T = int(self.plan.early_stop["num_epochs"])
+        cols = ["run_id", "architecture", "num_params", "val_curve", "stopped_early"]
+        rows = [r for r in self.store.experiments_arrow(task, status="ok").select(cols).to_pylist()
+                if r["run_id"] == run_id and not r["stopped_early"] and len(r["val_curve"] or []) == T
+                and np.all(np.isfinite(r["val_curve"]))]
+        if not rows:
+            return np.zeros((0, T)), np.zeros((0, 0))
+        features = model_features(self.space, [r["architecture"] for r in rows], [r["num_params"] for r in rows],
+                                  self.plan.recipe)  # (N, F)
+        return np.array([r["val_curve"] for r in rows], dtype=np.float64), features
+
+    def _stop_curve_predictor(self) -> None:
+        if self._curve_actor is None:
+            return
+        import ray
+
+        try:
+            ray.kill(self._curve_actor)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self._curve_actor = None
 
     # -- state -------------------------------------------------------------------------
     def _wall(self) -> float:
@@ -231,14 +285,13 @@ class SearchDriver:
         known = {e.experiment_id for e in evals}
         table = self.store.experiments_arrow(task, status=None)
         cols = ["experiment_id", "run_id", "architecture", "seed", "val_accuracy", "test_accuracy", "status",
-                "error", "train_seconds"]
+                "error", "train_seconds", "stopped_early", "predicted_final", "epochs"]
         rows = [r for r in table.select(cols).to_pylist() if r["run_id"] == run_id and r["experiment_id"] not in known]
         base = seed_base(run_id)
         for r in sorted(rows, key=lambda r: r["seed"]):
             trial = Trial(task, int(r["seed"]) - base, tuple(int(v) for v in r["architecture"]), int(r["seed"]),
                           r["experiment_id"])
-            ev = Evaluation.of(trial, r["val_accuracy"], r["test_accuracy"], status=r["status"], error=r["error"],
-                               train_seconds=r["train_seconds"] or 0.0)
+            ev = Evaluation.from_row(trial, r)
             self._tell(ev, evals, "pretrain" if phase_task else None)
         if rows:
             self._log(f"recovered {len(rows)} stored children of run {run_id} missing from its checkpoint")

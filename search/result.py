@@ -31,6 +31,12 @@ class SearchResult:
 
     "The number of child models it took" (task-aware paper Table 3) is the 1-based position
     of the best-by-validation child in proposal order (``best_position``).
+
+    With early stopping (accelerating-nas-performance-prediction-baker.md Sec. 3) children
+    stopped early never count as "best" and their accuracies never enter the test statistics
+    (``best``, ``best_so_far``, ``first``): they are those of a partly trained model, and the
+    child was stopped because it was predicted, with probability >= Delta, to end below the
+    best complete child so far. Only their reward (the predicted final accuracy) reached the agent.
     """
 
     run_id: str
@@ -58,10 +64,21 @@ class SearchResult:
         return sum(not e.ok for e in self.evaluations)
 
     @property
+    def num_stopped(self) -> int:
+        """Children stopped early (ok, not trained to the end)."""
+        return sum(e.ok and e.stopped_early for e in self.evaluations)
+
+    @property
+    def epochs_trained(self) -> int | None:
+        """Training epochs over all children (None when some evaluation does not know its epochs)."""
+        epochs = [e.epochs for e in self.evaluations]
+        return None if any(x is None for x in epochs) else int(sum(epochs))
+
+    @property
     def best(self) -> Evaluation | None:
-        """The child with the best validation accuracy (earliest on ties)."""
-        ok = [e for e in self.evaluations if e.ok]
-        return max(ok, key=lambda e: (e.val_accuracy, -e.index)) if ok else None
+        """The complete child with the best validation accuracy (earliest on ties)."""
+        done = [e for e in self.evaluations if e.complete]
+        return max(done, key=lambda e: (e.val_accuracy, -e.index)) if done else None
 
     @property
     def best_position(self) -> int | None:
@@ -69,8 +86,9 @@ class SearchResult:
         return None if b is None else self.evaluations.index(b) + 1
 
     def first(self, n: int = 10) -> dict[str, float]:
-        """Mean and standard deviation of the test accuracy of the first ``n`` children (Table 3/4)."""
-        acc = np.array([e.test_accuracy for e in self.evaluations[:n] if e.ok], dtype=np.float64)
+        """Mean and standard deviation of the test accuracy of the first ``n`` children (Table 3/4);
+        ``n`` in the answer counts those that trained to the end (the others are left out)."""
+        acc = np.array([e.test_accuracy for e in self.evaluations[:n] if e.complete], dtype=np.float64)
         if not acc.size:
             return {"n": 0, "mean": math.nan, "std": math.nan}
         return {"n": int(acc.size), "mean": float(acc.mean()), "std": float(acc.std())}
@@ -82,7 +100,7 @@ class SearchResult:
         """
         out, seen = [], []
         for e in self.evaluations:
-            if e.ok:
+            if e.complete:
                 seen.append((e.val_accuracy, e.test_accuracy))
             top = sorted(seen, key=lambda vt: -vt[0])[:top_n]
             out.append(float(np.mean([t for _, t in top])) if top else math.nan)
@@ -97,7 +115,8 @@ class SearchResult:
             "wall_seconds": self.wall_seconds, "pretrain_children": self.pretrain_children,
             "sessions": self.sessions, "checkpoint": self.checkpoint,
             "best": None if best is None else best.to_dict(), "best_position": self.best_position,
-            "first10": self.first(10), "evaluations": [e.to_dict() for e in self.evaluations], **self.extra,
+            "first10": self.first(10), "num_stopped": self.num_stopped, "epochs_trained": self.epochs_trained,
+            "evaluations": [e.to_dict() for e in self.evaluations], **self.extra,
         }
 
     @classmethod
@@ -114,6 +133,8 @@ class SearchResult:
         b, f = self.best, self.first(10)
         best = "no successful child" if b is None else (
             f"best val {b.val_accuracy:.4f} test {b.test_accuracy:.4f} at child {self.best_position}")
+        stopped = f", {self.num_stopped} stopped early" if self.num_stopped else ""
+        epochs = f"; {self.epochs_trained} epochs trained" if self.num_stopped and self.epochs_trained else ""
         return (f"{self.agent['name']} on {self.task} [{self.run_id}]: {self.num_evaluations}/{self.budget} children "
-                f"({self.num_failed} failed), {best}; first-10 test {f['mean']:.4f} +- {f['std']:.4f}; "
-                f"{self.wall_seconds:.1f}s")
+                f"({self.num_failed} failed{stopped}), {best}; first-10 test {f['mean']:.4f} +- {f['std']:.4f}"
+                f"{epochs}; {self.wall_seconds:.1f}s")

@@ -6,6 +6,12 @@ train evaluator the search runs as a Ray actor (the agent's actor) that drives p
 trainer actors; with the lookup evaluator it runs in-process. The default run id is a hash of
 the agent's description, the evaluator, recipe and space, so rerunning the same command
 resumes an interrupted search (and a finished one returns its result at once).
+
+``early_stop`` (train evaluator only) stops children whose learning curve predicts a final
+accuracy below the best so far (accelerating-nas-performance-prediction-baker.md Sec. 3): one
+curve-predictor actor per run, seeded on resume from the run's own complete children; the agent
+is rewarded with a stopped child's predicted final accuracy, and "best" ranks complete children
+only (search/result.py). A search with early stopping is a different run (another run id).
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from nasdb.errors import TaskHasNoSamplesError
 from search.agents import PRETRAIN_SOURCES, agent_class
 from search.evaluators import EVALUATORS, Evaluation, LookupEvaluator
+from search.evaluators._base import child_reward
 from search.result import SearchResult
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
@@ -43,13 +51,17 @@ class SearchPlan:
     pretrain: dict | None = None  # T-NAML: {"source", "tasks", "budget"}
     checkpoint_every: int = 1
     verbose: bool = False
+    early_stop: dict | None = None  # EarlyStopConfig settings (train evaluator), None = off
 
     @property
     def recipe_for_ids(self) -> dict:
         return self.recipe if self.recipe is not None else {}
 
     def evaluator_description(self) -> dict[str, Any]:
-        return {"name": self.evaluator, "args": {"parallel": self.parallel, "recipe": self.recipe}}
+        args = {"parallel": self.parallel, "recipe": self.recipe}
+        if self.early_stop is not None:
+            args["early_stop"] = self.early_stop
+        return {"name": self.evaluator, "args": args}
 
     def describe(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "task": self.task, "budget": self.budget, "agent": self.agent,
@@ -57,7 +69,10 @@ class SearchPlan:
                 "store": self.store_root}
 
     def pretrain_rows(self, store, space) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Stored children of the pre-training tasks (at most ``budget`` per task, a seeded sample)."""
+        """Stored children of the pre-training tasks (at most ``budget`` per task, a seeded sample),
+        each with its reward: the validation accuracy, or for a child stopped early its predicted
+        final accuracy (the reward a live search gives it; skipping stopped children would leave out
+        exactly the weak ones and bias the task's reward baseline upward)."""
         out = {}
         for t in self.pretrain["tasks"]:
             rows = _space_rows(store, t, self.space_id)
@@ -65,7 +80,7 @@ class SearchPlan:
             rng = np.random.default_rng([int(self.agent["args"].get("seed", 0)), len(out)])
             keep = rng.permutation(len(rows))[: self.pretrain["budget"]]
             archs = np.array([rows[i]["architecture"] for i in keep], dtype=np.int64).reshape(len(keep), -1)
-            out[t] = (archs, np.array([rows[i]["val_accuracy"] for i in keep], dtype=np.float64))
+            out[t] = (archs, np.array([_row_reward(rows[i]) for i in keep], dtype=np.float64))
         return out
 
 
@@ -83,11 +98,17 @@ def _offline(run_id: str, searches: set[str]) -> bool:
     return run_id not in searches and run_id.removesuffix(".pretrain") not in searches
 
 
+def _row_reward(row: dict) -> float:
+    """A stored row's reward, as a live search gives it (``child_reward``)."""
+    return child_reward(row["val_accuracy"], bool(row.get("stopped_early")), row.get("predicted_final"))
+
+
 def _space_rows(store, task: str, space_id: str) -> list[dict]:
     """The task's offline rows (status ok, discrete) of ``space_id``: what T-NAML pre-trains on."""
     searches = search_run_ids(store)
     table = store.experiments_arrow(task, status="ok").select(["experiment_id", "space_id", "run_id",
-                                                                "architecture", "relaxed_weights", "val_accuracy"])
+                                                                "architecture", "relaxed_weights", "val_accuracy",
+                                                                "stopped_early", "predicted_final"])
     return [r for r in table.to_pylist()
             if r["space_id"] == space_id and r["relaxed_weights"] is None and _offline(r["run_id"], searches)]
 
@@ -138,13 +159,25 @@ def _resolve_space(store, evaluator: str, task: str, space_id: str | None) -> An
     return space
 
 
+def _check_task(store: Any, name: str, evaluator: str) -> None:
+    """UnknownTaskError for a task the store does not know; an imported benchmark task (no
+    samples, nasdb.benchmarks) is searched only through its table."""
+    try:
+        store.task(name)
+    except TaskHasNoSamplesError:
+        if evaluator != "lookup":
+            raise ValueError(f"task {name!r} is an imported tabular benchmark: there is nothing to train; "
+                             f"search it with --evaluator lookup") from None
+
+
 def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Sequence[str] | str | None = None,
                 pretrain_source: str = "store", pretrain_budget: int | None = None, parallel: int = 1,
                 seed: int = 0, epochs: int | None = None, recipe: dict | None = None, evaluator: str = "train",
                 run_id: str | None = None, agent_args: dict | None = None, space_id: str | None = None,
-                checkpoint_every: int | None = None, verbose: bool = False) -> SearchPlan:
+                checkpoint_every: int | None = None, verbose: bool = False, early_stop: Any = None) -> SearchPlan:
     """Check every input against the store and return the run's plan; raises before any work."""
     from cluster.child import TrainRecipe
+    from cluster.early_stop import resolve_early_stop
     from nasdb.store import ExperimentStore
 
     agent_class(agent)  # ValueError listing the known agents
@@ -161,17 +194,21 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
     if epochs is not None:
         _check_int("epochs", epochs, 1)
     store = store if isinstance(store, ExperimentStore) else ExperimentStore(store)
-    store.task(task)  # UnknownTaskError naming the task
+    _check_task(store, task, evaluator)
     if names is not None and task in names:
         raise ValueError(f"the pre-training tasks {names} include the target task {task!r}")
     for t in names or ():
-        store.task(t)
+        _check_task(store, t, evaluator)
 
     if evaluator == "train":
         fields = {**TrainRecipe().to_dict(), **(recipe or {})}
         if epochs is not None:
             fields["epochs"] = epochs
         recipe = TrainRecipe.from_dict(fields).to_dict()
+        early_stop = resolve_early_stop(early_stop, recipe["epochs"])
+    elif early_stop not in (None, False):
+        raise ValueError(f"early stopping applies to the train evaluator only, not {evaluator!r} "
+                         "(the lookup evaluator trains nothing)")
     elif epochs is not None:
         recipe = TrainRecipe.from_dict({**TrainRecipe().to_dict(), **(recipe or {}), "epochs": epochs}).to_dict()
     space = _resolve_space(store, evaluator, task, space_id)
@@ -202,15 +239,18 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
         lookup_tasks = [task] + (list(names) if pretrain and pretrain_source == "live" else [])
         LookupEvaluator(store, space, recipe=recipe, tasks=lookup_tasks)
     if run_id is None:
-        key = json.dumps({"agent": described, "evaluator": evaluator, "recipe": recipe, "space": space.space_id},
-                         sort_keys=True, default=str)
+        settings = {"agent": described, "evaluator": evaluator, "recipe": recipe, "space": space.space_id}
+        if early_stop is not None:  # runs without early stopping keep the ids they always had
+            settings["early_stop"] = early_stop.to_dict()
+        key = json.dumps(settings, sort_keys=True, default=str)
         run_id = f"{agent}-{task}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     elif not isinstance(run_id, str) or not _RUN_ID.match(run_id):
         raise ValueError(f"run id {run_id!r} is not valid: use 1-128 letters, digits or '_.+-', starting with a "
                          f"letter or digit (it names a folder in the store)")
     every = checkpoint_every if checkpoint_every is not None else (1 if evaluator == "train" else 25)
     return SearchPlan(str(store.root), run_id, task, budget, described, evaluator, parallel, space.space_id, recipe,
-                      pretrain, _check_int("checkpoint_every", every, 1), bool(verbose))
+                      pretrain, _check_int("checkpoint_every", every, 1), bool(verbose),
+                      None if early_stop is None else early_stop.to_dict())
 
 
 def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Sequence[str] | str | None = None,
@@ -218,7 +258,7 @@ def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Seq
                epochs: int | None = None, recipe: dict | None = None, evaluator: str = "train",
                run_id: str | None = None, agent_args: dict | None = None, space_id: str | None = None,
                checkpoint_every: int | None = None, verbose: bool = False, as_actor: bool | None = None,
-               address: str | None = None,
+               address: str | None = None, early_stop: Any = None,
                on_evaluation: Callable[[Evaluation, int], None] | None = None) -> SearchResult:
     """Search ``budget`` child models of ``task`` with ``agent`` ("random", "rl", "tnaml"); resumable.
 
@@ -227,11 +267,13 @@ def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Seq
     benchmark in the store). ``as_actor`` (default: with "train") runs the loop as a Ray actor;
     Ray is started (``address``, else RAY_ADDRESS, else local) if it is not running.
     ``on_evaluation(evaluation, n)`` is called in-process only (``as_actor=False``).
+    ``early_stop`` (train evaluator): None (off), True, a dict of settings or a
+    ``cluster.early_stop.EarlyStopConfig``; its ``num_epochs`` is the recipe's epochs.
     """
     plan = plan_search(store, agent, task, budget, pretrain_tasks=pretrain_tasks, pretrain_source=pretrain_source,
                        pretrain_budget=pretrain_budget, parallel=parallel, seed=seed, epochs=epochs, recipe=recipe,
                        evaluator=evaluator, run_id=run_id, agent_args=agent_args, space_id=space_id,
-                       checkpoint_every=checkpoint_every, verbose=verbose)
+                       checkpoint_every=checkpoint_every, verbose=verbose, early_stop=early_stop)
     return execute(plan, as_actor=as_actor, address=address, on_evaluation=on_evaluation)
 
 

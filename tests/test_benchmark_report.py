@@ -249,23 +249,13 @@ def test_benchmark_report_end_to_end(full_root, cli, tmp_path):
 
 
 def test_compare_with_the_lookup_evaluator_adds_regret_on_imported_tasks(full_root, tmp_path):
-    """``compare(evaluator="lookup")`` judges each run's incumbent on the table (no test split: test columns n/a).
-
-    search/run.py's plan_search checks that the task exists with ``store.task``, which refuses a
-    task without samples; the store below accepts them there (the change plan_search needs), so
-    this checks everything after that check.
-    """
-    from nasdb.errors import TaskHasNoSamplesError
+    """``compare(evaluator="lookup")`` judges each run's incumbent on the table (no test split: test columns n/a);
+    the train evaluator refuses an imported task in one line."""
     from search.compare import compare
 
-    class KnownTaskCheckOnly(ExperimentStore):
-        def task(self, name):
-            try:
-                return super().task(name)
-            except TaskHasNoSamplesError:
-                return None
-
-    c = compare(KnownTaskCheckOnly(full_root), [NAVAL], budget=6, agents=["random", "tnaml"], evaluator="lookup",
+    with pytest.raises(ValueError, match="imported tabular benchmark.*--evaluator lookup"):
+        compare(full_root, [NAVAL], budget=6, agents=["random"], evaluator="train")
+    c = compare(full_root, [NAVAL], budget=6, agents=["random", "tnaml"], evaluator="lookup",
                 pretrain_budget=10, first_n=3)
     rows = {r["method"]: r for r in c.table_regret()}
     assert set(rows) == {"random", "tnaml"} and "### Regret on the table" in c.to_markdown()

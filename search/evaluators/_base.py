@@ -24,9 +24,23 @@ class Trial:
         return {**asdict(self), "architecture": list(self.architecture)}
 
 
+def child_reward(val_accuracy: float, stopped_early: bool = False, predicted_final: float | None = None) -> float:
+    """The reward of a successful child: its validation accuracy, or if it was stopped early its
+    predicted final accuracy clipped to [0, 1] (Baker et al. Sec. 3 gives the agent y_hat_T)."""
+    if stopped_early and predicted_final is not None and math.isfinite(predicted_final):
+        return min(1.0, max(0.0, float(predicted_final)))
+    return float(val_accuracy)
+
+
 @dataclass(frozen=True)
 class Evaluation:
-    """A trial's outcome. ``reward`` is the validation accuracy, 0 for a failed child."""
+    """A trial's outcome. ``reward`` is the validation accuracy, 0 for a failed child.
+
+    A child stopped early by learning-curve prediction (accelerating-nas-performance-prediction-
+    baker.md Sec. 3) has ``stopped_early``, the ``epochs`` it ran (its accuracies are those of
+    the partly trained model) and ``predicted_final``, the predictor's estimate of its final
+    validation accuracy; its reward is that estimate (the paper gives the agent y_hat_T for y_T).
+    """
 
     task: str
     index: int
@@ -38,14 +52,32 @@ class Evaluation:
     status: str = "ok"
     error: str | None = None
     train_seconds: float = 0.0
+    stopped_early: bool = False
+    predicted_final: float | None = None  # set only for a child stopped early (finite)
+    epochs: int | None = None  # epochs trained, where known
 
     @classmethod
     def of(cls, trial: Trial, val_accuracy: float, test_accuracy: float, *, status: str = "ok",
-           error: str | None = None, train_seconds: float = 0.0) -> "Evaluation":
+           error: str | None = None, train_seconds: float = 0.0, stopped_early: bool = False,
+           predicted_final: float | None = None, epochs: int | None = None) -> "Evaluation":
         ok = status == "ok" and math.isfinite(val_accuracy) and math.isfinite(test_accuracy)
+        if predicted_final is not None and not math.isfinite(predicted_final):
+            predicted_final = None
         return cls(trial.task, trial.index, tuple(trial.architecture), trial.seed, trial.experiment_id,
                    float(val_accuracy), float(test_accuracy), "ok" if ok else "failed",
-                   error, float(train_seconds))
+                   error, float(train_seconds), bool(stopped_early),
+                   None if predicted_final is None else float(predicted_final),
+                   None if epochs is None else int(epochs))
+
+    @classmethod
+    def from_row(cls, trial: Trial, row: dict[str, Any]) -> "Evaluation":
+        """The evaluation a stored experiments row gives ``trial`` (early-stopping columns when present)."""
+        test = row["test_accuracy"]
+        return cls.of(trial, row["val_accuracy"], math.nan if test is None else test,
+                      status=row.get("status", "ok"), error=row.get("error"),
+                      train_seconds=row.get("train_seconds") or 0.0,
+                      stopped_early=bool(row.get("stopped_early") or False), predicted_final=row.get("predicted_final"),
+                      epochs=row.get("epochs"))
 
     @classmethod
     def failed(cls, trial: Trial, error: str) -> "Evaluation":
@@ -56,8 +88,15 @@ class Evaluation:
         return self.status == "ok"
 
     @property
+    def complete(self) -> bool:
+        """Trained to the end: its accuracies are final (what "best" and test statistics use)."""
+        return self.ok and not self.stopped_early
+
+    @property
     def reward(self) -> float:
-        return self.val_accuracy if self.ok else 0.0
+        """What the agent learns from: the validation accuracy; for a child stopped early its
+        predicted final accuracy clipped to [0, 1] (its partial accuracy if there is none); 0 if failed."""
+        return child_reward(self.val_accuracy, self.stopped_early, self.predicted_final) if self.ok else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "architecture": list(self.architecture)}

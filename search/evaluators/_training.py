@@ -6,6 +6,9 @@ run id. ``TrainerPool`` (cluster/_pool.py) is not used: it runs a fixed list of 
 end, while a search decides its next architecture only after a result returns. This module
 keeps ``parallel`` actors busy with one trial each and, like the pool, replaces an actor that
 is lost and retries its trial (idempotent: the retry skips an id that already reached the store).
+With early stopping the actors share the search run's curve-predictor actor (``early_stop``):
+a child predicted to end below the best so far stops and comes back with ``stopped_early``
+and ``predicted_final`` (accelerating-nas-performance-prediction-baker.md Sec. 3).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster._plan import WorkItem
-from cluster._trainer import ChildTrainer, ChunkAck, close_trainers
+from cluster._trainer import ChildTrainer, ChunkAck, close_trainers, stop_fields
 from nasdb.errors import NasdbError
 from nasdb.space import SearchSpace
 from search.evaluators._base import Evaluation, Evaluator, Trial
@@ -50,8 +53,13 @@ class SearchTrainer(ChildTrainer):
 
     def _write(self, items: list[WorkItem], results: list, ack: ChunkAck) -> None:
         super()._write(items, results, ack)
-        ack.metrics = {i.experiment_id: (float(r.val_accuracy), float(r.test_accuracy), float(r.train_seconds),
-                                         r.error) for i, r in zip(items, results)}
+        ack.metrics = {}
+        for i, r in zip(items, results):
+            stopped, predicted = stop_fields(r)
+            ack.metrics[i.experiment_id] = {
+                "val_accuracy": float(r.val_accuracy), "test_accuracy": float(r.test_accuracy),
+                "train_seconds": float(r.train_seconds), "error": r.error, "stopped_early": stopped,
+                "predicted_final": predicted, "epochs": int(r.epochs)}
 
     def lookup(self, experiment_id: str) -> dict | None:
         """The stored row of ``experiment_id`` (for a retried trial whose row a lost attempt wrote)."""
@@ -77,13 +85,15 @@ class TrainingEvaluator(Evaluator):
     Needs a running Ray instance (``ray.init``). ``agent`` and ``run_id`` tag the rows. A trial
     whose actor is lost is retried up to ``max_attempts`` times, then comes back "failed".
     ``shared`` (from ``shared_objects``) lets the actors skip fitting the embedding bank.
+    ``early_stop``: the handle of a curve-predictor actor (cluster/_curve_actor.py) the actors
+    share, or None to train every child to the end.
     """
 
     name = "train"
 
     def __init__(self, store, space: SearchSpace, *, recipe: dict, agent: str, run_id: str, parallel: int = 1,
                  cpus_per_trainer: float = 1.0, gpus_per_trainer: float | None = None, max_attempts: int = 3,
-                 shared: dict[str, Any] | None = None):
+                 shared: dict[str, Any] | None = None, early_stop: Any = None):
         super().__init__(parallel)
         import ray
 
@@ -97,6 +107,7 @@ class TrainingEvaluator(Evaluator):
         self.store, self.space, self.recipe = store, space, dict(recipe)
         self.agent, self.run_id, self.max_attempts = agent, run_id, int(max_attempts)
         self.shared = shared or {}
+        self.early_stop = early_stop
         self._session = uuid.uuid4().hex[:6]  # writers of a resumed run must not reuse file names
         self._remote = ray.remote(SearchTrainer)
         self._slots = [self._start(i, 0) for i in range(self.parallel)]
@@ -109,7 +120,8 @@ class TrainingEvaluator(Evaluator):
                                       max_restarts=0).remote(
             self.store.root, self.space.to_json(), self.recipe, worker=worker, agent=self.agent,
             run_id=self.run_id, threads=self.plan.threads, use_gpu=self.plan.num_gpus > 0,
-            bank=self.shared.get("bank"), task_refs=self.shared.get("tasks"))
+            bank=self.shared.get("bank"), task_refs=self.shared.get("tasks"),
+            **({} if self.early_stop is None else {"early_stop": self.early_stop}))
         return _Slot(index, generation, handle)
 
     def _replace(self, slot: _Slot) -> _Slot:
@@ -176,11 +188,9 @@ class TrainingEvaluator(Evaluator):
             row = ray.get(slot.handle.lookup.remote(trial.experiment_id))
             if row is None:
                 return Evaluation.failed(trial, "row missing after a retried attempt")
-            return Evaluation.of(trial, row["val_accuracy"], row["test_accuracy"], status=row["status"],
-                                 error=row["error"], train_seconds=row["train_seconds"] or 0.0)
-        val, test, seconds, error = metrics
+            return Evaluation.from_row(trial, row)
         status = "ok" if trial.experiment_id in ack.ok_ids else "failed"
-        return Evaluation.of(trial, val, test, status=status, error=error, train_seconds=seconds)
+        return Evaluation.of(trial, status=status, **metrics)
 
     def _retry_or_fail(self, slot: _Slot, trial: Trial, error: str) -> Evaluation | None:
         self._failures += 1
