@@ -14,13 +14,7 @@ def recipe_from_options(epochs: int | None, recipe_json: str | None):
 
     fields = TrainRecipe().to_dict()
     if recipe_json:
-        try:
-            extra = json.loads(recipe_json)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--recipe is not JSON: {e}") from None
-        if not isinstance(extra, dict):
-            raise ValueError(f"--recipe must be a JSON object, got {recipe_json!r}")
-        fields.update(extra)  # TrainRecipe.from_dict names any unknown field
+        fields.update(_json_object("--recipe", recipe_json))  # TrainRecipe.from_dict names any unknown field
     if epochs is not None:
         if epochs <= 0:
             raise ValueError(f"--epochs must be > 0, got {epochs}")
@@ -34,13 +28,18 @@ def early_stop_from_options(enabled: bool, config_json: str | None):
     Shared by ``populate`` and ``search`` (search/_cli.py)."""
     if not config_json:
         return True if enabled else None
+    return _json_object("--early-stop-config", config_json)
+
+
+def _json_object(option: str, text: str) -> dict:
+    """The JSON object given to ``option``; ValueError naming the option otherwise."""
     try:
-        settings = json.loads(config_json)
+        value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"--early-stop-config is not JSON: {e}") from None
-    if not isinstance(settings, dict):
-        raise ValueError(f"--early-stop-config must be a JSON object, got {config_json!r}")
-    return settings
+        raise ValueError(f"{option} is not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{option} must be a JSON object, got {text!r}")
+    return value
 
 
 @click.command("populate", context_settings={"help_option_names": ["-h", "--help"]})
