@@ -131,10 +131,13 @@ class SearchResult:
     def summary(self) -> str:
         """One line for the CLI."""
         b, f = self.best, self.first(10)
+
+        def num(v: float) -> str:  # an imported benchmark has no test split: n/a, not nan
+            return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
         best = "no successful child" if b is None else (
-            f"best val {b.val_accuracy:.4f} test {b.test_accuracy:.4f} at child {self.best_position}")
+            f"best val {num(b.val_accuracy)} test {num(b.test_accuracy)} at child {self.best_position}")
         stopped = f", {self.num_stopped} stopped early" if self.num_stopped else ""
         epochs = f"; {self.epochs_trained} epochs trained" if self.num_stopped and self.epochs_trained else ""
         return (f"{self.agent['name']} on {self.task} [{self.run_id}]: {self.num_evaluations}/{self.budget} children "
-                f"({self.num_failed} failed{stopped}), {best}; first-10 test {f['mean']:.4f} +- {f['std']:.4f}"
+                f"({self.num_failed} failed{stopped}), {best}; first-10 test {num(f['mean'])} +- {num(f['std'])}"
                 f"{epochs}; {self.wall_seconds:.1f}s")
