@@ -23,7 +23,7 @@ import os
 import secrets
 import threading
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -304,12 +304,27 @@ class ExperimentStore:
         conn = self._connection()
         return conn.sql(f"SELECT * FROM {unique_rows(snap, full_schema=True)} {_status_where(status)}")
 
-    def experiments_arrow(self, task: str | None = None, *, status: str | None = "ok") -> pa.Table:
-        """Deduplicated experiments (EXPERIMENT_SCHEMA), ordered by created_at then experiment_id."""
+    def experiments_arrow(self, task: str | None = None, *, status: str | None = "ok",
+                          columns: Sequence[str] | None = None) -> pa.Table:
+        """Deduplicated experiments (EXPERIMENT_SCHEMA), ordered by created_at then experiment_id.
+
+        ``columns`` reads only those (in that order): an imported benchmark task holds a
+        quarter of a million rows, and its curves and recipes are most of their bytes.
+        """
+        if columns is None:
+            select, full = "*", False
+        else:
+            columns = list(columns)
+            unknown = [c for c in columns if c not in EXPERIMENT_SCHEMA.names]
+            if unknown or not columns:
+                raise ValueError(f"unknown experiment column(s) {unknown or columns}; known: {EXPERIMENT_SCHEMA.names}")
+            select, full = ", ".join(f'"{c}"' for c in dict.fromkeys(columns)), True  # old files lack new columns
+
         def fn(conn, snap):
-            return fetch(conn, f"SELECT * FROM {unique_rows(snap)} {_status_where(status)} "
+            return fetch(conn, f"SELECT {select} FROM {unique_rows(snap, full_schema=full)} {_status_where(status)} "
                                "ORDER BY created_at, experiment_id")
-        return conform(self._read(task, fn))
+        table = conform(self._read(task, fn))
+        return table if columns is None else table.select(columns)
 
     def top_k(self, task: str, k: int = 10, metric: str = "val_accuracy", *, descending: bool = True) -> pa.Table:
         """The ``k`` best ok experiments of one task by ``metric`` (NaN/inf never rank)."""

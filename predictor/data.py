@@ -217,8 +217,7 @@ def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, fai
 
 def _ok_rows(store: Any, name: str) -> pa.Table:
     """The task's ok rows, only the columns read here (a benchmark task holds ~250k rows)."""
-    table = store.experiments_arrow(name, status="ok")
-    return table.select([c for c in _COLUMNS if c in table.column_names])
+    return store.experiments_arrow(name, status="ok", columns=_COLUMNS)
 
 
 def load_training_data(store: Any, *, space: SearchSpace | str | None = None, tasks: Iterable[str] | None = None,

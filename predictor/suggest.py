@@ -168,12 +168,12 @@ def task_top(architectures: np.ndarray, accuracy: np.ndarray, target: str = "raw
 
 def _top_architectures(store: Any, task: str, space: Any, target: str = "raw") -> _TaskTop | None:
     """The task's top architectures from the store (rows of children stopped early left out, as in training)."""
-    table = store.experiments_arrow(task, status="ok")
+    table = store.experiments_arrow(task, status="ok", columns=["space_id", "stopped_early", "architecture",
+                                                                "val_accuracy"])
     if table.num_rows == 0:
         return None
-    mine = pc.equal(table.column("space_id"), space.space_id)
-    if "stopped_early" in table.column_names:
-        mine = pc.and_(mine, pc.invert(table.column("stopped_early").fill_null(False)))
+    mine = pc.and_(pc.equal(table.column("space_id"), space.space_id),
+                   pc.invert(table.column("stopped_early").fill_null(False)))
     table = table.select(["architecture", "val_accuracy"]).filter(mine)
     if table.num_rows == 0:
         return None

@@ -65,6 +65,21 @@ def test_rows_round_trip_exactly_including_nan_and_inf(store):
     assert any(math.isnan(v) for v in vals) and math.inf in vals and -math.inf in vals
 
 
+def test_experiments_arrow_reads_only_the_columns_asked_for(store):
+    fill(store)
+    full = store.experiments_arrow("alpha", status=None)
+    some = store.experiments_arrow("alpha", status=None, columns=["val_accuracy", "experiment_id", "predicted_final"])
+    assert some.schema.names == ["val_accuracy", "experiment_id", "predicted_final"]
+    assert some.schema.field("predicted_final").type == EXPERIMENT_SCHEMA.field("predicted_final").type
+    expected = full.select(some.schema.names).to_pylist()
+    assert len(expected) == some.num_rows and all(
+        same_value(a[k], b[k]) for a, b in zip(some.to_pylist(), expected) for k in a)
+    with pytest.raises(ValueError, match="unknown experiment column.*'nope'"):
+        store.experiments_arrow("alpha", columns=["val_accuracy", "nope"])
+    with pytest.raises(ValueError, match="unknown experiment column"):
+        store.experiments_arrow("alpha", columns=[])
+
+
 def test_retried_write_is_counted_once(store):
     rec = make_record(1, "alpha")
     with store.writer("w0") as w:

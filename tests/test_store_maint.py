@@ -110,7 +110,7 @@ def test_old_file_without_a_later_column_still_reads(store):
     recs = write_files(store, 1, per_file=6)
     old = [make_record(100 + i) for i in range(4)]
     table = pa.Table.from_pylist([row_of(r) | {"schema_version": 0} for r in old], schema=EXPERIMENT_SCHEMA)
-    table = table.drop_columns(["relaxed_weights", "stopped_early"]).replace_schema_metadata(None)
+    table = table.drop_columns(["relaxed_weights", "stopped_early", "predicted_final"]).replace_schema_metadata(None)
     pq.write_table(table, store.path("experiments", "task=alpha", "part-oldwriter-000000.parquet"))
     assert store.count() == 10
     rows = {r["experiment_id"]: r for r in store.experiments_arrow(status=None).to_pylist()}
@@ -128,6 +128,9 @@ def test_old_file_without_a_later_column_still_reads(store):
             os.remove(f)
     assert only_old.query("SELECT count(relaxed_weights) AS n FROM experiments").column("n")[0].as_py() == 0
     assert only_old.top_k("alpha", 2).schema.names == EXPERIMENT_SCHEMA.names
+    some = only_old.experiments_arrow("alpha", status=None, columns=["stopped_early", "predicted_final", "seed"])
+    assert some.schema.names == ["stopped_early", "predicted_final", "seed"] and some.num_rows == 4
+    assert some.column("stopped_early").null_count == 4 and some.column("predicted_final").null_count == 4
     store.compact()  # merging old and new files fills the missing columns with nulls
     assert store.count() == 4
 

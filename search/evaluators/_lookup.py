@@ -76,11 +76,9 @@ def load_table(store, task: str, space: SearchSpace, recipe: dict | None = None)
     of children stopped early hold a partial accuracy: both are skipped. Without ``recipe`` the
     task's rows must share one (ValueError listing them); NotTabulatedError when none is left.
     """
-    table = store.experiments_arrow(task, status="ok")
-    table = table.select([c for c in _COLUMNS if c in table.column_names])
+    table = store.experiments_arrow(task, status="ok", columns=_COLUMNS)
     keep = pc.and_(pc.equal(table.column("space_id"), space.space_id), pc.is_null(table.column("relaxed_weights")))
-    if "stopped_early" in table.column_names:
-        keep = pc.and_(keep, pc.invert(table.column("stopped_early").fill_null(False)))
+    keep = pc.and_(keep, pc.invert(table.column("stopped_early").fill_null(False)))
     table = table.filter(keep)
     recipes = pc.unique(table.column("recipe")).to_pylist()
     keys = {r: _recipe_key(r) for r in recipes}
