@@ -20,36 +20,11 @@ import cluster._batched_net as batched_net
 import cluster.child as child
 from cluster.child import ChildNetwork, TrainRecipe, child_plan, train_child, train_children
 from cluster.embeddings import EmbeddingBank, default_bank, median_bandwidth, parse_module_name
-from nasdb.space import EMBEDDING_MODULES, default_space, parse_layer_choice
-from nasdb.tasks import load_builtin_task
+from nasdb.space import EMBEDDING_MODULES, parse_layer_choice
+
+from child_helpers import arch
 
 FAST = TrainRecipe(epochs=3)
-
-
-@pytest.fixture(scope="module")
-def space():
-    return default_space()
-
-
-@pytest.fixture(scope="module")
-def task():
-    return load_builtin_task("digits10_small")  # 10 classes, 300 training images
-
-
-@pytest.fixture(scope="module")
-def bank(task):
-    return EmbeddingBank.fit(task.x_train)  # the default space's 7 modules, fitted in milliseconds
-
-
-def arch(space, embedding="identity", layers=()):
-    """Architecture from ``[("relu", 64), ...]`` (enabled layers; the rest off)."""
-    names = list(space.dimensions[1].choices)
-    a = np.zeros(space.num_dimensions, dtype=np.int64)
-    a[space.index("embedding")] = EMBEDDING_MODULES.index(embedding)
-    for j, (act, w) in enumerate(layers, start=1):
-        a[space.index(f"layer{j}")] = names.index(f"{act}{w}")
-        a[space.index(f"enable{j}")] = 1
-    return a
 
 
 def diverse(space):

@@ -18,37 +18,10 @@ import cluster._batched_net as batched_net
 from cluster._curve_features import model_features
 from cluster.child import ChildResult, ObserverError, TrainRecipe, child_plan, train_child, train_children
 from cluster.early_stop import EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision
-from cluster.embeddings import EmbeddingBank
-from nasdb.space import EMBEDDING_MODULES, default_space
-from nasdb.tasks import load_builtin_task
+
+from child_helpers import arch
 
 RECIPE = TrainRecipe(epochs=4)
-
-
-@pytest.fixture(scope="module")
-def space():
-    return default_space()
-
-
-@pytest.fixture(scope="module")
-def task():
-    return load_builtin_task("digits10_small")  # 10 classes, 300 training images, 500 validation
-
-
-@pytest.fixture(scope="module")
-def bank(task):
-    return EmbeddingBank.fit(task.x_train)
-
-
-def arch(space, embedding="identity", layers=()):
-    """Architecture from ``[("relu", 64), ...]`` (enabled layers; the rest off)."""
-    names = list(space.dimensions[1].choices)
-    a = np.zeros(space.num_dimensions, dtype=np.int64)
-    a[space.index("embedding")] = EMBEDDING_MODULES.index(embedding)
-    for j, (act, w) in enumerate(layers, start=1):
-        a[space.index(f"layer{j}")] = names.index(f"{act}{w}")
-        a[space.index(f"enable{j}")] = 1
-    return a
 
 
 @pytest.fixture(scope="module")
