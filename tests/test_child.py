@@ -22,7 +22,7 @@ from cluster.child import ChildNetwork, TrainRecipe, child_plan, train_child, tr
 from cluster.embeddings import EmbeddingBank, default_bank, median_bandwidth, parse_module_name
 from nasdb.space import EMBEDDING_MODULES, parse_layer_choice
 
-from child_helpers import arch
+from child_helpers import arch, poison_one_member
 
 FAST = TrainRecipe(epochs=3)
 
@@ -235,15 +235,7 @@ def test_bucket_backward_matches_autograd_and_padding_stays_zero(space, task, ba
 def test_a_diverging_member_does_not_touch_its_bucket(space, task, bank, monkeypatch):
     archs, seeds = diverse(space), np.arange(6)
     clean = train_children(task, space, archs, recipe=FAST, seeds=seeds, bank=bank)
-    poisoned = child_plan(space, archs[3], bank)
-    real_init = batched_net.init_plan
-
-    def init(plan, num_classes, gen):
-        params = real_init(plan, num_classes, gen)
-        return [(w * float("nan"), b) for w, b in params] if plan == poisoned else params
-
-    monkeypatch.setattr(batched_net, "init_plan", init)
-    monkeypatch.setattr(batched, "make_buckets", lambda plans, c, cm: [list(range(len(plans)))])
+    poison_one_member(monkeypatch, space, bank, archs[3])
     out = train_children(task, space, archs, recipe=FAST, seeds=seeds, bank=bank)
     assert out[3].status == "failed" and out[3].error == "diverged: non-finite loss at epoch 1"
     for i in (0, 1, 2, 4, 5):

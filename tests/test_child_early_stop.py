@@ -19,7 +19,7 @@ from cluster._curve_features import model_features
 from cluster.child import ChildResult, ObserverError, TrainRecipe, child_plan, train_child, train_children
 from cluster.early_stop import EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision
 
-from child_helpers import arch
+from child_helpers import arch, poison_one_member
 
 RECIPE = TrainRecipe(epochs=4)
 
@@ -163,15 +163,7 @@ def test_a_real_early_stopper_stops_weak_children(space, task, bank):
 def test_a_diverging_member_still_fails_with_an_observer(space, task, bank, archs, seeds, plain, monkeypatch):
     feats = features_of(space, task, bank, archs)
     obs = ChosenStop(feats[[1]], [2])
-    poisoned = child_plan(space, archs[4], bank)
-    real_init = batched_net.init_plan
-
-    def init(plan, num_classes, gen):
-        params = real_init(plan, num_classes, gen)
-        return [(w * float("nan"), b) for w, b in params] if plan == poisoned else params
-
-    monkeypatch.setattr(batched_net, "init_plan", init)
-    monkeypatch.setattr(batched, "make_buckets", lambda plans, c, cm: [list(range(len(plans)))])
+    poison_one_member(monkeypatch, space, bank, archs[4])
     out = train_children(task, space, archs, recipe=RECIPE, seeds=seeds, bank=bank, observer=obs)
     assert out[4].status == "failed" and out[4].error == "diverged: non-finite loss at epoch 1"
     assert out[4].val_curve == [] and not out[4].stopped_early and math.isnan(out[4].val_accuracy)
