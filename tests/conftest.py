@@ -31,3 +31,65 @@ def task():
 @pytest.fixture(scope="module")
 def bank(task):
     return EmbeddingBank.fit(task.x_train)  # the default space's 7 modules, fitted in milliseconds
+
+
+# -- one local Ray cluster for the whole session -------------------------------------------------
+#: The shared cluster's size: 2 CPUs, as in every Ray test of this suite (a 2-core machine).
+RAY_CPUS = 2
+
+
+def start_ray(num_cpus: int = RAY_CPUS, attempts: int = 3):
+    """``ray.init`` of a fresh local cluster, retried: on a loaded machine the raylet can miss
+    Ray's fixed 30 s start-up wait ("The current node timed out during startup")."""
+    import ray
+
+    for attempt in range(attempts):
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            return ray
+        except Exception:  # noqa: BLE001 - retried; the last failure is raised
+            if ray.is_initialized():
+                ray.shutdown()
+            if attempt == attempts - 1:
+                raise
+    return ray
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The session's local Ray cluster (2 CPUs), started on first use and shut down at the end.
+
+    Every test that needs Ray uses this one, so a run starts Ray once instead of once per test
+    module. Tests leave it as they found it: actors they start are killed, Serve is shut down.
+    A test that must stop or restart Ray itself uses ``own_ray_cluster`` instead.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        start_ray()
+    yield ray
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def own_ray_cluster():
+    """For a test that must start, kill or restart Ray itself (a multi-node ``ray.cluster_utils.Cluster``,
+    a killed raylet); mark such a test ``@pytest.mark.own_ray`` as well. The shared cluster, if
+    running, is stopped first; whatever the test leaves running is shut down after it, and the
+    shared cluster is started again, so the tests after it find it as they expect."""
+    import ray
+
+    shared = ray.is_initialized()
+    if shared:
+        ray.shutdown()
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+    if shared:
+        start_ray()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "own_ray: the test starts, kills or restarts its own Ray cluster "
+                                       "(fixture own_ray_cluster) instead of sharing the session's")

@@ -31,15 +31,6 @@ ONE, NEW = "digits_0to5", "digits_loops"
 RECIPE = TrainRecipe(epochs=2)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def _raw_rows(root: Path, task: str | None = None) -> list[dict]:
     """Every row of every published experiments file, NOT deduplicated."""
     base = root / "experiments" / (f"task={task}" if task else "")
