@@ -102,11 +102,20 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 
 @click.command("evaluate", context_settings=_CTX)
 @_STORE
-@click.option("--loto", is_flag=True, help="Leave-one-task-out evaluation (the only mode, so optional).")
-@click.option("--loss", "losses", multiple=True, type=click.Choice(LOSSES), help="Loss to evaluate (repeatable) [all].")
-@click.option("--repeats", type=int, default=3, show_default=True, help="Fits per task and setting.")
+@click.option("--loto", is_flag=True, help="Leave-one-task-out ranking evaluation (the default mode).")
+@click.option("--zero-shot", is_flag=True,
+              help="Per held-out task: fit without it, suggest, train the suggestion and report its percentile among "
+                   "the task's stored architectures, next to the baseline picks.")
+@click.option("--baselines", default=None, metavar="NAMES",
+              help="Comma-separated baselines (predictor/baselines.py), or none [--loto: gbm,ridge; "
+                   "--zero-shot: portfolio,gbm].")
+@click.option("--loss", "losses", multiple=True, type=click.Choice(LOSSES),
+              help="Loss to evaluate (repeatable) [--loto: all; --zero-shot: the predictor's default].")
+@click.option("--repeats", type=int, default=None, help="Fits per task and setting [3]; --zero-shot fits once.")
+@click.option("--seeds", type=int, default=2, show_default=True,
+              help="--zero-shot: training seeds of each pick that is not a stored architecture.")
 @click.option("--meta", type=click.Choice(["both", "with", "without"]), default="both", show_default=True,
-              help="Meta-features settings to compare.")
+              help="Meta-features settings to compare (--zero-shot: both means with).")
 @click.option("--no-meta-features", is_flag=True, help="Same as --meta without (imported benchmarks have no samples).")
 @_TARGET
 @_INCLUDE_STOPPED
@@ -114,23 +123,45 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @click.option("--steps", type=int, default=None, help="Optimizer steps per fit.")
 @click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
 @click.option("--processes", type=int, default=1, show_default=True, help="Parallel fitting processes.")
-@click.option("--out", "out_dir", default="reports/loto", show_default=True, help="Report folder (CSV + markdown).")
+@click.option("--out", "out_dir", default=None, help="Report folder (CSV + markdown) [reports/loto, reports/zero-shot].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report rows as JSON.")
-def evaluate_command(store_root, loto, losses, repeats, meta, no_meta_features, target, include_stopped, tasks, steps,
-                     batch_size, processes, out_dir, as_json):
+def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, seeds, meta, no_meta_features, target,
+                     include_stopped, tasks, steps, batch_size, processes, out_dir, as_json):
     """Spearman and Pearson per held-out task for each loss, with and without meta-features
-    (paper Table 2, ranking paper Table 1), next to each task's seed-to-seed noise ceiling."""
+    (paper Table 2, ranking paper Table 1), next to each task's seed-to-seed noise ceiling and the
+    task-agnostic baselines; or, with --zero-shot, the percentile of Algorithm 2's suggestion."""
     from predictor.config import PredictorConfig
-    from predictor.evaluate import evaluate_loto, markdown_report
 
-    store = _open(store_root)
-    config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size))
+    if loto and zero_shot:
+        raise click.UsageError("--loto and --zero-shot are two reports: pass one")
     if no_meta_features and meta == "with":
         raise click.UsageError("--no-meta-features contradicts --meta with")
+    if processes < 1:
+        raise click.BadParameter(f"must be >= 1, got {processes}", param_hint="--processes")
+    store = _open(store_root)
+    config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size))
+    if zero_shot:
+        from predictor.evaluate_zero_shot import DEFAULT_BASELINES, evaluate_zero_shot, zero_shot_markdown
+
+        if repeats not in (None, 1):
+            raise click.BadParameter(f"--zero-shot fits once per task, got {repeats}", param_hint="--repeats")
+        if len(losses) > 1:
+            raise click.UsageError(f"--zero-shot evaluates one predictor: pass at most one --loss, got {list(losses)}")
+        config = config.replace(**_kv(loss=losses[0] if losses else None),
+                                use_meta_features=not (no_meta_features or meta == "without"))
+        rows = evaluate_zero_shot(store, out_dir or "reports/zero-shot", config=config, tasks=tasks or None,
+                                  processes=processes, include_stopped=include_stopped, seeds=seeds, target=target,
+                                  baselines=DEFAULT_BASELINES if baselines is None else baselines)
+        click.echo(json.dumps(rows, indent=1, default=str) if as_json else zero_shot_markdown(rows, config))
+        return
+    from predictor.baselines import RANKERS
+    from predictor.evaluate import evaluate_loto, markdown_report
+
     settings = {"both": (True, False), "with": (True,), "without": (False,)}["without" if no_meta_features else meta]
-    rows = evaluate_loto(store, losses=losses or LOSSES, repeats=repeats, meta_features=settings, out_dir=out_dir,
-                         config=config, tasks=tasks or None, processes=processes, target=target,
-                         include_stopped=include_stopped)
+    rows = evaluate_loto(store, losses=losses or LOSSES, repeats=3 if repeats is None else repeats,
+                         meta_features=settings, out_dir=out_dir or "reports/loto", config=config, tasks=tasks or None,
+                         processes=processes, target=target, include_stopped=include_stopped,
+                         baselines=RANKERS if baselines is None else baselines)
     click.echo(json.dumps(rows, indent=1, default=str) if as_json else markdown_report(rows, config))
 
 
@@ -174,18 +205,20 @@ def suggest_command(store_root, task, data, label, predictor_id, train, k_max_it
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address of the HTTP proxy.")
 @click.option("--replicas", type=int, default=1, show_default=True)
-@click.option("--predictor", "predictor_id", default=None, help="Pin a predictor [follow the latest].")
+@click.option("--predictor", "predictor_id", default=None, metavar="ID|ALIAS|latest",
+              help="A predictor id (pinned), an alias to follow (swaps when promoted), or 'latest' (follows new "
+                   "fits) [the champion alias, else the newest predictor, pinned].")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the bearer token [else $NASDB_API_TOKEN].")
 @click.option("--allow-unauthenticated", is_flag=True, help="No token: only allowed on a loopback host.")
 @click.option("--refresh-seconds", type=float, default=0.0, show_default=True,
-              help="Check the store for a newer predictor this often (0: never).")
+              help="Check the followed alias or 'latest' this often (0: an alias every 2 s, 'latest' never).")
 def serve_command(store_root, port, host, replicas, predictor_id, token_file, allow_unauthenticated, refresh_seconds):
     """Serve suggestions over HTTP with Ray Serve until Ctrl-C (POST /v1/suggest, /v1/predict)."""
     from predictor.serve import run_server
 
     def ready(info) -> None:
-        click.echo(f"serving predictor {info.predictor_id} at {info.url} ({info.replicas} replica(s), "
+        click.echo(f"serving predictor {info.predictor_id}{f' ({predictor_id})' if predictor_id else ''} at {info.url} ({info.replicas} replica(s), "
                    f"{'token required' if info.authenticated else 'no token'}); OpenAPI at {info.url}/openapi.json")
 
     run_server(store_root, on_ready=ready, port=port, host=host, replicas=replicas, predictor_id=predictor_id,

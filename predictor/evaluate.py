@@ -9,6 +9,10 @@ hope for. Fits run in-process (Algorithm 1 without Ray), optionally in a pool of
 LOTO is hundreds of small fits, and Ray Train's per-job start-up would dominate them.
 Imported tabular benchmarks (tasks without samples, ~250k rows each) run without
 meta-features; the per-architecture means and the noise ceiling are linear in the rows.
+Beside the predictor, each task-agnostic baseline of predictor/baselines.py (gbm, ridge) is
+fitted once per held-out task on the same training tasks and scored on the same rows: the
+report shows what the task-aware predictor gains over ranking architectures the same way
+for every task (issue 16).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from predictor.baselines import BASELINES, RANKERS, parse_baselines, unique_architectures
 from predictor.config import LOSSES, PredictorConfig
 from predictor.data import TaskData, TrainingData, load_training_data
 from predictor.fit import fit_in_process, rank_correlations
@@ -36,15 +41,9 @@ REPORT_COLUMNS = ("task", "loss", "meta_features", "spearman_mean", "spearman_st
                   "repeats", "architectures", "noise_ceiling", "noise_pairs", "target")
 
 
-def unique_architectures(task: TaskData) -> tuple[np.ndarray, np.ndarray]:
-    """Each distinct architecture's encoding (A, D) and its accuracy averaged over seeds (A,).
-
-    Linear in the rows (np.unique + bincount): an imported benchmark task has ~250k rows.
-    """
-    keys, first, inverse = np.unique(task.architectures, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    mean_acc = np.bincount(inverse, weights=task.accuracy) / np.bincount(inverse)  # (A,)
-    return task.u[first], mean_acc
+def baseline_columns(baselines: Iterable[str]) -> list[str]:
+    """The report's columns of each baseline: ``<name>_spearman``, ``<name>_pearson``."""
+    return [f"{b}_{m}" for b in baselines for m in ("spearman", "pearson")]
 
 
 def noise_ceiling(task: TaskData) -> tuple[float, int]:
@@ -95,6 +94,21 @@ def _fit_and_score(held_out: str, config_dict: dict) -> dict[str, Any]:
             "spearman": rho, "pearson": r, "final_train_loss": history.final_loss, "seconds": history.seconds}
 
 
+def _baseline_score(held_out: str, name: str) -> dict[str, Any]:
+    """Fit baseline ``name`` without ``held_out`` and score it on the held-out task's distinct architectures."""
+    assert _DATA is not None
+    start = time.perf_counter()
+    ranker = BASELINES[name].fit(_DATA.without(held_out))
+    u, target = unique_architectures(_DATA.tasks[held_out])
+    rho, r = rank_correlations(ranker.scores(u), target)
+    return {"task": held_out, "baseline": name, "spearman": rho, "pearson": r,
+            "seconds": time.perf_counter() - start}
+
+
+def _run_job(kind: str, held_out: str, arg: Any) -> dict[str, Any]:
+    return _fit_and_score(held_out, arg) if kind == "fit" else _baseline_score(held_out, arg)
+
+
 def _logged(results: Iterable[dict[str, Any]], total: int, start: float) -> list[dict[str, Any]]:
     """Collect fit results, logging progress and an ETA about every 10%."""
     out = []
@@ -116,14 +130,18 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
                   meta_features: Iterable[bool] = (True, False), out_dir: str | os.PathLike | None = None, *,
                   config: PredictorConfig | None = None, tasks: Iterable[str] | None = None,
                   space_id: str | None = None, processes: int = 1, target: str = "auto",
-                  include_stopped: bool = False) -> list[dict[str, Any]]:
+                  include_stopped: bool = False, baselines: str | Iterable[str] = RANKERS) -> list[dict[str, Any]]:
     """Leave-one-task-out report rows (one per task x loss x meta-features), written as CSV + markdown.
 
     ``config`` sets everything but the loss, the meta-features switch and the seed (base seed
     + repeat index). With ``out_dir`` the report goes to ``loto.csv``, ``loto_runs.csv`` (every
     single fit) and ``loto.md``. Tasks without samples (imported benchmarks) need
     ``meta_features=(False,)``; ``target`` and ``include_stopped``: see predictor/data.py.
+    ``baselines``: rankers of predictor/baselines.py fitted once per held-out task (deterministic,
+    so not per repeat); their Spearman and Pearson go into every row of the task
+    (``<name>_spearman``, ``<name>_pearson``).
     """
+    baselines = parse_baselines(baselines, zero_shot=False)
     losses, meta_features = list(losses), [bool(m) for m in meta_features]
     for loss in losses:
         if loss not in LOSSES:
@@ -141,19 +159,23 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
     data = load_training_data(store, space=space_id, tasks=tasks, min_experiments=base.batch_size, min_tasks=3,
                               feature_dim=base.feature_dim, max_classes=base.max_classes,
                               use_meta_features=any(meta_features), include_stopped=include_stopped, target=target)
-    jobs = [(name, base.replace(loss=loss, use_meta_features=meta, seed=base.seed + r).to_dict())
+    jobs = [("fit", name, base.replace(loss=loss, use_meta_features=meta, seed=base.seed + r).to_dict())
             for name in data.task_names for loss in losses for meta in meta_features for r in range(repeats)]
-    logger.info("LOTO: %d tasks x %d losses x %d meta settings x %d repeats = %d fits", len(data.tasks),
-                len(losses), len(meta_features), repeats, len(jobs))
+    jobs += [("baseline", name, b) for name in data.task_names for b in baselines]
+    logger.info("LOTO: %d tasks x %d losses x %d meta settings x %d repeats = %d fits, plus %d baseline fits",
+                len(data.tasks), len(losses), len(meta_features), repeats, len(jobs) - len(data.tasks) * len(baselines),
+                len(data.tasks) * len(baselines))
     start = time.perf_counter()
     if processes > 1:
         with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_init_worker,
                                  initargs=(data,)) as pool:
-            runs = _logged(pool.map(_fit_and_score, *zip(*jobs)), len(jobs), start)
+            done = _logged(pool.map(_run_job, *zip(*jobs)), len(jobs), start)
     else:
         _init_worker(data)
-        runs = _logged((_fit_and_score(name, cfg) for name, cfg in jobs), len(jobs), start)
-    logger.info("LOTO: %d fits in %.0fs", len(runs), time.perf_counter() - start)
+        done = _logged((_run_job(*job) for job in jobs), len(jobs), start)
+    runs = [r for r in done if "baseline" not in r]
+    scored = {(r["task"], r["baseline"]): r for r in done if "baseline" in r}
+    logger.info("LOTO: %d fits in %.0fs", len(done), time.perf_counter() - start)
     ceilings = {name: noise_ceiling(t) for name, t in data.tasks.items()}
     num_archs = {name: len(unique_architectures(t)[1]) for name, t in data.tasks.items()}
     rows = []
@@ -168,7 +190,8 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
                              "spearman_std": s_std, "pearson_mean": p_mean, "pearson_std": p_std,
                              "repeats": len(mine), "architectures": num_archs[name],
                              "noise_ceiling": None if math.isnan(ceiling) else ceiling, "noise_pairs": pairs,
-                             "target": data.tasks[name].target_kind})
+                             "target": data.tasks[name].target_kind,
+                             **{f"{b}_{m}": scored[(name, b)][m] for b in baselines for m in ("spearman", "pearson")}})
     if out_dir is not None:
         write_report(rows, runs, Path(out_dir), base)
     return rows
@@ -183,30 +206,51 @@ def _fmt(v: Any) -> str:
 def markdown_report(rows: list[dict[str, Any]], config: PredictorConfig | None = None) -> str:
     """Per-task Spearman (mean ± std over repeats) for each loss and meta-features setting, plus means."""
     settings = list(dict.fromkeys((r["loss"], r["meta_features"]) for r in rows))
-    head = [f"{loss} {'+meta' if meta else 'no-meta'}" for loss, meta in settings]
-    lines = ["| task | archs | noise ceiling | " + " | ".join(head) + " |",
-             "|---|---:|---:|" + "---:|" * len(head)]
+    head = [_setting(loss, meta) for loss, meta in settings]
+    baselines = [b for b in BASELINES if rows and f"{b}_spearman" in rows[0]]
+    lines = ["| task | archs | noise ceiling | " + " | ".join(head + baselines) + " |",
+             "|---|---:|---:|" + "---:|" * (len(head) + len(baselines))]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     index = {(r["task"], r["loss"], r["meta_features"]): r for r in rows}
     for t in tasks:
         first = index[(t, *settings[0])]
         cells = [f"{_fmt(index[(t, *s)]['spearman_mean'])} ± {_fmt(index[(t, *s)]['spearman_std'])}" for s in settings]
+        cells += [_fmt(first[f"{b}_spearman"]) for b in baselines]
         lines.append(f"| {t} | {first['architectures']} | {_fmt(first['noise_ceiling'])} | " + " | ".join(cells) + " |")
     means = [_nan_stats([index[(t, *s)]["spearman_mean"] for t in tasks])[0] for s in settings]
+    means += [_nan_stats([index[(t, *settings[0])][f"{b}_spearman"] for t in tasks])[0] for b in baselines]
     ceilings = [index[(t, *settings[0])]["noise_ceiling"] for t in tasks]
     ceil_mean = _nan_stats([c for c in ceilings if c is not None])[0] if any(c is not None for c in ceilings) else None
     lines.append(f"| **mean** | | {_fmt(ceil_mean)} | " + " | ".join(f"**{_fmt(m)}**" for m in means) + " |")
     text = "Leave-one-task-out Spearman rank correlation (predicted vs. mean validation accuracy over seeds)\n\n"
     if config is not None:
         text += f"Predictor: `{config.to_json()}` (the loss, meta-features and seed vary per column and repeat)\n\n"
-    return text + "\n".join(lines) + "\n"
+    if baselines:
+        text += ("Baselines (task-agnostic, fitted once per held-out task on the same training tasks and scored on "
+                 "the same rows): " + "; ".join(f"{b}: {BASELINES[b].description}" for b in baselines) + "\n\n")
+    text += "\n".join(lines) + "\n"
+    if baselines:
+        wins = [f"{_setting(*s)} beats {b} on {sum(_beats(index[(t, *s)], b) for t in tasks)}/{len(tasks)} tasks"
+                for s in settings for b in baselines]
+        text += "\nPredictor (mean Spearman over repeats) vs baselines, per task: " + "; ".join(wins) + ".\n"
+    return text
+
+
+def _setting(loss: str, meta: bool) -> str:
+    return f"{loss} {'+meta' if meta else 'no-meta'}"
+
+
+def _beats(row: dict[str, Any], baseline: str) -> bool:
+    mine, theirs = row["spearman_mean"], row[f"{baseline}_spearman"]
+    return not (math.isnan(mine) or math.isnan(theirs)) and mine > theirs
 
 
 def write_report(rows: list[dict[str, Any]], runs: list[dict[str, Any]], out_dir: Path,
                  config: PredictorConfig | None = None) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "loto.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=REPORT_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=list(REPORT_COLUMNS) + [k for k in (rows[0] if rows else {})
+                                                                  if k not in REPORT_COLUMNS])
         w.writeheader()
         w.writerows(rows)
     with open(out_dir / "loto_runs.csv", "w", newline="") as f:

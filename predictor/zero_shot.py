@@ -149,31 +149,43 @@ def held_out_suggestions(store: Any, held_out: str, data: Any, config: Any, *, r
     """
     import time
 
-    from predictor.checkpoint import PredictorCheckpoint
-    from predictor.fit import fit_in_process
-    from predictor.suggest import SuggestionEngine
-
-    if held_out not in data.tasks:
-        raise ValueError(f"held-out task {held_out!r} is not in the training data ({', '.join(data.task_names)})")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"`repeats >= 1` must hold, but got repeats={repeats!r}.")
-    train, target = data.without(held_out), data.tasks[held_out]
     out = []
     for r in range(repeats):
         cfg = config.replace(seed=config.seed + r)
-        model, history = fit_in_process(train, cfg)
-        checkpoint = PredictorCheckpoint(
-            predictor_id=f"loto-{held_out}-seed{cfg.seed}", model=model, config=cfg, space=data.space,
-            metadata={"tasks": train.task_names, "data_snapshot": train.snapshot(), "excluded_tasks": [held_out]})
         start = time.perf_counter()
-        engine = SuggestionEngine(checkpoint, store, data=train)
-        z = engine.embed(target.x, target.y) if cfg.use_meta_features else None
+        engine, z, history = fit_held_out(store, held_out, data, cfg)
+        start += history.seconds
         s = engine.suggest_z(z, suggest_config)
         out.append({"task": held_out, "seed": cfg.seed, "architecture": s.architecture, "description": s.description,
                     "score": s.score, "candidates": [c.architecture for c in s.candidates],
                     "final_train_loss": history.final_loss, "fit_seconds": history.seconds,
                     "suggest_seconds": time.perf_counter() - start})
     return out
+
+
+def fit_held_out(store: Any, held_out: str, data: Any, config: Any) -> tuple[Any, Any, Any]:
+    """Fit in-process on every task of ``data`` but ``held_out``; -> (SuggestionEngine, z of held_out, FitHistory).
+
+    The engine is Algorithm 2 over the fitted predictor (an unsaved checkpoint named
+    ``loto-<task>-seed<seed>``); ``z`` is the held-out task's meta-features from its samples,
+    None for a predictor without them. No child model of ``held_out`` is read.
+    """
+    from predictor.checkpoint import PredictorCheckpoint
+    from predictor.fit import fit_in_process
+    from predictor.suggest import SuggestionEngine
+
+    if held_out not in data.tasks:
+        raise ValueError(f"held-out task {held_out!r} is not in the training data ({', '.join(data.task_names)})")
+    train, target = data.without(held_out), data.tasks[held_out]
+    model, history = fit_in_process(train, config)
+    checkpoint = PredictorCheckpoint(
+        predictor_id=f"loto-{held_out}-seed{config.seed}", model=model, config=config, space=data.space,
+        metadata={"tasks": train.task_names, "data_snapshot": train.snapshot(), "excluded_tasks": [held_out]})
+    engine = SuggestionEngine(checkpoint, store, data=train)
+    z = engine.embed(target.x, target.y) if config.use_meta_features else None
+    return engine, z, history
 
 
 def format_suggestion(result: dict[str, Any], *, as_json: bool = False) -> str:
@@ -207,5 +219,5 @@ def format_suggestion(result: dict[str, Any], *, as_json: bool = False) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["AGENT", "format_suggestion", "held_out_suggestions", "load_cli_task", "record_from_result",
+__all__ = ["AGENT", "fit_held_out", "format_suggestion", "held_out_suggestions", "load_cli_task", "record_from_result",
            "suggest_for_cli", "train_suggestion"]
