@@ -32,3 +32,11 @@ class TaskHasNoSamplesError(InvalidTaskError):
 
 class UnknownBenchmarkError(NasdbError, KeyError):
     """A tabular benchmark name that ``nasdb.benchmarks.BENCHMARKS`` does not know."""
+
+
+class UnknownPredictorError(NasdbError, KeyError):
+    """A predictor id or alias that the store does not hold."""
+
+
+class AliasConflictError(NasdbError, ValueError):
+    """An alias change that would break a rule: another search space, an alias still in use."""

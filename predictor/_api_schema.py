@@ -1,25 +1,36 @@
 """Request and response bodies of the suggestion API (predictor/serve.py), as pydantic models.
 
-Validation is strict on purpose: features are finite numbers (no NaN/Infinity, which
-Python's JSON parser would otherwise accept, no strings, no booleans), labels and choice
-indices are integers (1.0 and true are refused), unknown fields are refused (a typo such as
-``k_max_iter`` must not be silently ignored). Checks that depend on the loaded predictor
-(feature count, label range, architecture length and choice ranges, server limits) happen
-in the endpoint and raise ValueError naming the field; both end as a 4xx.
+Validation is strict on purpose: features are finite numbers inside the suite's feature range
+[0, 1] (no NaN/Infinity, which Python's JSON parser would otherwise accept, no 3e38, no strings,
+no booleans), labels and choice indices are integers inside hard bounds (1.0, true and 2**63
+are refused), unknown fields are refused (a typo such as ``k_max_iter`` must not be silently
+ignored), and ``task`` excludes ``x``/``y`` in the OpenAPI schema too (``oneOf``), so a
+schema-driven client or fuzzer sees the same rule the server applies. Checks that depend on the
+loaded predictor (feature count, label below its ``max_classes``, architecture length and choice
+ranges, server limits) happen in the endpoint and raise ValueError naming the field; both end as
+a 4xx whose detail names the offending row and column.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: Hard caps, independent of the server's (smaller, configurable) limits.
 HARD_MAX_SAMPLES = 100_000
 HARD_MAX_ARCHITECTURES = 10_000
 HARD_MAX_ITERS = 100_000
+#: Labels and choice indices above these are refused by the schema (the predictor's own bounds
+#: are smaller: its max_classes, the search space's choice counts).
+HARD_MAX_CLASSES = 100
+HARD_MAX_CHOICES = 1_000
+#: The suite's feature space: 64 values in [0, 1] (nasdb/tasks.py refuses the rest on `tasks add`).
+FEATURE_MIN, FEATURE_MAX = 0.0, 1.0
 
-Feature = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Feature = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=FEATURE_MIN, le=FEATURE_MAX)]
+Label = Annotated[int, Field(strict=True, ge=0, lt=HARD_MAX_CLASSES)]
+Choice = Annotated[int, Field(strict=True, ge=0, lt=HARD_MAX_CHOICES)]
 TaskName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
@@ -27,14 +38,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: ``task`` XOR (``x`` and ``y``), as JSON Schema: exactly what ``TaskInput._one_source`` enforces
+#: (a null counts as absent), so the published schema admits no body the server refuses for it.
+_ONE_SOURCE = [
+    {"title": "by task name", "required": ["task"],
+     "properties": {"task": {"type": "string"}, "x": {"type": "null"}, "y": {"type": "null"}}},
+    {"title": "by inline samples", "required": ["x", "y"],
+     "properties": {"task": {"type": "null"}, "x": {"type": "array"}, "y": {"type": "array"}}},
+]
+
+
 class TaskInput(_Strict):
     """A task: either ``task`` (a name the store knows) or inline samples ``x`` with labels ``y``."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": _ONE_SOURCE})
+
     task: TaskName | None = Field(None, description="Name of a built-in or registered task of the store.")
     x: list[list[Feature]] | None = Field(
-        None, max_length=HARD_MAX_SAMPLES,
-        description="Task samples, one row of `feature_dim` (64) finite numbers per sample.")
-    y: list[StrictInt] | None = Field(
+        None, min_length=1, max_length=HARD_MAX_SAMPLES,
+        description="Task samples, one row of `feature_dim` (64) finite numbers in [0, 1] per sample.")
+    y: list[Label] | None = Field(
         None, max_length=HARD_MAX_SAMPLES, description="Integer class labels in [0, max_classes), one per row of x.")
 
     @model_validator(mode="after")
@@ -46,8 +69,6 @@ class TaskInput(_Strict):
             if self.x is None or self.y is None:
                 missing = "x" if self.x is None else "y"
                 raise ValueError(f"`{missing}` is missing: give a `task` name or both `x` and `y`")
-            if len(self.x) == 0:
-                raise ValueError("`x` is empty: at least one sample is needed")
             if len(self.y) != len(self.x):
                 raise ValueError(f"`y` has {len(self.y)} labels but `x` has {len(self.x)} rows")
         return self
@@ -73,7 +94,7 @@ class SuggestRequest(TaskInput):
 class PredictRequest(TaskInput):
     """POST /v1/predict: predictor scores of discrete architectures on a task."""
 
-    architectures: list[list[StrictInt]] = Field(
+    architectures: list[list[Choice]] = Field(
         ..., min_length=1, max_length=HARD_MAX_ARCHITECTURES,
         description="Architectures as choice-index vectors, one index per dimension of the search space.")
 
@@ -132,10 +153,14 @@ class ModelResponse(BaseModel):
     tasks: list[str]
     space_id: str
     metrics: dict[str, Any]
-    following: str = Field(description="'latest' (picks up newly fitted predictors) or 'pinned'.")
+    data_snapshot: dict[str, Any] = Field(default_factory=dict,
+                                          description="Rows per training task the fit saw (ok, failed, skipped).")
+    alias: str | None = Field(None, description="The alias served (e.g. 'champion'), when following one.")
+    following: str = Field(description="'alias' (swaps when the alias is promoted), 'latest' (picks up newly "
+                                       "fitted predictors) or 'pinned'.")
     refresh_seconds: float
     suggest_defaults: dict[str, Any]
-    limits: dict[str, int]
+    limits: dict[str, int | float]
 
 
 class ErrorResponse(BaseModel):

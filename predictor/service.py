@@ -18,12 +18,15 @@ from typing import Any
 import numpy as np
 
 from predictor._api_schema import PredictRequest, SuggestRequest, TaskInput
-from predictor.checkpoint import latest_predictor, load_predictor
+from predictor.checkpoint import load_predictor
+from predictor.registry import Selection, select
 from predictor.suggest import SuggestConfig, SuggestionEngine, check_samples
 
 logger = logging.getLogger(__name__)
 
 USER_CONFIG_KEYS = ("predictor_id", "refresh_seconds")
+#: How often a replica that follows an alias checks it when ``refresh_seconds`` is 0 (one small JSON read).
+ALIAS_POLL_SECONDS = 2.0
 
 
 class PayloadTooLargeError(ValueError):
@@ -32,24 +35,35 @@ class PayloadTooLargeError(ValueError):
 
 @dataclass(frozen=True)
 class ServeLimits:
-    """What one request may ask for; requests above them are refused with a 4xx naming the field."""
+    """What one request may ask for, and how much of a replica one client may hold.
+
+    Requests above them are refused with a 4xx naming the field. ``body_timeout_s`` is the
+    deadline for a request's whole body once its headers are in (408 after it), and
+    ``max_requests_per_client`` caps one client address's concurrent requests on a replica
+    (429 above it; /v1/health is exempt), so slow uploads cannot occupy the replica's slots.
+    """
 
     max_samples: int = 10_000
     max_architectures: int = 1_000
     max_k_max_iters: int = 10_000
+    max_requests_per_client: int = 64
+    body_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("max_samples", "max_architectures", "max_k_max_iters"):
+        for name in ("max_samples", "max_architectures", "max_k_max_iters", "max_requests_per_client"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"`{name}` must be a positive integer, but got {name}={v!r}.")
+        v = self.body_timeout_s
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"`body_timeout_s` must be a finite number of seconds > 0, but got body_timeout_s={v!r}.")
 
     @property
     def max_body_bytes(self) -> int:
         """Room for ``max_samples`` rows of 64 floats printed at full precision, plus 1 MiB."""
         return self.max_samples * 64 * 26 + (1 << 20)
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | float]:
         return {**asdict(self), "max_body_bytes": self.max_body_bytes}
 
 
@@ -62,9 +76,12 @@ def _check_refresh(value: Any) -> float:
 class SuggestionService:
     """One replica's state: the store, the current engine, and how it follows new predictors.
 
-    ``predictor_id=None`` follows the store's latest predictor (picked up by ``refresh_now`` or
-    the background refresh every ``refresh_seconds``, 0 = off); a pinned id never changes by
-    itself, only by ``reconfigure``.
+    ``predictor_id`` is an id (pinned: never changes by itself, only by ``reconfigure``), an
+    alias such as ``champion`` (followed: checked every ``refresh_seconds``, or every
+    ALIAS_POLL_SECONDS when that is 0, so a promotion goes live by itself), ``latest`` (the
+    newest checkpoint of any kind, checked every ``refresh_seconds``, 0 = off), or None (the
+    ``champion`` alias when there is one, else the newest checkpoint, pinned): see
+    predictor.registry.select.
     """
 
     def __init__(self, store: Any, *, predictor_id: str | None = None, refresh_seconds: float = 0.0,
@@ -76,9 +93,9 @@ class SuggestionService:
             raise ValueError(f"default k_max_iters={self.defaults.k_max_iters} exceeds max_k_max_iters="
                              f"{self.limits.max_k_max_iters}")
         self.replica: str | None = None  # set by the Serve deployment: which replica answered
-        self._pinned = predictor_id
+        self._selection: Selection = select(store, predictor_id)
         self._load_lock = threading.Lock()
-        self._engine: SuggestionEngine = self._load(predictor_id)
+        self._engine: SuggestionEngine = self._load(self._selection.target(store))
         self.last_refresh_error: str | None = None
         self.refresh_seconds = 0.0
         self._stop = threading.Event()
@@ -90,15 +107,15 @@ class SuggestionService:
     def engine(self) -> SuggestionEngine:
         return self._engine
 
-    def _load(self, predictor_id: str | None) -> SuggestionEngine:
-        checkpoint = load_predictor(self.store, predictor_id)  # KeyError naming the id, or "no predictor yet"
+    def _load(self, predictor_id: str) -> SuggestionEngine:
+        checkpoint = load_predictor(self.store, predictor_id)  # KeyError naming the id
         return SuggestionEngine(checkpoint, self.store)
 
-    def _swap_to(self, predictor_id: str | None) -> bool:
-        """Load ``predictor_id`` (None: the latest) unless it is the current one; swap atomically."""
+    def _swap_to(self, selection: Selection) -> bool:
+        """Load what ``selection`` designates now unless it is the current one; swap atomically."""
         with self._load_lock:
-            target = predictor_id or latest_predictor(self.store)
-            if target is None or target == self._engine.predictor_id:
+            target = selection.target(self.store)
+            if target == self._engine.predictor_id:
                 return False
             engine = self._load(target)
             previous, self._engine = self._engine.predictor_id, engine  # the swap: one assignment
@@ -106,11 +123,11 @@ class SuggestionService:
         return True
 
     def refresh_now(self) -> bool:
-        """Pick up the store's latest predictor when following it; True when the predictor changed."""
-        return False if self._pinned else self._swap_to(None)
+        """Pick up the alias's or the store's latest predictor when following one; True when it changed."""
+        return self._selection.follows and self._swap_to(self._selection)
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
-        """Serve's user_config: ``{"predictor_id": ID | None | "latest", "refresh_seconds": S}``."""
+        """Serve's user_config: ``{"predictor_id": ID | ALIAS | "latest" | None, "refresh_seconds": S}``."""
         user_config = dict(user_config or {})
         unknown = sorted(set(user_config) - set(USER_CONFIG_KEYS))
         if unknown:
@@ -119,22 +136,29 @@ class SuggestionService:
             pid = user_config["predictor_id"]
             if pid is not None and not isinstance(pid, str):
                 raise ValueError(f"user_config predictor_id must be a string or null, got {pid!r}")
-            pid = None if pid in (None, "", "latest") else pid
-            self._swap_to(pid)  # raises (and keeps the current predictor) when it cannot be loaded
-            self._pinned = pid
-        if "refresh_seconds" in user_config:
-            self.set_refresh(user_config["refresh_seconds"])
+            selection = select(self.store, pid or None)
+            self._swap_to(selection)  # raises (and keeps the current predictor) when it cannot be loaded
+            self._selection = selection
+        self.set_refresh(user_config.get("refresh_seconds", self.refresh_seconds))
+
+    def _poll_seconds(self) -> float:
+        """How often the background thread checks for a new predictor (0: no thread)."""
+        if not self._selection.follows:
+            return 0.0
+        if self.refresh_seconds > 0:
+            return self.refresh_seconds
+        return ALIAS_POLL_SECONDS if self._selection.alias else 0.0
 
     def set_refresh(self, seconds: Any) -> None:
-        """Start, change or stop (0) the background check for a newer predictor."""
+        """Start, change or stop (0) the background check for a newer predictor (an alias is always checked)."""
         self.refresh_seconds = _check_refresh(seconds)
-        if self.refresh_seconds > 0 and (self._thread is None or not self._thread.is_alive()):
+        if self._poll_seconds() > 0 and (self._thread is None or not self._thread.is_alive()):
             self._stop.clear()
             self._thread = threading.Thread(target=self._refresh_loop, name="nasdb-predictor-refresh", daemon=True)
             self._thread.start()
 
     def _refresh_loop(self) -> None:
-        while self.refresh_seconds > 0 and not self._stop.wait(self.refresh_seconds):
+        while (interval := self._poll_seconds()) > 0 and not self._stop.wait(interval):
             try:
                 self.refresh_now()
                 self.last_refresh_error = None
@@ -206,7 +230,9 @@ class SuggestionService:
             "tasks": engine.checkpoint.tasks,
             "space_id": engine.space.space_id,
             "metrics": _finite(meta.get("metrics") or {}),
-            "following": "pinned" if self._pinned else "latest",
+            "data_snapshot": _finite(meta.get("data_snapshot") or {}),
+            "alias": self._selection.alias,
+            "following": self._selection.kind,
             "refresh_seconds": self.refresh_seconds,
             "suggest_defaults": self.defaults.to_dict(),
             "limits": self.limits.to_dict(),
