@@ -54,7 +54,7 @@ def _check_store(store: Any) -> Any:
     """The store, initialized and proven writable; StoreError (one line) if it is not usable."""
     from nasdb.store import ExperimentStore
 
-    root = getattr(store, "root", store)
+    root = getattr(store, "uri", store)
     if str(root).startswith("memory://"):
         raise StoreError(f"store {str(root)!r} lives in one process's memory: Ray actors cannot reach it")
     try:
@@ -223,8 +223,8 @@ class _Job:
         self._task_refs = {name: ray.put(task) for name, task in tasks.items()}
         self.progress.note(f"embedding bank ready in {time.monotonic() - t0:.1f}s")
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-        if nodes > 1 and "://" not in str(self.store.root):
-            self.progress.note(f"warning: {nodes} nodes write to the local path {self.store.root!r}: it must be "
+        if nodes > 1 and "://" not in self.store.uri:
+            self.progress.note(f"warning: {nodes} nodes write to the local path {self.store.uri!r}: it must be "
                                "a shared filesystem mounted there on every node (else use an s3:// or gs:// URI)")
         n = sum(len(c) for c in chunks)
         skipped = sum(t.skipped for t in self.progress.tasks.values())
@@ -250,7 +250,7 @@ class _Job:
         worker = f"{self.run_id}-{name.rsplit('-', 1)[-1]}"  # unique per actor: writers never share a file
         return self._remote_cls.options(
             name=name, num_cpus=self.res.num_cpus, num_gpus=self.res.num_gpus, max_restarts=0,
-        ).remote(self.store.root, self.space.to_json(), self.recipe, worker=worker, agent=self.agent,
+        ).remote(self.store.uri, self.space.to_json(), self.recipe, worker=worker, agent=self.agent,
                  run_id=self.run_id, threads=self.res.threads, use_gpu=self.res.num_gpus > 0,
                  retry_failed=self.retry_failed, bank=self._bank_ref, task_refs=self._task_refs,
                  **({} if self._curve_actor is None else {"early_stop": self._curve_actor}))

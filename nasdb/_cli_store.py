@@ -34,9 +34,9 @@ def init_cmd(ctx: click.Context, as_json: bool) -> None:
     existed = store.exists()
     store.init()
     if as_json:
-        echo_json({"root": store.root, "created": not existed})
+        echo_json({"root": store.uri, "created": not existed})
     else:
-        click.echo(f"{'store already exists' if existed else 'initialized store'} at {store.root}")
+        click.echo(f"{'store already exists' if existed else 'initialized store'} at {store.uri}")
 
 
 @click.group("tasks")
@@ -130,7 +130,7 @@ def stats_cmd(ctx: click.Context, as_json: bool) -> None:
     storage = store.storage()
     for r in per_task:
         r.update(storage.get(r["task"], {"files": 0, "bytes": 0}))
-    summary = {"root": store.root, "rows": sum(r["rows"] for r in per_task), "tasks": len(per_task),
+    summary = {"root": store.uri, "rows": sum(r["rows"] for r in per_task), "tasks": len(per_task),
                "files": sum(s["files"] for s in storage.values()), "bytes": sum(s["bytes"] for s in storage.values())}
     if as_json:
         echo_json({**summary, "per_task": per_task})

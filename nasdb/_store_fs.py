@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import io
 import os
 import secrets
 import shutil
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import fsspec
+
+from nasdb.errors import StoreError
 
 TMP_PREFIX = "_tmp-"
 
@@ -43,6 +46,12 @@ class StoreFS(abc.ABC):
         self.fs = fs
 
     is_local: bool = False
+
+    @property
+    def uri(self) -> str:
+        """The address any process reopens this root with (``open_store_fs(uri)``): a local
+        directory's absolute path, or the full URI, scheme included, of any other filesystem."""
+        return self.root
 
     def join(self, *parts: str) -> str:
         return "/".join([self.root, *[p.strip("/") for p in parts if p]])
@@ -246,8 +255,15 @@ class FsspecFS(StoreFS):
     """Any fsspec filesystem (s3://, gs://, memory://, ...): objects are written once under their final key."""
 
     def __init__(self, url: str):
-        fs, path = fsspec.core.url_to_fs(url)
+        try:
+            fs, path = fsspec.core.url_to_fs(url)
+        except ImportError as e:  # the scheme's fsspec implementation is an optional extra
+            raise StoreError(f"store {url!r} needs {_missing_extra(url, e)}") from None
         super().__init__(path, fs)
+
+    @property
+    def uri(self) -> str:
+        return self.fs.unstrip_protocol(self.root)
 
     def exists(self, path: str) -> bool:
         return bool(self.fs.exists(path))
@@ -282,9 +298,13 @@ class FsspecFS(StoreFS):
 
     @contextlib.contextmanager
     def atomic_output(self, path: str) -> Iterator[Any]:
+        """Buffer in memory, then publish the complete bytes in one ``pipe_file`` (one PUT, or a
+        multipart upload that S3 shows only once completed). Not ``fs.open(path, "wb")``: its
+        ``close`` on an exception would upload the partial content under the final key."""
+        buf = io.BytesIO()
+        yield buf
         self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
-        with self.fs.open(path, "wb") as f:
-            yield f
+        self.fs.pipe_file(path, buf.getvalue())
 
     def publish_dir(self, tmp_dir: str, final_dir: str) -> None:
         # No atomic folder rename on object stores: copy, and let the caller write its
@@ -305,6 +325,18 @@ class FsspecFS(StoreFS):
 
     def prepare_duckdb(self, conn: Any) -> None:
         conn.register_filesystem(self.fs)
+
+
+#: fsspec schemes whose implementation comes with one of nasdb's extras (pyproject.toml).
+EXTRAS = {"s3": "s3", "s3a": "s3"}
+
+
+def _missing_extra(url: str, error: ImportError) -> str:
+    """What to install for ``url``'s scheme, as one line (fsspec's own hint for other schemes)."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in EXTRAS:
+        return f"an optional extra: pip install 'nasdb[{EXTRAS[scheme]}]'"
+    return " ".join(str(error).split()) or f"the fsspec implementation of {scheme}://"
 
 
 def open_store_fs(root: str, *, fsync: bool = True) -> StoreFS:

@@ -206,7 +206,7 @@ def _check_writable(store: "ExperimentStore") -> None:
     if "file" in protocols or "local" in protocols:
         for d in (store.root, *(store.path(sub) for sub in ("spaces", "tasks", "experiments"))):
             if os.path.exists(d) and not os.access(d, os.W_OK | os.X_OK):
-                raise StoreError(f"the store at {store.root!r} is not writable ({d})")
+                raise StoreError(f"the store at {store.uri!r} is not writable ({d})")
 
 
 def _new_rows(store: "ExperimentStore", task: str, table: pa.Table) -> tuple[pa.Table, int]:

@@ -85,6 +85,21 @@ class NasdbGroup(click.Group):
         return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
+        """Hand an explicit ``nasdb --store ROOT`` to a command that has its own ``--store``.
+
+        Passed as the command's first argument, so that it outranks $NASDB_STORE (click ranks
+        an environment variable above ``default_map``) while a ``--store`` given to the command
+        itself, parsed later, still wins: command flag > group flag > $NASDB_STORE.
+        """
+        name, cmd, rest = super().resolve_command(ctx, args)
+        root = ctx.params.get("store_root")
+        if (cmd is not None and root and ctx.parent is None
+                and ctx.get_parameter_source("store_root") is click.core.ParameterSource.COMMANDLINE
+                and any(p.name == "store_root" and "--store" in p.opts for p in cmd.params)):
+            rest = ["--store", root, *rest]
+        return name, cmd, rest
+
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
@@ -133,9 +148,7 @@ def _exit(code: int, standalone_mode: bool) -> None:
 @click.pass_context
 def main(ctx: click.Context, store_root: str | None) -> None:
     """nasdb: the life-long database of child-model training experiments."""
-    ctx.obj = {"store_root": store_root}
-    if store_root:  # the job commands (populate, fit, search, ...) take `nasdb --store` as their --store
-        ctx.default_map = {name: {"store_root": store_root} for name in LAZY_COMMANDS}
+    ctx.obj = {"store_root": store_root}  # commands with their own --store get it from resolve_command
 
 
 def _register() -> None:

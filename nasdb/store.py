@@ -90,7 +90,7 @@ class ExperimentStore:
         if not root:
             raise StoreError(f"no store given: pass a root (--store ROOT) or set {ENV_VAR}")
         self._sfs: StoreFS = open_store_fs(str(root), fsync=fsync)
-        self.root = self._sfs.root
+        self.root = self._sfs.root  # fs-native (an object store's without its scheme): use with self.fs
         self.fs = self._sfs.fs
         self._catalog = FileCatalog(self._sfs)
         self._reader = Reader(self._sfs, self._catalog)
@@ -98,7 +98,15 @@ class ExperimentStore:
         self._conn: duckdb.DuckDBPyConnection | None = None
 
     def __repr__(self) -> str:
-        return f"ExperimentStore({self.root!r})"
+        return f"ExperimentStore({self.uri!r})"
+
+    @property
+    def uri(self) -> str:
+        """The store's address for another process (a Ray actor, a Serve replica, a Train
+        worker, a CLI): ``ExperimentStore(store.uri)`` reopens this store on any node. A local
+        folder's absolute path, else the full URI with its scheme; never ``root``, which an
+        object store gives without its scheme (``bucket/prefix``, a relative local path)."""
+        return self._sfs.uri
 
     # -- layout ------------------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -120,7 +128,7 @@ class ExperimentStore:
     def require(self) -> None:
         """StoreError unless the store has been initialized (reads never create it)."""
         if not self.exists():
-            raise StoreError(f"no nasdb store at {self.root!r} (create it with `nasdb --store {self.root} init`)")
+            raise StoreError(f"no nasdb store at {self.uri!r} (create it with `nasdb --store {self.uri} init`)")
 
     # -- writing -----------------------------------------------------------------------
     def writer(self, worker: str, *, flush_rows: int = 500, flush_seconds: float | None = 5.0) -> ExperimentWriter:

@@ -288,9 +288,9 @@ def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predic
     store.require()
     pid = predictor_id or latest_predictor(store)
     if pid is None:
-        raise ValueError(f"the store {store.root!r} has no predictor yet: fit one first (python -m predictor.train)")
+        raise ValueError(f"the store {store.uri!r} has no predictor yet: fit one first (python -m predictor.train)")
     read_metadata(store, pid)  # KeyError naming the id when it is not there
-    app = build_app(store.root, predictor_id=predictor_id, token_digest=digest,
+    app = build_app(store.uri, predictor_id=predictor_id, token_digest=digest,
                     allow_unauthenticated=allow_unauthenticated, replicas=replicas, num_cpus=num_cpus,
                     refresh_seconds=refresh_seconds, limits=limits, suggest_defaults=suggest_defaults)
     if not ray.is_initialized():

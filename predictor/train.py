@@ -39,12 +39,6 @@ def _open_store(store: Any) -> Any:
     return store
 
 
-def _store_root(store: Any) -> str:
-    """The store's root as a URI another process can reopen (fsspec strips the protocol from ``root``)."""
-    fs = getattr(store, "fs", None)
-    return fs.unstrip_protocol(store.root) if hasattr(fs, "unstrip_protocol") else str(store.root)
-
-
 def _train_loop_per_worker(cfg: dict) -> dict | None:
     """Runs in every Ray Train worker: Algorithm 1 under DDP, then rank 0 saves the checkpoint."""
     import numpy as np
@@ -160,7 +154,7 @@ def _run_trainer(store: Any, data: TrainingData, config: PredictorConfig, init_s
             train_loop_config={
                 "data": ray.put(data), "config": config.to_dict(),
                 # the workers reopen the store from its root (a store object need not pickle)
-                "open_store": functools.partial(type(store), _store_root(store)),
+                "open_store": functools.partial(type(store), store.uri),
                 "predictor_id": predictor_id, "warm_start": warm_start, "exclude_tasks": exclude,
                 "init_state": ray.put(init_state) if init_state is not None else None,
                 "report_every": report_every, "workers": workers,

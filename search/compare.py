@@ -217,7 +217,7 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
           for t in names}
     out = Comparison(names, agents, int(budget), first_n, results, zs,
                      settings={"evaluator": evaluator, "seed": seed, "parallel": parallel, "epochs": epochs,
-                               "pretrain_tasks": fixed, "store": str(store.root)},
+                               "pretrain_tasks": fixed, "store": store.uri},
                      regret=_table_regret(store, plans, results, first_n) if evaluator == "lookup" else {})
     if out_dir is not None:
         out.write(out_dir)

@@ -223,12 +223,12 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
             if names is None:
                 names = sorted(have)
                 if not names:
-                    raise ValueError(f"store {store.root!s} has no offline children of tasks other than {task!r} "
+                    raise ValueError(f"store {store.uri} has no offline children of tasks other than {task!r} "
                                      f"(space {space.space_id}) to pre-train T-NAML on; populate it first")
             empty = [t for t in names if not have.get(t)]
             if empty:
                 raise ValueError(f"pre-training tasks {empty} have no offline children (space {space.space_id}) in "
-                                 f"store {store.root!s}; populate them first or use the live pretrain source")
+                                 f"store {store.uri}; populate them first or use the live pretrain source")
         elif names is None:
             raise ValueError("live T-NAML pre-training needs explicit pre-training tasks (--pretrain-tasks)")
         args.update(pretrain_tasks=list(names), pretrain_source=pretrain_source, pretrain_budget=pretrain_budget)
@@ -248,7 +248,7 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
         raise ValueError(f"run id {run_id!r} is not valid: use 1-128 letters, digits or '_.+-', starting with a "
                          f"letter or digit (it names a folder in the store)")
     every = checkpoint_every if checkpoint_every is not None else (1 if evaluator == "train" else 25)
-    return SearchPlan(str(store.root), run_id, task, budget, described, evaluator, parallel, space.space_id, recipe,
+    return SearchPlan(store.uri, run_id, task, budget, described, evaluator, parallel, space.space_id, recipe,
                       pretrain, _check_int("checkpoint_every", every, 1), bool(verbose),
                       None if early_stop is None else early_stop.to_dict())
 

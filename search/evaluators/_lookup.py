@@ -92,7 +92,7 @@ def load_table(store, task: str, space: SearchSpace, recipe: dict | None = None)
     if table.num_rows == 0:
         which = f" with recipe {_recipe_key(recipe)}" if recipe is not None else ""
         raise NotTabulatedError(
-            f"task {task!r} has no stored rows of space {space.space_id}{which} in store {store.root!s}: nothing "
+            f"task {task!r} has no stored rows of space {space.space_id}{which} in store {store.uri}: nothing "
             f"to look up (populate it first or use the train evaluator)")
     table = table.sort_by([("seed", "ascending"), ("experiment_id", "ascending")])
     archs = _architectures(table.column("architecture"), space.num_dimensions, task)
@@ -154,7 +154,7 @@ class LookupEvaluator(Evaluator):
         key = architecture_key(trial.architecture)
         if key not in table.rows:
             raise NotTabulatedError(
-                f"architecture {list(key)} of task {trial.task!r} is not tabulated in store {self.store.root!s} "
+                f"architecture {list(key)} of task {trial.task!r} is not tabulated in store {self.store.uri} "
                 f"({len(table)} architectures of space {self.space.space_id} are); the lookup evaluator needs a "
                 f"fully tabulated benchmark")
         rows = table.rows[key]

@@ -118,7 +118,7 @@ class TrainingEvaluator(Evaluator):
         worker = f"{self.run_id}-{self._session}-{index}.{generation}"
         handle = self._remote.options(num_cpus=self.plan.num_cpus, num_gpus=self.plan.num_gpus,
                                       max_restarts=0).remote(
-            self.store.root, self.space.to_json(), self.recipe, worker=worker, agent=self.agent,
+            self.store.uri, self.space.to_json(), self.recipe, worker=worker, agent=self.agent,
             run_id=self.run_id, threads=self.plan.threads, use_gpu=self.plan.num_gpus > 0,
             bank=self.shared.get("bank"), task_refs=self.shared.get("tasks"),
             **({} if self.early_stop is None else {"early_stop": self.early_stop}))
