@@ -28,7 +28,7 @@ COMMANDS: dict[str, list[str]] = {
     "import-benchmark": ["hpolib", "--tasks", "naval_propulsion"], "benchmark-report": ["--benchmark", "hpolib"],
     "demo": [],  # run on a store path that is a file: fails at once, naming it
     "predictors list": [], "predictors show": ["abc"], "predictors delete": ["abc"],
-    "predictors promote": ["abc"], "predictors unalias": ["staging"],
+    "predictors promote": ["abc"], "predictors unalias": ["staging"], "runs list": [], "runs show": ["abc"],
 }
 
 
