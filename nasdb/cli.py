@@ -29,6 +29,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "embeddings": "predictor._cli:embeddings_command",
     "suggest": "predictor._cli:suggest_command",
     "serve": "predictor._cli:serve_command",
+    "predictors": "predictor._registry_cli:predictors_group",
     "search": "search._cli:search_command",
     "compare": "search._cli:compare_command",
     "demo": "nasdb._cli_demo:demo_command",

@@ -13,9 +13,10 @@ keeps serving. Three ways to run it:
 - ``start_server(store, port=..., replicas=...)`` (``nasdb serve``) on the embedded Ray;
 - ``serve run predictor.serve:app_builder store=ROOT token_file=PATH`` on a cluster;
 - ``serve deploy`` of a config like ``predictor/serve_config.example.yaml``; a new predictor is
-  then picked up without downtime by changing the deployment's ``user_config``
-  (``{"predictor_id": ID}``: Serve calls ``reconfigure`` on the live replicas) or, opt-in, by
-  ``refresh_seconds`` > 0 (each replica follows the store's latest predictor).
+  then picked up without downtime by promoting it (``nasdb predictors promote ID --alias
+  champion``: replicas that follow the alias swap in place, predictor/registry.py), by changing
+  the deployment's ``user_config`` (``{"predictor_id": ID}``: Serve calls ``reconfigure`` on the
+  live replicas) or, asked for explicitly, by following ``latest`` with ``refresh_seconds`` > 0.
 """
 
 from __future__ import annotations
@@ -232,7 +233,9 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     store: str = Field(description="Store root (path or URI) reachable from every replica.")
-    predictor_id: str | None = None
+    predictor: str | None = Field(None, description="A predictor id, an alias to follow (e.g. champion) or "
+                                                    "'latest'; default: the champion alias, else the newest, pinned.")
+    predictor_id: str | None = Field(None, description="Older spelling of `predictor`.")
     token_file: str | None = None
     allow_unauthenticated: bool = False
     refresh_seconds: float = Field(0.0, ge=0)
@@ -246,9 +249,11 @@ class AppArgs(BaseModel):
 def app_builder(args: dict[str, Any]):
     """Application builder for ``serve run`` / ``serve deploy`` (import path ``predictor.serve:app_builder``)."""
     a = AppArgs.model_validate(dict(args))
+    if a.predictor is not None and a.predictor_id is not None and a.predictor != a.predictor_id:
+        raise ValueError(f"give `predictor` or `predictor_id`, not both (got {a.predictor!r} and {a.predictor_id!r})")
     # Without a token the replica itself checks that the proxy binds a loopback host.
     digest = None if a.allow_unauthenticated else resolve_token_digest(token_file=a.token_file)
-    return build_app(a.store, predictor_id=a.predictor_id, token_digest=digest,
+    return build_app(a.store, predictor_id=a.predictor or a.predictor_id, token_digest=digest,
                      allow_unauthenticated=a.allow_unauthenticated, replicas=a.replicas, num_cpus=a.num_cpus,
                      refresh_seconds=a.refresh_seconds,
                      limits=ServeLimits(a.max_samples, a.max_architectures, a.max_k_max_iters))
@@ -278,7 +283,7 @@ def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predic
     import ray
 
     from nasdb.store import ExperimentStore
-    from predictor.checkpoint import latest_predictor, read_metadata
+    from predictor.registry import LATEST, select
 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"`port` must be an integer in [1, 65535], but got port={port!r}.")
@@ -286,11 +291,9 @@ def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predic
                                   host=host)
     store = ExperimentStore(store_root)
     store.require()
-    pid = predictor_id or latest_predictor(store)
-    if pid is None:
-        raise ValueError(f"the store {store.uri!r} has no predictor yet: fit one first (python -m predictor.train)")
-    read_metadata(store, pid)  # KeyError naming the id when it is not there
-    app = build_app(store.uri, predictor_id=predictor_id, token_digest=digest,
+    selection = select(store, predictor_id)  # one line naming an unknown id or alias, or "no predictor yet"
+    pid = selection.target(store)
+    app = build_app(store.uri, predictor_id=selection.name or LATEST, token_digest=digest,
                     allow_unauthenticated=allow_unauthenticated, replicas=replicas, num_cpus=num_cpus,
                     refresh_seconds=refresh_seconds, limits=limits, suggest_defaults=suggest_defaults)
     if not ray.is_initialized():

@@ -52,6 +52,7 @@ def server(store):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         info = start_server(store[0].root, port=_free_port(), token=TOKEN, limits=LIMITS, refresh_seconds=1.0,
+                            predictor_id="latest",  # follow new fits: asked for explicitly (predictor/registry.py)
                             num_cpus=0.5)
         yield info
     finally:
