@@ -30,6 +30,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "suggest": "predictor._cli:suggest_command",
     "serve": "predictor._cli:serve_command",
     "predictors": "predictor._registry_cli:predictors_group",
+    "runs": "nasdb._cli_runs:runs_group",
     "search": "search._cli:search_command",
     "compare": "search._cli:compare_command",
     "demo": "nasdb._cli_demo:demo_command",
@@ -85,7 +86,6 @@ class NasdbGroup(click.Group):
             self.add_command(cmd, name)
         return super().get_command(ctx, name)
 
-    def invoke(self, ctx: click.Context) -> Any:
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
         """Hand an explicit ``nasdb --store ROOT`` to a command that has its own ``--store``.
 
@@ -101,6 +101,7 @@ class NasdbGroup(click.Group):
             rest = ["--store", root, *rest]
         return name, cmd, rest
 
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
