@@ -8,6 +8,7 @@ Layout under the root (a local folder or any fsspec URI; DESIGN.md "The store"):
                                     (imported benchmarks, nasdb.benchmarks: metadata.json only)
     experiments/task=<task>/part-<writer>-<seq>.parquet
     predictors/<id>/                predictor checkpoints (written by predictor/, via path() and fs)
+    aliases/<name>.json             predictor aliases such as champion (predictor/registry.py)
     quarantine/                     files verify() found unreadable, at their relative path
 
 One row per trained child model: the "database of model training experiments" of
