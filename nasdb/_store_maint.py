@@ -15,8 +15,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from nasdb._store_check import (DEDUPLICATED_KEY, PARTITION_PREFIX, pages_problem, parquet_file, read_table,
+                                structure)
 from nasdb._store_fs import TMP_PREFIX, FileInfo, StoreFS
-from nasdb._store_read import DEDUPLICATED_KEY, PARTITION_PREFIX, FileCatalog, connect_engine, dedup_sql, parquet_ok
+from nasdb._store_read import FileCatalog, connect_engine, dedup_sql
 from nasdb._store_schema import COLUMNS, EXPERIMENT_SCHEMA, SCHEMA_VERSION, conform
 from nasdb._store_writer import COMPACT_COMPRESSION, DICTIONARY_COLUMNS, new_writer_id
 
@@ -36,16 +38,20 @@ def _mergeable(meta: pq.FileMetaData) -> bool:
     return version <= SCHEMA_VERSION and set(meta.schema.to_arrow_schema().names) <= set(COLUMNS)
 
 
-def _merge(sfs: StoreFS, files: list[FileInfo]) -> tuple[pa.Table, list[FileInfo], int]:
-    """Rows of ``files`` deduplicated (same rule as reads) and sorted best val_accuracy first."""
+def _merge(sfs: StoreFS, catalog: FileCatalog, files: list[FileInfo]) -> tuple[pa.Table, list[FileInfo], int]:
+    """Rows of ``files`` deduplicated (same rule as reads) and sorted best val_accuracy first.
+
+    A file whose pages do not decode is left out and stays where it is (``verify`` quarantines it).
+    """
     tables, merged = [], []
     for f in files:
         try:
-            with sfs.fs.open(f.path, "rb") as fh:
-                tables.append(conform(pq.read_table(fh)).select(list(COLUMNS)))
+            tables.append(conform(read_table(sfs, f.path)).select(list(COLUMNS)))
             merged.append(f)
         except FileNotFoundError:
             continue  # a concurrent compaction merged it already: its rows are in that file
+        except Exception as e:  # corrupted pages behind a valid footer
+            catalog.mark_invalid(f, f"unreadable pages: {' '.join(str(e).split())[:200]}")
     raw = pa.concat_tables(tables) if tables else EXPERIMENT_SCHEMA.empty_table()
     conn = connect_engine()
     try:
@@ -67,12 +73,12 @@ def compact_partition(sfs: StoreFS, catalog: FileCatalog, task: str, *, small_ro
     candidates: list[tuple[FileInfo, int]] = []
     for f in catalog.files(task):
         try:
-            with sfs.fs.open(f.path, "rb") as fh:
-                meta = pq.read_metadata(fh)
+            with parquet_file(sfs, f.path) as (pf, _):
+                meta = pf.metadata
         except FileNotFoundError:
             continue  # another compactor got there first
-        except Exception:
-            catalog.mark_invalid(f)  # verify() will quarantine it
+        except Exception as e:
+            catalog.mark_invalid(f, f"unreadable Parquet footer: {e}")  # verify() will quarantine it
             continue
         if meta.num_rows < small_rows and _mergeable(meta):
             candidates.append((f, meta.num_rows))
@@ -90,7 +96,7 @@ def compact_partition(sfs: StoreFS, catalog: FileCatalog, task: str, *, small_ro
     for files in batches:
         if len(files) < 2:
             continue
-        table, merged, raw_rows = _merge(sfs, files)
+        table, merged, raw_rows = _merge(sfs, catalog, files)
         if not merged:
             continue
         name = f"part-compact-{new_writer_id()}-{int(time.time())}.parquet"
@@ -129,12 +135,14 @@ def _quarantine(sfs: StoreFS, f: FileInfo) -> str:
 
 def verify(sfs: StoreFS, catalog: FileCatalog, *, deep: bool = False,
            stale_seconds: float = STALE_TMP_SECONDS) -> dict[str, Any]:
-    """Check every experiments file; move the ones that are not valid Parquet to ``quarantine/``.
+    """Check every experiments file; move the ones readers would skip to ``quarantine/``.
 
-    ``deep`` reads every page (slow) instead of only the footer. Temp files of writers that
-    died before publishing are quarantined once older than ``stale_seconds``.
+    Every file's footer, schema and partition (``_store_check.structure``) and the decoding of
+    every page; ``deep`` also re-derives each row's experiment_id from its fields. Temp files
+    of writers that died before publishing are quarantined once older than ``stale_seconds``.
+    ``problems`` maps each quarantined file to why.
     """
-    bad, stale, checked = [], [], 0
+    bad, stale, checked, problems = [], [], 0, {}
     for task in catalog.tasks():
         for f in sfs.listdir(catalog.partition_dir(task)):
             if f.size < 0:
@@ -147,13 +155,14 @@ def verify(sfs: StoreFS, catalog: FileCatalog, *, deep: bool = False,
                 continue
             checked += 1
             try:
-                ok = catalog.is_valid(f) and parquet_ok(sfs, f, deep=deep)
+                problem = structure(sfs, f)[0] or pages_problem(sfs, f, rows=deep)
             except FileNotFoundError:
                 continue  # removed by a compaction meanwhile
-            if not ok:
-                catalog.mark_invalid(f)
+            if problem is not None:
                 bad.append(_quarantine(sfs, f))
-    return {"checked": checked, "ok": checked - len(bad), "quarantined": bad, "stale_temp": stale}
+                problems[bad[-1]] = problem
+    return {"checked": checked, "ok": checked - len(bad), "quarantined": bad, "stale_temp": stale,
+            "problems": problems}
 
 
 def _age(f: FileInfo) -> float:

@@ -22,8 +22,8 @@ from typing import Any, Sequence
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from nasdb._store_check import parquet_file
 from nasdb._store_fs import StoreFS
 from nasdb._store_read import Snapshot, fetch, raw_source, sql_str
 from nasdb._store_schema import EXPERIMENT_SCHEMA, conform
@@ -96,13 +96,12 @@ def read_rows(sfs: StoreFS, picks: Sequence[tuple[str, int]]) -> pa.Table:
         wanted[path].append(row)
     parts: dict[tuple[str, int], pa.Table] = {}
     for path, rows in wanted.items():
-        with sfs.fs.open(path, "rb") as fh:
-            pf = pq.ParquetFile(fh)
+        with parquet_file(sfs, path) as (pf, threads):
             starts = [0]
             for g in range(pf.metadata.num_row_groups):
                 starts.append(starts[-1] + pf.metadata.row_group(g).num_rows)
             groups = sorted({bisect.bisect_right(starts, r) - 1 for r in rows})
-            table = conform(pf.read_row_groups(groups))
+            table = conform(pf.read_row_groups(groups, use_threads=threads))
         offset, acc = {}, 0
         for g in groups:
             offset[g] = acc

@@ -1,11 +1,13 @@
 """Reading the experiments: the file catalog, the in-memory DuckDB views, and retried reads.
 
 Readers never trust a glob. They list ``experiments/task=*/part-*.parquet`` themselves, keep
-the files whose footer looks like Parquet (size >= 12, ends with ``PAR1``, footer length fits;
-cached per (path, size, mtime)), and hand DuckDB the explicit list. A file that vanishes
-between listing and reading (compaction removed it) makes the read start over from a new
-listing; a file that fails to parse although its footer looked fine is checked deeply and
-left out. So any number of processes read while others write or compact.
+the files whose footer and schema check out (``_store_check.structure``: a Parquet footer,
+the experiments columns and types, rows of the partition's task; cached per (path, size,
+mtime)), and hand DuckDB the explicit list. A file that vanishes between listing and reading
+(compaction removed it) makes the read start over from a new listing; a read that fails
+although every footer looked fine has its files' pages checked (the one the error names
+first) and the bad ones left out, with a warning naming each. So any number of processes
+read while others write or compact, and one bad file never fails a read.
 
 Each process keeps one in-memory DuckDB engine (a cursor per read; no database file) with
 Parquet footer caching on, since files never change under their names. Partitions made of
@@ -23,26 +25,24 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from nasdb._store_check import (CORE_COLUMNS, DEDUPLICATED_KEY, PARTITION_PREFIX, pages_problem, structure,
+                                warn_skipped)
 from nasdb._store_fs import FileInfo, StoreFS
 from nasdb._store_schema import EXPERIMENT_SCHEMA
 from nasdb.errors import StoreError
 
 T = TypeVar("T")
-PART_PREFIX, PART_SUFFIX, PARTITION_PREFIX = "part-", ".parquet", "task="
+PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 #: Which of two rows with one experiment_id is kept: an ok row first, then the earliest.
 DEDUP_ORDER = "(status <> 'ok'), created_at, worker, run_id, val_accuracy"
-DEDUP_COLUMNS = ("task", "experiment_id", "status", "created_at", "worker", "run_id", "val_accuracy")
-#: Columns every experiments file has, now and in every later schema version (never drop one).
-CORE_COLUMNS = DEDUP_COLUMNS + ("space_id", "test_accuracy", "seed", "architecture", "train_seconds", "num_params",
-                                "epochs")
-#: Footer key of files written by compaction, which hold each experiment_id once.
-DEDUPLICATED_KEY = b"nasdb.deduplicated"
+DEDUP_COLUMNS = CORE_COLUMNS[:7]  # task, experiment_id, status, created_at, worker, run_id, val_accuracy
 #: How long a read keeps starting over while files vanish under it (compaction).
 RETRY_SECONDS = 60.0
 _SQL_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
-               duckdb.PermissionException, duckdb.SyntaxException)
+               duckdb.PermissionException, duckdb.SyntaxException, duckdb.InterruptException)
+#: Errors of a read that a bad file can cause (its pages are then checked).
+_READ_ERRORS = (duckdb.Error, OSError, pa.ArrowException)
 
 
 def sql_str(value: str) -> str:
@@ -53,40 +53,14 @@ def sql_list(values: Sequence[str]) -> str:
     return "[" + ", ".join(sql_str(v) for v in values) + "]"
 
 
-def footer_ok(sfs: StoreFS, f: FileInfo) -> bool:
-    """Cheap check that ``f`` is a complete Parquet file: its last 8 bytes are a sane footer."""
-    if f.size < 12:
-        return False
-    try:
-        tail = sfs.tail(f.path, 8, f.size)
-    except (FileNotFoundError, OSError):
-        return False
-    return len(tail) == 8 and tail[4:] == b"PAR1" and int.from_bytes(tail[:4], "little") + 12 <= f.size
-
-
-def parquet_ok(sfs: StoreFS, f: FileInfo, *, deep: bool = False) -> bool:
-    """Parse the footer (and with ``deep`` every page) of ``f``."""
-    try:
-        with sfs.fs.open(f.path, "rb") as fh:
-            if deep:
-                pq.read_table(fh)
-            else:
-                pq.read_metadata(fh)
-        return True
-    except FileNotFoundError:
-        raise
-    except Exception:  # any parse failure means "not valid Parquet"
-        return False
-
-
 class FileCatalog:
     """The valid experiments files of a store, listed fresh on every call (validity is cached)."""
 
     def __init__(self, sfs: StoreFS):
         self.sfs = sfs
         self.dir = sfs.join("experiments")
-        self._valid: dict[tuple[str, int, Any], bool] = {}
-        self._dedup: dict[tuple[str, int, Any], bool] = {}
+        self._checked: dict[tuple[str, int, Any], tuple[str | None, bool]] = {}  # (problem, deduplicated)
+        self._pages_ok: set[tuple[str, int, Any]] = set()
         self._lock = threading.Lock()
 
     def tasks(self) -> list[str]:
@@ -102,37 +76,55 @@ class FileCatalog:
         return [f for t in names for f in self.sfs.listdir(self.partition_dir(t))
                 if f.size >= 0 and f.name.startswith(PART_PREFIX) and f.name.endswith(PART_SUFFIX)]
 
-    def is_valid(self, f: FileInfo) -> bool:
+    def problem(self, f: FileInfo) -> str | None:
+        """Why readers leave ``f`` out (``_store_check.structure``, cached; a warning when first found), or None."""
         key = (f.path, f.size, f.mtime)
-        ok = self._valid.get(key)
-        if ok is None:
-            ok = footer_ok(self.sfs, f)
+        if key not in self._checked:
+            problem, dedup = structure(self.sfs, f)
             with self._lock:
-                self._valid[key] = ok
-        return ok
+                self._checked[key] = (problem, dedup)
+            if problem is not None:
+                warn_skipped(self.sfs, f, problem)
+        return self._checked[key][0]
 
-    def mark_invalid(self, f: FileInfo) -> None:
+    def is_valid(self, f: FileInfo) -> bool:
+        return self.problem(f) is None
+
+    def mark_invalid(self, f: FileInfo, problem: str = "unreadable") -> None:
+        """Leave ``f`` out of later reads of this process (warns once)."""
+        key = (f.path, f.size, f.mtime)
         with self._lock:
-            self._valid[(f.path, f.size, f.mtime)] = False
+            known = self._checked.get(key, (None, False))[0]
+            self._checked[key] = (known or problem, False)
+        if known is None:
+            warn_skipped(self.sfs, f, problem)
+
+    def pages_problem(self, f: FileInfo) -> str | None:
+        """Why ``f``'s pages do not decode (every page read once per process), or None."""
+        key = (f.path, f.size, f.mtime)
+        if key not in self._pages_ok:
+            problem = pages_problem(self.sfs, f)
+            if problem is not None:
+                return problem
+            with self._lock:
+                self._pages_ok.add(key)
+        return None
 
     def files(self, task: str | None = None) -> list[FileInfo]:
-        return [f for f in self.listed(task) if self.is_valid(f)]
+        """The listed files that pass the footer and schema checks (a vanished one is left out)."""
+        out = []
+        for f in self.listed(task):
+            try:
+                if self.is_valid(f):
+                    out.append(f)
+            except FileNotFoundError:
+                continue  # removed since the listing (compaction): its rows are in the merged file
+        return out
 
     def deduplicated(self, f: FileInfo) -> bool:
         """Whether ``f`` was written by compaction with one row per experiment_id (footer metadata, cached)."""
-        key = (f.path, f.size, f.mtime)
-        flag = self._dedup.get(key)
-        if flag is None:
-            try:
-                with self.sfs.fs.open(f.path, "rb") as fh:
-                    flag = (pq.read_metadata(fh).metadata or {}).get(DEDUPLICATED_KEY) == b"1"
-            except FileNotFoundError:
-                raise
-            except Exception:
-                flag = False
-            with self._lock:
-                self._dedup[key] = flag
-        return flag
+        self.problem(f)
+        return self._checked[(f.path, f.size, f.mtime)][1]
 
     def snapshot(self, task: str | None = None) -> "Snapshot":
         """The valid files now, split into partitions known to be duplicate-free and the rest."""
@@ -291,9 +283,9 @@ class Reader:
                     return fn(c, snap)
                 except _SQL_ERRORS:
                     raise  # the statement itself is wrong: no file can be to blame
-                except (duckdb.Error, FileNotFoundError) as e:
+                except _READ_ERRORS as e:
                     last = e
-                    if not (self._moved(task, snap.files) or self._drop_unreadable(snap.files)):
+                    if not (self._moved(task, snap.files) or self._drop_unreadable(snap.files, e)):
                         raise
                 finally:
                     c.close()
@@ -307,18 +299,27 @@ class Reader:
         now = {(f.path, f.size, f.mtime) for f in self.catalog.listed(task)}
         return any((f.path, f.size, f.mtime) not in now for f in files)
 
-    def _drop_unreadable(self, files: list[FileInfo]) -> bool:
-        dropped = False
-        for f in files:
-            try:
-                ok = parquet_ok(self.sfs, f)
-            except FileNotFoundError:
-                ok = True  # gone: the next listing will not have it
-                dropped = True
-            if not ok:
-                self.catalog.mark_invalid(f)
-                dropped = True
-        return dropped
+    def _drop_unreadable(self, files: list[FileInfo], error: BaseException) -> bool:
+        """Check the pages of the read's files (first the one ``error`` names) and leave the bad ones out.
+
+        Reading every page costs a full read, but happens only after a read failed, once per file
+        and process; True if a file was left out (or has vanished), so the read can start over.
+        """
+        text = str(error)
+        named = [f for f in files if f.path in text or self.sfs.duckdb_path(f.path) in text]
+        for group in (named, [f for f in files if f not in named]):
+            dropped = False
+            for f in group:
+                try:
+                    problem = self.catalog.pages_problem(f)
+                except FileNotFoundError:
+                    return True  # gone: the next listing will not have it
+                if problem is not None:
+                    self.catalog.mark_invalid(f, problem)
+                    dropped = True
+            if dropped:
+                return True
+        return False
 
 
 def fetch(conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> pa.Table:

@@ -86,6 +86,62 @@ def naive_top_k(rows: Iterable[dict[str, Any]], task: str, k: int, metric: str =
     return [r["experiment_id"] for r in cand[:k]]
 
 
+#: The kinds of bad experiments file ``plant_bad_files`` writes (issue 15): readers skip each, verify quarantines it.
+BAD_FILE_KINDS = ("garbage", "empty", "truncated", "corrupt_page_header", "corrupt_page_data", "foreign_schema",
+                  "wrong_types", "wrong_partition")
+
+
+def _flip(data: bytes, start: int, stop: int) -> bytes:
+    out = bytearray(data)
+    for k in range(start, stop):
+        out[k] ^= 0xFF
+    return bytes(out)
+
+
+def plant_bad_files(store: Any, task: str, other_task: str) -> dict[str, str]:
+    """Write one bad file of each of BAD_FILE_KINDS into ``task``'s partition; returns {kind: path relative to the root}.
+
+    ``task`` must already hold a file (the corrupted copies are made from it); the
+    wrong-partition file holds rows of ``other_task``. Corrupted pages keep a valid footer:
+    ``corrupt_page_header`` breaks the first page header of the largest column chunk,
+    ``corrupt_page_data`` its compressed data (a Snappy decompression failure).
+    """
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nasdb._store_schema import EXPERIMENT_SCHEMA
+
+    folder = store.path("experiments", f"task={task}")
+    source = sorted(f for f in os.listdir(folder) if f.startswith("part-"))[0]
+    data = open(os.path.join(folder, source), "rb").read()
+    meta = pq.read_metadata(os.path.join(folder, source))
+    chunk = max((meta.row_group(0).column(j) for j in range(meta.num_columns)), key=lambda c: c.total_compressed_size)
+    start = chunk.data_page_offset
+    rows = lambda i, t: [row_of(make_record(10_000 + i + j, t)) for j in range(3)]  # noqa: E731
+    good = pa.Table.from_pylist(rows(0, task), schema=EXPERIMENT_SCHEMA)
+    val = good.schema.get_field_index("val_accuracy")
+    tables = {
+        "foreign_schema": pa.table({"a": [1, 2], "b": ["x", "y"]}),
+        "wrong_types": good.set_column(val, "val_accuracy", pa.array(["high"] * 3)),
+        "wrong_partition": pa.Table.from_pylist(rows(10, other_task), schema=EXPERIMENT_SCHEMA),
+    }
+    raw = {"garbage": os.urandom(500), "empty": b"", "truncated": data[: len(data) // 2],
+           "corrupt_page_header": _flip(data, start + 2, start + 12),
+           "corrupt_page_data": _flip(data, start + 40, start + 80)}
+    out = {}
+    for kind in BAD_FILE_KINDS:
+        path = os.path.join(folder, f"part-bad-{kind}.parquet")
+        if kind in tables:
+            pq.write_table(tables[kind], path)
+        else:
+            with open(path, "wb") as f:
+                f.write(raw[kind])
+        out[kind] = os.path.relpath(path, store.root)
+    return out
+
+
 # -- process entry points (spawned) ----------------------------------------------------------
 def append_worker(root: str, worker: int, n: int, tasks: list[str], flush_rows: int, start_at: float) -> int:
     """Append ``n`` records (retrying every 10th once) through one writer; returns rows appended."""

@@ -55,8 +55,7 @@ def test_corrupt_file_with_a_valid_looking_footer_is_left_out(store):
     victim = part_files(store)[0]
     with open(victim, "wb") as f:  # garbage that ends like Parquet: passes the cheap check
         f.write(b"PAR1" + os.urandom(300) + (10).to_bytes(4, "little") + b"PAR1")
-    assert store.count() == 10
-    assert store._reader.retries >= 1
+    assert store.count() == 10  # the footer fails to parse: left out before any read, no retry needed
     assert store.verify()["quarantined"] == [os.path.relpath(victim, store.root)]
 
 
