@@ -5,8 +5,11 @@ hpolib``): fit the predictor on the other tasks without meta-features (an import
 samples), suggest one configuration (Algorithm 2), and read its true value from the table
 (mean over seeds), its percentile and its regret; run random search, RL-NAS and T-NAML
 (leave-one-task-out pre-training) through the lookup evaluator and judge their incumbents
-after 10 and 100 evaluations the same way (search/regret.py). Writes report.md and
-report.json. This is the one module that imports both predictor/ and search/.
+after 10 and 100 evaluations the same way (search/regret.py). Beside zero-shot, the
+task-agnostic baselines' picks (predictor/baselines.py, fitted on the other tasks): the
+portfolio configuration (best mean within-task rank) and the gbm pick (argmax of gbm over the
+held-out task's configurations), judged the same way. Writes report.md and report.json.
+This is the one module that imports both predictor/ and search/.
 """
 
 from __future__ import annotations
@@ -61,13 +64,16 @@ def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | N
                          budgets: Sequence[int] = (10, 100), agents: Sequence[str] = ("random", "rl", "tnaml"),
                          predictor: Any = None, suggest: Any = None, target: str = "auto", seed: int = 0,
                          pretrain_budget: int = 1000, out_dir: str | None = None,
-                         say: Callable[[str], None] = logger.info) -> Any:
+                         say: Callable[[str], None] = logger.info,
+                         baselines: str | Sequence[str] = ("portfolio", "gbm")) -> Any:
     """The report of ``nasdb benchmark-report`` as a ``search.table_search.BenchmarkReport``.
 
     ``predictor``: a PredictorConfig (meta-features are switched off: the tasks have no
-    samples; repeat r uses seed ``predictor.seed + r``); ``suggest``: a SuggestConfig.
+    samples; repeat r uses seed ``predictor.seed + r``); ``suggest``: a SuggestConfig;
+    ``baselines``: names of predictor/baselines.py (one deterministic pick per held-out task).
     Every input is checked before the first fit.
     """
+    from predictor.baselines import BASELINES, held_out_picks, parse_baselines
     from predictor.config import PredictorConfig
     from predictor.data import load_training_data
     from predictor.suggest import SuggestConfig
@@ -75,6 +81,7 @@ def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | N
     from search.table_search import TableSearchConfig, search_benchmark
 
     started = time.perf_counter()
+    baselines = parse_baselines(baselines, zero_shot=True)
     held_out, pool = _resolve_tasks(store, benchmark, tasks)
     search_config = TableSearchConfig(agents=tuple(agents), budgets=tuple(budgets), repeats=repeats, seed=seed,
                                       pretrain_budget=pretrain_budget)
@@ -92,6 +99,10 @@ def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | N
         zero_shot[t] = _one_thread(held_out_suggestions, store, t, data, cfg, repeats=repeats, suggest_config=suggest)
         say(f"zero-shot {t}: {[z['architecture'] for z in zero_shot[t]]} "
             f"({sum(z['fit_seconds'] for z in zero_shot[t]):.0f}s of fitting)")
+    picks = {}
+    for t in held_out:
+        picks[t] = _one_thread(held_out_picks, data, t, baselines)
+        say(f"baselines {t}: " + ", ".join(f"{b} {p['architecture']} ({p['seconds']:.1f}s)" for b, p in picks[t].items()))
     targets = {n: t.target_kind for n, t in data.tasks.items()}
     del data  # the lookup tables below hold the rows again, in their own layout
     zs_seconds = time.perf_counter() - started
@@ -100,8 +111,9 @@ def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | N
         say(f"{agent} on {task}, seed {run['seed']}: regret {regrets} ({run['seconds']:.1f}s)")
 
     report = search_benchmark(store, space, held_out, pool, search_config, benchmark=benchmark, zero_shot=zero_shot,
-                              on_run=on_run)
+                              on_run=on_run, baselines=picks)
     report.settings.update(store=store.uri, predictor=cfg.to_dict(), suggest=suggest.to_dict(),
+                           baselines={b: BASELINES[b].describe() for b in baselines},
                            target=target, targets=targets,
                            zero_shot_seconds=zs_seconds, seconds=time.perf_counter() - started)
     if out_dir is not None:
@@ -139,14 +151,16 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--max-iters", "k_max_iters", type=int, default=None, help="Gradient-ascent steps [1000].")
 @click.option("--pretrain-budget", type=int, default=1000, show_default=True,
               help="T-NAML: stored rows per pre-training task.")
+@click.option("--baselines", default="portfolio,gbm", show_default=True,
+              help="Task-agnostic baseline picks to judge beside zero-shot (portfolio, gbm, ridge), or none.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed of fits and searches.")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Report folder [reports/benchmark-<benchmark>].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of markdown.")
 def benchmark_report_command(store_root, benchmark, tasks, repeats, budgets, agents, steps, loss, target, k_max_iters,
-                             pretrain_budget, seed, out_dir, as_json):
-    """Zero-shot percentile and regret vs random search, RL-NAS and T-NAML on each held-out task of an
-    imported benchmark (issue #9); writes report.md and report.json."""
+                             pretrain_budget, baselines, seed, out_dir, as_json):
+    """Zero-shot percentile and regret vs the portfolio and gbm picks, random search, RL-NAS and T-NAML on
+    each held-out task of an imported benchmark (issues #9, #16); writes report.md and report.json."""
     import json
 
     from nasdb.store import ExperimentStore
@@ -161,7 +175,7 @@ def benchmark_report_command(store_root, benchmark, tasks, repeats, budgets, age
     report = run_benchmark_report(
         store, benchmark, tasks=_names(tasks), repeats=repeats, budgets=_ints(budgets, "--budgets"),
         agents=_names(agents) or [], predictor=predictor, suggest=suggest, target=target, seed=seed,
-        pretrain_budget=pretrain_budget, out_dir=out_dir or f"reports/benchmark-{benchmark}",
+        pretrain_budget=pretrain_budget, baselines=baselines, out_dir=out_dir or f"reports/benchmark-{benchmark}",
         say=lambda line: click.echo(line, err=True))
     click.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.to_markdown())
     click.echo(f"report written to {out_dir or f'reports/benchmark-{benchmark}'} "

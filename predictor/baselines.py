@@ -24,6 +24,7 @@ task's configurations, a pick; the portfolio gives a pick only. Everything is de
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
@@ -137,26 +138,33 @@ class PortfolioBaseline:
             order = np.lexsort((np.arange(len(mean)), -mean))[:PORTFOLIO_CANDIDATES]
             cands = [[int(v) for v in archs[i]] for i in order]
             return {"architecture": cands[0], "candidates": cands, "rule": "nearest-task", "source_task": nearest}
-        entries = []  # (quantile, normalized accuracy, task, architecture)
-        for name, task in train.tasks.items():
-            archs, _, mean = distinct_architectures(task)
-            q, norm = quantile_rank(mean), (mean - mean.mean()) / (mean.std() or 1.0)
-            entries += [(float(q[i]), float(norm[i]), name, [int(v) for v in archs[i]]) for i in range(len(mean))]
-        entries.sort(key=lambda e: (-e[0], -e[1], e[2], e[3]))
-        cands = [e[3] for e in entries[:PORTFOLIO_CANDIDATES]]
-        return {"architecture": cands[0], "candidates": cands, "rule": "best-quantile", "source_task": entries[0][2]}
+        names = sorted(train.task_names)
+        archs, q, norm, owner = [], [], [], []
+        for k, name in enumerate(names):
+            a, _, mean = distinct_architectures(train.tasks[name])
+            archs.append(a)
+            q.append(quantile_rank(mean))
+            norm.append((mean - mean.mean()) / (mean.std() or 1.0))
+            owner.append(np.full(len(mean), k))
+        owner_all = np.concatenate(owner)
+        # best quantile first; ties: higher task-normalized accuracy, then task name, then architecture order
+        order = np.lexsort((np.arange(len(owner_all)), owner_all, -np.concatenate(norm),
+                            -np.concatenate(q)))[:PORTFOLIO_CANDIDATES]
+        archs_all = np.concatenate(archs)
+        cands = [[int(v) for v in archs_all[i]] for i in order]
+        return {"architecture": cands[0], "candidates": cands, "rule": "best-quantile",
+                "source_task": names[int(owner_all[order[0]])]}
 
 
 def _shared_best(train: TrainingData) -> list[list[int]] | None:
-    """Architectures stored in every training task, best mean within-task rank first; None when there are none."""
+    """Architectures stored in every training task (one task: all of its own), best mean within-task rank
+    first; None when no architecture is stored in all of them."""
     keys, ranks, width = [], [], None
     for task in train.tasks.values():
         archs, _, mean = distinct_architectures(task)
         width = archs.shape[1]
         keys.append(archs)
         ranks.append(quantile_rank(mean))
-    if len(keys) < 2:
-        return None  # a single training task shares nothing: the nearest-task rule applies
     allk = np.concatenate(keys)  # (N, num_dimensions)
     uniq, inverse, counts = np.unique(allk, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
@@ -166,6 +174,31 @@ def _shared_best(train: TrainingData) -> list[list[int]] | None:
         return None
     order = everywhere[np.lexsort((everywhere, -mean_rank[everywhere]))][:PORTFOLIO_CANDIDATES]
     return [[int(v) for v in uniq[i].reshape(width)] for i in order]
+
+
+def held_out_picks(data: TrainingData, held_out: str, names: Iterable[str], z: np.ndarray | None = None,
+                   task_z: Mapping[str, np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
+    """Each named baseline's pick for ``held_out``, fitted on the other tasks of ``data``.
+
+    A ranker's pick is its argmax over the held-out task's stored configurations (their values
+    unread), with its next-best as ``candidates``; the portfolio's as ``PortfolioBaseline.pick``.
+    -> ``{name: {"architecture", "candidates", "rule", "source_task", "seconds"}}``.
+    """
+    if held_out not in data.tasks:
+        raise ValueError(f"held-out task {held_out!r} is not in the data ({', '.join(data.task_names)})")
+    train, out = data.without(held_out), {}
+    for name in names:
+        start, baseline = time.perf_counter(), BASELINES[name]
+        if isinstance(baseline, PortfolioBaseline):
+            pick = baseline.pick(train, z=z, task_z=task_z)
+        else:
+            archs, u, _ = distinct_architectures(data.tasks[held_out])
+            scores = baseline.fit(train).scores(u)
+            order = np.lexsort((np.arange(len(scores)), -scores))[:PORTFOLIO_CANDIDATES]
+            cands = [[int(v) for v in archs[i]] for i in order]
+            pick = {"architecture": cands[0], "candidates": cands, "rule": "argmax", "source_task": None}
+        out[name] = {**pick, "seconds": time.perf_counter() - start}
+    return out
 
 
 def task_embeddings(model: Any, data: TrainingData) -> dict[str, np.ndarray]:
@@ -231,4 +264,4 @@ def parse_baselines(value: str | Iterable[str] | None, *, zero_shot: bool) -> tu
 
 
 __all__ = ["BASELINES", "RANKERS", "FittedRanker", "PortfolioBaseline", "RankerBaseline", "distinct_architectures",
-           "parse_baselines", "rank_rows", "task_embeddings", "unique_architectures"]
+           "held_out_picks", "parse_baselines", "rank_rows", "task_embeddings", "unique_architectures"]

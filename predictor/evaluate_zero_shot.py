@@ -30,7 +30,7 @@ from typing import Any, Iterable
 import numpy as np
 import pyarrow.compute as pc
 
-from predictor.baselines import BASELINES, parse_baselines, task_embeddings
+from predictor.baselines import BASELINES, held_out_picks, parse_baselines, task_embeddings
 from predictor.config import PredictorConfig
 from predictor.data import TrainingData, architecture_matrix, load_training_data
 from predictor.suggest import SuggestConfig
@@ -107,19 +107,15 @@ def _zero_shot_task(held_out: str, config_dict: dict, suggest_dict: dict, baseli
     config, start = PredictorConfig.from_dict(config_dict), time.perf_counter()
     engine, z, history = fit_held_out(store, held_out, data, config)
     suggestion = engine.suggest_z(z, SuggestConfig.from_dict(suggest_dict))
-    train, task = data.without(held_out), store.task(held_out)
+    train, task = data.without(held_out), store.task(held_out)  # the suggestion's and portfolio's task
     ref = stored_reference(store, held_out, data.space, include_stopped)
     row: dict[str, Any] = {"task": held_out, "architectures": len(ref["val"]), "best_stored_val": float(ref["val"].max()),
                            "fit_seconds": history.seconds}
-    picks: dict[str, list[int]] = {"suggestion": suggestion.architecture}
-    for b in baselines:
-        if b == "portfolio":
-            zs = task_embeddings(engine.model, train) if config.use_meta_features else None
-            p = BASELINES[b].pick(train, z=None if z is None else z.detach().cpu().numpy(), task_z=zs)
-            picks[b] = p["architecture"]
-            row.update(portfolio_rule=p["rule"], portfolio_source_task=p["source_task"])
-        else:
-            picks[b] = BASELINES[b].fit(train).pick(data.tasks[held_out])
+    zs = task_embeddings(engine.model, train) if z is not None and "portfolio" in baselines else None
+    chosen = held_out_picks(data, held_out, baselines, z=None if z is None else z.detach().cpu().numpy(), task_z=zs)
+    if "portfolio" in chosen:
+        row.update(portfolio_rule=chosen["portfolio"]["rule"], portfolio_source_task=chosen["portfolio"]["source_task"])
+    picks = {"suggestion": suggestion.architecture, **{b: p["architecture"] for b, p in chosen.items()}}
     for name, arch in picks.items():
         row.update({f"{name}_{k}": v for k, v in _judge(arch, ref, task, data.space, seeds).items()})
     row["seconds"] = time.perf_counter() - start

@@ -130,6 +130,7 @@ def benchmark_markdown(r: Any) -> str:
     head = [f"{LABELS.get(a, a)} @{n}" for a, n in cols]
     rows = r.rows()
     reps = max((row["zero_shot_repeats"] for row in rows), default=0)
+    bls = r.baseline_names
     parts = [f"## Zero-shot vs search baselines on {r.benchmark or 'the benchmark'} (held-out tasks, judged on "
              f"the table)", "",
              "True value of a configuration: its performance averaged over the benchmark's seeds (higher is "
@@ -138,22 +139,34 @@ def benchmark_markdown(r: Any) -> str:
              "the predictor fitted without the held-out task suggests one configuration before seeing any of "
              f"its rows ({reps} fit(s) per task); searches: the best-observed configuration (one seed's value, "
              f"as the lookup answers) among the first N evaluations, {cfg.repeats} repeat(s) each. "
-             "Mean ± std over repeats.", ""]
+             "Mean ± std over repeats."
+             + (" Baselines (no predictor, one pick each, fitted on the other tasks): portfolio = the configuration "
+                "with the best mean within-task rank over the other tasks; gbm / ridge = the argmax of a regressor "
+                "on the one-hot encoding fitted to the other tasks' within-task ranks." if bls else ""), ""]
     parts += ["### Regret (lower is better)", "", _table(
-        ["task", "configs", "best value", "zero-shot", *head],
+        ["task", "configs", "best value", "zero-shot", *bls, *head],
         [[row["task"], str(row["configurations"]), _num(row["best"], "{:.4g}"),
           _g(row["zero_shot_regret_mean"], row["zero_shot_regret_std"], "{:.3g}"),
+          *[_num(row[f"{b}_regret"], "{:.3g}") for b in bls],
           *[_g(row[f"{a}@{n}_regret_mean"], row[f"{a}@{n}_regret_std"], "{:.3g}") for a, n in cols]]
          for row in rows]), ""]
     parts += ["### Percentile (higher is better)", "", _table(
-        ["task", "zero-shot", *head],
+        ["task", "zero-shot", *bls, *head],
         [[row["task"], _g(row["zero_shot_percentile_mean"], row["zero_shot_percentile_std"], "{:.2f}"),
+          *[_num(row[f"{b}_percentile"], "{:.2f}") for b in bls],
           *[_g(row[f"{a}@{n}_percentile_mean"], row[f"{a}@{n}_percentile_std"], "{:.2f}") for a, n in cols]]
          for row in rows]), ""]
     if reps:
         wins = [f"{LABELS.get(a, a)} @{n}: {sum(_le(row, a, n) for row in rows)}/{len(rows)}" for a, n in cols]
-        parts += ["Tasks where the zero-shot mean regret is at most the search's: " + "; ".join(wins) + ".", ""]
+        wins = [f"{b}: {sum(_le_pick(row, b) for row in rows)}/{len(rows)}" for b in bls] + wins
+        parts += ["Tasks where the zero-shot mean regret is at most the baseline's or search's: "
+                  + "; ".join(wins) + ".", ""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _le_pick(row: dict[str, Any], baseline: str) -> bool:
+    z, b = row["zero_shot_regret_mean"], row[f"{baseline}_regret"]
+    return math.isfinite(z) and math.isfinite(b) and z <= b
 
 
 def _le(row: dict[str, Any], agent: str, n: int) -> bool:

@@ -135,7 +135,9 @@ class BenchmarkReport:
       plus its ``value``, ``regret``, ``percentile``, ``rank`` (``TableTruth.judge``);
     - ``runs[task][agent]``: one dict per repeat: ``{"agent", "seed", "pretrain_children",
       "failed", "seconds", "judged": {N: {"value", "regret", "percentile", "rank", "architecture",
-      "observed", "found_at", "evaluations"}}}`` for each budget N.
+      "observed", "found_at", "evaluations"}}}`` for each budget N;
+    - ``baselines[task][name]``: a task-agnostic baseline's pick (predictor/baselines.py: the
+      portfolio, a ranker's argmax), judged like a zero-shot suggestion.
     """
 
     benchmark: str
@@ -145,6 +147,11 @@ class BenchmarkReport:
     zero_shot: dict[str, list[dict[str, Any]]]
     runs: dict[str, dict[str, list[dict[str, Any]]]]
     settings: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def baseline_names(self) -> list[str]:
+        return list(dict.fromkeys(b for by in self.baselines.values() for b in by))
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per held-out task: mean and std over repeats of each method's regret and percentile."""
@@ -156,6 +163,10 @@ class BenchmarkReport:
                 s = mean_std([z[key] for z in zs])
                 row[f"zero_shot_{key}_mean"], row[f"zero_shot_{key}_std"] = s["mean"], s["std"]
             row["zero_shot_repeats"] = len(zs)
+            for b in self.baseline_names:
+                judged = self.baselines.get(t, {}).get(b, {})
+                for key in ("value", "regret", "percentile"):
+                    row[f"{b}_{key}"] = judged.get(key, math.nan)
             for a in self.config.agents:
                 for n in self.config.budgets:
                     for key in ("value", "regret", "percentile"):
@@ -169,7 +180,7 @@ class BenchmarkReport:
 
         return jsonable({"benchmark": self.benchmark, "tasks": self.tasks, "config": self.config.to_dict(),
                          "settings": self.settings, "truth": self.truth, "rows": self.rows(),
-                         "zero_shot": self.zero_shot,
+                         "zero_shot": self.zero_shot, "baselines": self.baselines,
                          "runs": {t: {a: [{**r, "judged": {str(n): j for n, j in r["judged"].items()}}
                                           for r in rs] for a, rs in by.items()} for t, by in self.runs.items()}})
 
@@ -195,12 +206,14 @@ class BenchmarkReport:
 def search_benchmark(store: Any, space: SearchSpace, held_out: Sequence[str], pool: Sequence[str],
                      config: TableSearchConfig | None = None, *, benchmark: str = "",
                      zero_shot: dict[str, list[dict[str, Any]]] | None = None,
-                     on_run: Callable[[str, str, dict], None] | None = None) -> BenchmarkReport:
-    """Run every agent ``config.repeats`` times on each held-out task and judge them and ``zero_shot``.
+                     on_run: Callable[[str, str, dict], None] | None = None,
+                     baselines: dict[str, dict[str, dict[str, Any]]] | None = None) -> BenchmarkReport:
+    """Run every agent ``config.repeats`` times on each held-out task and judge them, ``zero_shot`` and ``baselines``.
 
     T-NAML pre-trains on the stored rows of the other tasks of ``pool`` (leave-one-task-out).
     ``zero_shot[task]``: the predictor's suggestions for the task, one dict per repeat with at
-    least ``architecture`` (search/ does not import predictor/: the caller computes them).
+    least ``architecture`` (search/ does not import predictor/: the caller computes them);
+    ``baselines[task][name]``: one pick per baseline, with ``architecture`` (and ``candidates``).
     """
     import torch
 
@@ -208,12 +221,12 @@ def search_benchmark(store: Any, space: SearchSpace, held_out: Sequence[str], po
     torch.set_num_threads(1)  # as search/_driver.py: the controllers are tiny, one thread is faster
     try:
         return _search_benchmark(store, space, held_out, pool, config or TableSearchConfig(), benchmark, zero_shot,
-                                 on_run)
+                                 on_run, baselines or {})
     finally:
         torch.set_num_threads(threads)
 
 
-def _search_benchmark(store, space, held_out, pool, config, benchmark, zero_shot, on_run) -> BenchmarkReport:
+def _search_benchmark(store, space, held_out, pool, config, benchmark, zero_shot, on_run, baselines) -> BenchmarkReport:
     pool = list(dict.fromkeys(pool))
     missing = [t for t in held_out if t not in pool]
     if missing:
@@ -221,6 +234,7 @@ def _search_benchmark(store, space, held_out, pool, config, benchmark, zero_shot
     evaluator = LookupEvaluator(store, space, tasks=pool)  # NotTabulatedError naming an empty task
     truths = {t: TableTruth.from_table(evaluator.table(t)) for t in held_out}
     judged_zs = {t: [judge_suggestion(truths[t], z) for z in (zero_shot or {}).get(t, [])] for t in held_out}
+    judged_bl = {t: {b: judge_suggestion(truths[t], p) for b, p in baselines.get(t, {}).items()} for t in held_out}
     runs: dict[str, dict[str, list]] = {}
     for task in held_out:
         others = [t for t in pool if t != task]
@@ -238,7 +252,7 @@ def _search_benchmark(store, space, held_out, pool, config, benchmark, zero_shot
                 if on_run is not None:
                     on_run(task, name, run)
     return BenchmarkReport(benchmark, list(held_out), config, {t: truths[t].summary() for t in held_out},
-                           judged_zs, runs, settings={"space_id": space.space_id, "pool": pool})
+                           judged_zs, runs, settings={"space_id": space.space_id, "pool": pool}, baselines=judged_bl)
 
 
 __all__ = ["BenchmarkReport", "TableSearchConfig", "judge_suggestion", "pretrain_sample", "run_agent",
