@@ -7,6 +7,7 @@ Sec. 5.2 reports Spearman per task), so tasks with a low ceiling or a tiny sprea
 across architectures make poor tasks for the suite.
 
     python benchmarks/task_ceilings.py [--tasks a,b] [--num-archs 24] [--out reports/task_ceilings.json]
+    python benchmarks/task_ceilings.py --suite tabular --num-archs 16 --out reports/tabular_ceilings.json
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", default="", help="comma-separated built-in tasks (default: the whole suite)")
+    p.add_argument("--suite", default="digits", help="built-in suite when --tasks is not given (digits, tabular)")
     p.add_argument("--num-archs", type=int, default=24)
     p.add_argument("--arch-seed", type=int, default=0)
     p.add_argument("--seeds", default="0,1", help="two training seeds")
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
 
-    names = [t for t in args.tasks.split(",") if t] or builtin_task_names()
+    names = [t for t in args.tasks.split(",") if t] or builtin_task_names(args.suite)
     seeds = tuple(int(s) for s in args.seeds.split(","))
     if len(seeds) != 2:
         p.error(f"--seeds needs exactly two seeds, got {args.seeds!r}")
@@ -116,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     old = json.loads(out.read_text()) if out.exists() else {}
     if old.get("num_archs") != args.num_archs or old.get("recipe") != recipe.to_dict():
         old = {}  # a different protocol: do not merge rows measured under it
-    current = {n: load_builtin_task(n).fingerprint() for n in builtin_task_names()}
+    suite = builtin_task_names("all")
+    current = {n: load_builtin_task(n).fingerprint() for n in names}
     # keep earlier rows only for tasks whose data is unchanged
     by_task = {r["task"]: r for r in old.get("tasks", []) if current.get(r["task"]) == r["fingerprint"]}
     report = {
@@ -127,13 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.resume:
         names = [n for n in names if n not in by_task]
-    rows = [by_task[n] for n in builtin_task_names() if n in by_task]
+    rows = [by_task[n] for n in suite if n in by_task]
     for name in names:  # rewrite the report after every task, so a long run can be read (and resumed)
         row = measure_task(name, archs, seeds, recipe)
         by_task[name] = row
         print(f"{name}: mean {row['val_mean']:.3f} std {row['val_std']:.3f} "
               f"spearman {row['seed_spearman']:.2f} ({row['seconds']:.0f}s)", flush=True)
-        rows = [by_task[n] for n in builtin_task_names() if n in by_task]
+        rows = [by_task[n] for n in suite if n in by_task]
         out.write_text(json.dumps(report | {"tasks": rows}, indent=1) + "\n")
         out.with_suffix(".md").write_text(markdown(rows) + "\n")
     print(markdown(rows))

@@ -1,0 +1,95 @@
+"""Seconds to turn a large table into a registered task (issue 17 target: 50,000 x 200 in < 30 s).
+
+A synthetic table of ROWS rows: numeric columns with 5% missing values, low-cardinality text
+columns (one-hot), high-cardinality text columns (hashed) and a 5-class label, written as
+CSV and as Parquet. Timed: ``task_from_file`` (read, check, split, fit the transform on the
+train split, encode every split), ``ExperimentStore.save_task`` (the `nasdb tasks add`
+path end to end), and the task's embedding modules (``EmbeddingBank.for_task`` + features),
+which the first child model of the task pays once per process. Wall seconds and this
+process's CPU seconds are both reported: on a shared machine the wall time mostly measures
+the other processes.
+
+    python benchmarks/table_task_speed.py [--rows 50000] [--cols 200] [--out reports/table_task_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cluster.embeddings import default_bank  # noqa: E402
+from nasdb.store import ExperimentStore  # noqa: E402
+from nasdb.tasks import task_from_file  # noqa: E402
+
+
+def make_table(rows: int, cols: int, seed: int = 0) -> pa.Table:
+    """``cols`` feature columns (75% numeric, 20% low- and 5% high-cardinality text) and ``label``."""
+    rng = np.random.default_rng(seed)
+    n_num, n_low = int(cols * 0.75), int(cols * 0.2)
+    n_high = cols - n_num - n_low
+    data: dict[str, pa.Array] = {}
+    signal = np.zeros(rows)
+    for j in range(n_num):
+        x = rng.standard_normal(rows)
+        signal += x * (j < 10)
+        x[rng.random(rows) < 0.05] = np.nan
+        data[f"num{j}"] = pa.array(x, from_pandas=True)
+    for j in range(n_low):
+        data[f"cat{j}"] = pa.array(np.array(list("abcdefg"))[rng.integers(0, 7, rows)])
+    for j in range(n_high):
+        data[f"id{j}"] = pa.array([f"u{v}" for v in rng.integers(0, 5000, rows)])
+    data["label"] = pa.array(np.digitize(signal + rng.standard_normal(rows), [-2, -0.7, 0.7, 2]))
+    return pa.table(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=50_000)
+    p.add_argument("--cols", type=int, default=200)
+    p.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    table = make_table(args.rows, args.cols)
+    results = {"rows": args.rows, "cols": args.cols,
+               "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"csv": Path(tmp, "t.csv"), "parquet": Path(tmp, "t.parquet")}
+        pacsv.write_csv(table, files["csv"])
+        pq.write_table(table, files["parquet"])
+        for kind, path in files.items():
+            store = ExperimentStore(Path(tmp, f"store-{kind}"))
+            store.init()
+            c0, t0 = time.process_time(), time.perf_counter()
+            task = task_from_file(f"big_{kind}", path, "label")
+            t1 = time.perf_counter()
+            store.save_task(task)
+            c2, t2 = time.process_time(), time.perf_counter()
+            bank = default_bank().for_task(task)
+            for split in ("train", "val", "test"):
+                bank.task_features(task, split)
+            t3 = time.perf_counter()
+            results[kind] = {"file_mb": round(path.stat().st_size / 2**20, 1), "encoded_width": task.feature_dim,
+                             "task_from_file_s": round(t1 - t0, 2), "save_task_s": round(t2 - t1, 2),
+                             "tasks_add_s": round(t2 - t0, 2),
+                             "tasks_add_cpu_s": round(c2 - c0, 2), "embedding_fit_s": round(t3 - t2, 2)}
+            print(f"{kind:8s} {results[kind]}", flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

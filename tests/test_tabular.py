@@ -1,0 +1,176 @@
+"""Tasks from any table (issue 17): preprocessing, refusals, per-task embeddings, the tabular suite."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from cluster.child import TrainRecipe, train_child, train_children
+from cluster.embeddings import default_bank
+from nasdb.cli import main
+from nasdb.errors import InvalidTaskError
+from nasdb.space import default_space
+from nasdb.store import ExperimentStore
+from nasdb.tabular import HASH_BUCKETS, TableTransform
+from nasdb.tabular_suite import DROPPED, TABULAR_SPECS, tabular_task_info
+from nasdb.tasks import SUITES, Task, builtin_task_names, load_builtin_task, task_from_file, task_from_table
+
+
+def _frame(n: int = 120, seed: int = 0, wide: int = 0) -> pd.DataFrame:
+    """Numeric with missing values, boolean, low- and high-cardinality text, a 3-class label."""
+    rng = np.random.default_rng(seed)
+    num = rng.standard_normal(n)
+    num[::7] = np.nan
+    df = pd.DataFrame({
+        "num": num, "count": rng.integers(0, 50, n), "flag": rng.random(n) < 0.3,
+        "colour": rng.choice(["red", "green", "blue", None], n),
+        "city": [f"c{v}" for v in rng.integers(0, 40, n)],
+        "y": rng.choice(["a", "b", "c"], n)})
+    extra = pd.DataFrame(rng.standard_normal((n, wide)), columns=[f"w{j}" for j in range(wide)])
+    return pd.concat([df, extra], axis=1)
+
+
+def test_table_task_encodes_every_kind_of_column():
+    task = task_from_table("mixed", _frame(), "y")
+    kinds = {c.name: c.kind for c in task.transform.columns}
+    assert kinds == {"num": "numeric", "count": "numeric", "flag": "numeric", "colour": "onehot", "city": "hash"}
+    # num: value + missing indicator; count, flag: 1 each; colour: 3 train values; city: hashed buckets
+    assert task.feature_dim == 2 + 1 + 1 + 3 + HASH_BUCKETS
+    assert task.transform.output_names()[:2] == ["num", "num__missing"]
+    assert task.num_classes == 3 and sum(task.sizes().values()) == 120
+    x = np.concatenate([task.samples(s)[0] for s in ("train", "val", "test")])
+    assert np.isfinite(x).all() and np.abs(x).max() <= 10
+    assert task.metadata()["table"]["columns"] == {"numeric": 3, "categorical": 2}
+
+
+def test_transform_is_fitted_on_the_train_split_only():
+    df = _frame()
+    task = task_from_table("t", df, "y", seed=3)
+    x_train, x_test = task.samples("train")[0], task.samples("test")[0]
+    # standardized with train statistics: exactly mean 0 / std 1 on train, not on test
+    assert abs(float(x_train[:, 0].mean())) < 1e-5 and abs(float(x_train[:, 0].std()) - 1) < 1e-4
+    assert abs(float(x_test[:, 0].mean())) > 1e-3
+    # apply() on the raw table reproduces the stored samples
+    again = task.transform.apply(pa.Table.from_pandas(df, preserve_index=False))
+    assert {tuple(r) for r in np.round(again, 5)} >= {tuple(r) for r in np.round(x_train, 5)}
+
+
+def test_fingerprint_covers_raw_data_and_transform_and_round_trips(tmp_path):
+    df = _frame()
+    a, b = task_from_table("t", df, "y"), task_from_table("t", df, "y")
+    assert a.fingerprint() == b.fingerprint()
+    df2 = df.copy()
+    df2.loc[5, "city"] = "elsewhere"
+    assert task_from_table("t", df2, "y").fingerprint() != a.fingerprint()
+    store = ExperimentStore(tmp_path / "s")
+    store.init()
+    store.save_task(a)
+    back = store.task("t")
+    assert back.fingerprint() == a.fingerprint() and back.transform == a.transform
+    assert back.raw_fingerprint == a.raw_fingerprint and np.array_equal(back.x_val, a.x_val)
+    assert TableTransform.from_dict(a.transform.to_dict()) == a.transform
+
+
+def test_image_tasks_are_unchanged():
+    assert load_builtin_task("digits10").fingerprint() == "d8305bf262f12ae5"
+    assert load_builtin_task("digits10").transform is None
+    bank = default_bank()
+    assert bank.for_task(load_builtin_task("digits10")) is bank
+
+
+BAD = [
+    ("missing label", lambda d: d, "nope", "label column 'nope' not found"),
+    ("constant label", lambda d: d.assign(y="same"), "y", "label column 'y' is constant"),
+    ("101 classes", lambda d: pd.concat([d] * 2, ignore_index=True).assign(y=[f"k{i % 101}" for i in range(240)]),
+     "y", "label column 'y' has 101 distinct values"),
+    ("49 rows", lambda d: d.head(49), "y", "49 rows; a table task needs at least 50"),
+    ("all missing", lambda d: d.assign(num=np.nan), "y", "column 'num' is all missing"),
+    ("mixed", lambda d: d.assign(count=[str(v) for v in d["count"][:-1]] + ["oops"]), "y",
+     "column 'count' mixes numbers and text"),
+    ("infinite", lambda d: d.assign(num=np.where(np.arange(len(d)) == 9, np.inf, d["num"])), "y",
+     "column 'num' has an infinite value (inf) at row 9"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_tables_are_refused_naming_the_column(case, tmp_path):
+    _, change, label, message = case
+    with pytest.raises(InvalidTaskError, match=None) as info:
+        task_from_table("bad", change(_frame()), label)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_adds_a_table_and_refuses_bad_files_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("NASDB_STORE", raising=False)
+    root = str(tmp_path / "store")
+    runner = CliRunner()
+    assert runner.invoke(main, ["--store", root, "init"]).exit_code == 0
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.Table.from_pandas(_frame(wide=70), preserve_index=False), good)
+    ok = runner.invoke(main, ["--store", root, "tasks", "add", "wide", "--from", str(good), "--label", "y"])
+    assert ok.exit_code == 0 and "registered task 'wide': 3 classes" in ok.output, ok.output
+    assert ExperimentStore(root).task("wide").feature_dim == 85
+    utf = tmp_path / "latin1.csv"
+    cafe = "caf\xe9"
+    rows = "\n".join(f"{i},{cafe if i == 7 else 'x'},{i % 2}" for i in range(60))
+    utf.write_bytes(("a,b,y\n" + rows + "\n").encode("latin-1"))
+    empty_col = tmp_path / "empty.csv"
+    empty_col.write_text("a,b,y\n" + "\n".join(f"{i},,{i % 2}" for i in range(60)) + "\n")
+    for path, fragment in ((utf, "column 'b' has non-UTF-8 text at row 7"), (empty_col, "column 'b' is all missing")):
+        bad = runner.invoke(main, ["--store", root, "tasks", "add", "bad", "--from", str(path), "--label", "y"])
+        err = bad.stderr.strip()
+        assert bad.exit_code == 1 and err.startswith("error: ") and "\n" not in err and fragment in err, err
+    assert ExperimentStore(root).registered_tasks() == ["wide"]  # nothing half-registered
+
+
+def test_embeddings_fit_per_table_task_with_the_shared_widths():
+    bank = default_bank()
+    narrow = task_from_table("narrow", _frame(), "y")
+    wide = task_from_table("wide", _frame(wide=100), "y")
+    for task in (narrow, wide):
+        tb = bank.for_task(task)
+        assert tb is not bank and tb.dims == bank.dims and bank.for_task(task) is tb
+        feats = bank.task_features(task, "val")
+        assert {k: v.shape[1] for k, v in feats.items()} == bank.dims
+        assert all(np.isfinite(v).all() for v in feats.values())
+    x = narrow.samples("val")[0]  # identity of a narrow table: its columns, zero-padded to 64
+    ident = bank.task_features(narrow, "val")["identity"]
+    assert np.array_equal(ident[:, :x.shape[1]], x) and not ident[:, x.shape[1]:].any()
+
+
+def test_batched_trainer_handles_tasks_of_different_widths():
+    space, recipe = default_space(), TrainRecipe(epochs=2)
+    archs = space.sample(3, seed=1)
+    for task in (task_from_table("narrow", _frame(), "y"), task_from_table("wide", _frame(wide=100), "y")):
+        batched = train_children(task, space, archs, recipe=recipe, seeds=[0, 1, 2])
+        single = [train_child(task, space, a, recipe=recipe, seed=s) for a, s in zip(archs, [0, 1, 2])]
+        assert all(r.status == "ok" for r in batched)
+        assert np.allclose([r.val_accuracy for r in batched], [r.val_accuracy for r in single], atol=0.02)
+
+
+def test_tabular_suite_is_real_and_recorded():
+    names = builtin_task_names("tabular")
+    assert len(names) >= 60 and not set(names) & set(DROPPED)
+    assert SUITES["all"] == SUITES["digits"] + SUITES["tabular"]
+    assert {TABULAR_SPECS[n].source for n in names} == {"pydataset", "sklearn", "mlxtend"}
+    info = tabular_task_info("tab_pbc")
+    assert info["source"] == "pydataset" and "survival" in info["licence"] and info["rows"] == 418
+    assert info["features"] == {"numeric": 17, "categorical": 1} and info["num_classes"] == 3
+    task = load_builtin_task("tab_wine")
+    assert isinstance(task, Task) and task.num_classes == 3 and task.feature_dim == 13
+
+
+def test_task_from_file_routes_tables_and_images(tmp_path):
+    df = _frame()
+    csv = tmp_path / "t.csv"
+    df.to_csv(csv, index=False)
+    task = task_from_file("t", csv, "y")
+    assert task.transform is not None and task.num_classes == 3
+    x = np.random.default_rng(0).random((60, 64))
+    img = pd.DataFrame(x, columns=[f"f{i}" for i in range(64)]).assign(label=np.repeat(["a", "b", "c"], 20))
+    img.to_parquet(tmp_path / "img.parquet", index=False)
+    assert task_from_file("img", tmp_path / "img.parquet", "label").transform is None
