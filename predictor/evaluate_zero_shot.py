@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from predictor.baselines import BASELINES, held_out_picks, parse_baselines, task_embeddings
+from predictor.baselines import BASELINES, distinct_architectures, held_out_picks, parse_baselines, task_embeddings
 from predictor.config import PredictorConfig
-from predictor.data import TrainingData, architecture_matrix, load_training_data
+from predictor.data import TaskData, TrainingData, architecture_matrix, load_training_data
 from predictor.suggest import SuggestConfig
 
 logger = logging.getLogger(__name__)
@@ -51,25 +52,24 @@ def _init_worker(data: TrainingData, store_uri: str) -> None:
     _STATE.update(data=data, store=ExperimentStore(store_uri))
 
 
-def stored_reference(store: Any, task: str, space: Any, include_stopped: bool = False) -> dict[str, Any]:
-    """The task's stored architectures: distinct (A, D) and their mean val (A,) and test (A,) accuracy over seeds,
-    plus the most common training recipe of their rows; the rows the predictor is judged on (predictor/data.py)."""
-    table = store.experiments_arrow(task, status="ok", columns=["space_id", "architecture", "val_accuracy",
-                                                                "test_accuracy", "stopped_early", "recipe"])
-    keep = pc.equal(table.column("space_id"), space.space_id)
-    if not include_stopped:
-        keep = pc.and_(keep, pc.invert(table.column("stopped_early").fill_null(False)))
-    table = table.filter(keep)
-    val = table.column("val_accuracy").to_numpy(zero_copy_only=False).astype(np.float64)
+def stored_reference(store: Any, task: TaskData, space: Any) -> dict[str, Any]:
+    """The task's stored architectures as the predictor is judged on them: distinct (A, D) with their mean
+    val accuracy over seeds (A,) from the training data (predictor/data.py's row filters), their mean test
+    accuracy (A,) from the store's rows of the same architectures, and the most common recipe of those rows."""
+    archs, _, val = distinct_architectures(task)
+    table = store.experiments_arrow(task.name, status="ok", columns=["space_id", "architecture", "test_accuracy",
+                                                                     "recipe"])
+    table = table.filter(pc.equal(table.column("space_id"), space.space_id))
+    rows = architecture_matrix(table.column("architecture"), space.num_dimensions, f"task {task.name!r}")
     test = table.column("test_accuracy").fill_null(math.nan).to_numpy(zero_copy_only=False).astype(np.float64)
-    finite = np.isfinite(val)
-    archs = architecture_matrix(table.column("architecture"), space.num_dimensions, f"task {task!r}")[finite]
-    keys, inverse = np.unique(archs, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    count = np.bincount(inverse)
-    recipes = Counter(table.column("recipe").filter(finite).to_pylist())
-    return {"architectures": keys, "val": np.bincount(inverse, weights=val[finite]) / count,
-            "test": np.bincount(inverse, weights=test[finite]) / count,
+    index = {tuple(int(v) for v in a): i for i, a in enumerate(archs)}
+    mine = np.array([index.get(tuple(int(v) for v in r), -1) for r in rows], dtype=np.int64)  # row -> arch
+    keep = (mine >= 0) & np.isfinite(test)
+    total = np.bincount(mine[keep], weights=test[keep], minlength=len(archs))
+    count = np.bincount(mine[keep], minlength=len(archs))
+    recipes = Counter(table.column("recipe").filter(pa.array(mine >= 0)).to_pylist())
+    return {"architectures": archs, "val": val,
+            "test": np.divide(total, count, out=np.full(len(archs), math.nan), where=count > 0),
             "recipe": json.loads(recipes.most_common(1)[0][0]) if recipes else {}}
 
 
@@ -100,7 +100,7 @@ def _judge(arch: list[int], ref: dict[str, Any], task: Any, space: Any, seeds: i
 
 
 def _zero_shot_task(held_out: str, config_dict: dict, suggest_dict: dict, baselines: tuple[str, ...],
-                    seeds: int, include_stopped: bool) -> dict[str, Any]:
+                    seeds: int) -> dict[str, Any]:
     from predictor.zero_shot import fit_held_out
 
     data, store = _STATE["data"], _STATE["store"]
@@ -108,7 +108,7 @@ def _zero_shot_task(held_out: str, config_dict: dict, suggest_dict: dict, baseli
     engine, z, history = fit_held_out(store, held_out, data, config)
     suggestion = engine.suggest_z(z, SuggestConfig.from_dict(suggest_dict))
     train, task = data.without(held_out), store.task(held_out)  # the suggestion's and portfolio's task
-    ref = stored_reference(store, held_out, data.space, include_stopped)
+    ref = stored_reference(store, data.tasks[held_out], data.space)
     row: dict[str, Any] = {"task": held_out, "architectures": len(ref["val"]), "best_stored_val": float(ref["val"].max()),
                            "fit_seconds": history.seconds}
     zs = task_embeddings(engine.model, train) if z is not None and "portfolio" in baselines else None
@@ -152,7 +152,7 @@ def evaluate_zero_shot(store: Any, out_dir: str | os.PathLike | None = None, *, 
     if sample_less:
         raise ValueError(f"task {sample_less[0]!r} has no raw samples (an imported tabular benchmark): nothing can be "
                          f"trained on it; judge zero-shot there with nasdb benchmark-report")
-    jobs = [(n, base.to_dict(), suggest.to_dict(), baselines, seeds, include_stopped) for n in data.task_names]
+    jobs = [(n, base.to_dict(), suggest.to_dict(), baselines, seeds) for n in data.task_names]
     logger.info("zero-shot: %d held-out tasks, baselines %s", len(jobs), list(baselines))
     start = time.perf_counter()
     if processes > 1:
