@@ -1,4 +1,4 @@
-"""Access control of the suggestion API: bearer tokens, the loopback rule, and a request-size guard.
+"""Access control of the suggestion API: bearer tokens, the loopback rule, and a request guard.
 
 Ray's own token (RAY_AUTH_MODE=token) does not cover the Serve HTTP proxy (DESIGN.md, Ray
 notes), so the API checks its own token. Only a SHA-256 digest of the token travels to the
@@ -6,11 +6,19 @@ replicas (deployment arguments are visible to whoever can read the Serve config)
 are compared digest to digest with ``hmac.compare_digest`` (constant time). Running without a
 token is allowed only on a loopback host. ``RequestGuard`` is a pure ASGI middleware, so an
 unauthenticated or oversized request is refused before its body is read or parsed.
+
+It also bounds what a slow or hostile client can hold (issue 15): a request's body must arrive
+within ``body_timeout_s`` of its headers (408 after it; a slow upload otherwise holds a replica
+slot for as long as it trickles), and one client address may have at most
+``max_requests_per_client`` requests in flight on a replica (429 above it), so the replica's
+slots (``MAX_ONGOING_REQUESTS`` in predictor/serve.py, many more than one client may hold) stay
+free for others. /v1/health is exempt from the per-client cap and never waits for a body.
 """
 
 from __future__ import annotations
 
 import hashlib
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -103,16 +111,29 @@ def route_path(scope: dict[str, Any]) -> str:
     return path
 
 
+def client_key(scope: dict[str, Any]) -> str:
+    """Whom the per-client cap counts: the peer address the Serve proxy saw (its host, not its port)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
 class RequestGuard:
-    """ASGI middleware: 401 without the right bearer token, 413 for a body over ``max_body_bytes``.
+    """ASGI middleware: 401 without the right bearer token, 413 for a body over ``max_body_bytes``,
+    429 above ``max_requests_per_client`` concurrent requests of one address, 408 for a body not
+    in within ``body_timeout_s``.
 
     Runs before routing and body parsing; the token check compares SHA-256 digests in
     constant time. ``expected_digest=None`` (loopback-only, explicitly allowed) skips the check.
+    The per-client counts live in the replica's event loop (no lock needed: no await between
+    the check and the increment).
     """
 
     def __init__(self, app: Callable[..., Awaitable[None]], *, expected_digest: str | None, max_body_bytes: int,
+                 body_timeout_s: float = 30.0, max_requests_per_client: int = 64,
                  public_paths: frozenset[str] = PUBLIC_PATHS):
         self.app, self.expected, self.max_body_bytes, self.public = app, expected_digest, max_body_bytes, public_paths
+        self.body_timeout_s, self.max_per_client = body_timeout_s, max_requests_per_client
+        self.in_flight: dict[str, int] = {}
 
     def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
         if self.expected is None:
@@ -140,18 +161,47 @@ class RequestGuard:
                 return await _reply(send, 400, "Content-Length header is not an integer")
             if declared > self.max_body_bytes:
                 return await _reply(send, 413, f"body: {declared} bytes exceed the limit of {self.max_body_bytes}")
-        received = 0
+        if path in self.public:
+            return await self.app(scope, receive, send)
+        client = client_key(scope)
+        held = self.in_flight.get(client, 0)
+        if held >= self.max_per_client:
+            return await _reply(send, 429, f"too many concurrent requests from {client}: at most "
+                                           f"{self.max_per_client} per client", extra_headers=[(b"retry-after", b"1")])
+        self.in_flight[client] = held + 1
+        try:
+            await self.app(scope, self._receive_within_limits(receive), send)
+        finally:
+            left = self.in_flight[client] - 1
+            if left:
+                self.in_flight[client] = left
+            else:
+                del self.in_flight[client]
+
+    def _receive_within_limits(self, receive):
+        """``receive`` that refuses a body over ``max_body_bytes`` (413) or not complete within
+        ``body_timeout_s`` of the request's start (408)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_timeout_s
+        received, complete = 0, False
 
         async def guarded_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in: what is left to receive is a disconnect, no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"body: not complete within {self.body_timeout_s:g} s of the request "
+                                         f"headers ({received} bytes received)") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:  # a chunked body without Content-Length
                     raise HTTPException(413, f"body: more than {self.max_body_bytes} bytes")
+                complete = not message.get("more_body", False)
             return message
 
-        await self.app(scope, guarded_receive, send)
+        return guarded_receive
 
 
 async def _reply(send, status: int, detail: str, extra_headers: list[tuple[bytes, bytes]] = ()) -> None:

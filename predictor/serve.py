@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -44,7 +44,15 @@ logger = logging.getLogger(__name__)
 
 API_VERSION = "1.0"
 MAX_ERRORS_SHOWN = 10
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 422, 429)}
+#: Concurrent requests one replica accepts. A request waiting for its body costs a coroutine, not
+#: a thread, so slots are cheap; one client holds at most ServeLimits.max_requests_per_client of
+#: them and for at most body_timeout_s, so slow clients cannot fill them (issue 15: 8 slots were
+#: filled by 8 slow uploads, health check included).
+MAX_ONGOING_REQUESTS = 512
+#: End-to-end limit of one request in the Serve HTTP proxy (Ray answers 408 after it): above the
+#: body deadline plus the slowest suggestion the server limits allow.
+REQUEST_TIMEOUT_S = 120.0
 
 
 # -- the HTTP layer ----------------------------------------------------------------------------
@@ -124,11 +132,13 @@ def build_api(service: SuggestionService, *, expected_digest: str | None, limits
         return service.model_info()
 
     @app.get("/v1/health", response_model=HealthResponse)
-    def health() -> dict[str, Any]:
-        """Liveness; no token needed."""
+    async def health() -> dict[str, Any]:
+        """Liveness; no token needed. Answered on the event loop, never behind the worker threads
+        that run suggestions, and exempt from the per-client cap."""
         return service.health()
 
-    app.add_middleware(RequestGuard, expected_digest=expected_digest, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(RequestGuard, expected_digest=expected_digest, max_body_bytes=limits.max_body_bytes,
+                       body_timeout_s=limits.body_timeout_s, max_requests_per_client=limits.max_requests_per_client)
     return app
 
 
@@ -167,14 +177,14 @@ def _proxy_host() -> str | None:
         return None
 
 
-@serve.deployment(name="SuggestionService", max_ongoing_requests=8, health_check_period_s=10)
+@serve.deployment(name="SuggestionService", max_ongoing_requests=MAX_ONGOING_REQUESTS, health_check_period_s=10)
 @serve.ingress(_replica_app)
 class SuggestionDeployment:
     """A replica: the service, its API, and Serve's hooks (reconfigure = user_config, health)."""
 
     def __init__(self, store_root: str, *, predictor_id: str | None = None, token_digest: str | None = None,
                  allow_unauthenticated: bool = False, refresh_seconds: float = 0.0,
-                 limits: dict[str, int] | None = None, suggest_defaults: dict[str, Any] | None = None,
+                 limits: dict[str, Any] | None = None, suggest_defaults: dict[str, Any] | None = None,
                  torch_threads: int = 1):
         import torch
 
@@ -219,8 +229,7 @@ def build_app(store_root: str, *, predictor_id: str | None = None, token_digest:
     return SuggestionDeployment.options(**options).bind(
         str(store_root), predictor_id=predictor_id, token_digest=token_digest,
         allow_unauthenticated=allow_unauthenticated, refresh_seconds=refresh_seconds,
-        limits={"max_samples": limits.max_samples, "max_architectures": limits.max_architectures,
-                "max_k_max_iters": limits.max_k_max_iters},
+        limits=asdict(limits),
         suggest_defaults=suggest_defaults)
 
 
@@ -244,6 +253,8 @@ class AppArgs(BaseModel):
     max_samples: int = Field(ServeLimits.max_samples, ge=1)
     max_architectures: int = Field(ServeLimits.max_architectures, ge=1)
     max_k_max_iters: int = Field(ServeLimits.max_k_max_iters, ge=1)
+    max_requests_per_client: int = Field(ServeLimits.max_requests_per_client, ge=1)
+    body_timeout_s: float = Field(ServeLimits.body_timeout_s, gt=0, allow_inf_nan=False)
 
 
 def app_builder(args: dict[str, Any]):
@@ -256,7 +267,8 @@ def app_builder(args: dict[str, Any]):
     return build_app(a.store, predictor_id=a.predictor or a.predictor_id, token_digest=digest,
                      allow_unauthenticated=a.allow_unauthenticated, replicas=a.replicas, num_cpus=a.num_cpus,
                      refresh_seconds=a.refresh_seconds,
-                     limits=ServeLimits(a.max_samples, a.max_architectures, a.max_k_max_iters))
+                     limits=ServeLimits(a.max_samples, a.max_architectures, a.max_k_max_iters,
+                                        a.max_requests_per_client, a.body_timeout_s))
 
 
 # -- the embedded server (nasdb serve) ------------------------------------------------------------
@@ -298,7 +310,7 @@ def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predic
                     refresh_seconds=refresh_seconds, limits=limits, suggest_defaults=suggest_defaults)
     if not ray.is_initialized():
         ray.init(address=ray_address, include_dashboard=False, logging_level=logging.WARNING)
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": REQUEST_TIMEOUT_S})
     actual = _http_config()
     if actual is not None and (str(actual.host), int(actual.port)) != (host, port):
         raise ValueError(f"Ray Serve already runs on this cluster with HTTP {actual.host}:{actual.port}, not "

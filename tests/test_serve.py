@@ -7,10 +7,15 @@ naming the field, after which the replica must still answer /v1/health.
 
 from __future__ import annotations
 
+import json
+import selectors
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
+from urllib.parse import urlparse
 
 import pytest
 import requests
@@ -23,7 +28,8 @@ from predictor.testing import HELD_OUT_TASK, TRAIN_TASKS, fit_tiny_predictor, sh
 
 TOKEN = "test-token-" + "k" * 24
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-LIMITS = ServeLimits(max_samples=500, max_architectures=20, max_k_max_iters=2000)
+LIMITS = ServeLimits(max_samples=500, max_architectures=20, max_k_max_iters=2000, max_requests_per_client=60,
+                     body_timeout_s=10.0)
 
 
 def _free_port() -> int:
@@ -91,6 +97,9 @@ def test_health_model_and_openapi(server, http, store):
     assert {"/v1/suggest", "/v1/predict", "/v1/model", "/v1/health"} <= set(spec["paths"])
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert "x" in spec["components"]["schemas"]["SuggestRequest"]["properties"]
+    # task excludes x/y in the published schema too, so schema-driven clients see the server's rule
+    sources = spec["components"]["schemas"]["SuggestRequest"]["oneOf"]
+    assert [sorted(s["required"]) for s in sources] == [["task"], ["x", "y"]]
 
 
 def test_suggestion_for_a_held_out_task_by_name_and_inline(server, http, held_out):
@@ -142,7 +151,12 @@ REFUSALS = [
     ("unknown task", "/v1/suggest", {"json": {"task": "no_such_task"}}, 404, "no_such_task"),
     ("task name with a path", "/v1/suggest", {"json": {"task": "../etc"}}, 422, "task"),
     ("label too large", "/v1/suggest", {"json": {"x": [ROW, ROW], "y": [0, 10]}}, 422, "y: label 10 at index 1"),
-    ("negative label", "/v1/suggest", {"json": {"x": [ROW], "y": [-1]}}, 422, "y: label -1"),
+    ("negative label", "/v1/suggest", {"json": {"x": [ROW], "y": [-1]}}, 422, "y[0]: Input should be greater"),
+    ("label above int64", "/v1/suggest", {"json": {"x": [ROW, ROW], "y": [0, 2**63]}}, 422, "y[1]: Input should be less"),
+    ("feature 3e38", "/v1/suggest", {"json": {"x": [ROW, ROW[:5] + [3e38] + ROW[6:]], "y": [0, 1]}}, 422,
+     "x[1][5]: Input should be less than or equal to 1"),
+    ("negative feature", "/v1/predict", {"json": {"x": [[-0.1] + ROW[1:]], "y": [0], "architectures": [[0] * 15]}},
+     422, "x[0][0]: Input should be greater than or equal to 0"),
     ("fractional label", "/v1/suggest", {"json": {"x": [ROW], "y": [1.5]}}, 422, "y[0]"),
     ("label 1.0", "/v1/suggest", {"json": {"x": [ROW], "y": [1.0]}}, 422, "y[0]"),
     ("too many samples", "/v1/suggest", {"json": {"x": [ROW] * 501, "y": [0] * 501}}, 413, "x: 501 samples"),
@@ -150,9 +164,10 @@ REFUSALS = [
     ("malformed JSON", "/v1/suggest", _raw('{"x": [[0.1, '), 400, "malformed JSON"),
     ("x not a list", "/v1/suggest", {"json": {"x": "abc", "y": [0]}}, 422, "x"),
     ("body not an object", "/v1/suggest", {"json": [1, 2]}, 422, "body"),
-    ("empty sample list", "/v1/suggest", {"json": {"x": [], "y": []}}, 422, "`x` is empty"),
+    ("empty sample list", "/v1/suggest", {"json": {"x": [], "y": []}}, 422, "x: List should have at least 1"),
     ("labels and rows disagree", "/v1/suggest", {"json": {"x": [ROW, ROW], "y": [0]}}, 422, "`y` has 1 labels"),
     ("task and samples", "/v1/suggest", {"json": {"task": HELD_OUT_TASK, "x": [ROW], "y": [0]}}, 422, "either"),
+    ("task and a null x", "/v1/suggest", {"json": {"task": HELD_OUT_TASK, "x": [ROW], "y": None}}, 422, "either"),
     ("no task at all", "/v1/suggest", {"json": {}}, 422, "`x` is missing"),
     ("unknown field", "/v1/suggest", {"json": {"task": HELD_OUT_TASK, "k_max_iter": 5}}, 422, "k_max_iter"),
     ("k_max_iters as string", "/v1/suggest", {"json": {"task": HELD_OUT_TASK, "k_max_iters": "many"}}, 422,
@@ -166,7 +181,9 @@ REFUSALS = [
     ("choice out of range", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": [[0] * 15, [0, 12] + [0] * 13]}},
      422, "architectures[1]: dimension 'layer1': choice index 12"),
     ("negative choice", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": [[-1] + [0] * 14]}}, 422,
-     "dimension 'embedding'"),
+     "architectures[0][0]"),
+    ("choice above int64", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": [[2**63] + [0] * 14]}},
+     422, "architectures[0][0]"),
     ("fractional choice", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": [[0.5] + [0] * 14]}}, 422,
      "architectures[0][0]"),
     ("no architectures", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": []}}, 422, "architectures"),
@@ -202,6 +219,94 @@ def test_requests_without_the_right_token_get_401(server, http, headers):
         assert r.status_code == 401, (path, r.text)
         assert r.headers["www-authenticate"].startswith("Bearer")
     _healthy(http, server)
+
+
+# -- slow and hostile clients -------------------------------------------------------------------
+SLOW_UPLOADS, HALF_HEADERS, ANSWER_WITHIN_S = 50, 300, 2.0
+
+
+def _open(server, head: bytes) -> socket.socket:
+    url = urlparse(server.url)
+    sock = socket.create_connection((url.hostname, url.port), timeout=10)
+    sock.sendall(head)
+    return sock
+
+
+def _statuses(socks: list[socket.socket], timeout: float) -> list[int | None]:
+    """The status code of the response on each socket; None for those with none within ``timeout`` (overall)."""
+    codes: dict[int, int | None] = {}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for i, sock in enumerate(socks):
+            sel.register(sock, selectors.EVENT_READ, i)
+        while len(codes) < len(socks) and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=max(deadline - time.monotonic(), 0)):
+                line = key.fileobj.recv(64).split(b"\r\n")[0].split()
+                codes[key.data] = int(line[1]) if len(line) > 1 else None
+                sel.unregister(key.fileobj)
+    return [codes.get(i) for i in range(len(socks))]
+
+
+def test_slow_uploads_and_half_sent_headers_do_not_block_health_or_suggest(server, http):
+    """Issue 15: 50 authenticated uploads that never finish their body and 300 connections that never
+    finish their headers are held open while /v1/health and /v1/suggest keep answering within 2 s;
+    the slow uploads then get 408 at the body deadline, and one client's requests above its cap get 429."""
+    upload = (f"POST /v1/suggest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+              f"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n" + '{"x": [[0.5').encode()
+    half = b"POST /v1/suggest HTTP/1.1\r\nHost: x\r\nAuthorization: Bear"
+    held: list[socket.socket] = []
+    try:
+        opened = time.monotonic()
+        slow = [_open(server, upload) for _ in range(SLOW_UPLOADS)]
+        held += slow
+        held += [_open(server, half) for _ in range(HALF_HEADERS)]
+        time.sleep(1.0)  # let the uploads reach the replica and sit in its body reader
+        latencies = []
+        while time.monotonic() - opened < LIMITS.body_timeout_s / 2:  # well before their deadline
+            for method, path, kwargs in (("get", "/v1/health", {}),
+                                         ("post", "/v1/suggest", {"json": {"task": HELD_OUT_TASK, "k_max_iters": 20},
+                                                                  "headers": AUTH})):
+                started = time.monotonic()
+                r = getattr(http, method)(f"{server.url}{path}", timeout=30, **kwargs)
+                latencies.append(time.monotonic() - started)
+                assert r.status_code == 200, (path, r.text)
+        assert len(latencies) >= 4 and max(latencies) < ANSWER_WITHIN_S, latencies
+        # one address may hold max_requests_per_client requests: the ones above get 429 at once
+        extra = [_open(server, upload) for _ in range(LIMITS.max_requests_per_client - SLOW_UPLOADS + 5)]
+        held += extra
+        codes = _statuses(extra, 3.0)
+        assert codes.count(429) >= 5 and set(codes) <= {429, None}, codes
+        # the held uploads are answered 408 once their body deadline passes
+        codes = _statuses(slow, LIMITS.body_timeout_s + 15)
+        assert codes == [408] * SLOW_UPLOADS, codes
+        assert time.monotonic() - opened >= LIMITS.body_timeout_s
+    finally:
+        for s in held:
+            s.close()
+    _healthy(http, server)
+    r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 20}, headers=AUTH,
+                  timeout=30)
+    assert r.status_code == 200, r.text  # the per-client count is back to zero
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(server, tmp_path):
+    """A bounded schemathesis run over /openapi.json (loopback, with the token, ~360 cases, about half
+    a minute): no 5xx, no response outside its schema, no schema-invalid request accepted, auth never ignored.
+    ``positive_data_acceptance`` is left out: cross-field rules (len(y) == len(x), the predictor's
+    class count and architecture space) cannot be written in JSON Schema, so schema-valid bodies can
+    still be refused with a 422 naming the field."""
+    report = tmp_path / "schemathesis.json"
+    cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
+           "-H", f"Authorization: Bearer {TOKEN}", "--checks", "all", "--exclude-checks", "positive_data_acceptance",
+           "--max-examples", "10", "--workers", "4", "--seed", "15", "--request-timeout", "30",
+           "--report", "json", "--report-json-path", str(report)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    out = json.loads(report.read_text())
+    assert run.returncode == 0 and out["failures"] == [] and out["errors"] == [], run.stdout[-3000:]
+    cases = out["test_cases"]
+    assert cases["generated"] >= 200 and cases["with_failures"] == 0 and cases["errored"] == 0, cases
+    assert out["operations"]["tested"] == 4
+    print(f"schemathesis: {cases['generated']} cases in {out['running_time']:.1f} s, 0 failures")
 
 
 # -- access rules (no server needed) ----------------------------------------------------------------
@@ -298,7 +403,6 @@ def test_serve_deploy_config_updates_the_predictor_in_place(server, http, store,
     does (the controller's deploy_apps); changing only user_config.predictor_id swaps the predictor inside the
     running replica (same replica id) while requests keep getting 200."""
     from pathlib import Path
-    from urllib.parse import urlparse
 
     import yaml
     from ray import serve
@@ -313,7 +417,7 @@ def test_serve_deploy_config_updates_the_predictor_in_place(server, http, store,
     token_file.chmod(0o600)
     config = yaml.safe_load((Path(__file__).parents[1] / "predictor" / "serve_config.example.yaml").read_text())
     url = urlparse(server.url)
-    config["http_options"] = {"host": url.hostname, "port": url.port}  # the running proxy's
+    config["http_options"].update(host=url.hostname, port=url.port)  # the running proxy's
     app = config["applications"][0]
     assert app["import_path"] == "predictor.serve:app_builder"
     app["args"].update(store=st.root, token_file=str(token_file), replicas=1, num_cpus=0.5)
