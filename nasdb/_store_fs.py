@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import io
 import os
 import secrets
@@ -173,18 +174,21 @@ class LocalFS(StoreFS):
             os.remove(path)
 
     def move(self, src: str, dst: str) -> None:
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        self._mkdir(os.path.dirname(dst))
         os.replace(src, dst)
+        self._sync_dir(os.path.dirname(dst))
+        self._sync_dir(os.path.dirname(src))
 
     @contextlib.contextmanager
     def atomic_output(self, path: str) -> Iterator[str]:
         tmp = self.tmp_sibling(path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._mkdir(os.path.dirname(path))
         try:
             yield tmp
             if self.fsync:
                 _fsync(tmp)
             os.replace(tmp, path)
+            self._sync_dir(os.path.dirname(path))  # the new name itself survives a power cut
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(tmp)
@@ -197,7 +201,7 @@ class LocalFS(StoreFS):
         try:
             for path, write in items:
                 temps.append(self.tmp_sibling(path))
-                os.makedirs(os.path.dirname(path), exist_ok=True)
+                self._mkdir(os.path.dirname(path))
                 write(temps[-1])
             if self.fsync:
                 if len(temps) == 1:
@@ -207,6 +211,8 @@ class LocalFS(StoreFS):
             for i, (path, _) in enumerate(items):
                 os.replace(temps[i], path)
                 temps[i] = ""  # published: nothing to clean up
+            for folder in sorted({os.path.dirname(path) for path, _ in items}):
+                self._sync_dir(folder)
         finally:
             for tmp in temps:
                 if tmp:
@@ -214,12 +220,30 @@ class LocalFS(StoreFS):
                         os.remove(tmp)
 
     def publish_dir(self, tmp_dir: str, final_dir: str) -> None:
+        if self.fsync:  # the folder's files and entries are on disk before it appears under its name
+            for entry in os.scandir(tmp_dir):
+                if entry.is_file():
+                    _fsync(entry.path)
+            self._sync_dir(tmp_dir)
         try:
             os.rename(tmp_dir, final_dir)  # fails if final_dir exists and is non-empty
         except OSError as e:
             if os.path.exists(final_dir):
                 raise FileExistsError(final_dir) from None
             raise e
+        self._sync_dir(os.path.dirname(final_dir))
+
+    def _mkdir(self, path: str) -> None:
+        """``os.makedirs``; a folder it creates gets its entry in its parent fsynced."""
+        if not os.path.isdir(path):
+            os.makedirs(path, exist_ok=True)
+            self._sync_dir(os.path.dirname(path))
+
+    def _sync_dir(self, path: str) -> None:
+        """fsync a folder, so the renames and creations in it survive a power cut (POSIX keeps a
+        rename only in memory until its folder is synced)."""
+        if self.fsync:
+            _fsync_dir(path)
 
     def remove_tree(self, path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
@@ -229,6 +253,20 @@ def _fsync(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (FileNotFoundError, PermissionError, IsADirectoryError):  # gone, or no folder handles (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):  # filesystems that cannot sync folders
+            raise
     finally:
         os.close(fd)
 

@@ -9,9 +9,15 @@ outside string literals). The connection that runs it is then sandboxed by DuckD
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
+import time
+from typing import Any, Callable, TypeVar
 
 from nasdb.errors import NasdbError
+
+T = TypeVar("T")
 
 #: First keywords of the statements a read-only query may be.
 ALLOWED_FIRST = ("SELECT", "WITH", "DESCRIBE", "DESC", "SHOW", "EXPLAIN", "SUMMARIZE", "FROM", "VALUES", "TABLE")
@@ -94,3 +100,57 @@ def check_parsed(conn, sql: str) -> None:
     kind = statements[0].type
     if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
         raise ReadOnlyQueryError(f"query is read-only: a {kind.name} statement is not allowed")
+
+
+class QueryTimeoutError(NasdbError, TimeoutError):
+    """A query stopped because it ran past its time limit."""
+
+
+def check_timeout(timeout: float | None) -> float | None:
+    """``timeout`` if it is None or a positive, finite number of seconds; else ValueError naming it."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+        raise ValueError(f"query timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def run_interruptible(run: Callable[[], T], connection: Callable[[], Any], timeout: float | None) -> T:
+    """``run()`` in a worker thread, stopped by Ctrl-C or after ``timeout`` seconds.
+
+    DuckDB does not check for signals while it executes, so a query run on the main thread
+    ignores Ctrl-C until it ends (issue 15: still running 585 s after SIGINT). Here the main
+    thread waits in short steps, and on KeyboardInterrupt or the deadline calls
+    ``connection().interrupt()`` (repeatedly, in case the statement had not started yet) until
+    the worker returns; then re-raises KeyboardInterrupt or raises QueryTimeoutError.
+    """
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["value"] = run()
+        except BaseException as e:  # handed to the waiting thread
+            result["error"] = e
+
+    worker = threading.Thread(target=work, name="nasdb-query", daemon=True)
+    worker.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stop: BaseException | None = None
+    while worker.is_alive():
+        try:
+            worker.join(0.05)
+        except KeyboardInterrupt as e:
+            stop = e
+        if stop is None and deadline is not None and time.monotonic() > deadline:
+            stop = QueryTimeoutError(f"query ran past its time limit of {timeout:g} s and was stopped "
+                                     f"(raise it with --timeout SECONDS)")
+        if stop is not None and worker.is_alive():
+            conn = connection()
+            if conn is not None:
+                with contextlib.suppress(Exception):  # already closed: the worker is returning
+                    conn.interrupt()
+    if stop is not None:
+        raise stop
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
