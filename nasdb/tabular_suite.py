@@ -18,16 +18,19 @@ their ceiling and are not in the suite.
 from __future__ import annotations
 
 import io
+import json
+import sys
 import tarfile
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-MAX_ROWS = 1500
+MAX_ROWS = 600
 PYDATASET_LICENCE = ("Rdatasets collection via pydataset 0.2.0 (MIT); the data keep the licence of "
                      "R package {pkg} (CRAN, GPL-compatible)")
 LICENCES = {"sklearn": "scikit-learn bundled dataset (BSD-3-Clause package; UCI ML repository data)",
@@ -145,10 +148,88 @@ _CANDIDATES: dict[str, TableSpec] = {
     "tab_titanic": _p("COUNT/titanic", "survived", "Titanic survival (all categorical)"),
     "tab_unempdur": _p("Ecdat/UnempDur", "ui", "filed for unemployment insurance"),
     "tab_biochemists": _p("pscl/bioChemists", "fem", "sex of biochemistry PhD students"),
+    "tab_car_choice": _p("Ecdat/Car", "choice", "stated car choice among 6 (68 columns)"),
+    "tab_bfi_gender": _p("psych/bfi", "gender", "gender from 25 personality items (missing values)"),
+    "tab_bfi_education": _p("psych/bfi", "education", "education level from personality items", "age"),
+    "tab_satact": _p("psych/sat.act", "education", "education level from SAT/ACT scores"),
+    "tab_msq": _p("psych/msq", "condition", "experimental condition from 90 mood items (missing values)"),
+    "tab_schooling": _p("Ecdat/Schooling", "nearc4", "grew up near a 4-year college", "nearc4a", "nearc4b"),
+    "tab_quarrels": _p("HistData/Quarrels", "international", "international vs civil deadly quarrel (82 columns)",
+                       "ID"),
+    "tab_mexico": _p("Zelig/mexico", "vote88", "1988 Mexican presidential vote"),
+    "tab_rwm1984": _p("COUNT/rwm1984", "edlevel", "education level, German health survey", "edlevel1",
+                      "edlevel2", "edlevel3", "edlevel4", "educ"),
+    "tab_pneumon": _p("KMsurv/pneumon", "hospital", "infant hospitalized for pneumonia", "agepn"),
+    "tab_nwtco": _p("survival/nwtco", "histol", "Wilms tumour histology", "seqno", "instit"),
+    "tab_medpar": _p("COUNT/medpar", "type", "admission type, Arizona Medicare", "type1", "type2", "type3"),
+    "tab_movies_mpaa": _p("ggplot2/movies", "mpaa", "MPAA rating of rated movies (subsample)", "title"),
+    "tab_melanoma": _p("MASS/Melanoma", "ulcer", "melanoma ulceration"),
+    "tab_slid": _p("car/SLID", "language", "first language, Ontario labour survey"),
+    "tab_fair": _p("Ecdat/Fair", "child", "couple has children (affairs survey)"),
+    "tab_mdvis": _p("COUNT/mdvis", "agegrp", "age group from doctor visits", "age", "age1", "age2", "age3"),
+    "tab_diamonds_color": _p("ggplot2/diamonds", "color", "diamond colour grade (subsample)"),
+    "tab_diamonds_clarity": _p("ggplot2/diamonds", "clarity", "diamond clarity grade (subsample)"),
+    "tab_males_occupation": _p("Ecdat/Males", "occupation", "occupation of young US men (9 classes)", "nr"),
+    "tab_hi_education": _p("Ecdat/HI", "education", "wife's education level"),
+    "tab_survey_exer": _p("MASS/survey", "Exer", "exercise frequency of students"),
+    "tab_tips_day": _p("reshape2/tips", "day", "day of the week from restaurant tips"),
+    "tab_verbagg_btype": _p("lme4/VerbAgg", "btype", "verbal aggression behaviour type", "id", "item"),
+    "tab_chile_region": _p("car/Chile", "region", "Chilean region from survey answers"),
+    "tab_doctoraus_chcond": _p("Ecdat/DoctorAUS", "chcond", "chronic condition, Australian health survey"),
+    "tab_star_race": _p("Ecdat/Star", "race", "pupil race, Project STAR", "schidkn"),
+    "tab_mathlevel_sex": _p("Ecdat/Mathlevel", "sex", "sex from math courses and major"),
+    "tab_computers_cd": _p("Ecdat/Computers", "cd", "computer has a CD-ROM"),
+    "tab_ofp_region": _p("Ecdat/OFP", "region", "US region of elderly survey respondents"),
+    "tab_azpro": _p("COUNT/azpro", "procedure", "cardiac procedure (CABG vs PTCA)", "hospital"),
+    "tab_badhealth": _p("COUNT/badhealth", "badh", "bad health from doctor visits and age"),
+    "tab_cpsch3": _p("Ecdat/CPSch3", "sex", "sex from hourly earnings and year"),
+    "tab_immi": _p("Zelig/immi1", "ipip", "immigration policy preference"),
+    "tab_mid": _p("Zelig/mid", "conflict", "militarized interstate dispute"),
+    "tab_doctorcontacts_physlim": _p("Ecdat/DoctorContacts", "physlim", "physical limitation (RAND HIE)"),
+    "tab_medexp_physlim": _p("Ecdat/MedExp", "physlim", "physical limitation from medical expenses"),
+    "tab_grouseticks": _p("lme4/grouseticks", "YEAR", "year of a grouse tick count", "INDEX", "BROOD",
+                          "LOCATION"),
+    "tab_suicide_age": _p("vcd/Suicide", "age.group", "age group from suicide counts", "age"),
+    "tab_mpg_class": _p("ggplot2/mpg", "class", "car class from fuel economy data", "model"),
+    "tab_computers_speed": _p("Ecdat/Computers", "speed", "processor speed from price and specs"),
+    "tab_housing_stories": _p("Ecdat/Housing", "stories", "number of stories of a house"),
+    "tab_hdma_black": _p("Ecdat/Hdma", "black", "applicant race in Boston HMDA data"),
+    "tab_hi_region": _p("Ecdat/HI", "region", "US region from health insurance data"),
+    "tab_ofp_privins": _p("Ecdat/OFP", "privins", "private insurance of the elderly"),
+    "tab_vietnamh_urban": _p("Ecdat/VietNamH", "urban", "urban household, Vietnam"),
+    "tab_mroz_city": _p("Ecdat/Mroz", "city", "lives in a city (Mroz labour data)"),
+    "tab_treatment_ethn": _p("Ecdat/Treatment", "ethn", "ethnicity in job-training data"),
+    "tab_star_freelunk": _p("Ecdat/Star", "freelunk", "free lunch, Project STAR", "schidkn"),
+    "tab_laborsupply_kids": _p("Ecdat/LaborSupply", "kids", "number of children from labour supply", "id"),
+    "tab_wages_union": _p("Ecdat/Wages", "union", "union member from wages panel"),
+    "tab_males_ethn": _p("Ecdat/Males", "ethn", "ethnicity of young US men", "nr"),
+    "tab_benefits_married": _p("Ecdat/Benefits", "married", "married, unemployment benefits data"),
 }
 
-#: Candidates left out because their noise ceiling is below 0.5: {name: ceiling}.
-DROPPED: dict[str, float] = {}
+CEILING_MIN = 0.5
+
+
+def _stats() -> dict[str, dict[str, Any]]:
+    from nasdb._tabular_stats import STATS  # written by `python -m nasdb.tabular_suite`
+
+    return STATS
+
+
+def _ceiling(name: str) -> float | None:
+    c = _stats().get(name, {}).get("ceiling")
+    return None if c is None or not np.isfinite(c) else float(c)
+
+
+def _measured(name: str) -> bool:
+    return "ceiling" in _stats().get(name, {}) and _stats()[name]["ceiling"] is not None or \
+        _stats().get(name, {}).get("ceiling_undefined", False)
+
+
+#: Candidates left out: {name: measured ceiling below CEILING_MIN, or None when it is undefined
+#: (every architecture scored the same under one seed)}. A candidate whose ceiling was not
+#: measured stays in the suite (its ``ceiling`` is None in ``tabular_task_info``).
+DROPPED: dict[str, float | None] = {n: _ceiling(n) for n in _CANDIDATES
+                                    if _measured(n) and (_ceiling(n) is None or _ceiling(n) < CEILING_MIN)}
 
 TABULAR_SPECS: dict[str, TableSpec] = {k: v for k, v in _CANDIDATES.items() if k not in DROPPED}
 
@@ -238,15 +319,49 @@ def load_tabular_task(name: str) -> Any:
                            description=spec.description)
 
 
-def tabular_task_info(name: str) -> dict[str, Any]:
-    """Provenance and shape of a suite task: source, licence, rows, features by kind, classes."""
-    spec = _CANDIDATES[name]
+def _summary(name: str) -> dict[str, Any]:
+    """Shape of a built suite task, as recorded in nasdb/_tabular_stats.py."""
     task = load_tabular_task(name)
-    table = task.metadata()
-    return {**table, "dataset": spec.dataset, "label": spec.label, "licence": spec.licence,
-            "rows": sum(task.sizes().values()), "features": table["table"]["columns"],
-            "ceiling": None if name not in DROPPED else DROPPED[name]}
+    meta = task.metadata()
+    return {"rows": sum(task.sizes().values()), "sizes": task.sizes(), "num_classes": task.num_classes,
+            "features": meta["table"]["columns"], "feature_dim": task.feature_dim,
+            "fingerprint": task.fingerprint()}
 
 
-__all__ = ["DROPPED", "MAX_ROWS", "TABULAR_SPECS", "TableSpec", "load_tabular_task", "raw_table",
+def tabular_task_info(name: str) -> dict[str, Any]:
+    """Provenance and shape of a suite task without building it: source, dataset, label,
+    licence note, rows, split sizes, features by kind, classes and the measured noise ceiling."""
+    spec = _CANDIDATES[name]
+    recorded = _stats().get(name) or {**_summary(name), "ceiling": None}
+    return {"name": name, "source": spec.source, "description": spec.description, "dataset": spec.dataset,
+            "label": spec.label, "licence": spec.licence, **recorded}
+
+
+def write_stats(path: str, ceilings: dict[str, float]) -> None:
+    """Record every candidate's shape and its ceiling (from benchmarks/task_ceilings.py reports)."""
+    stats = {n: {**_summary(n), "ceiling": ceilings.get(n)} for n in _CANDIDATES}
+    for n, c in ceilings.items():  # measured, but every architecture scored the same: undefined
+        if n in stats and (c is None or not np.isfinite(c)):
+            stats[n].update(ceiling=None, ceiling_undefined=True)
+    lines = ['"""Recorded shape and noise ceiling of each tabular-suite candidate (generated by',
+             '`python -m nasdb.tabular_suite REPORT.json ...` from benchmarks/task_ceilings.py reports)."""', "",
+             "STATS = {"]
+    lines += [f"    {n!r}: {v!r}," for n, v in stats.items()]
+    Path(path).write_text("\n".join(lines + ["}", ""]).replace("nan,", "None,").replace("nan}", "None}"))
+
+
+def _main(argv: list[str]) -> int:
+    ceilings: dict[str, float] = {}
+    for report in argv:
+        for row in json.loads(Path(report).read_text())["tasks"]:
+            ceilings[row["task"]] = row["seed_spearman"]
+    write_stats(str(Path(__file__).with_name("_tabular_stats.py")), ceilings)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
+
+
+__all__ = ["CEILING_MIN", "DROPPED", "MAX_ROWS", "TABULAR_SPECS", "TableSpec", "load_tabular_task", "raw_table",
            "tabular_task_info"]

@@ -1,0 +1,3 @@
+"""Recorded shape and noise ceiling of each tabular-suite candidate (generated)."""
+
+STATS = {}
