@@ -106,19 +106,15 @@ def tasks_show(ctx: click.Context, name: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def tasks_add(ctx: click.Context, name: str, path: str, label: str, description: str, as_json: bool) -> None:
-    """Register a user task from a file (refuses a built-in name, or a name registered with other data;
-    the same data again is a no-op)."""
+    """Register a user task from a file (refuses an existing or built-in name)."""
     from nasdb import tasks
 
     store = open_store(ctx)
     task = tasks.task_from_file(name, path, label, description=description)
-    created = store.save_task(task)
+    store.save_task(task)
     meta = store.task_metadata(name)
     if as_json:
-        echo_json({**meta, "created": created})
-    elif not created:
-        click.echo(f"task {name!r} is already registered with the same data (fingerprint {meta['fingerprint']}): "
-                   "nothing to do")
+        echo_json(meta)
     else:
         sizes = meta.get("sizes", {})
         click.echo(f"registered task {name!r}: {meta['num_classes']} classes, "
@@ -192,14 +188,12 @@ def show_cmd(ctx: click.Context, experiment_id: str, as_json: bool) -> None:
 
 @click.command("query")
 @click.argument("sql")
-@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True, max=1e9),
-              help="Stop the query after this many seconds (Ctrl-C stops it too).")
 @json_option
 @click.pass_context
-def query_cmd(ctx: click.Context, sql: str, timeout: float, as_json: bool) -> None:
+def query_cmd(ctx: click.Context, sql: str, as_json: bool) -> None:
     """Run one read-only SQL statement over the views `experiments` and `experiments_raw`."""
     store = open_store(ctx)
-    rows = store.query(sql, timeout=timeout).to_pylist()
+    rows = store.query(sql).to_pylist()
     if as_json:
         echo_json(rows)
     else:
@@ -208,27 +202,20 @@ def query_cmd(ctx: click.Context, sql: str, timeout: float, as_json: bool) -> No
 
 @click.command("export")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True, allow_dash=True),
-              help="Output file; - writes to stdout (the summary then goes to stderr).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True), help="Output file.")
 @click.option("--task", default=None, help="Only this task.")
 @json_option
 @click.pass_context
 def export_cmd(ctx: click.Context, fmt: str, out: str, task: str | None, as_json: bool) -> None:
     """Write the deduplicated experiments (all statuses) to one Parquet or CSV file."""
-    from nasdb.cli_options import copy_to_stdout, is_stdout, output_dir
-
     store = open_store(ctx)
     if task is not None and task not in store.task_names():
         store.task(task)
-    with output_dir(out if is_stdout(out) else None) as tmp:
-        rows = store.export(f"{tmp}/export.{fmt}" if tmp else out, format=fmt, task=task)
-        if tmp:
-            copy_to_stdout(f"{tmp}/export.{fmt}")
-    summary = {"rows": rows, "out": out, "format": fmt}
+    rows = store.export(out, format=fmt, task=task)
     if as_json:
-        click.echo(json.dumps(summary), err=is_stdout(out))
+        echo_json({"rows": rows, "out": out, "format": fmt})
     else:
-        click.echo(f"exported {rows} rows to {'stdout' if is_stdout(out) else out} ({fmt})", err=is_stdout(out))
+        click.echo(f"exported {rows} rows to {out} ({fmt})")
 
 
 @click.command("compact")
@@ -249,54 +236,19 @@ def compact_cmd(ctx: click.Context, task: str | None, as_json: bool) -> None:
 
 
 @click.command("verify")
-@click.option("--deep", is_flag=True, help="Also re-derive every row's experiment_id from its fields.")
+@click.option("--deep", is_flag=True, help="Read every page, not only each file's footer.")
 @json_option
 @click.pass_context
 def verify_cmd(ctx: click.Context, deep: bool, as_json: bool) -> None:
-    """Move experiments files readers would skip (bad Parquet, pages, schema or partition) to quarantine/."""
-    from nasdb.fingerprints import check_fingerprints
-
-    store = open_store(ctx)
-    result = store.verify(deep=deep)
-    result["fingerprints"] = check_fingerprints(store, _current_bank_fingerprint)  # rows vs. their task's data now
+    """Move experiments files that are not valid Parquet to quarantine/ and list them."""
+    result = open_store(ctx).verify(deep=deep)
     if as_json:
         echo_json(result)
-        _exit_if_stale(ctx, result["fingerprints"])
         return
     click.echo(f"checked {result['checked']} files: {result['ok']} ok, {len(result['quarantined'])} quarantined, "
                f"{len(result['stale_temp'])} stale temp files")
-    for rel in result["quarantined"]:
-        click.echo(f"quarantined {rel}: {result['problems'][rel]}")
-    for rel in result["stale_temp"]:
-        click.echo(f"quarantined {rel}: stale temp file")
-    _echo_fingerprints(result["fingerprints"])
-    _exit_if_stale(ctx, result["fingerprints"])
-
-
-def _current_bank_fingerprint() -> str:
-    """The embedding bank trainers use now (cluster.embeddings.default_bank): fitted, about 10 s of CPU."""
-    from cluster.embeddings import default_bank
-
-    return default_bank().fingerprint()
-
-
-def _echo_fingerprints(prints: dict[str, Any]) -> None:
-    """verify's fingerprint lines: counts, then each task with stale rows (what they and the task hold)."""
-    click.echo(f"fingerprints of {prints['rows']} rows: {prints['verified']} verified, {prints['unverified']} "
-               f"unverified (written before schema v3), {prints['stale']} stale (trained on other data)")
-    for t in prints["tasks"]:
-        if t["stale"]:
-            was = ", ".join([f"task data {fp}" for fp in t["stale_fingerprints"]["task"]]
-                            + [f"embedding bank {fp}" for fp in t["stale_fingerprints"]["bank"]])
-            now = t["current"] if t["error"] is None else f"unknown ({t['error']})"
-            click.echo(f"stale {t['task']}: {t['stale']} rows trained on {was}; now: task data {now}"
-                       + (f", embedding bank {prints['bank']}" if prints["bank"] else ""))
-
-
-def _exit_if_stale(ctx: click.Context, prints: dict[str, Any]) -> None:
-    """Exit 1 when rows were trained on other data than their task holds (unverified rows are fine)."""
-    if prints["stale"]:
-        ctx.exit(1)
+    for rel in result["quarantined"] + result["stale_temp"]:
+        click.echo(f"quarantined {rel}")
 
 
 COMMANDS = (init_cmd, tasks_group, stats_cmd, top_cmd, show_cmd, query_cmd, export_cmd, compact_cmd, verify_cmd)
