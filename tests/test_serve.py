@@ -23,6 +23,7 @@ import requests
 from nasdb.store import ExperimentStore
 from predictor._serve_auth import is_loopback, resolve_token_digest, token_digest
 from predictor.checkpoint import latest_predictor
+from predictor.serve import REQUEST_TIMEOUT_S, _http_config
 from predictor.service import ServeLimits, SuggestionService
 from predictor.testing import HELD_OUT_TASK, TRAIN_TASKS, fit_tiny_predictor, shared_tiny_store
 
@@ -95,6 +96,7 @@ def test_health_model_and_openapi(server, http, store):
     assert model["suggest_defaults"]["k_max_iters"] == 1000 and model["limits"]["max_samples"] == 500
     spec = http.get(f"{server.url}/openapi.json", timeout=30).json()
     assert {"/v1/suggest", "/v1/predict", "/v1/model", "/v1/health"} <= set(spec["paths"])
+    assert _http_config().request_timeout_s == REQUEST_TIMEOUT_S  # the proxy's end-to-end limit (408 after it)
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert "x" in spec["components"]["schemas"]["SuggestRequest"]["properties"]
     # task excludes x/y in the published schema too, so schema-driven clients see the server's rule
@@ -271,6 +273,8 @@ def test_slow_uploads_and_half_sent_headers_do_not_block_health_or_suggest(serve
                 latencies.append(time.monotonic() - started)
                 assert r.status_code == 200, (path, r.text)
         assert len(latencies) >= 4 and max(latencies) < ANSWER_WITHIN_S, latencies
+        print(f"held {SLOW_UPLOADS} slow uploads + {HALF_HEADERS} half-sent headers: {len(latencies)} health/suggest "
+              f"answers, slowest {max(latencies) * 1000:.0f} ms")
         # one address may hold max_requests_per_client requests: the ones above get 429 at once
         extra = [_open(server, upload) for _ in range(LIMITS.max_requests_per_client - SLOW_UPLOADS + 5)]
         held += extra
