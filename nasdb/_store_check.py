@@ -19,6 +19,7 @@ each only when the cheaper one passed:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from typing import Iterator
 
@@ -56,6 +57,14 @@ def parquet_file(sfs: StoreFS, path: str) -> Iterator[tuple[pq.ParquetFile, bool
             yield pf, False
 
 
+def read_metadata(sfs: StoreFS, path: str) -> pq.FileMetaData:
+    """The parsed footer of a store file (a local file by its path; no threads involved)."""
+    if sfs.is_local:
+        return pq.read_metadata(path)
+    with sfs.fs.open(path, "rb") as fh:
+        return pq.read_metadata(fh)
+
+
 def read_table(sfs: StoreFS, path: str, columns: list[str] | None = None) -> pa.Table:
     """The whole file (or ``columns``) as a table, read as ``parquet_file`` explains."""
     with parquet_file(sfs, path) as (pf, threads):
@@ -81,6 +90,7 @@ def footer_ok(sfs: StoreFS, f: FileInfo) -> bool:
     return len(tail) == 8 and tail[4:] == b"PAR1" and int.from_bytes(tail[:4], "little") + 12 <= f.size
 
 
+@functools.lru_cache(maxsize=256)
 def _family(t: pa.DataType) -> str:
     """A type's family: what a reader may cast between (int32/int64, string/large_string, ...)."""
     if pa.types.is_dictionary(t):
@@ -102,19 +112,24 @@ def schema_problem(schema: pa.Schema) -> str | None:
     Every core column must be there; a known column must have its type family (a null-typed
     column is accepted where the schema allows nulls); columns of a newer version are kept.
     """
-    missing = [c for c in CORE_COLUMNS if c not in schema.names]
+    names = schema.names
+    types = dict(zip(names, schema.types))
+    missing = [c for c in CORE_COLUMNS if c not in types]
     if missing:
-        shown = ", ".join(schema.names[:6]) + (", ..." if len(schema.names) > 6 else "")
+        shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
         return f"not an experiments file: lacks column(s) {', '.join(missing)} (has {shown or 'none'})"
-    if len(set(schema.names)) != len(schema.names):
+    if len(types) != len(names):
         return "not an experiments file: a column name appears twice"
-    for name in COLUMNS:
-        if name not in schema.names:
+    for name, want in _EXPECTED.items():
+        got = types.get(name)
+        if got is None or got == want:
             continue
-        got, want = schema.field(name).type, EXPERIMENT_SCHEMA.field(name).type
         if _family(got) != _family(want) and not (_family(got) == "null" and name in NULLABLE_COLUMNS):
             return f"column {name!r} has type {got}, expected {want}"
     return None
+
+
+_EXPECTED = dict(zip(EXPERIMENT_SCHEMA.names, EXPERIMENT_SCHEMA.types))
 
 
 def _task_problem(sfs: StoreFS, f: FileInfo, meta: pq.FileMetaData, task: str) -> str | None:
@@ -142,9 +157,8 @@ def structure(sfs: StoreFS, f: FileInfo) -> tuple[str | None, bool]:
     if not footer_ok(sfs, f):
         return "not a complete Parquet file (no valid footer: empty, truncated or not Parquet)", False
     try:
-        with parquet_file(sfs, f.path) as (pf, _):
-            meta = pf.metadata
-            schema = pf.schema_arrow
+        meta = read_metadata(sfs, f.path)
+        schema = meta.schema.to_arrow_schema()
     except FileNotFoundError:
         raise
     except Exception as e:  # any parse failure means "not valid Parquet"

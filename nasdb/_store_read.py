@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Sequence, TypeVar
@@ -39,6 +40,8 @@ DEDUP_ORDER = "(status <> 'ok'), created_at, worker, run_id, val_accuracy"
 DEDUP_COLUMNS = CORE_COLUMNS[:7]  # task, experiment_id, status, created_at, worker, run_id, val_accuracy
 #: How long a read keeps starting over while files vanish under it (compaction).
 RETRY_SECONDS = 60.0
+#: Threads that check the footers of files a process has not seen yet.
+CHECK_THREADS = 8
 _SQL_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
                duckdb.PermissionException, duckdb.SyntaxException, duckdb.InterruptException)
 #: Errors of a read that a bad file can cause (its pages are then checked).
@@ -111,15 +114,22 @@ class FileCatalog:
         return None
 
     def files(self, task: str | None = None) -> list[FileInfo]:
-        """The listed files that pass the footer and schema checks (a vanished one is left out)."""
-        out = []
-        for f in self.listed(task):
-            try:
-                if self.is_valid(f):
-                    out.append(f)
-            except FileNotFoundError:
-                continue  # removed since the listing (compaction): its rows are in the merged file
-        return out
+        """The listed files that pass the footer and schema checks (a vanished one is left out).
+
+        Files not checked yet in this process are checked in threads (footer reads wait on I/O).
+        """
+        listed = self.listed(task)
+        new = [f for f in listed if (f.path, f.size, f.mtime) not in self._checked]
+        if len(new) > CHECK_THREADS:
+            with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="nasdb-check") as pool:
+                list(pool.map(self._check_quietly, new))
+        return [f for f in listed if self._check_quietly(f)]
+
+    def _check_quietly(self, f: FileInfo) -> bool:
+        try:
+            return self.is_valid(f)
+        except FileNotFoundError:
+            return False  # removed since the listing (compaction): its rows are in the merged file
 
     def deduplicated(self, f: FileInfo) -> bool:
         """Whether ``f`` was written by compaction with one row per experiment_id (footer metadata, cached)."""
