@@ -80,15 +80,22 @@ def sample_task_architectures(space: SearchSpace, task: str, n: int, seed: int) 
     return np.stack(out) if out else np.zeros((0, space.num_dimensions), dtype=np.int64)
 
 
-def plan_task(space: SearchSpace, task: str, per_task: int, *, seed: int, recipe: dict) -> list[WorkItem]:
-    """The task's ``per_task`` work items with their deterministic experiment ids."""
+def plan_task(space: SearchSpace, task: str, per_task: int, *, seed: int, recipe: dict,
+              task_fingerprint: str | None = None, bank_fingerprint: str | None = None) -> list[WorkItem]:
+    """The task's ``per_task`` work items with their deterministic experiment ids.
+
+    The ids include the fingerprints of the task's data and of the embedding bank the trainers
+    will use (``Task.fingerprint()``, ``EmbeddingBank.fingerprint()``): the trainer derives the
+    same id from what it actually trained on, so a plan for other data is refused, not mixed in.
+    """
     from nasdb.store import experiment_id
 
     archs = sample_task_architectures(space, task, per_task, seed)
     items = []
     for index, arch in enumerate(archs):
         arch_t = tuple(int(v) for v in arch)
-        eid = experiment_id(task, space.space_id, list(arch_t), seed, recipe)
+        eid = experiment_id(task, space.space_id, list(arch_t), seed, recipe, task_fingerprint=task_fingerprint,
+                            bank_fingerprint=bank_fingerprint)
         items.append(WorkItem(task, index, arch_t, int(seed), eid))
     return items
 

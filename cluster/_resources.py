@@ -1,13 +1,17 @@
 """Fit trainer actors to a Ray cluster: fractional GPUs when Ray reports GPUs, else CPUs.
 
 Checked before any actor starts, so a job that asks for more than the cluster has fails at
-once with what was asked and what is there, instead of waiting forever for placement.
+once with what was asked and what is there, instead of waiting forever for placement. A job
+that fits the cluster but not what is free now (``wait_for_resources``) waits a bounded time
+for the resources, then fails naming the shortfall.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 from nasdb.errors import NasdbError
 
@@ -83,3 +87,45 @@ def plan_resources(cluster: dict[str, float], workers: int | None = None, gpus_p
         )
     num_cpus = min(cpus_per_worker, _floor4(cpus / workers)) if cpus > 0 else 0.0
     return ResourcePlan(workers, num_cpus, share, max(1, int(num_cpus)), cpus, gpus)
+
+
+def shortfall(res: ResourcePlan, available: dict[str, float], workers: int | None = None) -> str | None:
+    """What ``workers`` actors of ``res`` need that ``available`` (``ray.available_resources()``)
+    lacks, as ``"needs 2 CPUs for 2 trainers, 1.5 available"``; None when they fit."""
+    n = res.workers if workers is None else workers
+    parts = []
+    for key, each in (("CPU", res.num_cpus), ("GPU", res.num_gpus)):
+        need, have = n * each, float(available.get(key, 0.0))
+        if need > have + 1e-9:
+            parts.append(f"needs {need:g} {key}s for {n} trainer{'s' if n != 1 else ''}, {_floor4(have):g} available")
+    return "; ".join(parts) or None
+
+
+def wait_for_resources(res: ResourcePlan, timeout_s: float, *, workers: int | None = None, poll_s: float = 0.5,
+                       on_wait: Callable[[str], None] | None = None) -> None:
+    """Wait until the cluster's *available* resources hold the actors, at most ``timeout_s``.
+
+    Total resources (``plan_resources``) say whether a job can ever run; available ones say
+    whether it can run now: CPUs held by a Serve replica or another job's actors are not free,
+    and an actor that cannot be placed waits in Ray's queue forever, silently. This turns that
+    wait into InsufficientResourcesError naming the shortfall. ``on_wait(text)`` hears about
+    the wait every ~10 s.
+    """
+    import ray
+
+    t0 = time.monotonic()
+    last_note = t0
+    while True:
+        missing = shortfall(res, ray.available_resources(), workers)
+        if missing is None:
+            return
+        now = time.monotonic()
+        if now - t0 >= timeout_s:
+            raise InsufficientResourcesError(
+                f"{missing}: the trainer actors could not start within the {timeout_s:g}s start timeout "
+                f"(other actors or Serve replicas hold the rest of the cluster's {res.cluster_cpus:g} CPUs); "
+                f"free them, lower --parallel or raise --start-timeout")
+        if on_wait is not None and now - last_note >= 10.0:
+            last_note = now
+            on_wait(f"waiting for resources: {missing} ({now - t0:.0f}s of {timeout_s:g}s)")
+        time.sleep(min(poll_s, max(0.0, timeout_s - (now - t0))))

@@ -144,6 +144,7 @@ class ChildTrainer:
         self._tasks: dict[str, Any] = {}
         self._task_refs = dict(task_refs or {})
         self.bank = bank
+        self._bank_fp: str | None = None  # the bank's fingerprint, computed once
         self.early_stop = early_stop
         self._observers: dict[str, _GuardedObserver] = {}  # task -> its ActorEarlyStopper, guarded
         self._warm_up()
@@ -174,7 +175,7 @@ class ChildTrainer:
             observer = self._observers.get(task_name)
             ack.early_stop_error = observer.error if observer is not None else None
             try:
-                self._write(items, results, ack)
+                self._write(items, results, ack, task.fingerprint())
             except BaseException:
                 self.writer = self._new_writer()  # drop the failed attempt's buffered rows: the retry rewrites them
                 raise
@@ -232,6 +233,15 @@ class ChildTrainer:
                 (ack.recovered_ok_ids if i.experiment_id in ok else ack.recovered_failed_ids).append(i.experiment_id)
         return [i for i in items if i.experiment_id not in present]
 
+    def _bank_fingerprint(self) -> str:
+        if self._bank_fp is None:
+            if self.bank is None:
+                from cluster.embeddings import default_bank
+
+                self.bank = default_bank()
+            self._bank_fp = self.bank.fingerprint()
+        return self._bank_fp
+
     def _train(self, task, items: list[WorkItem]) -> list:
         from cluster.child import ChildResult, train_child, train_children
         from cluster.embeddings import default_bank
@@ -262,9 +272,12 @@ class ChildTrainer:
                 out.append(ChildResult.failed(_error_text(e), seconds=time.perf_counter() - t0))
         return out
 
-    def _write(self, items: list[WorkItem], results: list, ack: ChunkAck) -> None:
+    def _write(self, items: list[WorkItem], results: list, ack: ChunkAck, task_fingerprint: str) -> None:
+        """One row per item, recording the fingerprints of the task data and embedding bank it was
+        trained on (part of the id: a plan made for other data does not match, and is refused)."""
         from nasdb.store import ExperimentRecord
 
+        bank_fingerprint = self._bank_fingerprint()
         records = []
         for item, res in zip(items, results):
             status, error = res.status, res.error
@@ -278,10 +291,12 @@ class ChildTrainer:
                 val_curve=[float(v) for v in res.val_curve], epochs=int(res.epochs),
                 train_seconds=float(res.train_seconds), num_params=int(res.num_params),
                 device=self.device, worker=self.worker, status=status, error=error,
-                stopped_early=stopped, predicted_final=predicted,
+                stopped_early=stopped, predicted_final=predicted, task_fingerprint=task_fingerprint,
+                bank_fingerprint=bank_fingerprint,
             )
             if rec.experiment_id != item.experiment_id:  # the plan and the row must agree, or resume breaks
-                raise RuntimeError(f"experiment id mismatch for {item}: row has {rec.experiment_id}")
+                raise RuntimeError(f"experiment id mismatch for {item}: row has {rec.experiment_id} (trained on task "
+                                   f"data {task_fingerprint}, embedding bank {bank_fingerprint}: not what was planned)")
             records.append(rec)
             if status == "ok":
                 ack.ok_ids.append(item.experiment_id)

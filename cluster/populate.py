@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 from cluster._plan import Chunk, WorkItem, dedupe_tasks, make_chunks, plan_task
 from cluster._pool import PoolAborted, TrainerPool
 from cluster._progress import PopulateSummary, Progress, TaskSummary
-from cluster._resources import InsufficientResourcesError, ResourcePlan, plan_resources
+from cluster._resources import InsufficientResourcesError, ResourcePlan, plan_resources, shortfall, wait_for_resources
 from cluster._trainer import ChildTrainer, ChunkAck
 from nasdb.errors import NasdbError, StoreError
 
@@ -35,7 +35,7 @@ from nasdb.errors import NasdbError, StoreError
 DEFAULT_BATCH_SIZE_MODELS = 16
 
 __all__ = ["ChildTrainer", "ChunkAck", "InsufficientResourcesError", "PopulateSummary", "ResourcePlan",
-           "TaskSummary", "main", "plan_resources", "populate", "resolve_tasks"]
+           "TaskSummary", "main", "plan_resources", "populate", "resolve_tasks", "shortfall", "wait_for_resources"]
 
 
 def resolve_tasks(tasks: Sequence[str] | str | None = None, suite: str = "digits") -> list[str]:
@@ -85,14 +85,16 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
         raise ConnectionError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
 
 
-def _failed_record(item: WorkItem, space_id: str, recipe: dict, agent: str, run_id: str, error: str) -> Any:
+def _failed_record(item: WorkItem, space_id: str, recipe: dict, agent: str, run_id: str, error: str,
+                   fingerprints: tuple[str, str]) -> Any:
+    """The failed row of a given-up item: the planned id, so ``fingerprints`` (task data, bank) are the plan's."""
     from nasdb.store import ExperimentRecord
 
     return ExperimentRecord(
         task=item.task, space_id=space_id, architecture=list(item.architecture), seed=item.seed, recipe=recipe,
         agent=agent, run_id=run_id, val_accuracy=float("nan"), test_accuracy=float("nan"), val_curve=[],
         epochs=0, train_seconds=0.0, num_params=0, device="none", worker=f"{run_id}-driver",
-        status="failed", error=error,
+        status="failed", error=error, task_fingerprint=fingerprints[0], bank_fingerprint=fingerprints[1],
     )
 
 
@@ -109,7 +111,9 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
     ``store`` is an ExperimentStore or its root; ``tasks`` None means all of ``suite``.
     Every input is checked before any actor starts. Uses the running Ray instance, else
     ``ray.init(address)`` (``RAY_ADDRESS`` or a new local cluster), shut down at the end;
-    Ray is not started at all when every planned experiment is already in the store.
+    Ray is not started at all when every planned experiment is already in the store. Planned ids
+    include the fingerprints of each task's data and of the embedding bank (schema v3), so rows
+    trained on other data (or written before v3, without fingerprints) do not count as done.
     ``retry_failed`` trains again the planned experiments whose only rows are failed (an ok
     row then wins on read). ``on_chunk_done(ack, pool)`` runs in the driver after every
     chunk (tests kill actors there); ``trainer_cls`` replaces the actor class (a subclass).
@@ -118,6 +122,7 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
     """
     from cluster.child import TrainRecipe
     from cluster.early_stop import resolve_early_stop
+    from cluster.embeddings import default_bank
     from nasdb.space import default_space
 
     t0 = time.monotonic()
@@ -141,9 +146,11 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
     run_id = run_id or f"populate-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
     space, recipe_dict = default_space(), recipe.to_dict()
+    bank_fp = default_bank().fingerprint()  # part of every id (schema v3), as the task data's fingerprint
     summaries, todo, planned = [], [], {}
     for name in names:
-        items = plan_task(space, name, per_task, seed=seed, recipe=recipe_dict)
+        items = plan_task(space, name, per_task, seed=seed, recipe=recipe_dict,
+                          task_fingerprint=loaded[name].fingerprint(), bank_fingerprint=bank_fp)
         done = store.done_ids(name, status="ok" if retry_failed else None)
         pending = [i for i in items if i.experiment_id not in done]
         planned[name] = {i.experiment_id for i in items}
@@ -221,6 +228,7 @@ class _Job:
         t0 = time.monotonic()
         self._bank_ref = ray.put(default_bank())  # fitted once here, identical on every actor
         self._task_refs = {name: ray.put(task) for name, task in tasks.items()}
+        self._fingerprints = {name: (task.fingerprint(), default_bank().fingerprint()) for name, task in tasks.items()}
         self.progress.note(f"embedding bank ready in {time.monotonic() - t0:.1f}s")
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
         if nodes > 1 and "://" not in self.store.uri:
@@ -325,7 +333,7 @@ class _Job:
             if item.experiment_id in present:
                 continue
             self._driver_writer.append(_failed_record(item, self.space.space_id, self.recipe, self.agent,
-                                                      self.run_id, error))
+                                                      self.run_id, error, self._fingerprints[chunk.task]))
             self.gave_up.append(f"{item.task}/{item.experiment_id}: {error}")
         self._driver_writer.flush()
         self.progress.add(chunk.task, ok=ok, failed=failed)

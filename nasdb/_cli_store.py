@@ -106,15 +106,19 @@ def tasks_show(ctx: click.Context, name: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def tasks_add(ctx: click.Context, name: str, path: str, label: str, description: str, as_json: bool) -> None:
-    """Register a user task from a file (refuses an existing or built-in name)."""
+    """Register a user task from a file (refuses a built-in name, or a name registered with other data;
+    the same data again is a no-op)."""
     from nasdb import tasks
 
     store = open_store(ctx)
     task = tasks.task_from_file(name, path, label, description=description)
-    store.save_task(task)
+    created = store.save_task(task)
     meta = store.task_metadata(name)
     if as_json:
-        echo_json(meta)
+        echo_json({**meta, "created": created})
+    elif not created:
+        click.echo(f"task {name!r} is already registered with the same data (fingerprint {meta['fingerprint']}): "
+                   "nothing to do")
     else:
         sizes = meta.get("sizes", {})
         click.echo(f"registered task {name!r}: {meta['num_classes']} classes, "
@@ -241,14 +245,47 @@ def compact_cmd(ctx: click.Context, task: str | None, as_json: bool) -> None:
 @click.pass_context
 def verify_cmd(ctx: click.Context, deep: bool, as_json: bool) -> None:
     """Move experiments files that are not valid Parquet to quarantine/ and list them."""
-    result = open_store(ctx).verify(deep=deep)
+    from nasdb.fingerprints import check_fingerprints
+
+    store = open_store(ctx)
+    result = store.verify(deep=deep)
+    result["fingerprints"] = check_fingerprints(store, _current_bank_fingerprint)  # rows vs. their task's data now
     if as_json:
         echo_json(result)
+        _exit_if_stale(ctx, result["fingerprints"])
         return
     click.echo(f"checked {result['checked']} files: {result['ok']} ok, {len(result['quarantined'])} quarantined, "
                f"{len(result['stale_temp'])} stale temp files")
     for rel in result["quarantined"] + result["stale_temp"]:
         click.echo(f"quarantined {rel}")
+    _echo_fingerprints(result["fingerprints"])
+    _exit_if_stale(ctx, result["fingerprints"])
+
+
+def _current_bank_fingerprint() -> str:
+    """The embedding bank trainers use now (cluster.embeddings.default_bank): fitted, about 10 s of CPU."""
+    from cluster.embeddings import default_bank
+
+    return default_bank().fingerprint()
+
+
+def _echo_fingerprints(prints: dict[str, Any]) -> None:
+    """verify's fingerprint lines: counts, then each task with stale rows (what they and the task hold)."""
+    click.echo(f"fingerprints of {prints['rows']} rows: {prints['verified']} verified, {prints['unverified']} "
+               f"unverified (written before schema v3), {prints['stale']} stale (trained on other data)")
+    for t in prints["tasks"]:
+        if t["stale"]:
+            was = ", ".join([f"task data {fp}" for fp in t["stale_fingerprints"]["task"]]
+                            + [f"embedding bank {fp}" for fp in t["stale_fingerprints"]["bank"]])
+            now = t["current"] if t["error"] is None else f"unknown ({t['error']})"
+            click.echo(f"stale {t['task']}: {t['stale']} rows trained on {was}; now: task data {now}"
+                       + (f", embedding bank {prints['bank']}" if prints["bank"] else ""))
+
+
+def _exit_if_stale(ctx: click.Context, prints: dict[str, Any]) -> None:
+    """Exit 1 when rows were trained on other data than their task holds (unverified rows are fine)."""
+    if prints["stale"]:
+        ctx.exit(1)
 
 
 COMMANDS = (init_cmd, tasks_group, stats_cmd, top_cmd, show_cmd, query_cmd, export_cmd, compact_cmd, verify_cmd)

@@ -6,6 +6,12 @@ column existed still read (the column reads as null). To add a column: append a 
 to EXPERIMENT_SCHEMA (before ``schema_version``), the same-named field with a default to
 ExperimentRecord, its name to DEFAULTED_COLUMNS / NULLABLE_COLUMNS, and bump SCHEMA_VERSION.
 Never remove or retype a column (readers rely on ``_store_read.CORE_COLUMNS`` being in every file).
+
+v3 (issue 14): ``task_fingerprint`` and ``bank_fingerprint`` record the data a row was trained on
+(``Task.fingerprint()``, or an imported benchmark's provenance; the embedding bank's
+``fingerprint()``) and are part of the experiment id, so rows trained on other data under the
+same task name never collide or deduplicate into each other. Rows written before v3 read with
+null fingerprints ("unverified"); their ids, computed without fingerprints, still check out.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import pyarrow.compute as pc
 
 from nasdb.errors import SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_VERSION_KEY = b"nasdb.schema_version"
 STATUSES = ("ok", "failed")
 
@@ -52,6 +58,8 @@ EXPERIMENT_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("error", pa.string()),
         ("predicted_final", pa.float64()),
+        ("task_fingerprint", pa.string()),
+        ("bank_fingerprint", pa.string()),
         ("schema_version", pa.int32()),
     ],
     metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode()},
@@ -59,12 +67,16 @@ EXPERIMENT_SCHEMA = pa.schema(
 COLUMNS = tuple(EXPERIMENT_SCHEMA.names)
 #: Columns a writer fills in when a columnar append leaves them out.
 DEFAULTED_COLUMNS = ("experiment_id", "relaxed_weights", "stopped_early", "created_at", "status", "error",
-                     "schema_version", "worker", "predicted_final")
+                     "schema_version", "worker", "predicted_final", "task_fingerprint", "bank_fingerprint")
 #: Columns that may hold null (everything else is checked non-null on write).
 #: v2: ``test_accuracy`` and ``num_params`` are null where a row has no such measurement (an
 #: imported tabular benchmark has no test split); ``predicted_final`` is the learning-curve
-#: predictor's final accuracy of a child stopped early (null for complete runs).
-NULLABLE_COLUMNS = ("relaxed_weights", "error", "test_accuracy", "num_params", "predicted_final")
+#: predictor's final accuracy of a child stopped early (null for complete runs). v3: the fingerprints
+#: are null in rows written before v3 (and ``bank_fingerprint`` where no embedding bank was used).
+NULLABLE_COLUMNS = ("relaxed_weights", "error", "test_accuracy", "num_params", "predicted_final",
+                    "task_fingerprint", "bank_fingerprint")
+#: The columns of the data a row was trained on (v3), in the order the experiment id frames them.
+FINGERPRINT_COLUMNS = ("task_fingerprint", "bank_fingerprint")
 
 _TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ID_DOMAIN = b"nasdb-experiment-id/1"
@@ -121,18 +133,31 @@ def _relaxed_frame(weights: np.ndarray | None) -> bytes:
     return _frame(b"none") if weights is None else _frame(b"f4" + np.asarray(weights, "<f4").tobytes())
 
 
+def _fingerprint_frame(task_fingerprint: str | None, bank_fingerprint: str | None) -> bytes:
+    """The data's part of the id: nothing when both are null (ids of rows written before v3)."""
+    if task_fingerprint is None and bank_fingerprint is None:
+        return b""
+    return _frame(b"data") + _frame((task_fingerprint or "").encode()) + _frame((bank_fingerprint or "").encode())
+
+
 def experiment_id(task: str, space_id: str, architecture: Iterable[int], seed: int,
-                  recipe: Mapping[str, Any] | str, relaxed_weights: Sequence[float] | None = None) -> str:
+                  recipe: Mapping[str, Any] | str, relaxed_weights: Sequence[float] | None = None, *,
+                  task_fingerprint: str | None = None, bank_fingerprint: str | None = None) -> str:
     """Deterministic id of an experiment: sha256 over what defines it, hex[:24].
 
     Built from length-framed bytes (architecture as int64, relaxed weights as float32: the
-    stored precision), so a row read back hashes to its stored id and retries collide.
+    stored precision), so a row read back hashes to its stored id and retries collide. The
+    fingerprints of the task's data and of the embedding bank (v3) are framed last; with both
+    None the id is the one rows got before v3.
     """
+    for name, fp in (("task_fingerprint", task_fingerprint), ("bank_fingerprint", bank_fingerprint)):
+        if fp is not None and not isinstance(fp, str):
+            raise SchemaError(f"{name} must be a string or None, got {fp!r}")
     arch = np.asarray(list(architecture), dtype=np.int64)
     rw = None if relaxed_weights is None else np.asarray(list(relaxed_weights), dtype=np.float32)
     h = _id_prefix(task, space_id)
     h.update(_frame(arch.astype("<i8").tobytes()) + _seed_bytes(seed) + _frame(canonical_recipe(recipe).encode())
-             + _relaxed_frame(rw))
+             + _relaxed_frame(rw) + _fingerprint_frame(task_fingerprint, bank_fingerprint))
     return h.hexdigest()[:24]
 
 
@@ -170,6 +195,8 @@ class ExperimentRecord:
     stopped_early: bool = False
     predicted_final: float | None = None
     relaxed_weights: list[float] | None = None
+    task_fingerprint: str | None = None  # the task's data (None: unknown, a row written before v3)
+    bank_fingerprint: str | None = None  # the embedding bank's parameters (None: none used, or unknown)
     created_at: datetime = field(default_factory=_now)
     experiment_id: str = ""
 
@@ -201,7 +228,8 @@ class ExperimentRecord:
         self.stopped_early = bool(self.stopped_early)
         self.created_at = _utc(self.created_at)
         computed = experiment_id(self.task, self.space_id, self.architecture, self.seed, self.recipe,
-                                 self.relaxed_weights)
+                                 self.relaxed_weights, task_fingerprint=self.task_fingerprint,
+                                 bank_fingerprint=self.bank_fingerprint)
         if self.experiment_id and self.experiment_id != computed:
             raise SchemaError(f"experiment_id {self.experiment_id!r} does not match its fields (expected {computed!r})")
         self.experiment_id = computed
@@ -259,7 +287,7 @@ def _list_parts(col: pa.ChunkedArray, dtype: str) -> tuple[np.ndarray, np.ndarra
 
 
 def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
-    enc = pc.dictionary_encode(col).combine_chunks()
+    enc = pc.dictionary_encode(col, null_encoding="encode").combine_chunks()  # a null is a value (None) too
     return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64), enc.dictionary.to_pylist()
 
 
@@ -271,7 +299,7 @@ def compute_ids(table: pa.Table) -> pa.Array:
     """experiment_id for every row of a schema-typed table: the same bytes as ``experiment_id``, vectorized.
 
     The common case (one architecture length, no relaxed weights) hashes fixed-width byte rows
-    built with numpy, one group per (task, space, recipe); other tables go row by row.
+    built with numpy, one group per (task, space, recipe, fingerprints); other tables go row by row.
     """
     n = table.num_rows
     if n == 0:
@@ -280,6 +308,10 @@ def compute_ids(table: pa.Table) -> pa.Array:
     s_idx, s_vals = _codes(table.column("space_id"))
     r_idx, r_vals = _codes(table.column("recipe"))
     recipe_frames = [_frame(canonical_recipe(r).encode()) for r in r_vals]
+    tf_idx, tf_vals = _codes(table.column("task_fingerprint"))
+    bf_idx, bf_vals = _codes(table.column("bank_fingerprint"))
+    data_idx = tf_idx * len(bf_vals) + bf_idx  # one code per (task fingerprint, bank fingerprint)
+    data_frames = [_fingerprint_frame(tf, bf) for tf in tf_vals for bf in bf_vals]
     seeds = np.ascontiguousarray(table.column("seed").to_numpy(), dtype="<i8")
     arch, ao, _ = _list_parts(table.column("architecture"), "<i8")
     rw, ro, rnull = _list_parts(table.column("relaxed_weights"), "<f4")
@@ -293,14 +325,15 @@ def compute_ids(table: pa.Table) -> pa.Array:
         body[:, :8] = np.frombuffer(width_a.to_bytes(8, "little"), dtype=np.uint8)
         body[:, 8:8 + width_a] = arch[ao[0]:ao[-1]].reshape(n, -1).view(np.uint8)
         body[:, 8 + width_a:] = seeds.view(np.uint8).reshape(n, 8)
-        group = (t_idx * len(s_vals) + s_idx) * len(r_vals) + r_idx
+        group = ((t_idx * len(s_vals) + s_idx) * len(r_vals) + r_idx) * len(data_frames) + data_idx
         keys, inverse = np.unique(group, return_inverse=True)
         for g, key in enumerate(keys.tolist()):
             rows = np.flatnonzero(inverse == g)
+            key, d = divmod(key, len(data_frames))
             t, rest = divmod(key, len(s_vals) * len(r_vals))
             sp, r = divmod(rest, len(r_vals))
             head = np.frombuffer(_prefix_bytes(t_vals[t], s_vals[sp]), dtype=np.uint8)
-            tail = np.frombuffer(recipe_frames[r] + none_frame, dtype=np.uint8)
+            tail = np.frombuffer(recipe_frames[r] + none_frame + data_frames[d], dtype=np.uint8)
             msg = np.empty((len(rows), len(head) + body.shape[1] + len(tail)), dtype=np.uint8)
             msg[:, :len(head)] = head
             msg[:, len(head):len(head) + body.shape[1]] = body[rows]
@@ -314,7 +347,7 @@ def compute_ids(table: pa.Table) -> pa.Array:
         a = ab[ao[i] * 8: ao[i + 1] * 8]
         rwf = none_frame if rnull[i] else _frame(b"f4" + rb[ro[i] * 4: ro[i + 1] * 4])
         msg = (_prefix_bytes(t_vals[t_idx[i]], s_vals[s_idx[i]]) + len(a).to_bytes(8, "little") + a
-               + sb[i * 8: i * 8 + 8] + recipe_frames[r_idx[i]] + rwf)
+               + sb[i * 8: i * 8 + 8] + recipe_frames[r_idx[i]] + rwf + data_frames[data_idx[i]])
         out[i] = sha(msg).hexdigest()[:24]
     return pa.array(out.tolist(), pa.string())
 

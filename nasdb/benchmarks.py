@@ -210,12 +210,20 @@ def _check_writable(store: "ExperimentStore") -> None:
 
 
 def _new_rows(store: "ExperimentStore", task: str, table: pa.Table) -> tuple[pa.Table, int]:
-    """The rows of ``table`` whose experiment id is not in the store yet, and how many were."""
+    """The rows of ``table`` whose experiment id is not in the store yet, and how many were.
+
+    A row imported before schema v3 has the id of the same row without its fingerprint (the
+    recipe already pins the package version): it counts as present too, so a store imported
+    earlier gains no duplicates."""
     done = store.done_ids(task)
     if not done:
         return table, 0
     typed = table_from_columns(table, worker=IMPORT_WORKER)  # (R, all columns), ids computed
-    present = pc.is_in(typed.column("experiment_id"), value_set=pa.array(sorted(done), pa.string()))
+    value_set = pa.array(sorted(done), pa.string())
+    present = pc.is_in(typed.column("experiment_id"), value_set=value_set)
+    if "task_fingerprint" in table.column_names:
+        legacy = table_from_columns(table.drop_columns(["task_fingerprint"]), worker=IMPORT_WORKER)
+        present = pc.or_(present, pc.is_in(legacy.column("experiment_id"), value_set=value_set))
     fresh = typed.filter(pc.invert(present))
     return fresh, table.num_rows - fresh.num_rows
 
@@ -232,9 +240,13 @@ def import_benchmark(store: "ExperimentStore", name: str | Benchmark, *, tasks: 
     what is missing and a second import adds nothing. Every input is checked before anything
     is written. ``progress`` is called with each task's summary as it completes.
 
+    Rows record the provenance's fingerprint as their ``task_fingerprint`` (schema v3; no bank).
+
     Returns ``{"benchmark", "space_id", "rows_added", "rows_present", "seconds", "tasks": [
     {"task", "configurations", "rows", "rows_added", "rows_present", "registered", "seconds"}]}``.
     """
+    from nasdb.store import provenance_fingerprint
+
     t_start = time.perf_counter()
     bench = get_benchmark(name)
     datasets = _datasets(bench, tasks)
@@ -258,8 +270,11 @@ def import_benchmark(store: "ExperimentStore", name: str | Benchmark, *, tasks: 
             data = _benchmark_data.flatten(bench, dataset, raw, max_configurations=max_configurations)
             del raw
             registered = store.register_benchmark_task(bench.metadata(dataset, space.space_id, counts))
-            table, present = _new_rows(store, task, _benchmark_data.experiment_table(bench, task, space.space_id,
-                                                                                       data))
+            rows = _benchmark_data.experiment_table(bench, task, space.space_id, data)
+            fingerprint = provenance_fingerprint(bench.metadata(dataset, space.space_id, counts={}))
+            rows = rows.append_column("task_fingerprint",
+                                      pa.repeat(pa.scalar(fingerprint, pa.string()), rows.num_rows))
+            table, present = _new_rows(store, task, rows)
             for start in range(0, table.num_rows, batch_rows):  # one file per batch: what an interruption loses
                 writer.append_table(table.slice(start, batch_rows))
             writer.flush()

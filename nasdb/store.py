@@ -19,12 +19,13 @@ experiment_id, so retried writes are counted once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
 import threading
 from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -41,7 +42,7 @@ from nasdb._store_writer import ExperimentWriter
 from nasdb.errors import InvalidTaskError, SchemaError, StoreError, TaskHasNoSamplesError, UnknownTaskError
 
 __all__ = ["SCHEMA_VERSION", "EXPERIMENT_SCHEMA", "ExperimentRecord", "ExperimentStore", "ExperimentWriter",
-           "ReadOnlyQueryError", "TaskExistsError", "experiment_id"]
+           "ReadOnlyQueryError", "TaskExistsError", "experiment_id", "provenance_fingerprint"]
 
 ENV_VAR = "NASDB_STORE"
 MARKER = "store.json"
@@ -53,6 +54,13 @@ TASK_SAMPLES, TASK_METADATA = "samples.parquet", "metadata.json"
 BENCHMARK_SOURCE = "benchmark"
 BENCHMARK_IDENTITY = ("source", "benchmark", "dataset", "package", "package_version", "space_id", "metric",
                       "performance")
+
+
+def provenance_fingerprint(metadata: Mapping[str, Any]) -> str:
+    """The data fingerprint of an imported benchmark task (16 hex chars): a hash of its provenance
+    (BENCHMARK_IDENTITY: package and version, dataset, metric...), which pins the table's rows."""
+    key = json.dumps({k: metadata.get(k) for k in BENCHMARK_IDENTITY}, sort_keys=True, default=str)
+    return hashlib.sha256(b"nasdb-benchmark-v1:" + key.encode()).hexdigest()[:16]
 
 
 class TaskExistsError(InvalidTaskError):
@@ -171,8 +179,12 @@ class ExperimentStore:
                       if f.size < 0 and not f.name.startswith(("_", "."))
                       and self._sfs.exists(self._sfs.join("tasks", f.name, TASK_METADATA)))
 
-    def save_task(self, task: Any) -> None:
-        """Register a user task (samples + metadata), atomically; never overwrites a task or a built-in name."""
+    def save_task(self, task: Any) -> bool:
+        """Register a user task (samples + metadata), atomically; never overwrites a task or a built-in name.
+
+        Returns True if registered now, False if the same data is already registered under the
+        name (a no-op); TaskExistsError naming both fingerprints if other data is.
+        """
         name = task.name
         try:
             check_task_name(name)
@@ -183,7 +195,7 @@ class ExperimentStore:
         self.init()
         final = self.path("tasks", name)
         if self._sfs.exists(self._sfs.join("tasks", name, TASK_METADATA)):
-            raise TaskExistsError(f"task {name!r} is already registered in the store; choose another name")
+            return not self._same_task_data(name, task.fingerprint)
         metadata = json.dumps({**task.metadata(), "format": 1}, indent=1, sort_keys=True).encode()
         if self._sfs.is_local:  # a complete folder appears under its name in one rename
             tmp = self.path("tasks", f"_tmp-{name}-{secrets.token_hex(4)}")
@@ -201,6 +213,32 @@ class ExperimentStore:
             with self._sfs.atomic_output(self._sfs.join("tasks", name, TASK_SAMPLES)) as sink:
                 pq.write_table(task.to_arrow(), sink)
             self._sfs.write_bytes(self._sfs.join("tasks", name, TASK_METADATA), metadata)
+        return True
+
+    def _same_task_data(self, name: str, fingerprint: Callable[[], str]) -> bool:
+        """True if ``name`` is registered with data of ``fingerprint()``; else TaskExistsError naming both."""
+        held = self.task_fingerprint(name)
+        if self.task_metadata(name).get("source") == BENCHMARK_SOURCE:
+            raise TaskExistsError(f"task {name!r} is already registered as an imported tabular benchmark "
+                                  f"(fingerprint {held}); register it under another name")
+        given = fingerprint()
+        if held != given:
+            raise TaskExistsError(f"task {name!r} is already registered with other data (fingerprint {held} in the "
+                                  f"store, {given} given); register it under another name")
+        return True
+
+    def task_fingerprint(self, name: str) -> str:
+        """The fingerprint of the data task ``name`` holds now (what rows record, schema v3): its
+        samples' ``Task.fingerprint()``, or an imported benchmark's ``provenance_fingerprint``.
+        Registered tasks are answered from their metadata (samples are not read)."""
+        meta_path = self._sfs.join("tasks", name, TASK_METADATA) if isinstance(name, str) else None
+        if meta_path and not name.startswith(("_", ".")) and "/" not in name and self._sfs.exists(meta_path):
+            meta = json.loads(self._sfs.read_bytes(meta_path))
+            if meta.get("source") == BENCHMARK_SOURCE:
+                return provenance_fingerprint(meta)
+            if meta.get("fingerprint"):
+                return str(meta["fingerprint"])
+        return self.task(name).fingerprint()
 
     def check_benchmark_task(self, metadata: Mapping[str, Any]) -> bool:
         """Whether a task without samples can be registered: False if new, True if the same one already is.
@@ -223,8 +261,9 @@ class ExperimentStore:
         old = self.task_metadata(name)
         differ = {k: (old.get(k), metadata.get(k)) for k in BENCHMARK_IDENTITY if old.get(k) != metadata.get(k)}
         if differ:
-            raise TaskExistsError(f"task {name!r} is already registered with other provenance "
-                                  f"({', '.join(f'{k}: {a!r} != {b!r}' for k, (a, b) in differ.items())})")
+            raise TaskExistsError(f"task {name!r} is already registered with other provenance (fingerprint "
+                                  f"{provenance_fingerprint(old)} in the store, {provenance_fingerprint(metadata)} "
+                                  f"given: {', '.join(f'{k}: {a!r} != {b!r}' for k, (a, b) in differ.items())})")
         return True
 
     def register_benchmark_task(self, metadata: Mapping[str, Any]) -> bool:

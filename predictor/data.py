@@ -13,6 +13,9 @@ heavy-tailed (slice_localization: val_loss from 2e-4 to 4e7); ``target="auto"`` 
 them on the within-task quantile rank of the performance (see ``TARGETS``).
 Rows of children stopped early (``stopped_early``) are left out by default: their validation
 accuracy is that of a partly trained model, not the final one the predictor is meant to rank.
+So are stale rows (nasdb/fingerprints.py): their task or embedding-bank fingerprint differs from
+the data the task holds now, so they describe other data; rows without fingerprints (written
+before schema v3) are kept.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ logger = logging.getLogger(__name__)
 #: (robust to heavy tails: a few diverged configurations no longer set sigma_k); ``auto``:
 #: ``rank`` for imported benchmark tasks (no samples), ``raw`` otherwise.
 TARGETS = ("auto", "raw", "rank")
-_COLUMNS = ("space_id", "architecture", "val_accuracy", "seed", "stopped_early")
+_COLUMNS = ("space_id", "architecture", "val_accuracy", "seed", "stopped_early", "task_fingerprint",
+            "bank_fingerprint")
 
 
 @dataclass
@@ -54,6 +58,7 @@ class TaskData:
     skipped_nonfinite: int = 0  # rows dropped for a NaN/inf validation accuracy
     skipped_other_space: int = 0  # rows of another search space
     skipped_stopped: int = 0  # rows of children stopped early (partial validation accuracy)
+    skipped_stale: int = 0  # rows trained on other data than the task (or bank) holds now
     failed: int = 0  # rows with status "failed" (never read as training data)
     target_kind: str = "raw"  # "raw" or "rank" (TARGETS)
     target: np.ndarray | None = None  # (M,) float32 what Algorithm 1 fits; None: the accuracy
@@ -83,6 +88,7 @@ class TaskData:
     def snapshot(self) -> dict[str, Any]:
         return {"ok": self.num_experiments, "failed": self.failed, "nonfinite": self.skipped_nonfinite,
                 "other_space": self.skipped_other_space, "stopped_early": self.skipped_stopped,
+                "stale": self.skipped_stale,
                 "samples": int(self.x.shape[0]), "target": self.target_kind}
 
 
@@ -174,8 +180,9 @@ def _task_samples(store: Any, name: str, *, use_meta_features: bool, feature_dim
 
 def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, failed: int, feature_dim: int,
                    max_classes: int, use_meta_features: bool = True, include_stopped: bool = False,
-                   target: str = "auto") -> TaskData:
-    """Build one task's block from its ok rows (a pyarrow table) and its stored samples."""
+                   target: str = "auto", include_stale: bool = False) -> TaskData:
+    """Build one task's block from its ok rows (a pyarrow table) and its stored samples; stale rows
+    (fingerprints of other data than the task holds now) are skipped unless ``include_stale``."""
     if target not in TARGETS:
         raise ValueError(f"`target` must be one of {TARGETS}, but got target={target!r}.")
     mine = pc.equal(table.column("space_id"), space.space_id).to_numpy(zero_copy_only=False).astype(bool)
@@ -187,6 +194,13 @@ def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, fai
     stopped = np.zeros(len(mine), dtype=bool)
     if not include_stopped and "stopped_early" in table.column_names:
         stopped = table.column("stopped_early").fill_null(False).to_numpy(zero_copy_only=False).astype(bool) & mine
+    stale = np.zeros(len(mine), dtype=bool)
+    if not include_stale and "task_fingerprint" in table.column_names:
+        stale = _stale(store, name, table) & mine & ~stopped
+        if stale.any():
+            logger.warning("task %r: skipped %d experiment(s) trained on other data than the task holds now "
+                           "(stale fingerprints, see `nasdb verify`)", name, int(stale.sum()))
+    stopped |= stale  # left out like stopped rows below, counted apart
     acc = table.column("val_accuracy").to_numpy(zero_copy_only=False).astype(np.float64)
     finite = np.isfinite(acc) & mine & ~stopped
     nonfinite = int((~np.isfinite(acc) & mine & ~stopped).sum())
@@ -194,9 +208,9 @@ def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, fai
         logger.warning("task %r: skipped %d experiment(s) with a non-finite validation accuracy", name, nonfinite)
     if other:
         logger.warning("task %r: skipped %d experiment(s) of another search space", name, other)
-    if stopped.any():
+    if (stopped & ~stale).any():
         logger.info("task %r: skipped %d experiment(s) stopped early (partial validation accuracy)", name,
-                    int(stopped.sum()))
+                    int((stopped & ~stale).sum()))
     try:
         archs = architecture_matrix(table.column("architecture").filter(pa.array(finite)), space.num_dimensions,
                                     f"task {name!r}")
@@ -211,8 +225,25 @@ def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, fai
     return TaskData(name=name, architectures=archs, u=u, accuracy=values.astype(np.float32),
                     seeds=table.column("seed").to_numpy(zero_copy_only=False).astype(np.int64)[finite],
                     x=x, y=y, num_classes=num_classes, skipped_nonfinite=nonfinite, skipped_other_space=other,
-                    skipped_stopped=int(stopped.sum()), failed=failed, target_kind=kind,
+                    skipped_stopped=int((stopped & ~stale).sum()), skipped_stale=int(stale.sum()), failed=failed,
+                    target_kind=kind,
                     target=fitted.astype(np.float32))
+
+
+def _stale(store: Any, name: str, table: pa.Table) -> np.ndarray:
+    """(M,) bool: rows whose fingerprints differ from the task's data and the embedding bank now."""
+    from nasdb.fingerprints import stale_mask
+
+    tfp, bfp = table.column("task_fingerprint"), table.column("bank_fingerprint")
+    if tfp.null_count == len(tfp) and bfp.null_count == len(bfp):
+        return np.zeros(len(tfp), dtype=bool)  # every row written before schema v3: unverified, kept
+
+    def bank_now() -> str:
+        from cluster.embeddings import default_bank
+
+        return default_bank().fingerprint()
+
+    return stale_mask(tfp, bfp, store.task_fingerprint(name), bank_now)
 
 
 def _ok_rows(store: Any, name: str) -> pa.Table:
@@ -223,11 +254,13 @@ def _ok_rows(store: Any, name: str) -> pa.Table:
 def load_training_data(store: Any, *, space: SearchSpace | str | None = None, tasks: Iterable[str] | None = None,
                        exclude_tasks: Iterable[str] = (), min_experiments: int = 2, min_tasks: int = 2,
                        feature_dim: int = 64, max_classes: int = 10, use_meta_features: bool = True,
-                       include_stopped: bool = False, target: str = "auto") -> TrainingData:
+                       include_stopped: bool = False, target: str = "auto",
+                       include_stale: bool = False) -> TrainingData:
     """Read the training set from ``store``: every task with experiments (or ``tasks``), minus ``exclude_tasks``.
 
     ``use_meta_features=False`` admits tasks without samples (imported benchmarks);
-    ``include_stopped=True`` keeps rows of children stopped early; ``target``: see ``TARGETS``.
+    ``include_stopped=True`` keeps rows of children stopped early; ``include_stale=True`` keeps rows
+    trained on other data than the task holds now; ``target``: see ``TARGETS``.
     Raises ValueError naming the task for: fewer than ``min_tasks`` tasks, a task with only failed
     rows, a task with fewer usable experiments than ``min_experiments`` (the mini-batch size), a
     space mismatch, a task without samples when meta-features are asked for; UnknownTaskError
@@ -256,11 +289,11 @@ def load_training_data(store: Any, *, space: SearchSpace | str | None = None, ta
     for n in names:
         td = load_task_data(store, n, resolved, ok_rows.pop(n), failed=failed[n], feature_dim=feature_dim,
                             max_classes=max_classes, use_meta_features=use_meta_features,
-                            include_stopped=include_stopped, target=target)
+                            include_stopped=include_stopped, target=target, include_stale=include_stale)
         if td.num_experiments < min_experiments:
             raise ValueError(f"task {n!r} has {td.num_experiments} usable experiments, fewer than the mini-batch "
                              f"of {min_experiments} (skipped: {td.skipped_nonfinite} non-finite, "
                              f"{td.skipped_other_space} other space, {td.skipped_stopped} stopped early, "
-                             f"{td.failed} failed)")
+                             f"{td.skipped_stale} stale, {td.failed} failed)")
         data.tasks[n] = td
     return data

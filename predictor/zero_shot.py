@@ -44,8 +44,10 @@ def load_cli_task(store: Any, *, task: str | None = None, data: str | Path | Non
 
 
 def record_from_result(task: str, space: Any, architecture: Any, seed: int, recipe: Any, result: Any, *,
-                       agent: str, run_id: str, worker: str, device: str = "cpu") -> Any:
-    """The store row of one trained child (a failed training stays a row with status "failed")."""
+                       agent: str, run_id: str, worker: str, device: str = "cpu", task_fingerprint: str | None = None,
+                       bank_fingerprint: str | None = None) -> Any:
+    """The store row of one trained child (a failed training stays a row with status "failed"); the
+    fingerprints of the task data and embedding bank it was trained on go into the row and its id."""
     from nasdb.store import ExperimentRecord
 
     status, error = result.status, result.error
@@ -56,7 +58,8 @@ def record_from_result(task: str, space: Any, architecture: Any, seed: int, reci
         recipe=recipe.to_dict(), agent=agent, run_id=run_id, val_accuracy=float(result.val_accuracy),
         test_accuracy=float(result.test_accuracy), val_curve=[float(v) for v in result.val_curve],
         epochs=int(result.epochs), train_seconds=float(result.train_seconds), num_params=int(result.num_params),
-        device=device, worker=worker, status=status, error=error)
+        device=device, worker=worker, status=status, error=error, task_fingerprint=task_fingerprint,
+        bank_fingerprint=bank_fingerprint)
 
 
 def train_suggestion(store: Any, task: Any, suggestion: Suggestion, space: Any, *, recipe: Any = None,
@@ -67,13 +70,16 @@ def train_suggestion(store: Any, task: Any, suggestion: Suggestion, space: Any, 
     can load); a name already registered is reused only when it holds the same data.
     """
     from cluster.child import TrainRecipe, train_child
+    from cluster.embeddings import default_bank
 
     recipe = recipe or TrainRecipe()
     if task.source == "user":
         _register(store, task)
-    result = train_child(task, space, suggestion.architecture, recipe=recipe, seed=seed)
+    bank = default_bank()
+    result = train_child(task, space, suggestion.architecture, recipe=recipe, seed=seed, bank=bank)
     record = record_from_result(task.name, space, suggestion.architecture, seed, recipe, result, agent=AGENT,
-                                run_id=f"zero-shot-{suggestion.predictor_id}", worker=f"suggest-{socket.gethostname()}")
+                                run_id=f"zero-shot-{suggestion.predictor_id}", worker=f"suggest-{socket.gethostname()}",
+                                task_fingerprint=task.fingerprint(), bank_fingerprint=bank.fingerprint())
     store.save_space(space)
     with store.writer(f"zero-shot-{task.name}") as writer:
         writer.append(record)

@@ -40,12 +40,16 @@ RAY_CPUS = 2
 
 def start_ray(num_cpus: int = RAY_CPUS, attempts: int = 3):
     """``ray.init`` of a fresh local cluster, retried: on a loaded machine the raylet can miss
-    Ray's fixed 30 s start-up wait ("The current node timed out during startup")."""
+    Ray's fixed 30 s start-up wait ("The current node timed out during startup").
+
+    ``address="local"``: without it ``ray.init`` joins the cluster named in
+    /tmp/ray/ray_current_cluster, which ``ray start`` or a test's ``ray.cluster_utils.Cluster``
+    in any process on the machine writes, and the tests would run on someone else's cluster."""
     import ray
 
     for attempt in range(attempts):
         try:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
             return ray
         except Exception:  # noqa: BLE001 - retried; the last failure is raised
             if ray.is_initialized():

@@ -154,8 +154,12 @@ def test_tasks_list_show_add(run, root, tmp_path):
     assert "mine" in run("--store", root, "tasks", "show", "mine").stdout
     assert json.loads(run("--store", root, "tasks", "show", "alpha", "--json").stdout)["experiments"]["rows"] == 30
     assert_one_line_error(run("--store", root, "tasks", "show", "nope", ok=False), "unknown task 'nope'")
-    assert_one_line_error(run("--store", root, "tasks", "add", "mine", "--from", str(csv), "--label", "label",
-                              ok=False), "already registered")
+    again = run("--store", root, "tasks", "add", "mine", "--from", str(csv), "--label", "label").stdout
+    assert "already registered with the same data" in again and "nothing to do" in again  # a no-op
+    other = tmp_path / "other.csv"
+    other.write_text(header + "\n" + "\n".join(lines[::-1]) + "\n")
+    assert_one_line_error(run("--store", root, "tasks", "add", "mine", "--from", str(other), "--label", "label",
+                              ok=False), "already registered with other data (fingerprint ", " in the store, ")
     assert_one_line_error(run("--store", root, "tasks", "add", builtin, "--from", str(csv), "--label", "label",
                               ok=False), "built-in")
     assert_one_line_error(run("--store", root, "tasks", "add", "x", "--from", str(csv), "--label", "nope",

@@ -250,46 +250,38 @@ def test_stopper_on_real_children_stops_the_worst_and_keeps_the_best(real_curves
 
 
 # -- the shared Ray actor ------------------------------------------------------------------------
-def test_shared_actor_two_callers_burn_in_and_query():
-    import ray
-
+def test_shared_actor_two_callers_burn_in_and_query(ray_cluster):
     from cluster._curve_actor import ActorEarlyStopper, curve_predictor_actor
 
+    ray = ray_cluster
     curves, feats = saturating_curves(30, seed=4)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        actor = curve_predictor_actor(EarlyStopConfig(burn_in=20, search_trials=0, retrain_every=5), num_cpus=0)
+    actor = curve_predictor_actor(EarlyStopConfig(burn_in=20, search_trials=0, retrain_every=5), num_cpus=0)
 
-        @ray.remote(num_cpus=0)
-        def caller(handle, c, f):
-            client = ActorEarlyStopper(handle, "curves_demo")
-            for i in range(len(c)):  # one complete curve at a time, as trainers finish them
-                client.report_complete(c[i:i + 1], f[i:i + 1])
-            client.flush(timeout=120)
-            return len(c)
+    @ray.remote(num_cpus=0)
+    def caller(handle, c, f):
+        client = ActorEarlyStopper(handle, "curves_demo")
+        for i in range(len(c)):  # one complete curve at a time, as trainers finish them
+            client.report_complete(c[i:i + 1], f[i:i + 1])
+        client.flush(timeout=120)
+        return len(c)
 
-        assert ray.get([caller.remote(actor, curves[:12], feats[:12]),
-                        caller.remote(actor, curves[12:24], feats[12:24])], timeout=180) == [12, 12]
-        status = ray.get(actor.status.remote())["curves_demo"]
-        assert status["num_complete"] == 24 and status["ready"] and status["fits"] >= 1
-        t = np.arange(1, T + 1)
-        bad = (0.35 - 0.25 * np.exp(-t / 1.5))[None, :3]
-        remote = ray.get(actor.decide_many.remote("curves_demo", bad, np.zeros((1, 4))))
-        assert remote.stop.tolist() == [True]
-        client = ActorEarlyStopper(actor, "curves_demo")
-        assert client.refresh(block=True, timeout=60).ready
-        local = client.decide_many(bad, np.zeros((1, 4)))
-        assert local.stop.tolist() == [True]
-        assert local.predicted_final[0] == pytest.approx(remote.predicted_final[0])
-        assert not client.decide_many(curves[:1, :5], feats[:1]).stop[0] or curves[0, -1] < status["reference"]
-        with pytest.raises(ray.exceptions.RayTaskError, match="non-finite"):
-            ray.get(actor.report_complete.remote("curves_demo", np.full((1, T), np.nan), np.zeros((1, 4))))
-        ray.kill(actor)
-    finally:
-        if started:
-            ray.shutdown()
+    assert ray.get([caller.remote(actor, curves[:12], feats[:12]),
+                    caller.remote(actor, curves[12:24], feats[12:24])], timeout=180) == [12, 12]
+    status = ray.get(actor.status.remote())["curves_demo"]
+    assert status["num_complete"] == 24 and status["ready"] and status["fits"] >= 1
+    t = np.arange(1, T + 1)
+    bad = (0.35 - 0.25 * np.exp(-t / 1.5))[None, :3]
+    remote = ray.get(actor.decide_many.remote("curves_demo", bad, np.zeros((1, 4))))
+    assert remote.stop.tolist() == [True]
+    client = ActorEarlyStopper(actor, "curves_demo")
+    assert client.refresh(block=True, timeout=60).ready
+    local = client.decide_many(bad, np.zeros((1, 4)))
+    assert local.stop.tolist() == [True]
+    assert local.predicted_final[0] == pytest.approx(remote.predicted_final[0])
+    assert not client.decide_many(curves[:1, :5], feats[:1]).stop[0] or curves[0, -1] < status["reference"]
+    with pytest.raises(ray.exceptions.RayTaskError, match="non-finite"):
+        ray.get(actor.report_complete.remote("curves_demo", np.full((1, T), np.nan), np.zeros((1, 4))))
+    ray.kill(actor)
 
 
 # -- evaluation over a real store ----------------------------------------------------------------
@@ -365,13 +357,13 @@ def test_evaluate_curves_over_a_store(tmp_path):
 
 
 # -- populate with early stopping on a real local Ray cluster -----------------------------------
-def test_populate_with_early_stopping_stores_consistent_rows(tmp_path):
+def test_populate_with_early_stopping_stores_consistent_rows(tmp_path, ray_cluster):
     """36 children of digits10_small (4 epochs), 2 actors, chunks of 4, burn-in 8: stopped rows are
     consistent, a rerun adds nothing, and extending the plan seeds the predictor from the store."""
-    import ray
-
     from cluster._plan import plan_task
     from cluster.child import TrainRecipe
+    from cluster.embeddings import default_bank
+    from nasdb.tasks import load_builtin_task
     from cluster.populate import populate
     from nasdb.store import ExperimentStore
 
@@ -380,46 +372,41 @@ def test_populate_with_early_stopping_stores_consistent_rows(tmp_path):
     store.init()
     config = EarlyStopConfig(burn_in=8, confidence=0.9, search_trials=0, retrain_every=4)
     recipe = TrainRecipe(epochs=epochs)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        summary = populate(store, [task], n, recipe=recipe, workers=2, progress=False, batch_size_models=4,
-                           early_stop=config)
-        rows = store.experiments_arrow(task, status=None).to_pylist()
-        assert len(rows) == n and summary.complete
-        planned = {i.experiment_id for i in plan_task(default_space(), task, n, seed=0, recipe=recipe.to_dict())}
-        assert {r["experiment_id"] for r in rows} == planned  # early stopping leaves the ids alone
-        ok = [r for r in rows if r["status"] == "ok"]
-        for r in ok:
-            assert len(r["val_curve"]) == r["epochs"] and r["val_accuracy"] == r["val_curve"][-1]
-            if r["stopped_early"]:
-                assert 1 <= r["epochs"] < epochs and math.isfinite(r["predicted_final"]), r
-            else:
-                assert r["epochs"] == epochs and r["predicted_final"] is None, r
-        full = [r for r in ok if not r["stopped_early"]]
-        stopped = [r for r in ok if r["stopped_early"]]
-        assert len(full) >= config.burn_in, "the burn-in curves are always trained to the end"
-        assert stopped, "36 random children at Delta=0.9: some are clearly bad and must stop"
-        t = summary.task(task)
-        assert t.stopped == len(stopped) and t.epochs_saved == sum(epochs - r["epochs"] for r in stopped)
-        assert summary.early_stop["burn_in"] == 8 and summary.early_stop["num_epochs"] == epochs
-        status = summary.early_stop_status[task]
-        assert status["ready"] and status["num_complete"] == len(full)
-        # Delta > 0.5 stops only below the best so far, which only grows
-        assert all(r["predicted_final"] < status["reference"] for r in stopped)
-        assert status["reference"] == max(r["val_accuracy"] for r in full)
-        assert "stopped" in summary.format_table() and f"{len(stopped)} of {len(ok)} children stopped early" in \
-            summary.format_table()
+    summary = populate(store, [task], n, recipe=recipe, workers=2, progress=False, batch_size_models=4,
+                       early_stop=config)
+    rows = store.experiments_arrow(task, status=None).to_pylist()
+    assert len(rows) == n and summary.complete
+    planned = {i.experiment_id for i in plan_task(default_space(), task, n, seed=0, recipe=recipe.to_dict(),
+                                                  task_fingerprint=load_builtin_task(task).fingerprint(),
+                                                  bank_fingerprint=default_bank().fingerprint())}
+    assert {r["experiment_id"] for r in rows} == planned  # early stopping leaves the ids alone
+    ok = [r for r in rows if r["status"] == "ok"]
+    for r in ok:
+        assert len(r["val_curve"]) == r["epochs"] and r["val_accuracy"] == r["val_curve"][-1]
+        if r["stopped_early"]:
+            assert 1 <= r["epochs"] < epochs and math.isfinite(r["predicted_final"]), r
+        else:
+            assert r["epochs"] == epochs and r["predicted_final"] is None, r
+    full = [r for r in ok if not r["stopped_early"]]
+    stopped = [r for r in ok if r["stopped_early"]]
+    assert len(full) >= config.burn_in, "the burn-in curves are always trained to the end"
+    assert stopped, "36 random children at Delta=0.9: some are clearly bad and must stop"
+    t = summary.task(task)
+    assert t.stopped == len(stopped) and t.epochs_saved == sum(epochs - r["epochs"] for r in stopped)
+    assert summary.early_stop["burn_in"] == 8 and summary.early_stop["num_epochs"] == epochs
+    status = summary.early_stop_status[task]
+    assert status["ready"] and status["num_complete"] == len(full)
+    # Delta > 0.5 stops only below the best so far, which only grows
+    assert all(r["predicted_final"] < status["reference"] for r in stopped)
+    assert status["reference"] == max(r["val_accuracy"] for r in full)
+    assert "stopped" in summary.format_table() and f"{len(stopped)} of {len(ok)} children stopped early" in \
+        summary.format_table()
 
-        again = populate(store, [task], n, recipe=recipe, workers=2, progress=False, early_stop=config)
-        assert again.rows_trained == 0 and again.task(task).skipped == n  # a stopped row is done
-        assert store.count(task) == n
+    again = populate(store, [task], n, recipe=recipe, workers=2, progress=False, early_stop=config)
+    assert again.rows_trained == 0 and again.task(task).skipped == n  # a stopped row is done
+    assert store.count(task) == n
 
-        more = populate(store, [task], n + 4, recipe=recipe, workers=1, progress=False, early_stop=config)
-        assert more.rows_trained == 4 and store.count(task) == n + 4
-        grown = more.early_stop_status[task]
-        assert grown["num_complete"] >= len(full) and grown["ready"]  # seeded: no second burn-in
-    finally:
-        if started:
-            ray.shutdown()
+    more = populate(store, [task], n + 4, recipe=recipe, workers=1, progress=False, early_stop=config)
+    assert more.rows_trained == 4 and store.count(task) == n + 4
+    grown = more.early_stop_status[task]
+    assert grown["num_complete"] >= len(full) and grown["ready"]  # seeded: no second burn-in

@@ -31,6 +31,15 @@ ONE, NEW = "digits_0to5", "digits_loops"
 RECIPE = TrainRecipe(epochs=2)
 
 
+def planned_items(task: str, n: int, seed: int = 0):
+    """What populate plans for ``task``: ids include the task data's and the embedding bank's fingerprints."""
+    from cluster.embeddings import default_bank
+
+    return plan_task(default_space(), task, n, seed=seed, recipe=RECIPE.to_dict(),
+                     task_fingerprint=load_builtin_task(task).fingerprint(),
+                     bank_fingerprint=default_bank().fingerprint())
+
+
 def _raw_rows(root: Path, task: str | None = None) -> list[dict]:
     """Every row of every published experiments file, NOT deduplicated."""
     base = root / "experiments" / (f"task={task}" if task else "")
@@ -272,16 +281,17 @@ def test_populate_survives_killed_actors_and_resumes_to_nothing(ray_cluster, tmp
                        on_chunk_done=kill_busy_actor, trainer_cls=_CrashingTrainer, progress=False)
     assert len(kills) == 1, kills
     assert summary.actors_lost == 2 and summary.complete, summary.format_table()
-    items = [i for t in TASKS for i in plan_task(default_space(), t, 10, seed=0, recipe=RECIPE.to_dict())]
+    items = [i for t in TASKS for i in planned_items(t, 10)]
     chunk8 = {i.experiment_id for i in make_chunks(items, 2)[8].items}
     assert chunk8 <= set(recovered)  # chunk 8's retry found its rows already stored and skipped them
     assert [(t.planned, t.skipped, t.ok + t.failed, t.missing) for t in summary.tasks] == [(10, 0, 10, 0)] * 3
 
     store = ExperimentStore(root)
-    space = default_space()
     for task in TASKS:
-        planned = {i.experiment_id for i in plan_task(space, task, 10, seed=0, recipe=RECIPE.to_dict())}
-        assert store.done_ids(task) == planned  # exactly the planned experiments
+        planned = {i.experiment_id for i in planned_items(task, 10)}
+        assert store.done_ids(task) == planned  # exactly the planned experiments (their ids: the rows' data)
+        prints = store.experiments_arrow(task, status=None, columns=["task_fingerprint", "bank_fingerprint"])
+        assert set(prints.column("task_fingerprint").to_pylist()) == {load_builtin_task(task).fingerprint()}
         raw = _raw_rows(root, task)
         assert len(raw) == 10 and len({r["experiment_id"] for r in raw}) == 10  # no duplicate row, even raw
         ok = [r for r in raw if r["status"] == "ok"]
@@ -346,7 +356,7 @@ class _PoisonTrainer(ChildTrainer):
 
 def test_a_chunk_that_keeps_failing_is_isolated_and_given_up(ray_cluster, tmp_path):
     _actors_from_this_module()
-    items = plan_task(default_space(), ONE, 6, seed=0, recipe=RECIPE.to_dict())
+    items = planned_items(ONE, 6)
     poison_cls = type("Poison", (_PoisonTrainer,), {"poison": items[1].experiment_id})
     summary = populate(tmp_path / "store", [ONE], 6, recipe=RECIPE, workers=2, batch_size_models=3,
                        max_attempts=3, trainer_cls=poison_cls, progress=False)

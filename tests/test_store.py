@@ -226,13 +226,17 @@ def test_user_tasks_register_load_and_refuse(store):
     rng = np.random.default_rng(0)
     x, y = rng.random((90, tasks.FEATURE_DIM)).astype(np.float32), rng.integers(0, 3, 90)
     task = tasks.task_from_arrays("mine", x, y)
-    store.save_task(task)
+    assert store.save_task(task) is True
     assert store.registered_tasks() == ["mine"]
     loaded = store.task("mine")
     assert loaded.fingerprint() == task.fingerprint() and loaded.num_classes == task.num_classes
     np.testing.assert_array_equal(loaded.x_train, task.x_train)
-    with pytest.raises(TaskExistsError, match="already registered"):
-        store.save_task(task)
+    assert store.save_task(tasks.task_from_arrays("mine", x, y)) is False  # the same data again: a no-op
+    assert store.task_fingerprint("mine") == task.fingerprint()
+    other = tasks.task_from_arrays("mine", x[::-1].copy(), y[::-1].copy())
+    with pytest.raises(TaskExistsError, match=rf"^task 'mine' is already registered with other data \(fingerprint "
+                                              rf"{task.fingerprint()} in the store, {other.fingerprint()} given\)"):
+        store.save_task(other)
     builtin = tasks.builtin_task_names()[0]
     with pytest.raises(TaskExistsError, match="built-in"):
         store.save_task(tasks.task_from_arrays(builtin, x, y))
