@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sys
 import time
 import uuid
 from typing import Any, Callable
@@ -103,6 +104,7 @@ class SearchDriver:
         self.pretrain_children = 0
         self.wall_before, self.sessions, self._since_checkpoint = 0.0, 1, 0
         self._curve_actor = None  # the run's curve predictor (early stopping), started on first use
+        self._progress_base: tuple[int, float, float] | None = None  # (children, since, last line) of _progress
 
     # -- public ------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -188,14 +190,33 @@ class SearchDriver:
             stop = f", stopped at epoch {ev.epochs}, predicted {ev.reward:.4f}" if ev.ok and ev.stopped_early else ""
             self._log(f"child {len(evals)}/{self.plan.budget}: val {ev.val_accuracy:.4f} test "
                       f"{ev.test_accuracy:.4f} ({ev.status}{stop}); best val {best:.4f}")
+            self._progress(len(evals), best)
             if self.on_evaluation is not None:
                 self.on_evaluation(ev, len(evals))
+
+    def _progress(self, done: int, best: float) -> None:
+        """Without per-child lines (``verbose``): one line at most every ``plan.progress_s`` seconds,
+        and one at the last child, as populate logs under ``ray job submit``."""
+        if self.plan.verbose or self.plan.progress_s is None:
+            return
+        now = time.monotonic()
+        if self._progress_base is None:
+            self._progress_base = (done, now, now)
+        first, since, last = self._progress_base
+        if now - last < self.plan.progress_s and done < self.plan.budget:
+            return
+        self._progress_base = (first, since, now)
+        rate = (done - first) / (now - since) if now > since and done > first else 0.0
+        eta = f", ETA {(self.plan.budget - done) / rate:.0f}s" if rate > 0 and done < self.plan.budget else ""
+        print(f"[{self.agent.name} {self.plan.task}] {done}/{self.plan.budget} children, best val {best:.4f}, "
+              f"{rate:.2f} children/s{eta}", file=sys.stderr, flush=True)
 
     def _trial(self, task: str, index: int, arch: tuple[int, ...], seed: int) -> Trial:
         from nasdb.store import experiment_id
 
         return Trial(task, index, arch, seed, experiment_id(task, self.space.space_id, list(arch), seed,
-                                                            self.plan.recipe_for_ids))
+                                                            self.plan.recipe_for_ids,
+                                                            **self.plan.trial_fingerprints(task)))
 
     def _evaluator(self, run_id: str, tasks: list[str]) -> Evaluator:
         if self.plan.evaluator == "lookup":
@@ -203,7 +224,8 @@ class SearchDriver:
                                    tasks=tasks)
         return TrainingEvaluator(self.store, self.space, recipe=self.plan.recipe, agent=self.agent.name,
                                  run_id=run_id, parallel=self.plan.parallel, shared=self.shared,
-                                 early_stop=self._curve_predictor(run_id, tasks))
+                                 early_stop=self._curve_predictor(run_id, tasks),
+                                 start_timeout_s=self.plan.start_timeout_s)
 
     # -- early stopping ----------------------------------------------------------------
     def _curve_predictor(self, run_id: str, tasks: list[str]) -> Any:

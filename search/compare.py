@@ -15,6 +15,7 @@ trains its suggestion).
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -23,6 +24,8 @@ import numpy as np
 from search.result import SearchResult
 
 ZERO_SHOT_AGENT = "zero-shot"
+#: Seconds between a running search's progress lines in a comparison (populate logs every 10 s too).
+PROGRESS_SECONDS = 10.0
 DEFAULT_AGENTS = ("rl", "tnaml", "random")
 
 
@@ -162,13 +165,17 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
             pretrain_budget: int | None = None, first_n: int = 10, seed: int = 0, parallel: int = 1,
             epochs: int | None = None, recipe: dict | None = None, agent_args: dict[str, dict] | None = None,
             zero_shot: Callable[[str], Sequence[float]] | None = None, verbose: bool = False,
-            address: str | None = None, out_dir: str | None = None) -> Comparison:
+            address: str | None = None, out_dir: str | None = None, progress: bool = True,
+            start_timeout: float = 60.0) -> Comparison:
     """Run every agent on every test task with ``budget`` children each and gather the tables.
 
     ``pretrain_tasks`` None: T-NAML pre-trains on the offline rows of every other task in the
     store (leave-one-task-out); a list: the paper's fixed split (it must not contain a test task).
     All runs are planned (every input checked) before the first starts; each is resumable, so an
     interrupted comparison picks up where it stopped when rerun with the same arguments.
+    ``progress`` prints (stderr) a line as each search starts and a progress line every
+    ``PROGRESS_SECONDS`` while it runs (``verbose``: a line per child instead); ``start_timeout``:
+    seconds the trainer actors may wait for free resources before the comparison fails.
     """
     from nasdb.store import ExperimentStore
     from search.run import _split_tasks, execute, plan_search
@@ -195,7 +202,8 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
                 store, a, t, budget, pretrain_tasks=fixed if a == "tnaml" else None,
                 pretrain_budget=pretrain_budget if a == "tnaml" else None, parallel=parallel, seed=seed,
                 epochs=epochs, recipe=recipe, evaluator=evaluator, agent_args=(agent_args or {}).get(a),
-                verbose=verbose)
+                verbose=verbose, start_timeout=start_timeout,
+                progress_s=PROGRESS_SECONDS if progress and not verbose else None)
 
     started = False
     if evaluator == "train":
@@ -207,7 +215,12 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
             ray.init(address=address or os.environ.get("RAY_ADDRESS"), log_to_driver=True)
             started = True
     try:
-        results = {t: {a: execute(plans[t][a]) for a in agents} for t in names}
+        results: dict[str, dict[str, SearchResult]] = {t: {} for t in names}
+        for k, (t, a) in enumerate((t, a) for t in names for a in agents):
+            if progress or verbose:
+                print(f"compare: search {k + 1}/{len(names) * len(agents)}: {a} on {t} (budget {budget})",
+                      file=sys.stderr, flush=True)
+            results[t][a] = execute(plans[t][a])
     finally:
         if started:
             import ray

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from nasdb.errors import TaskHasNoSamplesError
+from nasdb.errors import NasdbError, TaskHasNoSamplesError
 from search.agents import PRETRAIN_SOURCES, agent_class
 from search.evaluators import EVALUATORS, Evaluation, LookupEvaluator
 from search.evaluators._base import child_reward
@@ -52,6 +52,17 @@ class SearchPlan:
     checkpoint_every: int = 1
     verbose: bool = False
     early_stop: dict | None = None  # EarlyStopConfig settings (train evaluator), None = off
+    start_timeout_s: float = 60.0  # trainer actors that cannot start within it fail the run (no silent hang)
+    progress_s: float | None = None  # a progress line at most this often (None: only with ``verbose``)
+    #: train evaluator: {"tasks": {task: data fingerprint}, "bank": embedding bank fingerprint}, part of
+    #: every trial's experiment id (schema v3); None (lookup): trials take the stored rows' ids
+    fingerprints: dict | None = None
+
+    def trial_fingerprints(self, task: str) -> dict[str, str | None]:
+        """``experiment_id`` keyword arguments of a trial of ``task``: its data and bank fingerprints."""
+        if self.fingerprints is None:
+            return {"task_fingerprint": None, "bank_fingerprint": None}
+        return {"task_fingerprint": self.fingerprints["tasks"][task], "bank_fingerprint": self.fingerprints["bank"]}
 
     @property
     def recipe_for_ids(self) -> dict:
@@ -130,6 +141,14 @@ def _check_int(name: str, value: Any, low: int) -> int:
     return int(value)
 
 
+def check_seconds(name: str, value: Any) -> float:
+    """A positive, finite number of seconds (ValueError naming the value otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
 def _split_tasks(tasks: Sequence[str] | str | None, what: str = "pre-training tasks") -> list[str] | None:
     """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]``; None stays None; empty or repeated names are refused."""
     if tasks is None:
@@ -170,12 +189,24 @@ def _check_task(store: Any, name: str, evaluator: str) -> None:
                              f"search it with --evaluator lookup") from None
 
 
+def _fingerprints(store, tasks: list[str]) -> dict:
+    """The data fingerprints of the tasks a training run trains on, and the embedding bank's."""
+    from cluster.embeddings import default_bank
+
+    return {"tasks": {t: store.task_fingerprint(t) for t in tasks}, "bank": default_bank().fingerprint()}
+
+
 def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Sequence[str] | str | None = None,
                 pretrain_source: str = "store", pretrain_budget: int | None = None, parallel: int = 1,
                 seed: int = 0, epochs: int | None = None, recipe: dict | None = None, evaluator: str = "train",
                 run_id: str | None = None, agent_args: dict | None = None, space_id: str | None = None,
-                checkpoint_every: int | None = None, verbose: bool = False, early_stop: Any = None) -> SearchPlan:
-    """Check every input against the store and return the run's plan; raises before any work."""
+                checkpoint_every: int | None = None, verbose: bool = False, early_stop: Any = None,
+                start_timeout: float = 60.0, progress_s: float | None = None) -> SearchPlan:
+    """Check every input against the store and return the run's plan; raises before any work.
+
+    ``start_timeout``: seconds the trainer actors may wait for free resources before the run
+    fails naming the shortfall. ``progress_s``: print a progress line (children done, best,
+    rate, ETA) at most this often; ``verbose`` prints one line per child instead."""
     from cluster.child import TrainRecipe
     from cluster.early_stop import resolve_early_stop
     from nasdb.store import ExperimentStore
@@ -184,6 +215,9 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
     budget = _check_int("budget", budget, 1)
     parallel = _check_int("parallel", parallel, 1)
     seed = _check_int("seed", seed, 0)
+    start_timeout = check_seconds("start timeout", start_timeout)
+    if progress_s is not None:
+        progress_s = check_seconds("progress interval", progress_s)
     if evaluator not in EVALUATORS:
         raise ValueError(f"unknown evaluator {evaluator!r}; known: {sorted(EVALUATORS)}")
     names = _split_tasks(pretrain_tasks)
@@ -250,7 +284,11 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
     every = checkpoint_every if checkpoint_every is not None else (1 if evaluator == "train" else 25)
     return SearchPlan(store.uri, run_id, task, budget, described, evaluator, parallel, space.space_id, recipe,
                       pretrain, _check_int("checkpoint_every", every, 1), bool(verbose),
-                      None if early_stop is None else early_stop.to_dict())
+                      None if early_stop is None else early_stop.to_dict(),
+                      start_timeout_s=start_timeout, progress_s=progress_s,
+                      fingerprints=_fingerprints(store, [task] + list(pretrain["tasks"] if pretrain and
+                                                                       pretrain_source == "live" else []))
+                      if evaluator == "train" else None)
 
 
 def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Sequence[str] | str | None = None,
@@ -259,7 +297,8 @@ def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Seq
                run_id: str | None = None, agent_args: dict | None = None, space_id: str | None = None,
                checkpoint_every: int | None = None, verbose: bool = False, as_actor: bool | None = None,
                address: str | None = None, early_stop: Any = None,
-               on_evaluation: Callable[[Evaluation, int], None] | None = None) -> SearchResult:
+               on_evaluation: Callable[[Evaluation, int], None] | None = None, start_timeout: float = 60.0,
+               progress_s: float | None = None) -> SearchResult:
     """Search ``budget`` child models of ``task`` with ``agent`` ("random", "rl", "tnaml"); resumable.
 
     ``store``: an ExperimentStore or its root. ``evaluator``: "train" (real children on Ray
@@ -273,7 +312,8 @@ def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Seq
     plan = plan_search(store, agent, task, budget, pretrain_tasks=pretrain_tasks, pretrain_source=pretrain_source,
                        pretrain_budget=pretrain_budget, parallel=parallel, seed=seed, epochs=epochs, recipe=recipe,
                        evaluator=evaluator, run_id=run_id, agent_args=agent_args, space_id=space_id,
-                       checkpoint_every=checkpoint_every, verbose=verbose, early_stop=early_stop)
+                       checkpoint_every=checkpoint_every, verbose=verbose, early_stop=early_stop,
+                       start_timeout=start_timeout, progress_s=progress_s)
     return execute(plan, as_actor=as_actor, address=address, on_evaluation=on_evaluation)
 
 
@@ -298,12 +338,16 @@ def execute(plan: SearchPlan, *, as_actor: bool | None = None, address: str | No
         if plan.evaluator == "train":
             import ray
 
-            from cluster.populate import plan_resources
+            from cluster.populate import plan_resources, wait_for_resources
             from nasdb.space import default_space
             from nasdb.store import ExperimentStore
             from search.evaluators import shared_objects
 
-            plan_resources(ray.cluster_resources(), plan.parallel)  # InsufficientResourcesError before any work
+            res = plan_resources(ray.cluster_resources(), plan.parallel)  # InsufficientResourcesError before any work
+            # ...and a bounded wait for what is free now (a Serve replica or another job may hold CPUs)
+            wait_for_resources(res, plan.start_timeout_s,
+                               on_wait=(lambda text: print(f"[{plan.agent['name']} {plan.task}] {text}", flush=True))
+                               if plan.verbose or plan.progress_s else None)
             store = ExperimentStore(plan.store_root)
             store.init()
             if plan.space_id == default_space().space_id:
@@ -319,6 +363,10 @@ def execute(plan: SearchPlan, *, as_actor: bool | None = None, address: str | No
             name=f"nasdb-search-{plan.run_id}").remote(plan, None, shared)
         try:
             return SearchResult.from_dict(ray.get(actor.run.remote()))
+        except ray.exceptions.RayTaskError as e:  # the driver's own one-line error, not Ray's traceback
+            if isinstance(e.cause, NasdbError):
+                raise e.cause from None
+            raise
         finally:
             ray.kill(actor)
     finally:

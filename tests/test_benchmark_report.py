@@ -156,17 +156,11 @@ def test_loto_evaluation_runs_unchanged_without_meta_features(slice_root, cli, t
                   code=1), "no raw samples")  # default: with and without meta-features
 
 
-def test_fit_then_suggest_for_an_imported_task(slice_root, cli, tmp_path):
-    import ray
-
+def test_fit_then_suggest_for_an_imported_task(slice_root, cli, tmp_path, ray_cluster):
     root = str(tmp_path / "store")
     shutil.copytree(slice_root, root)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        out = cli("--store", root, "fit", "--no-meta-features", "--workers", "1", "--steps", "30",
-                  "--batch-size", "16", "--exclude-task", NAVAL, "--json").stdout
-    finally:
-        ray.shutdown()
+    out = cli("--store", root, "fit", "--no-meta-features", "--workers", "1", "--steps", "30",
+              "--batch-size", "16", "--exclude-task", NAVAL, "--json").stdout
     meta = json.loads(out[out.index("{"):])
     assert NAVAL not in meta["tasks"] and len(meta["tasks"]) == 3
     assert all(s["target"] == "rank" and s["samples"] == 0 for s in meta["data_snapshot"].values())

@@ -70,15 +70,6 @@ def store_copy(store_root, tmp_path):
     return ExperimentStore(str(tmp_path / "store"))
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 # -- training data -------------------------------------------------------------------------------
 def test_training_data_from_the_store(store_root):
     data = load_training_data(ExperimentStore(store_root), min_experiments=8)

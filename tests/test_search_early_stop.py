@@ -105,13 +105,9 @@ def test_cli_bad_early_stop_config_is_one_line(tmp_path, config, match):
 
 # -- a real search on Ray --------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def cluster():
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+def cluster(ray_cluster):
+    """The session's shared Ray cluster (tests/conftest.py)."""
+    return ray_cluster
 
 
 def test_rl_search_with_early_stopping_rewards_the_prediction_and_resumes(cluster, tmp_path, monkeypatch):

@@ -31,10 +31,9 @@ RECIPE_EPOCHS = 1
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+def cluster(ray_cluster):
+    """The session's shared Ray cluster (tests/conftest.py)."""
+    return ray_cluster
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +84,11 @@ def test_agent_trains_real_children_and_tags_its_rows(cluster, root, agent):
 def test_lost_trainer_actor_is_replaced_and_its_trial_retried(cluster, root):
     store = ExperimentStore(root)
     space = default_space()
-    recipe = plan_search(root, "random", TASK, 1, epochs=RECIPE_EPOCHS).recipe
+    plan = plan_search(root, "random", TASK, 1, epochs=RECIPE_EPOCHS)
+    recipe = plan.recipe
     arch = (0, 1, 2, 3, 4, 5, 6, 7, 1, 1, 0, 0, 0, 0, 0)
-    trial = Trial(TASK, 0, arch, 11, experiment_id(TASK, space.space_id, list(arch), 11, recipe))
+    trial = Trial(TASK, 0, arch, 11, experiment_id(TASK, space.space_id, list(arch), 11, recipe,
+                                                   **plan.trial_fingerprints(TASK)))  # the data's part of the id
     with TrainingEvaluator(store, space, recipe=recipe, agent="test", run_id="retry-run", parallel=1,
                            shared=shared_objects(store, [TASK])) as ev:
         ev.submit(trial)
@@ -126,9 +127,11 @@ def test_crashed_search_resumes_from_stored_children_and_checkpoint(cluster, roo
 def evaluator(request, cluster, root):
     """Each evaluator over the same two trials; the lookup table holds exactly those two rows."""
     store, space = ExperimentStore(root), default_space()
-    recipe = plan_search(root, "random", TASK, 1, epochs=RECIPE_EPOCHS).recipe
+    plan = plan_search(root, "random", TASK, 1, epochs=RECIPE_EPOCHS)
+    recipe = plan.recipe
     archs = [(1, 0, 2, 4, 6, 8, 10, 11, 1, 0, 1, 0, 1, 0, 1), (6, 11, 10, 9, 8, 7, 6, 5, 1, 1, 1, 1, 1, 1, 1)]
-    trials = [Trial(TASK, i, a, 100 + i, experiment_id(TASK, space.space_id, list(a), 100 + i, recipe))
+    trials = [Trial(TASK, i, a, 100 + i, experiment_id(TASK, space.space_id, list(a), 100 + i, recipe,
+                                                       **plan.trial_fingerprints(TASK)))
               for i, a in enumerate(archs)]
     if request.param == "lookup":
         with store.writer("contract-table") as w:

@@ -48,23 +48,18 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(store):
-    import ray
+def server(store, ray_cluster):
     from ray import serve
 
     from predictor.serve import start_server
 
-    if ray.is_initialized():  # a clean local cluster of our own
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         info = start_server(store[0].root, port=_free_port(), token=TOKEN, limits=LIMITS, refresh_seconds=1.0,
                             predictor_id="latest",  # follow new fits: asked for explicitly (predictor/registry.py)
                             num_cpus=0.5)
         yield info
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        serve.shutdown()  # the shared Ray cluster stays up for the next test module
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +300,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(server, tmp_p
            "--max-examples", "10", "--workers", "4", "--seed", "15", "--request-timeout", "30",
            "--report", "json", "--report-json-path", str(report)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert report.exists(), f"schemathesis (the `test` extra) wrote no report: {run.stderr[-2000:]}"
     out = json.loads(report.read_text())
     assert run.returncode == 0 and out["failures"] == [] and out["errors"] == [], run.stdout[-3000:]
     cases = out["test_cases"]

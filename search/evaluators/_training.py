@@ -19,6 +19,7 @@ from typing import Any
 
 from cluster._plan import WorkItem
 from cluster._trainer import ChildTrainer, ChunkAck, close_trainers, stop_fields
+from cluster.populate import InsufficientResourcesError, shortfall
 from nasdb.errors import NasdbError
 from nasdb.space import SearchSpace
 from search.evaluators._base import Evaluation, Evaluator, Trial
@@ -51,8 +52,8 @@ class EvaluatorAborted(NasdbError):
 class SearchTrainer(ChildTrainer):
     """populate's trainer actor, whose ack also carries each child's accuracies (the search needs them)."""
 
-    def _write(self, items: list[WorkItem], results: list, ack: ChunkAck) -> None:
-        super()._write(items, results, ack)
+    def _write(self, items: list[WorkItem], results: list, ack: ChunkAck, task_fingerprint: str) -> None:
+        super()._write(items, results, ack, task_fingerprint)
         ack.metrics = {}
         for i, r in zip(items, results):
             stopped, predicted = stop_fields(r)
@@ -86,14 +87,17 @@ class TrainingEvaluator(Evaluator):
     whose actor is lost is retried up to ``max_attempts`` times, then comes back "failed".
     ``shared`` (from ``shared_objects``) lets the actors skip fitting the embedding bank.
     ``early_stop``: the handle of a curve-predictor actor (cluster/_curve_actor.py) the actors
-    share, or None to train every child to the end.
+    share, or None to train every child to the end. The actors' resources are reserved first, as
+    one placement group (a bundle per actor, which a replacement actor reuses): if the cluster
+    cannot hold it within ``start_timeout_s`` (Ray would keep the actors pending forever, e.g.
+    while a Serve replica holds CPUs), InsufficientResourcesError names the shortfall.
     """
 
     name = "train"
 
     def __init__(self, store, space: SearchSpace, *, recipe: dict, agent: str, run_id: str, parallel: int = 1,
                  cpus_per_trainer: float = 1.0, gpus_per_trainer: float | None = None, max_attempts: int = 3,
-                 shared: dict[str, Any] | None = None, early_stop: Any = None):
+                 shared: dict[str, Any] | None = None, early_stop: Any = None, start_timeout_s: float = 60.0):
         super().__init__(parallel)
         import ray
 
@@ -108,21 +112,44 @@ class TrainingEvaluator(Evaluator):
         self.agent, self.run_id, self.max_attempts = agent, run_id, int(max_attempts)
         self.shared = shared or {}
         self.early_stop = early_stop
+        self.start_timeout_s = float(start_timeout_s)
         self._session = uuid.uuid4().hex[:6]  # writers of a resumed run must not reuse file names
         self._remote = ray.remote(SearchTrainer)
+        self._pg = self._reserve()
         self._slots = [self._start(i, 0) for i in range(self.parallel)]
         self._failures, self._successes = 0, 0
 
     # -- actors ------------------------------------------------------------------------
     def _start(self, index: int, generation: int) -> _Slot:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
         worker = f"{self.run_id}-{self._session}-{index}.{generation}"
-        handle = self._remote.options(num_cpus=self.plan.num_cpus, num_gpus=self.plan.num_gpus,
-                                      max_restarts=0).remote(
+        in_bundle = PlacementGroupSchedulingStrategy(self._pg, placement_group_bundle_index=index)
+        handle = self._remote.options(num_cpus=self.plan.num_cpus, num_gpus=self.plan.num_gpus, max_restarts=0,
+                                      scheduling_strategy=in_bundle).remote(
             self.store.uri, self.space.to_json(), self.recipe, worker=worker, agent=self.agent,
             run_id=self.run_id, threads=self.plan.threads, use_gpu=self.plan.num_gpus > 0,
             bank=self.shared.get("bank"), task_refs=self.shared.get("tasks"),
             **({} if self.early_stop is None else {"early_stop": self.early_stop}))
         return _Slot(index, generation, handle)
+
+    def _reserve(self) -> Any:
+        """A placement group of one bundle per actor, ready within the start timeout, else
+        InsufficientResourcesError naming what is missing (measured before asking)."""
+        import ray
+        from ray.util.placement_group import placement_group, remove_placement_group
+
+        bundle = {k: v for k, v in (("CPU", self.plan.num_cpus), ("GPU", self.plan.num_gpus)) if v > 0}
+        available = ray.available_resources()
+        pg = placement_group([dict(bundle) for _ in range(self.parallel)], strategy="PACK")
+        if not ray.wait([pg.ready()], timeout=self.start_timeout_s)[0]:
+            remove_placement_group(pg)
+            why = shortfall(self.plan, available) or (f"{self.parallel} trainers of {bundle} do not fit on the "
+                                                      f"nodes ({available.get('CPU', 0.0):g} CPUs available in all)")
+            raise InsufficientResourcesError(
+                f"{why}: the trainer actors could not be placed within the {self.start_timeout_s:g}s start timeout; "
+                f"free resources, lower --parallel or raise --start-timeout")
+        return pg
 
     def _replace(self, slot: _Slot) -> _Slot:
         import ray
@@ -208,5 +235,10 @@ class TrainingEvaluator(Evaluator):
                                             "device": self.plan.device}}
 
     def close(self) -> None:
+        from ray.util.placement_group import remove_placement_group
+
         close_trainers([s.handle for s in self._slots])
         self._slots = []
+        if self._pg is not None:
+            remove_placement_group(self._pg)
+            self._pg = None
