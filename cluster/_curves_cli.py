@@ -17,7 +17,8 @@ def curves_group() -> None:
 @curves_group.command("evaluate")
 @click.option("--task", default=None, help="One task (default: every task with more than BURN_IN full curves).")
 @click.option("--out", "out_dir", default="curves-report", show_default=True,
-              type=click.Path(file_okay=False), help="Folder for report.json, report.md and r2_vs_tau.png.")
+              type=click.Path(file_okay=False, allow_dash=True),
+              help="Folder for report.json, report.md and r2_vs_tau.png (-: only print the report).")
 @click.option("--orders", type=int, default=10, show_default=True,
               help="Random orders of the early-stopping simulation.")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Random half/half splits for R^2 vs tau.")
@@ -41,6 +42,7 @@ def evaluate_cmd(ctx: click.Context, task, out_dir, orders, repeats, burn_in, co
 
     from cluster.curves_eval import evaluate_curves, format_markdown
     from cluster.early_stop import EarlyStopConfig
+    from nasdb.cli_options import out_folder
     from nasdb.store import ExperimentStore
 
     root = (ctx.find_root().obj or {}).get("store_root")
@@ -49,6 +51,6 @@ def evaluate_cmd(ctx: click.Context, task, out_dir, orders, repeats, burn_in, co
     kwargs = {"target": target} if target else {}
     config = EarlyStopConfig(burn_in=burn_in, confidence=confidence, delta=delta, top_n=top_n,
                              retrain_every=retrain_every, seed=seed, **kwargs)
-    report = evaluate_curves(store, task, out_dir, config=config, repeats=repeats, orders=orders, seed=seed,
+    report = evaluate_curves(store, task, out_folder(out_dir, "curves-report"), config=config, repeats=repeats, orders=orders, seed=seed,
                              progress=lambda msg: click.echo(msg, err=True))
     click.echo(json.dumps(report, indent=2) if as_json else format_markdown(report))

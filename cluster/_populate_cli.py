@@ -6,6 +6,7 @@ import json
 
 import click
 
+from nasdb.cli_options import task_list_option
 from nasdb.errors import NasdbError
 
 
@@ -47,7 +48,7 @@ def _json_object(option: str, text: str) -> dict:
               help="Store root: a local path or a filesystem URI shared by all nodes [env NASDB_STORE; "
                    "under `nasdb --store ROOT populate` the group's].")
 @click.option("--suite", default="digits", show_default=True, help="Built-in task suite to populate (unless --tasks).")
-@click.option("--tasks", default=None, help="Comma-separated task names (built-in or registered); default: the suite.")
+@task_list_option("--task", "--tasks", "tasks", help="Task names (built-in or registered); default: the suite.")
 @click.option("--per-task", type=int, required=True, help="Architectures sampled and trained per task.")
 @click.option("--epochs", type=int, default=None, help="Training epochs per child model (default: the recipe's).")
 @click.option("--recipe", "recipe_json", default=None, help='Recipe fields as JSON, e.g. \'{"learning_rate": 1e-3}\'.')

@@ -8,6 +8,7 @@ import click
 
 from nasdb._cli_format import echo_json, echo_table
 from nasdb.benchmarks import BENCHMARKS, import_benchmark
+from nasdb.cli_options import task_list_option
 
 
 def _store(ctx: click.Context, store_root: str | None) -> Any:
@@ -20,15 +21,16 @@ def _store(ctx: click.Context, store_root: str | None) -> Any:
 
 @click.command("import-benchmark", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("benchmark", type=click.Choice(sorted(BENCHMARKS)))
-@click.option("--tasks", default=None, metavar="A,B",
-              help="Comma-separated datasets (or <benchmark>.<dataset> task names); default: every dataset.")
+@task_list_option("--task", "--tasks", "tasks", metavar="D[,D...]",
+                  help="Datasets (or <benchmark>.<dataset> task names); default: every dataset.")
 @click.option("--max-configurations", type=click.IntRange(min=1), default=None, metavar="N",
               help="Import only N configurations per dataset (a fixed spread subset; larger N contains smaller).")
 @click.option("--store", "store_root", envvar="NASDB_STORE", default=None, metavar="ROOT",
               help="Store root [env NASDB_STORE; under `nasdb --store ROOT` the group's].")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
-def import_benchmark_command(ctx: click.Context, benchmark: str, tasks: str | None, max_configurations: int | None,
+def import_benchmark_command(ctx: click.Context, benchmark: str, tasks: tuple[str, ...] | None,
+                             max_configurations: int | None,
                              store_root: str | None, as_json: bool) -> None:
     """Import a tabular benchmark: its search space, one task per dataset, one row per configuration and seed.
 

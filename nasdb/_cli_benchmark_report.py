@@ -20,6 +20,8 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from nasdb.cli_options import AGENT_NAMES, BENCHMARK_NAMES, choice_list_option, output_dir, task_list_option
+
 logger = logging.getLogger(__name__)
 
 
@@ -131,18 +133,15 @@ def _ints(text: str, what: str) -> list[int]:
     return values
 
 
-def _names(text: str | None) -> list[str] | None:
-    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
-
-
 @click.command("benchmark-report", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", "store_root", envvar="NASDB_STORE", required=True,
               help="Store root: a local path or a filesystem URI [env NASDB_STORE].")
-@click.option("--benchmark", required=True, help="An imported benchmark: hpolib, hpobench or nasbench201.")
-@click.option("--tasks", default=None, help="Comma-separated held-out tasks [every task of the benchmark].")
+@click.option("--benchmark", required=True, type=click.Choice(BENCHMARK_NAMES), help="An imported benchmark.")
+@task_list_option("--task", "--tasks", "tasks", help="Held-out tasks [every task of the benchmark].")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Predictor fits and searches per task.")
 @click.option("--budgets", default="10,100", show_default=True, help="Evaluations at which searches are judged.")
-@click.option("--agents", default="random,rl,tnaml", show_default=True, help="Search baselines to run.")
+@choice_list_option("--agent", "--agents", "agents", choices=AGENT_NAMES, default=("random", "rl", "tnaml"),
+                    show_default=True, help="Search baselines to run.")
 @click.option("--steps", type=int, default=None, help="Predictor optimizer steps per fit [PredictorConfig: 3000].")
 @click.option("--loss", type=click.Choice(["l2", "linear", "quadratic"]), default=None,
               help="Predictor loss [PredictorConfig: l2].")
@@ -154,8 +153,8 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--baselines", default="portfolio,gbm", show_default=True,
               help="Task-agnostic baseline picks to judge beside zero-shot (portfolio, gbm, ridge), or none.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Base seed of fits and searches.")
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Report folder [reports/benchmark-<benchmark>].")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, allow_dash=True),
+              help="Report folder [reports/benchmark-<benchmark>]; -: only print the report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of markdown.")
 def benchmark_report_command(store_root, benchmark, tasks, repeats, budgets, agents, steps, loss, target, k_max_iters,
                              pretrain_budget, baselines, seed, out_dir, as_json):
@@ -172,11 +171,13 @@ def benchmark_report_command(store_root, benchmark, tasks, repeats, budgets, age
     predictor = PredictorConfig(**{k: v for k, v in (("num_steps", steps), ("loss", loss)) if v is not None},
                                 use_meta_features=False, seed=seed)
     suggest = SuggestConfig(**({"k_max_iters": k_max_iters} if k_max_iters is not None else {}))
-    report = run_benchmark_report(
-        store, benchmark, tasks=_names(tasks), repeats=repeats, budgets=_ints(budgets, "--budgets"),
-        agents=_names(agents) or [], predictor=predictor, suggest=suggest, target=target, seed=seed,
-        pretrain_budget=pretrain_budget, baselines=baselines, out_dir=out_dir or f"reports/benchmark-{benchmark}",
-        say=lambda line: click.echo(line, err=True))
+    out_dir = out_dir or f"reports/benchmark-{benchmark}"
+    with output_dir(out_dir) as folder:  # "-": the report only goes to stdout
+        report = run_benchmark_report(
+            store, benchmark, tasks=list(tasks) if tasks else None, repeats=repeats,
+            budgets=_ints(budgets, "--budgets"), agents=list(agents or ()), predictor=predictor, suggest=suggest,
+            target=target, seed=seed, pretrain_budget=pretrain_budget, baselines=baselines, out_dir=folder,
+            say=lambda line: click.echo(line, err=True))
     click.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.to_markdown())
-    click.echo(f"report written to {out_dir or f'reports/benchmark-{benchmark}'} "
-               f"({report.settings['seconds']:.0f}s)", err=True)
+    written = "not written (--out -)" if folder != out_dir else f"written to {out_dir}"
+    click.echo(f"report {written} ({report.settings['seconds']:.0f}s)", err=True)

@@ -206,20 +206,27 @@ def query_cmd(ctx: click.Context, sql: str, as_json: bool) -> None:
 
 @click.command("export")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True), help="Output file.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+              help="Output file; - writes to stdout (the summary then goes to stderr).")
 @click.option("--task", default=None, help="Only this task.")
 @json_option
 @click.pass_context
 def export_cmd(ctx: click.Context, fmt: str, out: str, task: str | None, as_json: bool) -> None:
     """Write the deduplicated experiments (all statuses) to one Parquet or CSV file."""
+    from nasdb.cli_options import copy_to_stdout, is_stdout, output_dir
+
     store = open_store(ctx)
     if task is not None and task not in store.task_names():
         store.task(task)
-    rows = store.export(out, format=fmt, task=task)
+    with output_dir(out if is_stdout(out) else None) as tmp:
+        rows = store.export(f"{tmp}/export.{fmt}" if tmp else out, format=fmt, task=task)
+        if tmp:
+            copy_to_stdout(f"{tmp}/export.{fmt}")
+    summary = {"rows": rows, "out": out, "format": fmt}
     if as_json:
-        echo_json({"rows": rows, "out": out, "format": fmt})
+        click.echo(json.dumps(summary), err=is_stdout(out))
     else:
-        click.echo(f"exported {rows} rows to {out} ({fmt})")
+        click.echo(f"exported {rows} rows to {'stdout' if is_stdout(out) else out} ({fmt})", err=is_stdout(out))
 
 
 @click.command("compact")

@@ -20,7 +20,7 @@ from nasdb._store_check import (DEDUPLICATED_KEY, PARTITION_PREFIX, pages_proble
 from nasdb._store_fs import TMP_PREFIX, FileInfo, StoreFS
 from nasdb._store_read import FileCatalog, connect_engine, dedup_sql
 from nasdb._store_schema import COLUMNS, EXPERIMENT_SCHEMA, SCHEMA_VERSION, conform
-from nasdb._store_writer import COMPACT_COMPRESSION, DICTIONARY_COLUMNS, new_writer_id
+from nasdb._store_writer import COMPACT_COMPRESSION, DICTIONARY_COLUMNS, file_table, new_writer_id
 
 COMPACT_ROW_GROUP = 8_192
 #: Files with at least this many rows are left alone by compaction.
@@ -103,7 +103,7 @@ def compact_partition(sfs: StoreFS, catalog: FileCatalog, task: str, *, small_ro
         path = sfs.join("experiments", PARTITION_PREFIX + task, name)
         meta = {**EXPERIMENT_SCHEMA.metadata, DEDUPLICATED_KEY: b"1"}
         with sfs.atomic_output(path) as sink:
-            pq.write_table(table.replace_schema_metadata(meta), sink, compression=COMPACT_COMPRESSION,
+            pq.write_table(file_table(table.replace_schema_metadata(meta)), sink, compression=COMPACT_COMPRESSION,
                            use_dictionary=DICTIONARY_COLUMNS, row_group_size=COMPACT_ROW_GROUP)
         # The merged file is visible: its rows now exist twice, which reads deduplicate exactly.
         for f in merged:

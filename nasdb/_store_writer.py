@@ -43,8 +43,28 @@ def new_writer_id() -> str:
     return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+#: How ``task`` is typed in the files: as the hive key ``task=<name>`` is typed by pandas and
+#: pyarrow's partition discovery, so ``pd.read_parquet(STORE/experiments)`` merges the two.
+FILE_TASK_TYPE = pa.dictionary(pa.int32(), pa.string())
+
+
+def file_table(table: pa.Table) -> pa.Table:
+    """``table`` as written to an experiments file: ``task`` dictionary-encoded (FILE_TASK_TYPE).
+
+    A plain string ``task`` column next to the ``task=<name>`` folder key makes pandas and
+    pyarrow.dataset fail ("Field task has incompatible types: string vs dictionary"). Parquet
+    stores the values the same way either way (DuckDB and older nasdb read VARCHAR); only the
+    embedded Arrow schema differs, so files of both kinds stay readable.
+    """
+    i = table.schema.get_field_index("task")
+    if i < 0 or table.schema.field(i).type == FILE_TASK_TYPE:
+        return table
+    column = table.column(i).cast(pa.string()).dictionary_encode()
+    return table.set_column(i, table.schema.field(i).with_type(FILE_TASK_TYPE), column)
+
+
 def _write_part(table: pa.Table, sink) -> None:
-    pq.write_table(table, sink, compression=PARQUET_COMPRESSION, use_dictionary=DICTIONARY_COLUMNS)
+    pq.write_table(file_table(table), sink, compression=PARQUET_COMPRESSION, use_dictionary=DICTIONARY_COLUMNS)
 
 
 class ExperimentWriter:

@@ -38,6 +38,25 @@ LAZY_COMMANDS: dict[str, str] = {
     "benchmark-report": "nasdb._cli_benchmark_report:benchmark_report_command",
 }
 
+#: The help line of each lazy command, so that ``nasdb --help`` lists them without importing their
+#: modules (torch, Ray: seconds). tests/test_cli_conventions.py checks that every command has one.
+LAZY_HELP: dict[str, str] = {
+    "populate": "Train random architectures per task on Ray actors; rows go to the store.",
+    "curves": "Learning-curve prediction and simulated early stopping on stored runs.",
+    "fit": "Fit the task-aware predictor with a Ray Train job (Algorithm 1).",
+    "evaluate": "Leave-one-task-out Spearman per loss and meta-features setting, or zero-shot percentiles.",
+    "embeddings": "PCA and t-SNE pictures of the learned task meta-features z (paper Fig. 4).",
+    "suggest": "Suggest an architecture for a task before training any model on it (Algorithm 2).",
+    "serve": "Serve suggestions over HTTP with Ray Serve until Ctrl-C.",
+    "predictors": "Fitted predictors and their aliases: list, show, promote, unalias, delete.",
+    "runs": "Populate, import, search, zero-shot and fit runs recorded in the store.",
+    "search": "Search child models of one task with one agent (rl, tnaml, random).",
+    "compare": "RL-NAS, T-NAML, random search and zero-shot on each test task (Tables 3-4).",
+    "demo": "Populate, fit, serve and suggest, end to end on an embedded local Ray.",
+    "import-benchmark": "Import a tabular benchmark (hpolib, hpobench, nasbench201) as tasks of the store.",
+    "benchmark-report": "Zero-shot percentile and regret against the searches on an imported benchmark.",
+}
+
 #: Exceptions that are the user's doing: shown as one line, exit status 1.
 USER_ERRORS: tuple[type[BaseException], ...] = (NasdbError, ValueError, KeyError, FileNotFoundError,
                                                  FileExistsError, PermissionError, NotADirectoryError)
@@ -78,6 +97,22 @@ class NasdbGroup(click.Group):
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``: lazy commands not yet imported show their LAZY_HELP line."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max((len(n) for n in names), default=0)
+        rows = []
+        for name in names:
+            if name not in self.commands and name in LAZY_HELP:
+                rows.append((name, click.utils.make_default_short_help(LAZY_HELP[name], limit)))
+                continue
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy_commands and name not in self.commands:
@@ -145,6 +180,7 @@ def _exit(code: int, standalone_mode: bool) -> None:
 
 
 @click.group(cls=NasdbGroup, lazy_commands=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nasdb", prog_name="nasdb", message="%(prog)s %(version)s")
 @click.option("--store", "store_root", envvar="NASDB_STORE", metavar="ROOT",
               help="Store root: a folder or an fsspec URI (default: $NASDB_STORE).")
 @click.pass_context

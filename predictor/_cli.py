@@ -7,6 +7,7 @@ import json
 
 import click
 
+from nasdb.cli_options import copy_to_stdout, is_stdout, out_folder, task_list_option
 from nasdb.errors import NasdbError
 from predictor.config import LOSSES, OPTIMIZERS
 
@@ -54,8 +55,8 @@ def _kv(**values) -> dict:
 @click.command("fit", context_settings=_CTX)
 @_STORE
 @click.option("--loss", type=click.Choice(LOSSES), default=None, help="Training loss [default: l2, or the parent's].")
-@click.option("--exclude-task", "exclude", multiple=True, metavar="T", help="Leave a task out (repeatable).")
-@click.option("--task", "tasks", multiple=True, metavar="T", help="Train only on these tasks (repeatable).")
+@task_list_option("--exclude-task", "exclude", help="Leave these tasks out.")
+@task_list_option("--task", "--tasks", "tasks", help="Train only on these tasks.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Data-parallel Ray Train workers.")
 @click.option("--steps", type=int, default=None, help="Optimizer steps per worker.")
 @click.option("--no-meta-features", is_flag=True,
@@ -119,7 +120,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @click.option("--no-meta-features", is_flag=True, help="Same as --meta without (imported benchmarks have no samples).")
 @_TARGET
 @_INCLUDE_STOPPED
-@click.option("--task", "tasks", multiple=True, help="Only these tasks (repeatable) [every task in the store].")
+@task_list_option("--task", "--tasks", "tasks", help="Only these tasks [every task in the store].")
 @click.option("--steps", type=int, default=None, help="Optimizer steps per fit.")
 @click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
 @click.option("--processes", type=int, default=1, show_default=True, help="Parallel fitting processes.")
@@ -149,7 +150,7 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
             raise click.UsageError(f"--zero-shot evaluates one predictor: pass at most one --loss, got {list(losses)}")
         config = config.replace(**_kv(loss=losses[0] if losses else None),
                                 use_meta_features=not (no_meta_features or meta == "without"))
-        rows = evaluate_zero_shot(store, out_dir or "reports/zero-shot", config=config, tasks=tasks or None,
+        rows = evaluate_zero_shot(store, out_folder(out_dir, "reports/zero-shot"), config=config, tasks=tasks or None,
                                   processes=processes, include_stopped=include_stopped, seeds=seeds, target=target,
                                   baselines=DEFAULT_BASELINES if baselines is None else baselines)
         click.echo(json.dumps(rows, indent=1, default=str) if as_json else zero_shot_markdown(rows, config))
@@ -159,7 +160,7 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
 
     settings = {"both": (True, False), "with": (True,), "without": (False,)}["without" if no_meta_features else meta]
     rows = evaluate_loto(store, losses=losses or LOSSES, repeats=3 if repeats is None else repeats,
-                         meta_features=settings, out_dir=out_dir or "reports/loto", config=config, tasks=tasks or None,
+                         meta_features=settings, out_dir=out_folder(out_dir, "reports/loto"), config=config, tasks=tasks or None,
                          processes=processes, target=target, include_stopped=include_stopped,
                          baselines=RANKERS if baselines is None else baselines)
     click.echo(json.dumps(rows, indent=1, default=str) if as_json else markdown_report(rows, config))
@@ -170,13 +171,18 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
 @click.option("--predictor", "predictor_id", default=None, help="Predictor id [the latest].")
 @click.option("--extra-task", "extra", multiple=True, help="Also plot this task, starred (e.g. a held-out one).")
 @click.option("--batches", type=int, default=10, show_default=True, help="Random sample batches per task.")
-@click.option("--out", "out_dir", default="reports/embeddings", show_default=True, help="Output folder.")
+@click.option("--out", "out_dir", default="reports/embeddings", show_default=True,
+              help="Output folder; - writes the PCA picture to stdout as PNG.")
 def embeddings_command(store_root, predictor_id, extra, batches, out_dir):
     """PCA and t-SNE pictures of the learned task meta-features z, 10 sample batches per task (paper Fig. 4)."""
     from predictor.embeddings_plot import plot_predictor_embeddings
 
-    for path in plot_predictor_embeddings(_open(store_root), out_dir, predictor_id, extra_tasks=extra,
-                                          n_batches=batches):
+    paths = plot_predictor_embeddings(_open(store_root), out_folder(out_dir, "reports/embeddings"), predictor_id,
+                                      extra_tasks=extra, n_batches=batches)
+    if is_stdout(out_dir):
+        copy_to_stdout(str(paths[0]))
+        return
+    for path in paths:
         click.echo(str(path))
 
 

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from nasdb.cli_options import AGENT_NAMES, EVALUATOR_NAMES, choice_list_option, output_dir, task_list_option
 from nasdb.errors import NasdbError
 
 _STORE = click.option("--store", "store_root", envvar="NASDB_STORE", required=True,
@@ -32,11 +33,12 @@ def _agent_args(learning_rate: float | None, pretrain_epochs: int | None) -> dic
 
 @click.command("search", context_settings={"help_option_names": ["-h", "--help"]})
 @_STORE
-@click.option("--agent", required=True, help="Search agent: rl (RL-NAS), tnaml (T-NAML) or random.")
+@click.option("--agent", required=True, type=click.Choice(AGENT_NAMES),
+              help="Search agent: rl (RL-NAS), tnaml (T-NAML) or random.")
 @click.option("--task", required=True, help="Target task (built-in or registered in the store).")
 @click.option("--budget", type=int, required=True, help="Child models to evaluate on the target task.")
-@click.option("--pretrain-tasks", default=None,
-              help="T-NAML: comma-separated pre-training tasks (default: every other task with offline rows).")
+@task_list_option("--pretrain-task", "--pretrain-tasks", "pretrain_tasks",
+                  help="T-NAML: pre-training tasks (default: every other task with offline rows).")
 @click.option("--pretrain-source", default="store", show_default=True,
               help="T-NAML: pre-train on stored rows (store) or on live trials (live).")
 @click.option("--pretrain-budget", type=int, default=None,
@@ -48,7 +50,7 @@ def _agent_args(learning_rate: float | None, pretrain_epochs: int | None) -> dic
 @click.option("--parallel", type=int, default=1, show_default=True, help="Evaluations in flight (trainer actors).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the agent (and so the run id).")
 @click.option("--epochs", type=int, default=None, help="Training epochs per child (default: the recipe's).")
-@click.option("--evaluator", default="train", show_default=True,
+@click.option("--evaluator", type=click.Choice(EVALUATOR_NAMES), default="train", show_default=True,
               help="train: real child training on Ray actors; lookup: a tabulated benchmark in the store.")
 @click.option("--run-id", default=None, help="Run id (default: derived from the settings, so a rerun resumes).")
 @click.option("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a new local cluster).")
@@ -85,12 +87,14 @@ def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_sou
 
 @click.command("compare", context_settings={"help_option_names": ["-h", "--help"]})
 @_STORE
-@click.option("--tasks", required=True, help="Comma-separated held-out test tasks.")
+@task_list_option("--task", "--tasks", "tasks", required=True, help="Held-out test tasks.")
 @click.option("--budget", type=int, default=100, show_default=True, help="Child models per search.")
-@click.option("--agents", default="rl,tnaml,random", show_default=True, help="Comma-separated agents to run.")
-@click.option("--evaluator", default="train", show_default=True, help="train or lookup.")
-@click.option("--pretrain-tasks", default=None,
-              help="T-NAML's fixed pre-training tasks (default: leave-one-task-out over offline rows).")
+@choice_list_option("--agent", "--agents", "agents", choices=AGENT_NAMES, default=("rl", "tnaml", "random"),
+                    show_default=True, help="Agents to run.")
+@click.option("--evaluator", type=click.Choice(EVALUATOR_NAMES), default="train", show_default=True,
+              help="train or lookup.")
+@task_list_option("--pretrain-task", "--pretrain-tasks", "pretrain_tasks",
+                  help="T-NAML's fixed pre-training tasks (default: leave-one-task-out over offline rows).")
 @click.option("--pretrain-budget", type=int, default=None, help="T-NAML: stored children per pre-training task.")
 @click.option("--pretrain-epochs", type=int, default=None, help="T-NAML: passes over the stored children [default: 1].")
 @click.option("--learning-rate", type=float, default=None, help="RL-NAS and T-NAML controller learning rate.")
@@ -98,8 +102,8 @@ def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_sou
 @click.option("--parallel", type=int, default=1, show_default=True, help="Evaluations in flight per search.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=int, default=None, help="Training epochs per child (default: the recipe's).")
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Write report.md, CSVs, comparison.json and curves.png here.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False, allow_dash=True),
+              help="Write report.md, CSVs, comparison.json and curves.png here (-: only print the report).")
 @click.option("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a new local cluster).")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON instead of markdown.")
 @click.option("--progress/--quiet", default=True, show_default=True,
@@ -113,7 +117,8 @@ def compare_command(store_root, tasks, budget, agents, evaluator, pretrain_tasks
     from search.compare import compare
 
     try:
-        c = compare(store_root, tasks, budget, agents=[a.strip() for a in agents.split(",") if a.strip()],
+        with output_dir(out_dir) as out_dir:  # "-": the report only goes to stdout
+            c = compare(store_root, tasks, budget, agents=list(agents),
                     evaluator=evaluator, pretrain_tasks=pretrain_tasks, pretrain_budget=pretrain_budget,
                     first_n=first_n, seed=seed, parallel=parallel, epochs=epochs, verbose=verbose, address=address,
                     progress=progress, start_timeout=start_timeout,
