@@ -1,5 +1,8 @@
 """Shared test settings."""
 
+import sys
+import time
+
 import pytest
 import torch
 
@@ -74,6 +77,23 @@ def ray_cluster():
     yield ray
     if ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def ray_settled():
+    """After each test on the shared cluster, wait (at most 60 s) until every CPU and GPU is free
+    again: a killed actor or a crashed search driver gives its resources back asynchronously, and
+    on a loaded machine slowly, so the next test would otherwise start on a partly held cluster."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        total, free = ray.cluster_resources(), ray.available_resources()
+        if all(free.get(k, 0.0) >= total.get(k, 0.0) - 1e-6 for k in ("CPU", "GPU")):
+            return
+        time.sleep(0.25)
 
 
 @pytest.fixture
