@@ -17,9 +17,21 @@ def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(str(e).strip("'\""))
 
 
+#: ``--batch-size`` when not given (capped at the budget): benchmarks/batched_search.py measured it.
+DEFAULT_BATCH_SIZE = 16
+
+_BATCH = click.option("--batch-size", type=int, default=None,
+                      help=f"Children proposed, trained (one batched call per trainer actor) and learned from at "
+                           f"once; 1 = one at a time [default: {DEFAULT_BATCH_SIZE}, at most the budget].")
+
+
 _START_TIMEOUT = click.option(
     "--start-timeout", type=float, default=60.0, show_default=True,
     help="Seconds the trainer actors may wait for free CPUs/GPUs; then the run fails naming the shortfall.")
+
+
+def _batch_size(batch_size: int | None, budget: int) -> int:
+    return batch_size if batch_size is not None else max(1, min(DEFAULT_BATCH_SIZE, budget))
 
 
 def _agent_args(learning_rate: float | None, pretrain_epochs: int | None) -> dict:
@@ -61,10 +73,11 @@ def _agent_args(learning_rate: float | None, pretrain_epochs: int | None) -> dic
                    "(Baker et al. Sec. 3); the agent is rewarded with the prediction. Train evaluator only.")
 @click.option("--early-stop-config", "early_stop_json", default=None,
               help='Early-stop settings as JSON (implies --early-stop), e.g. \'{"burn_in": 50}\'.')
+@_BATCH
 @_START_TIMEOUT
 def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_source, pretrain_budget, pretrain_epochs,
                    learning_rate, parallel, seed, epochs, evaluator, run_id, address, as_json, verbose, early_stop,
-                   early_stop_json, start_timeout):
+                   early_stop_json, batch_size, start_timeout):
     """Search BUDGET child models of TASK with one agent; rows go to the store tagged agent and run id.
 
     Rerunning the same command resumes an interrupted search from its stored children and
@@ -79,7 +92,7 @@ def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_sou
                             seed=seed, epochs=epochs, evaluator=evaluator, run_id=run_id, verbose=verbose,
                             address=address, agent_args=_agent_args(learning_rate, pretrain_epochs),
                             early_stop=early_stop_from_options(early_stop, early_stop_json),
-                            start_timeout=start_timeout)
+                            batch_size=_batch_size(batch_size, budget), start_timeout=start_timeout)
     except (NasdbError, ValueError, KeyError) as e:
         raise _fail(e) from None
     click.echo(result.to_json() if as_json else result.summary())
@@ -109,10 +122,11 @@ def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_sou
 @click.option("--progress/--quiet", default=True, show_default=True,
               help="Print each search's start and a progress line every ~10 s (stderr).")
 @click.option("--verbose", is_flag=True, help="Print a line per child model instead.")
+@_BATCH
 @_START_TIMEOUT
 def compare_command(store_root, tasks, budget, agents, evaluator, pretrain_tasks, pretrain_budget, pretrain_epochs,
                     learning_rate, first_n, parallel, seed, epochs, out_dir, address, as_json, progress, verbose,
-                    start_timeout):
+                    batch_size, start_timeout):
     """Run RL-NAS, T-NAML and random search on each test task; print Tables 3-4 and the cost."""
     from search.compare import compare
 
@@ -122,7 +136,7 @@ def compare_command(store_root, tasks, budget, agents, evaluator, pretrain_tasks
                     evaluator=evaluator, pretrain_tasks=pretrain_tasks, pretrain_budget=pretrain_budget,
                     first_n=first_n, seed=seed, parallel=parallel, epochs=epochs, verbose=verbose, address=address,
                     progress=progress, start_timeout=start_timeout,
-                    out_dir=out_dir, agent_args={"rl": _agent_args(learning_rate, None),
+                    out_dir=out_dir, batch_size=_batch_size(batch_size, budget), agent_args={"rl": _agent_args(learning_rate, None),
                                                  "tnaml": _agent_args(learning_rate, pretrain_epochs)})
     except (NasdbError, ValueError, KeyError) as e:
         raise _fail(e) from None

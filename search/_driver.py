@@ -105,6 +105,7 @@ class SearchDriver:
         self.wall_before, self.sessions, self._since_checkpoint = 0.0, 1, 0
         self._curve_actor = None  # the run's curve predictor (early stopping), started on first use
         self._progress_base: tuple[int, float, float] | None = None  # (children, since, last line) of _progress
+        self._pending: dict[str, Any] | None = None  # the batch in training: {"run_id", "trials"} (checkpointed)
 
     # -- public ------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -167,7 +168,10 @@ class SearchDriver:
 
     def _loop(self, evaluator: Evaluator, tasks: list[str], budget: int, evals: list[Evaluation], run_id: str,
               phase: str | None) -> None:
-        """Keep ``evaluator.parallel`` trials in flight until ``budget`` evaluations are told."""
+        """Keep ``evaluator.parallel`` trials in flight until ``budget`` evaluations are told
+        (one child at a time; ``plan.batch_size`` > 1: ``_loop_batched``)."""
+        if self.plan.batch_size > 1:
+            return self._loop_batched(evaluator, tasks, budget, evals, run_id, phase)
         next_index = max((e.index for e in evals), default=-1) + 1
         base = seed_base(run_id)
         while len(evals) < budget:
@@ -179,12 +183,46 @@ class SearchDriver:
             for ev in evaluator.results():
                 self._tell(ev, evals, phase)
 
+    def _loop_batched(self, evaluator: Evaluator, tasks: list[str], budget: int, evals: list[Evaluation],
+                      run_id: str, phase: str | None) -> None:
+        """Batches of ``plan.batch_size`` children: the agent proposes a batch (one task per batch),
+        the checkpoint records it before training (agent state, evaluations so far and the batch's
+        trials), the evaluator trains it at once (one batched-trainer call per actor) and the agent
+        learns from the whole batch in one tell (one REINFORCE update, T-NAML Sec. 4 / Zoph & Le).
+        A run interrupted mid-batch resumes with that same batch: its stored children are read
+        back, the others trained, none twice."""
+        next_index = max((e.index for e in evals), default=-1) + 1
+        base = seed_base(run_id)
+        while len(evals) < budget:
+            resume = self._pending is not None and self._pending["run_id"] == run_id
+            if resume:
+                trials = [Trial(**{**t, "architecture": tuple(t["architecture"])}) for t in self._pending["trials"]]
+            else:
+                n = min(self.plan.batch_size, budget - len(evals))
+                task = tasks[0] if len(tasks) == 1 else tasks[int(_rng_for(run_id, next_index).integers(len(tasks)))]
+                archs = self.agent.ask(n, task=task)  # (n, D)
+                trials = [self._trial(task, next_index + i, tuple(int(v) for v in a), base + next_index + i)
+                          for i, a in enumerate(archs)]
+                self._pending = {"run_id": run_id, "trials": [t.to_dict() for t in trials]}
+                self._checkpoint()
+            next_index = max(next_index, trials[-1].index + 1)
+            batch = evaluator.evaluate_batch(trials, resume=resume)
+            self._pending = None
+            self.agent.tell([e.architecture for e in batch], [e.reward for e in batch], task=batch[0].task)
+            for ev in batch:
+                evals.append(ev)
+                self._report(ev, evals, phase)
+
     def _tell(self, ev: Evaluation, evals: list[Evaluation], phase: str | None) -> None:
         self.agent.tell([ev.architecture], [ev.reward], task=ev.task)
         evals.append(ev)
         self._since_checkpoint += 1
         if self._since_checkpoint >= self.plan.checkpoint_every:
             self._checkpoint()
+        self._report(ev, evals, phase)
+
+    def _report(self, ev: Evaluation, evals: list[Evaluation], phase: str | None) -> None:
+        """The per-child log line and ``on_evaluation`` callback (target-task children only)."""
         if phase is None:
             best = max((e.val_accuracy for e in evals if e.complete), default=float("nan"))
             stop = f", stopped at epoch {ev.epochs}, predicted {ev.reward:.4f}" if ev.ok and ev.stopped_early else ""
@@ -283,6 +321,7 @@ class SearchDriver:
             "evaluations": [e.to_dict() for e in self.evaluations],
             "pretrain_evaluations": [e.to_dict() for e in self.pretrain_evaluations],
             "pretrain_children": self.pretrain_children, "wall_seconds": self._wall(), "sessions": self.sessions,
+            "pending": self._pending,
         })
 
     def _restore(self) -> None:
@@ -298,6 +337,7 @@ class SearchDriver:
         self.pretrain_children = int(ckpt["pretrain_children"])
         self.wall_before = float(ckpt["wall_seconds"])
         self.sessions = int(ckpt["sessions"]) + 1
+        self._pending = ckpt.get("pending")
         self._log(f"resumed from its checkpoint: {len(self.evaluations)} children told (session {self.sessions})")
 
     def _reconcile(self, run_id: str, task: str, evals: list[Evaluation], phase_task: str | None) -> None:
@@ -305,6 +345,8 @@ class SearchDriver:
         if self.plan.evaluator != "train":
             return
         known = {e.experiment_id for e in evals}
+        if self._pending is not None:  # the interrupted batch is evaluated again (its stored rows read back)
+            known |= {t["experiment_id"] for t in self._pending["trials"]}
         table = self.store.experiments_arrow(task, status=None)
         cols = ["experiment_id", "run_id", "architecture", "seed", "val_accuracy", "test_accuracy", "status",
                 "error", "train_seconds", "stopped_early", "predicted_final", "epochs"]

@@ -165,7 +165,7 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
             pretrain_budget: int | None = None, first_n: int = 10, seed: int = 0, parallel: int = 1,
             epochs: int | None = None, recipe: dict | None = None, agent_args: dict[str, dict] | None = None,
             zero_shot: Callable[[str], Sequence[float]] | None = None, verbose: bool = False,
-            address: str | None = None, out_dir: str | None = None, progress: bool = True,
+            address: str | None = None, out_dir: str | None = None, batch_size: int = 1, progress: bool = True,
             start_timeout: float = 60.0) -> Comparison:
     """Run every agent on every test task with ``budget`` children each and gather the tables.
 
@@ -173,6 +173,7 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
     store (leave-one-task-out); a list: the paper's fixed split (it must not contain a test task).
     All runs are planned (every input checked) before the first starts; each is resumable, so an
     interrupted comparison picks up where it stopped when rerun with the same arguments.
+    ``batch_size``: children each search proposes, trains and learns from at once (search.run_search).
     ``progress`` prints (stderr) a line as each search starts and a progress line every
     ``PROGRESS_SECONDS`` while it runs (``verbose``: a line per child instead); ``start_timeout``:
     seconds the trainer actors may wait for free resources before the comparison fails.
@@ -202,7 +203,7 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
                 store, a, t, budget, pretrain_tasks=fixed if a == "tnaml" else None,
                 pretrain_budget=pretrain_budget if a == "tnaml" else None, parallel=parallel, seed=seed,
                 epochs=epochs, recipe=recipe, evaluator=evaluator, agent_args=(agent_args or {}).get(a),
-                verbose=verbose, start_timeout=start_timeout,
+                verbose=verbose, batch_size=batch_size, start_timeout=start_timeout,
                 progress_s=PROGRESS_SECONDS if progress and not verbose else None)
 
     started = False
@@ -230,6 +231,7 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
           for t in names}
     out = Comparison(names, agents, int(budget), first_n, results, zs,
                      settings={"evaluator": evaluator, "seed": seed, "parallel": parallel, "epochs": epochs,
+                               "batch_size": batch_size,
                                "pretrain_tasks": fixed, "store": store.uri},
                      regret=_table_regret(store, plans, results, first_n) if evaluator == "lookup" else {})
     if out_dir is not None:

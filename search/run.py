@@ -52,6 +52,7 @@ class SearchPlan:
     checkpoint_every: int = 1
     verbose: bool = False
     early_stop: dict | None = None  # EarlyStopConfig settings (train evaluator), None = off
+    batch_size: int = 1  # children proposed, trained and told together (1: one at a time, as before)
     start_timeout_s: float = 60.0  # trainer actors that cannot start within it fail the run (no silent hang)
     progress_s: float | None = None  # a progress line at most this often (None: only with ``verbose``)
     #: train evaluator: {"tasks": {task: data fingerprint}, "bank": embedding bank fingerprint}, part of
@@ -72,6 +73,8 @@ class SearchPlan:
         args = {"parallel": self.parallel, "recipe": self.recipe}
         if self.early_stop is not None:
             args["early_stop"] = self.early_stop
+        if self.batch_size != 1:
+            args["batch_size"] = self.batch_size
         return {"name": self.evaluator, "args": args}
 
     def describe(self) -> dict[str, Any]:
@@ -141,6 +144,14 @@ def _check_int(name: str, value: Any, low: int) -> int:
     return int(value)
 
 
+def check_batch_size(batch_size: Any, budget: int) -> int:
+    """A search batch: an integer from 1 to the budget (ValueError naming the value otherwise)."""
+    batch_size = _check_int("batch size", batch_size, 1)
+    if batch_size > budget:
+        raise ValueError(f"batch size {batch_size} is larger than the budget {budget}")
+    return batch_size
+
+
 def check_seconds(name: str, value: Any) -> float:
     """A positive, finite number of seconds (ValueError naming the value otherwise)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
@@ -201,7 +212,7 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
                 seed: int = 0, epochs: int | None = None, recipe: dict | None = None, evaluator: str = "train",
                 run_id: str | None = None, agent_args: dict | None = None, space_id: str | None = None,
                 checkpoint_every: int | None = None, verbose: bool = False, early_stop: Any = None,
-                start_timeout: float = 60.0, progress_s: float | None = None) -> SearchPlan:
+                batch_size: int = 1, start_timeout: float = 60.0, progress_s: float | None = None) -> SearchPlan:
     """Check every input against the store and return the run's plan; raises before any work.
 
     ``start_timeout``: seconds the trainer actors may wait for free resources before the run
@@ -215,6 +226,7 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
     budget = _check_int("budget", budget, 1)
     parallel = _check_int("parallel", parallel, 1)
     seed = _check_int("seed", seed, 0)
+    batch_size = check_batch_size(batch_size, budget)
     start_timeout = check_seconds("start timeout", start_timeout)
     if progress_s is not None:
         progress_s = check_seconds("progress interval", progress_s)
@@ -276,6 +288,8 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
         settings = {"agent": described, "evaluator": evaluator, "recipe": recipe, "space": space.space_id}
         if early_stop is not None:  # runs without early stopping keep the ids they always had
             settings["early_stop"] = early_stop.to_dict()
+        if batch_size != 1:  # nor do runs of one child at a time
+            settings["batch_size"] = batch_size
         key = json.dumps(settings, sort_keys=True, default=str)
         run_id = f"{agent}-{task}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     elif not isinstance(run_id, str) or not _RUN_ID.match(run_id):
@@ -284,7 +298,7 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
     every = checkpoint_every if checkpoint_every is not None else (1 if evaluator == "train" else 25)
     return SearchPlan(store.uri, run_id, task, budget, described, evaluator, parallel, space.space_id, recipe,
                       pretrain, _check_int("checkpoint_every", every, 1), bool(verbose),
-                      None if early_stop is None else early_stop.to_dict(),
+                      None if early_stop is None else early_stop.to_dict(), batch_size,
                       start_timeout_s=start_timeout, progress_s=progress_s,
                       fingerprints=_fingerprints(store, [task] + list(pretrain["tasks"] if pretrain and
                                                                        pretrain_source == "live" else []))
@@ -296,7 +310,7 @@ def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Seq
                epochs: int | None = None, recipe: dict | None = None, evaluator: str = "train",
                run_id: str | None = None, agent_args: dict | None = None, space_id: str | None = None,
                checkpoint_every: int | None = None, verbose: bool = False, as_actor: bool | None = None,
-               address: str | None = None, early_stop: Any = None,
+               address: str | None = None, early_stop: Any = None, batch_size: int = 1,
                on_evaluation: Callable[[Evaluation, int], None] | None = None, start_timeout: float = 60.0,
                progress_s: float | None = None) -> SearchResult:
     """Search ``budget`` child models of ``task`` with ``agent`` ("random", "rl", "tnaml"); resumable.
@@ -308,12 +322,14 @@ def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Seq
     ``on_evaluation(evaluation, n)`` is called in-process only (``as_actor=False``).
     ``early_stop`` (train evaluator): None (off), True, a dict of settings or a
     ``cluster.early_stop.EarlyStopConfig``; its ``num_epochs`` is the recipe's epochs.
+    ``batch_size``: children the agent proposes at once, trained in one batched-trainer call per
+    actor and told in one REINFORCE update (1, the default: one child at a time).
     """
     plan = plan_search(store, agent, task, budget, pretrain_tasks=pretrain_tasks, pretrain_source=pretrain_source,
                        pretrain_budget=pretrain_budget, parallel=parallel, seed=seed, epochs=epochs, recipe=recipe,
                        evaluator=evaluator, run_id=run_id, agent_args=agent_args, space_id=space_id,
                        checkpoint_every=checkpoint_every, verbose=verbose, early_stop=early_stop,
-                       start_timeout=start_timeout, progress_s=progress_s)
+                       batch_size=batch_size, start_timeout=start_timeout, progress_s=progress_s)
     return execute(plan, as_actor=as_actor, address=address, on_evaluation=on_evaluation)
 
 

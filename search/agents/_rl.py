@@ -33,8 +33,10 @@ class ControllerAgent(SearchAgent):
 
     def _tell(self, architectures: np.ndarray, rewards: np.ndarray, task: str) -> None:
         self._use(task)
-        # Sec. 4 of T-NAML: "it receives gradient updates after every child completes".
-        self.reinforce.update(architectures, rewards, task=task)
+        # One REINFORCE update per tell, over the children told together: one child at a time is
+        # T-NAML Sec. 4's "gradient updates after every child completes"; a batched search tells a
+        # whole batch, the batch of samples per update of Zoph & Le and T-NAML's parallel training.
+        self.reinforce.update(architectures, rewards, task=task, batch_size=len(rewards))
 
     def _task_arg(self, task: str) -> str | None:
         return task if self.controller.multitask else None

@@ -159,6 +159,12 @@ class Evaluator(abc.ABC):
                 done[ev.index] = ev
         return [done[t.index] for t in trials]
 
+    def evaluate_batch(self, trials: list[Trial], resume: bool = False) -> list[Evaluation]:
+        """Evaluate a search batch at once; results in the order of ``trials``. ``resume``: the
+        batch was submitted before an interruption, so some of its children may already be done
+        (the training evaluator then skips the stored ones). By default: ``evaluate``."""
+        return self.evaluate(trials)
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "args": {"parallel": self.parallel}}
 

@@ -210,6 +210,13 @@ class TrainingEvaluator(Evaluator):
             return self._retry_or_fail(slot, trial, f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}")
         slot.trial, slot.ref = None, None
         self._successes += 1
+        return self._evaluation(slot, ack, trial)
+
+    @staticmethod
+    def _evaluation(slot: _Slot, ack: ChunkAck, trial: Trial) -> Evaluation:
+        """``trial``'s evaluation from its chunk's ack (or, if an earlier attempt wrote it, its stored row)."""
+        import ray
+
         metrics = getattr(ack, "metrics", {}).get(trial.experiment_id)
         if metrics is None:  # recovered: an earlier attempt already wrote the row
             row = ray.get(slot.handle.lookup.remote(trial.experiment_id))
@@ -218,6 +225,59 @@ class TrainingEvaluator(Evaluator):
             return Evaluation.from_row(trial, row)
         status = "ok" if trial.experiment_id in ack.ok_ids else "failed"
         return Evaluation.of(trial, status=status, **metrics)
+
+    def evaluate_batch(self, trials: list[Trial], resume: bool = False) -> list[Evaluation]:
+        """A search batch in one call of the batched trainer per actor: ``trials`` are split into
+        ``parallel`` contiguous chunks, each actor trains its chunk at once (cluster.child.train_children;
+        with early stopping, stopped members leave their bucket at once) and writes its rows in one flush.
+        An actor lost mid-chunk is replaced and the chunk retried with the store checked first, as is
+        every chunk of a ``resume``d batch: children already stored are read back, never retrained."""
+        import numpy as np
+        import ray
+        from ray.exceptions import RayActorError
+
+        if self.num_pending:
+            raise RuntimeError(f"evaluate_batch() needs an idle evaluator, but {self.num_pending} trials are in flight")
+        if not trials:
+            return []
+        parts = np.array_split(np.arange(len(trials)), min(self.parallel, len(trials)))
+        inflight: dict[Any, tuple[int, list[Trial], int]] = {}  # ref -> (slot index, chunk, attempts)
+
+        def send(index: int, chunk: list[Trial], attempts: int, check_store: bool) -> None:
+            items = [WorkItem(t.task, t.index, tuple(int(v) for v in t.architecture), int(t.seed), t.experiment_id)
+                     for t in chunk]
+            ref = self._slots[index].handle.train_chunk.remote(chunk[0].task, items, chunk[0].index, check_store)
+            inflight[ref] = (index, chunk, attempts)
+
+        for index, part in enumerate(parts):
+            send(index, [trials[i] for i in part], 1, resume)
+        done: dict[int, Evaluation] = {}
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            for ref in ready:
+                index, chunk, attempts = inflight.pop(ref)
+                try:
+                    ack: ChunkAck = ray.get(ref)
+                except RayActorError as e:  # the actor died: a new one retries the chunk
+                    text = str(e).strip()
+                    error = f"trainer actor lost: {text.splitlines()[-1][:200] if text else type(e).__name__}"
+                    self._replace(self._slots[index])
+                except Exception as e:  # noqa: BLE001 - the call raised inside a live actor
+                    error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}"
+                else:
+                    self._successes += 1
+                    done.update((t.index, self._evaluation(self._slots[index], ack, t)) for t in chunk)
+                    continue
+                self._failures += 1
+                if self._successes == 0 and self._failures >= 4 * self.max_attempts:
+                    raise EvaluatorAborted(f"{self._failures} training attempts failed and none succeeded; "
+                                           f"last: {error}")
+                if attempts < self.max_attempts:
+                    send(index, chunk, attempts + 1, True)
+                else:
+                    done.update((t.index, Evaluation.failed(t, f"gave up after {attempts} attempts; last: {error}"))
+                                for t in chunk)
+        return [done[t.index] for t in trials]
 
     def _retry_or_fail(self, slot: _Slot, trial: Trial, error: str) -> Evaluation | None:
         self._failures += 1
