@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from nasdb._cli_format import cell, echo_json, echo_pairs, echo_table, human_bytes
+from nasdb.cli_options import task_list_option
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
@@ -205,17 +206,39 @@ def query_cmd(ctx: click.Context, sql: str, as_json: bool) -> None:
 
 
 @click.command("export")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True, allow_dash=True),
-              help="Output file; - writes to stdout (the summary then goes to stderr).")
-@click.option("--task", default=None, help="Only this task.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "optuna"]), default="parquet",
+              show_default=True, help="A file, or Optuna studies (one per task) in --storage.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+              help="Output file (parquet, csv); - writes to stdout (the summary then goes to stderr).")
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna storage URL (--format optuna), e.g. sqlite:///nasdb.db for optuna-dashboard.")
+@click.option("--overwrite", is_flag=True, help="Replace Optuna studies of the same names.")
+@task_list_option("--task", "--tasks", "tasks", help="Only these tasks (a file export: one).")
 @json_option
 @click.pass_context
-def export_cmd(ctx: click.Context, fmt: str, out: str, task: str | None, as_json: bool) -> None:
-    """Write the deduplicated experiments (all statuses) to one Parquet or CSV file."""
+def export_cmd(ctx: click.Context, fmt: str, out: str | None, storage: str | None, overwrite: bool,
+               tasks: tuple[str, ...] | None, as_json: bool) -> None:
+    """Write the deduplicated experiments (all statuses) to one Parquet or CSV file, or the ok rows to
+    Optuna studies, one per task, one completed trial per experiment (--format optuna --storage URL)."""
     from nasdb.cli_options import copy_to_stdout, is_stdout, output_dir
 
     store = open_store(ctx)
+    if fmt == "optuna":
+        if storage is None or out is not None:
+            raise click.UsageError("--format optuna writes to --storage URL, not --out")
+        from nasdb.export_optuna import export_optuna
+
+        result = export_optuna(store, storage, tasks=tasks, overwrite=overwrite)
+        if as_json:
+            echo_json(result)
+        else:
+            click.echo(f"exported {result['trials']} trials to {len(result['studies'])} Optuna studies in {storage}")
+        return
+    if out is None or storage is not None:
+        raise click.UsageError(f"--format {fmt} writes to --out FILE (or - for stdout)")
+    if tasks and len(tasks) > 1:
+        raise click.UsageError(f"a {fmt} export takes at most one --task, got {list(tasks)}")
+    task = tasks[0] if tasks else None
     if task is not None and task not in store.task_names():
         store.task(task)
     with output_dir(out if is_stdout(out) else None) as tmp:

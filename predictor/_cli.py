@@ -169,7 +169,7 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
 @click.command("embeddings", context_settings=_CTX)
 @_STORE
 @click.option("--predictor", "predictor_id", default=None, help="Predictor id [the latest].")
-@click.option("--extra-task", "extra", multiple=True, help="Also plot this task, starred (e.g. a held-out one).")
+@task_list_option("--extra-task", "extra", help="Also plot these tasks, starred (e.g. a held-out one).")
 @click.option("--batches", type=int, default=10, show_default=True, help="Random sample batches per task.")
 @click.option("--out", "out_dir", default="reports/embeddings", show_default=True,
               help="Output folder; - writes the PCA picture to stdout as PNG.")
@@ -178,7 +178,7 @@ def embeddings_command(store_root, predictor_id, extra, batches, out_dir):
     from predictor.embeddings_plot import plot_predictor_embeddings
 
     paths = plot_predictor_embeddings(_open(store_root), out_folder(out_dir, "reports/embeddings"), predictor_id,
-                                      extra_tasks=extra, n_batches=batches)
+                                      extra_tasks=extra or (), n_batches=batches)
     if is_stdout(out_dir):
         copy_to_stdout(str(paths[0]))
         return
