@@ -43,6 +43,17 @@ def _floor4(x: float) -> float:
     return math.floor(x * 10_000 + 1e-6) / 10_000  # Ray resolves resources to 1e-4
 
 
+def check_worker_shares(cpus_per_worker: float, gpus_per_worker: float | None) -> None:
+    """ValueError naming a CPU or GPU share per actor that no cluster could grant (checked before Ray starts)."""
+    if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, (int, float)) \
+            or not 0 < cpus_per_worker < math.inf:
+        raise ValueError(f"cpus per worker must be a finite number > 0, got {cpus_per_worker}")
+    if gpus_per_worker is not None and (
+            isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float))
+            or not 0 <= gpus_per_worker < math.inf or (gpus_per_worker > 1 and gpus_per_worker % 1)):
+        raise ValueError(f"gpus per worker must be 0, a fraction of 1 or a whole number, got {gpus_per_worker}")
+
+
 def plan_resources(cluster: dict[str, float], workers: int | None = None, gpus_per_worker: float | None = None,
                    cpus_per_worker: float = 1.0) -> ResourcePlan:
     """Fit the actors to ``cluster`` (``ray.cluster_resources()``), or say why they cannot fit.
@@ -54,10 +65,7 @@ def plan_resources(cluster: dict[str, float], workers: int | None = None, gpus_p
     has = f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs"
     if workers is not None and workers <= 0:
         raise ValueError(f"workers must be > 0, got {workers}")
-    if cpus_per_worker <= 0:
-        raise ValueError(f"cpus per worker must be > 0, got {cpus_per_worker}")
-    if gpus_per_worker is not None and (gpus_per_worker < 0 or (gpus_per_worker > 1 and gpus_per_worker % 1)):
-        raise ValueError(f"gpus per worker must be 0, a fraction of 1 or a whole number, got {gpus_per_worker}")
+    check_worker_shares(cpus_per_worker, gpus_per_worker)
     use_gpu = gpus > 0 if gpus_per_worker is None else gpus_per_worker > 0
     if not use_gpu:
         if cpus < cpus_per_worker:

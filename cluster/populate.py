@@ -27,12 +27,15 @@ from typing import Any, Callable, Sequence
 from cluster._plan import Chunk, WorkItem, dedupe_tasks, make_chunks, plan_task
 from cluster._pool import PoolAborted, TrainerPool
 from cluster._progress import PopulateSummary, Progress, TaskSummary
-from cluster._resources import InsufficientResourcesError, ResourcePlan, plan_resources, shortfall, wait_for_resources
+from cluster._resources import (InsufficientResourcesError, ResourcePlan, check_worker_shares, plan_resources,
+                               shortfall, wait_for_resources)
 from cluster._trainer import ChildTrainer, ChunkAck
 from nasdb.errors import NasdbError, StoreError
 
 #: Child models one actor trains together (one ``train_children`` call, one file written).
 DEFAULT_BATCH_SIZE_MODELS = 16
+#: Upper bounds of sizes held in memory: the plan of one task, the child models one actor trains at once.
+MAX_SIZES = {"per-task": 100_000, "batch-size-models": 1_024}
 
 __all__ = ["ChildTrainer", "ChunkAck", "InsufficientResourcesError", "PopulateSummary", "ResourcePlan",
            "TaskSummary", "main", "plan_resources", "populate", "resolve_tasks", "shortfall", "wait_for_resources"]
@@ -50,8 +53,9 @@ def resolve_tasks(tasks: Sequence[str] | str | None = None, suite: str = "digits
     return names
 
 
-def _check_store(store: Any) -> Any:
-    """The store, initialized and proven writable; StoreError (one line) if it is not usable."""
+def _check_store(store: Any, *, create: bool = True) -> Any:
+    """The store, initialized (or, unless ``create``, required to exist) and proven writable;
+    StoreError (one line) if it is not usable."""
     from nasdb.store import ExperimentStore
 
     root = getattr(store, "uri", store)
@@ -60,7 +64,7 @@ def _check_store(store: Any) -> Any:
     try:
         if not isinstance(store, ExperimentStore):
             store = ExperimentStore(store)
-        store.init()
+        store.init() if create else store.require()
         probe = store.path(f"_populate-probe-{uuid.uuid4().hex[:8]}")  # init() alone writes nothing when it exists
         store.fs.pipe_file(probe, b"ok")
         store.fs.rm_file(probe)
@@ -105,10 +109,11 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
              chunk_timeout_s: float | None = None, address: str | None = None,
              on_chunk_done: Callable[[ChunkAck, TrainerPool], None] | None = None,
              retry_failed: bool = False, trainer_cls: type = ChildTrainer,
-             early_stop: Any = None) -> PopulateSummary:
+             early_stop: Any = None, create_store: bool = True) -> PopulateSummary:
     """Train ``per_task`` uniformly sampled architectures per task on a pool of Ray actors.
 
-    ``store`` is an ExperimentStore or its root; ``tasks`` None means all of ``suite``.
+    ``store`` is an ExperimentStore or its root (created if missing, unless ``create_store`` is
+    False: the CLI's choice, so a mistyped path is refused); ``tasks`` None means all of ``suite``.
     Every input is checked before any actor starts. Uses the running Ray instance, else
     ``ray.init(address)`` (``RAY_ADDRESS`` or a new local cluster), shut down at the end;
     Ray is not started at all when every planned experiment is already in the store. Planned ids
@@ -130,6 +135,10 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
                         ("max-attempts", max_attempts), ("workers", 1 if workers is None else workers)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        if value > MAX_SIZES.get(what, value):  # the plan (per task) or one actor's batch is held in memory
+            raise ValueError(f"{what} {value} is above the limit of {MAX_SIZES[what]:,}; run several smaller "
+                             "populate runs instead (each resumes the last)")
+    check_worker_shares(cpus_per_worker, gpus_per_worker)  # before Ray starts
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     recipe = TrainRecipe() if recipe is None else recipe
@@ -140,7 +149,7 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
     if chunk_timeout_s is not None and chunk_timeout_s <= 0:
         raise ValueError(f"chunk timeout must be > 0 seconds, got {chunk_timeout_s}")
     early_stop = resolve_early_stop(early_stop, recipe.epochs)
-    store = _check_store(store)
+    store = _check_store(store, create=create_store)
     names = resolve_tasks(tasks, suite)
     loaded = {name: store.task(name) for name in names}  # UnknownTaskError / InvalidTaskError now
     run_id = run_id or f"populate-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"

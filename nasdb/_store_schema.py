@@ -82,12 +82,23 @@ _TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ID_DOMAIN = b"nasdb-experiment-id/1"
 
 
+#: Device names Windows reserves in every folder, with any extension: never a task's folder name.
+RESERVED_NAME = re.compile(r"^(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\..*)?$", re.IGNORECASE)
+
+
+def reserved_message(name: str) -> str:
+    return (f"task name {name!r} is reserved: CON, PRN, AUX, NUL, COM0-9 and LPT0-9 (with any extension) are "
+            "device names on Windows, not folders; choose another name")
+
+
 def check_task_name(name: Any) -> str:
-    """Task names become path components (``task=<name>``): letters, digits and ``_.+-``."""
+    """Task names become path components (``task=<name>``): letters, digits and ``_.+-``, no reserved name."""
     if not isinstance(name, str) or not _TASK_NAME.match(name):
         raise SchemaError(
             f"task name {name!r} is not valid: use 1-128 letters, digits or '_.-', starting with a letter or digit"
         )
+    if RESERVED_NAME.match(name):
+        raise SchemaError(reserved_message(name))
     return name
 
 

@@ -32,17 +32,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nasdb import _store_maint
+from nasdb._store_check import read_table
 from nasdb._store_fs import StoreFS, open_store_fs
 from nasdb._store_queries import lookup_rows, top_k_rows
 from nasdb._store_read import FileCatalog, Reader, connect, fetch, full_raw_source, sql_list, sql_str, unique_rows
 from nasdb._store_schema import (EXPERIMENT_SCHEMA, SCHEMA_VERSION, ExperimentRecord, check_task_name, conform,
                                  experiment_id)
-from nasdb._store_sql import ReadOnlyQueryError, check_parsed, check_read_only
+from nasdb._store_sql import (QueryTimeoutError, ReadOnlyQueryError, check_parsed, check_read_only, check_timeout,
+                             run_interruptible)
 from nasdb._store_writer import ExperimentWriter
 from nasdb.errors import InvalidTaskError, SchemaError, StoreError, TaskHasNoSamplesError, UnknownTaskError
 
 __all__ = ["SCHEMA_VERSION", "EXPERIMENT_SCHEMA", "ExperimentRecord", "ExperimentStore", "ExperimentWriter",
-           "ReadOnlyQueryError", "TaskExistsError", "experiment_id", "provenance_fingerprint"]
+           "QueryTimeoutError", "ReadOnlyQueryError", "TaskExistsError", "experiment_id", "provenance_fingerprint"]
 
 ENV_VAR = "NASDB_STORE"
 MARKER = "store.json"
@@ -292,8 +294,7 @@ class ExperimentStore:
             if meta.get("source") == BENCHMARK_SOURCE:
                 raise TaskHasNoSamplesError(f"task {name!r} is an imported tabular benchmark "
                                             f"({meta.get('benchmark')}) and has no samples")
-            with self.fs.open(self._sfs.join("tasks", name, TASK_SAMPLES), "rb") as fh:
-                table = pq.read_table(fh)
+            table = read_table(self._sfs, self._sfs.join("tasks", name, TASK_SAMPLES))  # no Python file in Arrow threads
             task = tasks.Task.from_arrow(name, table, num_classes=int(meta["num_classes"]), source=meta["source"],
                                          description=meta.get("description", ""))
             if meta.get("fingerprint") and task.fingerprint() != meta["fingerprint"]:
@@ -423,16 +424,20 @@ class ExperimentStore:
             raise KeyError(f"no experiment {experiment_id!r} in the store")
         return rows[0]
 
-    def query(self, sql: str) -> pa.Table:
+    def query(self, sql: str, *, timeout: float | None = None) -> pa.Table:
         """Run one read-only SQL statement over the views ``experiments`` (deduplicated) and ``experiments_raw``.
 
         Refused (ReadOnlyQueryError) unless it is a single read; it runs in a DuckDB sandbox
         that can open only the store's experiment files and cannot change its settings.
+        Ctrl-C stops it, and so does ``timeout`` seconds (QueryTimeoutError; None: no limit).
         """
         sql = check_read_only(sql)
+        timeout = check_timeout(timeout)
         self.require()
+        running: list[duckdb.DuckDBPyConnection] = []
 
         def fn(conn, snap):
+            running[:] = [conn]
             check_parsed(conn, sql)
             conn.execute(f"CREATE VIEW experiments_raw AS {full_raw_source(snap.paths)}")
             conn.execute(f"CREATE VIEW experiments AS SELECT * FROM {unique_rows(snap, full_schema=True)}")
@@ -440,7 +445,8 @@ class ExperimentStore:
             conn.execute("SET enable_external_access = false")
             conn.execute("SET lock_configuration = true")
             return fetch(conn, sql)
-        return self._reader.run(None, fn, fresh=True)
+        return run_interruptible(lambda: self._reader.run(None, fn, fresh=True), lambda: running[0] if running else None,
+                                 timeout)
 
     def export(self, out: str, *, format: str = "parquet", task: str | None = None) -> int:
         """Write the deduplicated experiments (all statuses) to a local file; returns the row count."""

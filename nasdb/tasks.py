@@ -27,7 +27,9 @@ import pyarrow as pa
 from nasdb._task_sources import FEATURE_DIM  # 8x8 images, features scaled to [0, 1]
 from nasdb._task_sources import SOURCE_LOADERS as _SOURCE_LOADERS
 from nasdb._task_sources import mnist_to_8x8  # re-exported: part of the tasks API
+from nasdb._store_schema import RESERVED_NAME, reserved_message
 from nasdb.errors import InvalidTaskError, UnknownTaskError
+from nasdb.tabular import MAX_CLASSES  # one limit for every kind of task
 from nasdb.tabular_suite import TABULAR_SPECS
 
 SPLITS = ("train", "val", "test")
@@ -41,6 +43,8 @@ def validate_task_name(name: Any) -> str:
         raise InvalidTaskError(
             f"invalid task name {name!r}: use 1-64 characters from [A-Za-z0-9_.-] (not '.' or '..')"
         )
+    if RESERVED_NAME.match(name):
+        raise InvalidTaskError(reserved_message(name))
     return name
 
 
@@ -347,6 +351,9 @@ def _encode_labels(where: str, y: Sequence[Any]) -> tuple[np.ndarray, list[Any]]
     for r, v in enumerate(values):
         if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
             raise InvalidTaskError(f"{where}: missing label at row {r}")
+        if isinstance(v, (float, np.floating)) and not float(v).is_integer():  # a regression target, not a class
+            raise InvalidTaskError(f"{where}: label {v!r} at row {r} is not a whole number; labels are classes "
+                                   f"(integers or text), not measurements")
     uniq = set(values)
     try:
         classes = sorted(uniq)
@@ -405,6 +412,8 @@ def _task_from_checked(name: str, where: str, x: np.ndarray, y_raw: Sequence[Any
     y, classes = _encode_labels(where, y_raw)
     if len(classes) < 2:
         raise InvalidTaskError(f"{where}: a single class {classes[0]!r}; a task needs at least 2")
+    if len(classes) > MAX_CLASSES:
+        raise InvalidTaskError(f"{where}: {len(classes)} distinct labels; a task takes at most {MAX_CLASSES} classes")
     splits = _split_user(where, y, classes, seed, val_fraction, test_fraction)
     parts = {}
     for s, idx in splits.items():
@@ -511,6 +520,9 @@ def task_from_file(name: str, path: str | Path, label: str, *, seed: int = 0, va
     path = Path(path)
     where = f"task {name!r} from {str(path)!r}"
     table = _read_table(f"task {name!r}", path)
+    dup = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
+    if dup:  # pyarrow keeps both, and then cannot tell them apart
+        raise InvalidTaskError(f"{where}: column name {dup[0]!r} appears more than once; give each column its own name")
     if label not in table.column_names:
         cols = table.column_names
         shown = ", ".join(map(repr, cols[:12])) + (f", ... ({len(cols)} in all)" if len(cols) > 12 else "")

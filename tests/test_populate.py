@@ -229,6 +229,7 @@ def test_unwritable_store_and_bad_epochs_are_refused(ray_cluster, tmp_path):
         with pytest.raises(StoreError, match="not writable|Ray actors cannot reach it"):
             populate(root, [ONE], 2, recipe=RECIPE, progress=False)
     runner = CliRunner()
+    ExperimentStore(str(tmp_path / "s")).init()  # the CLI refuses a store that does not exist (issue 15)
     for args, match in [(["--epochs", "0"], "--epochs must be > 0, got 0"),
                         (["--per-task", "-3"], "per-task must be a positive integer, got -3"),
                         (["--tasks", "nope"], "unknown task 'nope'")]:
