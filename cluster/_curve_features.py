@@ -140,9 +140,48 @@ def model_feature_names(space: SearchSpace) -> tuple[str, ...]:
     return architecture_feature_names(space) + HPARAM_FEATURES
 
 
-def curve_features(curves: Any, arch_features: Any, hparams: Any = None) -> np.ndarray:
-    """The SRM input for ``tau`` observed epochs, shape ``(N, 3 tau - 3 + F [+ H])``: the curve,
-    its first differences (tau - 1), its second differences (tau - 2), then the static features.
+#: Columns of :func:`trend_features`.
+TREND_FEATURES = ("best_so_far", "mean_last3", "gain_so_far", "slope_last3", "log_fit_at_T", "log_fit_slope",
+                  "inverse_fit_at_T", "inverse_fit_slope", "log_error")
+
+
+def _fit_at(y: np.ndarray, g: np.ndarray, g_end: float) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares ``y ~ a + b g`` per row of ``y (N, tau)``: the fit's value at ``g_end`` and ``b``."""
+    x = np.stack([np.ones_like(g), g], axis=1)  # (tau, 2)
+    coef, *_ = np.linalg.lstsq(x, y.T, rcond=None)  # (2, N)
+    return coef[0] + coef[1] * g_end, coef[1]
+
+
+def trend_features(curves: Any, num_epochs: int) -> np.ndarray:
+    """Summaries of a partial curve ``(N, tau)`` that say where it is heading, shape ``(N, 9)``
+    (:data:`TREND_FEATURES`): best value so far, mean of the last 3 epochs, gain since epoch 1,
+    the slope of the last 3 epochs, two parametric extrapolations to epoch ``T = num_epochs``
+    (least squares of y ~ a + b log t and of y ~ a + b / t over the observed epochs, the saturating
+    shapes of Domhan et al.'s curve models that Baker et al. Sec. 5 compare against) with their
+    slopes, and log(1 - y_tau) (room left below 100 %). Early in the curve, while accuracies still
+    rise steeply, the raw values alone say little about the final one; these say how fast and how
+    far it is going (issue 19)."""
+    y = np.asarray(curves, dtype=np.float64)
+    n, tau = y.shape
+    t = np.arange(1, tau + 1, dtype=np.float64)
+    zeros = np.zeros(n)
+    if tau >= 2:
+        log_end, log_slope = _fit_at(y, np.log(t), math.log(num_epochs))
+        inv_end, inv_slope = _fit_at(y, 1.0 / t, 1.0 / num_epochs)
+        k = min(3, tau)
+        _, slope3 = _fit_at(y[:, -k:], t[-k:] - t[-k:].mean(), 0.0)
+    else:
+        log_end, log_slope, inv_end, inv_slope, slope3 = y[:, -1], zeros, y[:, -1], zeros, zeros
+    cols = [y.max(axis=1), y[:, -min(3, tau):].mean(axis=1), y[:, -1] - y[:, 0], slope3, log_end, log_slope,
+            inv_end, inv_slope, np.log(np.clip(1.0 - y[:, -1], 1e-4, None))]
+    return np.stack(cols, axis=1)  # (N, 9)
+
+
+def curve_features(curves: Any, arch_features: Any, hparams: Any = None, *,
+                   num_epochs: int | None = None) -> np.ndarray:
+    """The SRM input for ``tau`` observed epochs, shape ``(N, 3 tau - 3 + F [+ H] [+ 9])``: the curve,
+    its first differences (tau - 1), its second differences (tau - 2), then the static features,
+    then, with ``num_epochs`` (the full length T), the :func:`trend_features`.
 
     ``hparams`` may be ``None`` when ``arch_features`` already holds them (:func:`model_features`),
     a ``(H,)`` vector shared by all rows, or an ``(N, H)`` array.
@@ -162,6 +201,8 @@ def curve_features(curves: Any, arch_features: Any, hparams: Any = None) -> np.n
         if hp.ndim != 2 or hp.shape[0] != y.shape[0]:
             raise ValueError(f"hparams must have shape (H,) or ({y.shape[0]}, H), got {hp.shape}")
         parts.append(hp)
+    if num_epochs is not None:
+        parts.append(trend_features(y, num_epochs))
     out = np.concatenate(parts, axis=1)
     if not np.all(np.isfinite(out)):
         raise ValueError("architecture/hyperparameter features hold a non-finite value")

@@ -31,11 +31,15 @@ def curves_group() -> None:
               help="Refit the regressors after this many new full curves (the simulation's cost).")
 @click.option("--target", type=click.Choice(["final", "gain"]), default=None,
               help="Regress the final accuracy (paper) or the remaining gain (default: the config's).")
+@click.option("--model", type=click.Choice(["svr", "gbt"]), default=None,
+              help="Regressor: the paper's nu-SVR or gradient-boosted trees (default: the config's).")
+@click.option("--features", type=click.Choice(["paper", "trend"]), default=None,
+              help="The paper's features, or those plus slope/gain/extrapolations (default: the config's).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of markdown.")
 @click.pass_context
 def evaluate_cmd(ctx: click.Context, task, out_dir, orders, repeats, burn_in, confidence, delta, top_n,
-                 retrain_every, target, seed, as_json) -> None:
+                 retrain_every, target, model, features, seed, as_json) -> None:
     """R^2 of the predicted final accuracy against observed epochs, and the speedup of early
     stopping simulated over the stored runs (accelerating-nas-performance-prediction-baker.md Fig. 3, 4)."""
     import json
@@ -48,7 +52,7 @@ def evaluate_cmd(ctx: click.Context, task, out_dir, orders, repeats, burn_in, co
     root = (ctx.find_root().obj or {}).get("store_root")
     store = ExperimentStore(root)
     store.require()
-    kwargs = {"target": target} if target else {}
+    kwargs = {k: v for k, v in (("target", target), ("model", model), ("features", features)) if v}
     config = EarlyStopConfig(burn_in=burn_in, confidence=confidence, delta=delta, top_n=top_n,
                              retrain_every=retrain_every, seed=seed, **kwargs)
     report = evaluate_curves(store, task, out_folder(out_dir, "curves-report"), config=config, repeats=repeats, orders=orders, seed=seed,

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import sklearn
+from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold
 from sklearn.svm import NuSVR
 
@@ -37,6 +38,37 @@ class SVRParams:
 
     def build(self, num_features: int) -> NuSVR:
         return NuSVR(C=self.C, nu=self.nu, kernel="rbf", gamma=self.gamma / max(num_features, 1))
+
+
+@dataclass(frozen=True)
+class GBTParams:
+    """Gradient-boosted trees (scikit-learn's histogram GBT), the alternative to the paper's nu-SVR:
+    trees need no kernel width, ignore uninformative features and pick up thresholds in the
+    architecture features (issue 19); small leaves and shrinkage for ~100-1000 curves."""
+
+    max_iter: int = 200
+    learning_rate: float = 0.05
+    max_leaf_nodes: int = 7
+    min_samples_leaf: int = 10
+    l2_regularization: float = 1.0
+
+    def build(self, num_features: int) -> HistGradientBoostingRegressor:
+        return HistGradientBoostingRegressor(max_iter=self.max_iter, learning_rate=self.learning_rate,
+                                             max_leaf_nodes=self.max_leaf_nodes,
+                                             min_samples_leaf=self.min_samples_leaf,
+                                             l2_regularization=self.l2_regularization, early_stopping=False,
+                                             random_state=0)
+
+
+def gbt_candidates(trials: int, seed: int) -> list[GBTParams]:
+    """The defaults plus ``trials`` random draws of depth (leaves), leaf size and shrinkage."""
+    rng = np.random.default_rng(seed)
+    out = [GBTParams()]
+    for _ in range(trials):
+        out.append(GBTParams(max_iter=int(rng.choice([100, 200, 400])), learning_rate=float(10 ** rng.uniform(-2, -1)),
+                             max_leaf_nodes=int(rng.choice([3, 5, 7, 15])), min_samples_leaf=int(rng.choice([5, 10, 20])),
+                             l2_regularization=float(10 ** rng.uniform(-2, 1))))
+    return out
 
 
 def svr_candidates(trials: int, seed: int) -> list[SVRParams]:
@@ -95,6 +127,10 @@ def _standardize(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 TARGETS = ("final", "gain")
+#: Regressors: the paper's nu-SVR (RBF) and gradient-boosted trees.
+MODELS = ("svr", "gbt")
+#: Inputs: the paper's (curve, differences, architecture, hyperparameters), or those plus trend_features.
+FEATURE_SETS = ("paper", "trend")
 
 
 class SequentialRegressor:
@@ -117,13 +153,19 @@ class SequentialRegressor:
     """
 
     def __init__(self, *, search_trials: int = 12, search_points: int = 5, cv_folds: int = 3, loo_max: int = 100,
-                 sigma_folds: int = 10, target: str = "final", seed: int = 0):
+                 sigma_folds: int = 10, target: str = "final", model: str = "svr", features: str = "paper",
+                 seed: int = 0):
         if search_trials < 0 or search_points < 0:
             raise ValueError(f"search_trials and search_points must be >= 0, got {search_trials} and {search_points}")
         if cv_folds < 2 or sigma_folds < 2:
             raise ValueError(f"cv_folds and sigma_folds must be >= 2, got {cv_folds} and {sigma_folds}")
         if target not in TARGETS:
             raise ValueError(f"unknown regression target {target!r}; known: {TARGETS}")
+        if model not in MODELS:
+            raise ValueError(f"unknown curve regression model {model!r}; known: {MODELS}")
+        if features not in FEATURE_SETS:
+            raise ValueError(f"unknown curve feature set {features!r}; known: {FEATURE_SETS}")
+        self.model, self.features = model, features
         self.search_trials = int(search_trials)
         self.search_points = int(search_points)
         self.cv_folds = int(cv_folds)
@@ -135,7 +177,7 @@ class SequentialRegressor:
         self.num_features: int | None = None  # F
         self.num_train = 0
         self.models: dict[int, _TauModel] = {}
-        self.params: dict[int, SVRParams] = {}
+        self.params: dict[int, SVRParams | GBTParams] = {}
         self.sigma: dict[int, float] = {}
 
     @property
@@ -146,11 +188,14 @@ class SequentialRegressor:
     def taus(self) -> list[int]:
         return sorted(self.models)
 
+    def _inputs(self, partial: np.ndarray, static: np.ndarray, num_epochs: int) -> np.ndarray:
+        return curve_features(partial, static, num_epochs=num_epochs if self.features == "trend" else None)
+
     def _offset(self, partial: np.ndarray) -> np.ndarray:
         return partial[:, -1] if self.target == "gain" else np.zeros(len(partial))  # (N,)
 
     def fit(self, curves: Any, features: Any, *, taus: Any = None, estimate_sigma: bool = True,
-            params: dict[int, SVRParams] | None = None) -> "SequentialRegressor":
+            params: dict[int, SVRParams | GBTParams] | None = None) -> "SequentialRegressor":
         """Fit the models for ``taus`` (default ``1 .. T-1``) on complete curves ``(N, T)``.
 
         ``params`` reuses hyperparameters per tau (skipping the search for those taus).
@@ -171,15 +216,15 @@ class SequentialRegressor:
             return self._fit(y, static, taus, estimate_sigma, params)
 
     def _fit(self, y: np.ndarray, static: np.ndarray, taus: list[int], estimate_sigma: bool,
-             params: dict[int, SVRParams] | None) -> "SequentialRegressor":
+             params: dict[int, SVRParams | GBTParams] | None) -> "SequentialRegressor":
         n, num_epochs = y.shape
-        candidates = svr_candidates(self.search_trials, self.seed)
+        candidates = (svr_candidates if self.model == "svr" else gbt_candidates)(self.search_trials, self.seed)
         search_splits = _kfold(n, self.cv_folds, self.seed) if len(candidates) > 1 else []
         sigma_splits = []
         if estimate_sigma:
             sigma_splits = _loo(n) if n <= self.loo_max else _kfold(n, self.sigma_folds, self.seed)
         def standardized(tau: int):
-            x = curve_features(y[:, :tau], static)  # (N, d)
+            x = self._inputs(y[:, :tau], static, num_epochs)  # (N, d)
             target = y[:, -1] - self._offset(y[:, :tau])  # (N,)
             x_mean, x_scale = _standardize(x)
             y_mean, y_scale = float(target.mean()), float(target.std()) or 1.0
@@ -225,15 +270,15 @@ class SequentialRegressor:
             raise ValueError(f"features must have shape ({y.shape[0]}, {self.num_features}), got {static.shape}")
         if y.shape[0] == 0:
             return np.zeros(0), self.sigma.get(tau, math.nan)
-        mean = self.models[tau].predict(curve_features(y, static)) + self._offset(y)  # (M,)
+        mean = self.models[tau].predict(self._inputs(y, static, self.num_epochs)) + self._offset(y)  # (M,)
         return np.asarray(mean, dtype=np.float64), self.sigma.get(tau, math.nan)
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": "nu-svr-rbf-srm",
+            "name": "nu-svr-rbf-srm" if self.model == "svr" else "gbt-srm",
             "args": {"search_trials": self.search_trials, "search_points": self.search_points,
                      "cv_folds": self.cv_folds, "loo_max": self.loo_max, "sigma_folds": self.sigma_folds,
-                     "target": self.target, "seed": self.seed},
+                     "target": self.target, "model": self.model, "features": self.features, "seed": self.seed},
             "num_epochs": self.num_epochs, "num_train": self.num_train,
             "params": {str(t): asdict(p) for t, p in self.params.items()},
             "sigma": {str(t): s for t, s in self.sigma.items()},

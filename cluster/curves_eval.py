@@ -95,8 +95,8 @@ def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def r2_by_tau(cs: CurveSet, *, repeats: int = 5, train_fraction: float = 0.5, taus: Any = None,
-              search_trials: int = 12, search_points: int = 5, target: str = "final",
-              seed: int = 0) -> dict[str, Any]:
+              search_trials: int = 12, search_points: int = 5, target: str = "final", model: str = "svr",
+              features: str = "paper", seed: int = 0) -> dict[str, Any]:
     """R^2 of the SRM's predicted ``y_T`` per ``tau`` on held-out curves (random splits, ``repeats``
     times), next to the last-seen-value heuristic (predict ``y_T = y_tau``)."""
     if repeats < 1 or not (0.0 < train_fraction < 1.0):
@@ -111,16 +111,16 @@ def r2_by_tau(cs: CurveSet, *, repeats: int = 5, train_fraction: float = 0.5, ta
     for r in range(repeats):
         perm = rng.permutation(n)
         tr, te = perm[:n_train], perm[n_train:]
-        model = SequentialRegressor(search_trials=search_trials, search_points=search_points, target=target,
-                                    seed=seed + r).fit(
+        fitted = SequentialRegressor(search_trials=search_trials, search_points=search_points, target=target,
+                                     model=model, features=features, seed=seed + r).fit(
             cs.curves[tr], cs.features[tr], taus=taus, estimate_sigma=False)
         y = cs.finals[te]
         for j, tau in enumerate(taus):
-            pred, _ = model.predict(cs.curves[te, :tau], cs.features[te])
+            pred, _ = fitted.predict(cs.curves[te, :tau], cs.features[te])
             srm[r, j] = r2_score(y, pred)
             last[r, j] = r2_score(y, cs.curves[te, tau - 1])
     return {"taus": taus, "train_curves": n_train, "test_curves": n - n_train, "repeats": repeats,
-            "target": target, "r2_mean": srm.mean(0).tolist(), "r2_std": srm.std(0).tolist(),
+            "target": target, "model": model, "features": features, "r2_mean": srm.mean(0).tolist(), "r2_std": srm.std(0).tolist(),
             "last_seen_r2_mean": last.mean(0).tolist()}
 
 
@@ -175,6 +175,10 @@ def simulate_early_stopping(cs: CurveSet, config: EarlyStopConfig | None = None,
             "stopped_mean": float(np.mean([r["stopped"] for r in runs]))}
 
 
+#: Points of the curve (percent of the epochs observed) at which R^2 is reported per task.
+FRACTIONS = (10, 25, 50)
+
+
 def _tau_at(fraction: float, taus: list[int], T: int) -> int:
     want = max(1, int(round(fraction * T)))
     return min(taus, key=lambda t: abs(t - want))
@@ -182,19 +186,22 @@ def _tau_at(fraction: float, taus: list[int], T: int) -> int:
 
 def evaluate_curves(store: Any, task: str | None = None, out_dir: str | Path | None = None, *,
                     config: EarlyStopConfig | None = None, repeats: int = 5, orders: int = 10,
-                    search_trials: int = 12, target: str | None = None, seed: int = 0,
-                    progress: Any = None) -> dict[str, Any]:
+                    search_trials: int = 12, target: str | None = None, model: str | None = None,
+                    features: str | None = None, seed: int = 0, progress: Any = None) -> dict[str, Any]:
     """R^2 vs tau and the early-stopping simulation for ``task`` (default: every task with at least
     ``burn_in + 1`` complete curves); writes report.json/.md and r2_vs_tau.png to ``out_dir``.
 
-    ``progress`` (optional) is called with one-line messages.
+    ``target``, ``model`` and ``features`` default to the config's. R^2 is reported at every tau
+    and, per task, at 10/25/50 % of the curve. ``progress`` (optional) is called with one-line messages.
     """
     config = config or EarlyStopConfig()
     target = target or config.target
+    model, features = model or config.model, features or config.features
     say = progress or (lambda msg: None)
     names = [task] if task else sorted(store.task_stats().column("task").to_pylist())  # tasks with rows
     report: dict[str, Any] = {"config": config.to_dict(), "repeats": repeats, "orders": orders,
-                              "target": target, "tasks": {}, "skipped_tasks": {}}
+                              "target": target, "model": model, "features": features, "tasks": {},
+                              "skipped_tasks": {}}
     for name in names:
         try:
             cs = load_full_curves(store, name)
@@ -208,19 +215,22 @@ def evaluate_curves(store: Any, task: str | None = None, out_dir: str | Path | N
             continue
         say(f"{name}: {cs.num_curves} curves x {cs.num_epochs} epochs: R^2 vs tau")
         r2 = r2_by_tau(cs, repeats=repeats, search_trials=search_trials, search_points=config.search_points,
-                       target=target, seed=seed)
+                       target=target, model=model, features=features, seed=seed)
         say(f"{name}: simulating early stopping over {orders} orders")
-        sim = simulate_early_stopping(cs, replace(config, target=target), orders=orders, seed=seed)
-        tau25 = _tau_at(0.25, r2["taus"], cs.num_epochs)
-        j = r2["taus"].index(tau25)
-        report["tasks"][name] = {"num_curves": cs.num_curves, "num_epochs": cs.num_epochs, "skipped": cs.skipped,
-                                 "tau_25pct": tau25, "r2_25pct": r2["r2_mean"][j],
-                                 "last_seen_r2_25pct": r2["last_seen_r2_mean"][j], "r2": r2, "simulation": sim}
+        sim = simulate_early_stopping(cs, replace(config, target=target, model=model, features=features),
+                                      orders=orders, seed=seed)
+        entry = {"num_curves": cs.num_curves, "num_epochs": cs.num_epochs, "skipped": cs.skipped}
+        for pct in FRACTIONS:
+            tau = _tau_at(pct / 100, r2["taus"], cs.num_epochs)
+            j = r2["taus"].index(tau)
+            entry.update({f"tau_{pct}pct": tau, f"r2_{pct}pct": r2["r2_mean"][j],
+                          f"last_seen_r2_{pct}pct": r2["last_seen_r2_mean"][j]})
+        report["tasks"][name] = {**entry, "r2": r2, "simulation": sim}
     if not report["tasks"]:
         raise ValueError(f"no task has enough complete curves to evaluate: {report['skipped_tasks']}")
     per = report["tasks"].values()
     report["summary"] = {
-        "r2_25pct_mean": float(np.mean([t["r2_25pct"] for t in per])),
+        **{f"r2_{pct}pct_mean": float(np.mean([t[f"r2_{pct}pct"] for t in per])) for pct in FRACTIONS},
         "speedup_mean": float(np.mean([t["simulation"]["speedup_mean"] for t in per])),
         "best_kept_orders": f"{sum(t['simulation']['best_kept_orders'] for t in per)}/{orders * len(per)}",
     }
@@ -234,23 +244,30 @@ def evaluate_curves(store: Any, task: str | None = None, out_dir: str | Path | N
     return report
 
 
+_MODEL_NAMES = {"svr": "nu-SVR (RBF)", "gbt": "gradient-boosted trees"}
+
+
 def format_markdown(report: dict[str, Any]) -> str:
     cfg = report["config"]
     lines = ["# Learning-curve prediction and early stopping", "",
-             f"nu-SVR (RBF) sequential regression models, target `{report['target']}`; R^2 on a random half "
+             f"Sequential regression models ({_MODEL_NAMES[report.get('model', 'svr')]}, "
+             f"{report.get('features', 'paper')} features), target `{report['target']}`; R^2 on a random half "
              f"of each task's full curves (trained on the other half, {report['repeats']} splits). Early stopping "
              f"simulated over {report['orders']} random orders: burn-in {cfg['burn_in']}, Delta={cfg['confidence']}, "
              f"delta={cfg['delta']}, top_n={cfg['top_n']}, retrain every {cfg['retrain_every']}.", "",
-             "| task | curves | epochs | R^2 at 25% (tau) | last-seen R^2 at 25% | speedup (min-max) "
-             "| best kept | stopped |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| task | curves | epochs | R^2 at 10% (tau) | R^2 at 25% (tau) | R^2 at 50% (tau) "
+             "| last-seen R^2 at 25% | speedup (min-max) | best kept | stopped |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, t in report["tasks"].items():
         s = t["simulation"]
-        lines.append(f"| {name} | {t['num_curves']} | {t['num_epochs']} | {t['r2_25pct']:.3f} ({t['tau_25pct']}) | "
+        r2s = " | ".join(f"{t[f'r2_{p}pct']:.3f} ({t[f'tau_{p}pct']})" if f"r2_{p}pct" in t else "n/a"
+                         for p in FRACTIONS)
+        lines.append(f"| {name} | {t['num_curves']} | {t['num_epochs']} | {r2s} | "
                      f"{t['last_seen_r2_25pct']:.3f} | {s['speedup_mean']:.2f}x ({s['speedup_min']:.2f}-"
                      f"{s['speedup_max']:.2f}) | {s['best_kept_orders']}/{s['orders']} | {s['stopped_mean']:.0f} |")
     sm = report["summary"]
-    lines += ["", f"Mean over tasks: R^2 at 25% of the curve {sm['r2_25pct_mean']:.3f}; simulated speedup "
+    lines += ["", f"Mean over tasks: R^2 at 10/25/50% of the curve "
+              f"{' / '.join(format(sm.get(f'r2_{p}pct_mean', math.nan), '.3f') for p in FRACTIONS)}; simulated speedup "
               f"{sm['speedup_mean']:.2f}x; best model fully trained in {sm['best_kept_orders']} orders.", ""]
     lines += ["## R^2 against observed epochs", "", "| tau | " + " | ".join(report["tasks"]) + " |",
               "|---|" + "---|" * len(report["tasks"])]

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.stats import norm
 
 from cluster._curve_features import curve_features, model_features
-from cluster._srm import MIN_TRAIN_CURVES, TARGETS, SequentialRegressor
+from cluster._srm import FEATURE_SETS, MIN_TRAIN_CURVES, MODELS, TARGETS, SequentialRegressor
 from nasdb.settings import from_settings
 
 __all__ = ["EarlyStopConfig", "StopDecision", "EpochObserver", "StopRule", "EarlyStopper",
@@ -47,6 +47,8 @@ class EarlyStopConfig:
       ``loo_max`` curves, ``sigma_folds``-fold CV above (LOO at 150 curves costs ~16 s per refit
       on one core, 10-fold ~1 s).
     - ``target``: "final" regresses y_T (the paper), "gain" regresses y_T - y_tau.
+    - ``model``: "svr" (the paper's nu-SVR) or "gbt" (gradient-boosted trees); ``features``:
+      "paper" or "trend" (plus slope, gain and parametric extrapolations, cluster/_curve_features.py).
     - ``max_train``: fit on at most this many most recent complete curves (bounds refit time).
     - ``num_epochs``: the full curve length T; ``None`` takes it from the first complete curve.
     """
@@ -65,6 +67,8 @@ class EarlyStopConfig:
     loo_max: int = 100
     sigma_folds: int = 10
     target: str = "final"
+    model: str = "svr"
+    features: str = "paper"
     num_epochs: int | None = None
     seed: int = 0
 
@@ -84,6 +88,10 @@ class EarlyStopConfig:
         integer("sigma_folds", 2)
         if self.target not in TARGETS:
             raise ValueError(f"early-stop target must be one of {TARGETS}, got {self.target!r}")
+        if self.model not in MODELS:
+            raise ValueError(f"early-stop model must be one of {MODELS}, got {self.model!r}")
+        if self.features not in FEATURE_SETS:
+            raise ValueError(f"early-stop features must be one of {FEATURE_SETS}, got {self.features!r}")
         if not (0.0 < self.confidence < 1.0):
             raise ValueError(f"early-stop confidence (Delta) must be in (0, 1), got {self.confidence!r}")
         if not (math.isfinite(self.delta) and self.delta >= 0):
@@ -341,7 +349,7 @@ class EarlyStopper:
                     search_trials=self.config.search_trials, search_points=self.config.search_points,
                     cv_folds=self.config.cv_folds,
                     loo_max=self.config.loo_max, sigma_folds=self.config.sigma_folds, target=self.config.target,
-                    seed=self.config.seed,
+                    model=self.config.model, features=self.config.features, seed=self.config.seed,
                 ).fit(curves, features, params=params)
             finally:
                 with self._lock:
