@@ -42,8 +42,11 @@ DEDUP_COLUMNS = CORE_COLUMNS[:7]  # task, experiment_id, status, created_at, wor
 RETRY_SECONDS = 60.0
 #: Threads that check the footers of files a process has not seen yet.
 CHECK_THREADS = 8
+#: Errors of the statement itself (or its interruption): no file can be to blame, nothing is checked.
 _SQL_ERRORS = (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
-               duckdb.PermissionException, duckdb.SyntaxException, duckdb.InterruptException)
+               duckdb.PermissionException, duckdb.SyntaxException, duckdb.InterruptException,
+               duckdb.ConversionException, duckdb.OutOfRangeException, duckdb.TypeMismatchException,
+               duckdb.NotImplementedException)
 #: Errors of a read that a bad file can cause (its pages are then checked).
 _READ_ERRORS = (duckdb.Error, OSError, pa.ArrowException)
 
