@@ -97,7 +97,7 @@ def populate_command(ctx, store_root, suite, tasks, per_task, epochs, recipe_jso
             batch_size_models=batch_size_models if batch_size_models is not None else DEFAULT_BATCH_SIZE_MODELS,
             gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, max_attempts=max_attempts,
             chunk_timeout_s=chunk_timeout, address=address, retry_failed=retry_failed,
-            early_stop=early_stop_from_options(early_stop, early_stop_json),
+            early_stop=early_stop_from_options(early_stop, early_stop_json), create_store=False,
         )
     except (NasdbError, ValueError, KeyError, ConnectionError) as e:
         text = e.args[0] if isinstance(e, KeyError) and not isinstance(e, NasdbError) and e.args else str(e)

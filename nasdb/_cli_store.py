@@ -193,12 +193,14 @@ def show_cmd(ctx: click.Context, experiment_id: str, as_json: bool) -> None:
 
 @click.command("query")
 @click.argument("sql")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True, max=1e9),
+              help="Stop the query after this many seconds (Ctrl-C stops it too).")
 @json_option
 @click.pass_context
-def query_cmd(ctx: click.Context, sql: str, as_json: bool) -> None:
+def query_cmd(ctx: click.Context, sql: str, timeout: float, as_json: bool) -> None:
     """Run one read-only SQL statement over the views `experiments` and `experiments_raw`."""
     store = open_store(ctx)
-    rows = store.query(sql).to_pylist()
+    rows = store.query(sql, timeout=timeout).to_pylist()
     if as_json:
         echo_json(rows)
     else:
@@ -270,11 +272,11 @@ def compact_cmd(ctx: click.Context, task: str | None, as_json: bool) -> None:
 
 
 @click.command("verify")
-@click.option("--deep", is_flag=True, help="Read every page, not only each file's footer.")
+@click.option("--deep", is_flag=True, help="Also re-derive every row's experiment_id from its fields.")
 @json_option
 @click.pass_context
 def verify_cmd(ctx: click.Context, deep: bool, as_json: bool) -> None:
-    """Move experiments files that are not valid Parquet to quarantine/ and list them."""
+    """Move experiments files readers would skip (bad Parquet, pages, schema or partition) to quarantine/."""
     from nasdb.fingerprints import check_fingerprints
 
     store = open_store(ctx)
@@ -286,8 +288,10 @@ def verify_cmd(ctx: click.Context, deep: bool, as_json: bool) -> None:
         return
     click.echo(f"checked {result['checked']} files: {result['ok']} ok, {len(result['quarantined'])} quarantined, "
                f"{len(result['stale_temp'])} stale temp files")
-    for rel in result["quarantined"] + result["stale_temp"]:
-        click.echo(f"quarantined {rel}")
+    for rel in result["quarantined"]:
+        click.echo(f"quarantined {rel}: {result['problems'][rel]}")
+    for rel in result["stale_temp"]:
+        click.echo(f"quarantined {rel}: stale temp file")
     _echo_fingerprints(result["fingerprints"])
     _exit_if_stale(ctx, result["fingerprints"])
 
