@@ -32,6 +32,13 @@ def _open(store_root: str):
     return store
 
 
+def _finite(param: click.Parameter, value: float) -> float:
+    """A float option's value, refused (as a usage error, before anything starts) if NaN."""
+    if value != value:
+        raise click.BadParameter(f"{value} is not a number", param=param)
+    return value
+
+
 def run_standalone(command: click.Command, argv: list[str] | None, prog_name: str) -> int:
     """Run ``command`` as ``python -m ...``: user errors become one line and exit status 1."""
     try:
@@ -208,16 +215,17 @@ def suggest_command(store_root, task, data, label, predictor_id, train, k_max_it
 
 @click.command("serve", context_settings=_CTX)
 @_STORE
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65_535), default=8000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address of the HTTP proxy.")
-@click.option("--replicas", type=int, default=1, show_default=True)
+@click.option("--replicas", type=click.IntRange(1, 1_024), default=1, show_default=True)
 @click.option("--predictor", "predictor_id", default=None, metavar="ID|ALIAS|latest",
               help="A predictor id (pinned), an alias to follow (swaps when promoted), or 'latest' (follows new "
                    "fits) [the champion alias, else the newest predictor, pinned].")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the bearer token [else $NASDB_API_TOKEN].")
 @click.option("--allow-unauthenticated", is_flag=True, help="No token: only allowed on a loopback host.")
-@click.option("--refresh-seconds", type=float, default=0.0, show_default=True,
+@click.option("--refresh-seconds", type=click.FloatRange(min=0, max=86_400), default=0.0, show_default=True,
+              callback=lambda ctx, param, v: _finite(param, v),
               help="Check the followed alias or 'latest' this often (0: an alias every 2 s, 'latest' never).")
 def serve_command(store_root, port, host, replicas, predictor_id, token_file, allow_unauthenticated, refresh_seconds):
     """Serve suggestions over HTTP with Ray Serve until Ctrl-C (POST /v1/suggest, /v1/predict)."""
