@@ -85,9 +85,11 @@ class SuggestRequest(TaskInput):
                                      description="Starting points per closest training task (default 5).")
     closest_tasks: int | None = Field(None, ge=1, le=50, strict=True,
                                       description="Closest training tasks to start from (default 2).")
+    kappa: Annotated[float, Field(strict=True, ge=0, le=100, allow_inf_nan=False)] | None = Field(
+        None, description="The pick maximizes mean - kappa * std over the candidates (default 1).")
 
     def overrides(self) -> dict[str, Any]:
-        keys = ("k_max_iters", "step_size", "top_per_task", "closest_tasks")
+        keys = ("k_max_iters", "step_size", "top_per_task", "closest_tasks", "kappa")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
 
@@ -102,11 +104,14 @@ class PredictRequest(TaskInput):
 class CandidateOut(BaseModel):
     architecture: list[int]
     description: dict[str, str]
-    score: float = Field(description="Predictor score of the discrete architecture (one-hot).")
+    score: float = Field(description="The ensemble's mean score of the discrete architecture (one-hot).")
     continuous_score: float = Field(description="Predictor score of the relaxed encoding the ascent reached.")
     start_task: str | None
     start_architecture: list[int]
     start_score: float
+    std: float | None = Field(None, description="The ensemble members' spread of `score` (null: one predictor).")
+    lcb: float = Field(description="score - kappa * std, the ranking key.")
+    source: str = Field(description="'ascent' (Algorithm 2), 'start' (a starting point) or 'portfolio'.")
 
 
 class NearestTask(BaseModel):
@@ -130,12 +135,17 @@ class SuggestResponse(BaseModel):
     converged: bool
     seconds: float
     config: dict[str, Any]
+    std: float | None = Field(None, description="The ensemble members' spread of `score` (null: one predictor).")
+    lcb: float | None = Field(None, description="score - kappa * std: what the pick maximized.")
+    pick_source: str = Field(description="Where the pick came from: 'ascent', 'start' or 'portfolio'.")
+    portfolio: list[int] | None = Field(None, description="The portfolio pick, the floor of the suggestion.")
 
 
 class PredictResponse(BaseModel):
     predictor_id: str
     task: str | None = None
-    scores: list[float]
+    scores: list[float] = Field(description="The ensemble's mean score of each architecture.")
+    stds: list[float] | None = Field(None, description="The members' spread of each score (null: one predictor).")
     ranking: list[int] = Field(description="Indices into `architectures`, best predicted first.")
 
 

@@ -75,10 +75,11 @@ def _kv(**values) -> dict:
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
+@click.option("--ensemble-size", type=int, default=None, help="Ensemble members K (their spread is the uncertainty) [5].")
 @click.option("--space-id", default=None, help="Search space to train on when the store holds several.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checkpoint metadata as JSON.")
 def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_features, target, include_stopped,
-                warm_start, seed, optimizer, learning_rate, batch_size, space_id, as_json):
+                warm_start, seed, optimizer, learning_rate, batch_size, ensemble_size, space_id, as_json):
     """Fit the task-aware predictor on the store with a Ray Train job (Algorithm 1).
 
     The checkpoint goes to <store>/predictors/<id>/ with its metadata; --warm-start continues
@@ -92,10 +93,10 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
     base = (PredictorConfig.from_dict(read_metadata(store, warm_start)["predictor"]["args"]) if warm_start
             else PredictorConfig())
     changes = _kv(loss=loss, num_steps=steps, seed=seed, optimizer=optimizer, learning_rate=learning_rate,
-                  batch_size=batch_size)
+                  batch_size=batch_size, ensemble_size=ensemble_size)
     if no_meta_features:
         changes["use_meta_features"] = False
-    pid = fit_predictor(store, base.replace(**changes), exclude_tasks=exclude, tasks=tasks or None, workers=workers,
+    pid = fit_predictor(store, base.replace(**changes), exclude_tasks=exclude or (), tasks=tasks or None, workers=workers,
                         warm_start=warm_start, space_id=space_id, target=target, include_stopped=include_stopped)
     metadata = read_metadata(store, pid)
     if as_json:
@@ -130,11 +131,12 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @task_list_option("--task", "--tasks", "tasks", help="Only these tasks [every task in the store].")
 @click.option("--steps", type=int, default=None, help="Optimizer steps per fit.")
 @click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
+@click.option("--ensemble-size", type=int, default=None, help="Ensemble members K [5].")
 @click.option("--processes", type=int, default=1, show_default=True, help="Parallel fitting processes.")
 @click.option("--out", "out_dir", default=None, help="Report folder (CSV + markdown) [reports/loto, reports/zero-shot].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report rows as JSON.")
 def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, seeds, meta, no_meta_features, target,
-                     include_stopped, tasks, steps, batch_size, processes, out_dir, as_json):
+                     include_stopped, tasks, steps, batch_size, ensemble_size, processes, out_dir, as_json):
     """Spearman and Pearson per held-out task for each loss, with and without meta-features
     (paper Table 2, ranking paper Table 1), next to each task's seed-to-seed noise ceiling and the
     task-agnostic baselines; or, with --zero-shot, the percentile of Algorithm 2's suggestion."""
@@ -147,7 +149,7 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
     if processes < 1:
         raise click.BadParameter(f"must be >= 1, got {processes}", param_hint="--processes")
     store = _open(store_root)
-    config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size))
+    config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size, ensemble_size=ensemble_size))
     if zero_shot:
         from predictor.evaluate_zero_shot import DEFAULT_BASELINES, evaluate_zero_shot, zero_shot_markdown
 
@@ -201,13 +203,15 @@ def embeddings_command(store_root, predictor_id, extra, batches, out_dir):
 @click.option("--predictor", "predictor_id", default=None, help="Predictor id [the latest].")
 @click.option("--train", is_flag=True, help="Train the suggestion and store its row (agent zero-shot).")
 @click.option("--max-iters", "k_max_iters", type=int, default=None, help="Gradient-ascent steps [1000].")
+@click.option("--kappa", type=float, default=None,
+              help="Pick the candidate with the best mean - kappa * std of the ensemble's scores [1.0].")
 @click.option("--json", "as_json", is_flag=True, help="Print the suggestion as JSON.")
-def suggest_command(store_root, task, data, label, predictor_id, train, k_max_iters, as_json):
+def suggest_command(store_root, task, data, label, predictor_id, train, k_max_iters, kappa, as_json):
     """Suggest an architecture for a task before training any model on it (Algorithm 2)."""
     from predictor.suggest import SuggestConfig
     from predictor.zero_shot import format_suggestion, suggest_for_cli
 
-    config = SuggestConfig(**_kv(k_max_iters=k_max_iters))
+    config = SuggestConfig(**_kv(k_max_iters=k_max_iters, kappa=kappa))
     result = suggest_for_cli(_open(store_root), task=task, data=data, label=label, predictor_id=predictor_id,
                              train=train, config=config)
     click.echo(format_suggestion(result, as_json=as_json))

@@ -156,45 +156,58 @@ class AutogradAscent(BatchedAscent):
 
 
 class CompiledAscent(BatchedAscent):
-    """The predictor as plain matrices with a hand-written gradient (Linear/ReLU rho only).
+    """The predictor as plain matrices with a hand-written gradient.
 
-    rho(gate(u) ++ z) = W_n relu(... relu(W_1u (g * u) + W_1z z + b_1) ...) + b_n; the gate g and
-    the padded-grid scatter are folded into W_1u (rows of padding are 0), z into the bias.
+    The K members' rho are one Linear/ReLU stack of block-diagonal matrices (member k's units
+    in block k) whose output is their mean. The first layer reads ``f(u) = u @ P_u + vec(g) @ P_g``
+    (predictor/features.py) with the gate folded in, so it becomes ``u @ A + vec(g) @ G``:
+    ``A`` scattered into the padded block grid, ``z`` folded into the bias.
     """
 
     def __init__(self, model: PerformancePredictor, space: SearchSpace):
         super().__init__(model, space)
         if not self.supports(model):
-            raise ValueError("CompiledAscent needs rho = Linear(, ReLU, Linear)*; use AutogradAscent")
-        linears = [m for m in model.rho if isinstance(m, nn.Linear)]
+            raise ValueError("CompiledAscent needs a stacked Linear/ReLU rho; use AutogradAscent")
+        layers = list(model.rho.layers)
+        k = model.members
         with torch.no_grad():
-            w1 = linears[0].weight.detach().float()  # (H1, D + Z)
-            d = space.encoding_size
-            gate = model.gate(torch.ones(1, d)).squeeze(0).detach().float()  # (D,)
-            w1u = (w1[:, :d] * gate).t()  # (D, H1)
-            grid = torch.zeros(self.layout.num_blocks * self.layout.width, w1.shape[0])  # (B*K, H1)
-            grid[self.layout.flat_index] = w1u
-            self.w_in = grid.contiguous()  # (B*K, H1)
-            self.w_in_t = grid.t().contiguous()  # (H1, B*K)
-            self.w1z = w1[:, d:].t().contiguous()  # (Z, H1)
-            self.b1 = linears[0].bias.detach().float().clone()  # (H1,)
-            self.hidden = [(m.weight.detach().float().t().contiguous(), m.weight.detach().float().contiguous(),
-                            m.bias.detach().float().clone()) for m in linears[1:-1]]  # (Hi, Hj), (Hj, Hi), (Hj,)
-            self.w_out = linears[-1].weight.detach().float().squeeze(0).clone()  # (Hn,)
-            self.b_out = float(linears[-1].bias.detach())
+            w1 = layers[0].weight.detach().float()  # (K, F + Z, H1)
+            f = w1.shape[1] - model.member_z_dim
+            gate = (torch.sigmoid(model.gate_logits.detach().float()).transpose(1, 2)
+                    if model.gate_logits is not None else torch.ones(k, f, 1))  # (K, F, 1)
+            w1f = (w1[:, :f] * gate).permute(1, 0, 2).reshape(f, -1)  # (F, K*H1), columns member-major
+            feats = model.features
+            self.structured = feats is not None and feats.structured
+            a_mat = feats.p_u @ w1f if self.structured else w1f  # (D, K*H1)
+            grid = torch.zeros(self.layout.num_blocks * self.layout.width, a_mat.shape[1])  # (B*K, K*H1)
+            grid[self.layout.flat_index] = a_mat
+            self.w_in = grid.contiguous()
+            self.w_in_t = grid.t().contiguous()  # (K*H1, B*K)
+            if self.structured:
+                self.g_mat = (feats.p_g @ w1f).contiguous()  # (L*C, K*H1)
+                self.g_mat_t = self.g_mat.t().contiguous()
+                self.layer_cells = self.layout.flat_index[feats.layer_index]  # (L, C) grid cells of each slot
+                self.on_cells = self.layout.flat_index[feats.on_index]  # (L,)
+                self.slot_cells = self.layer_cells.reshape(-1)
+            self.w1z = torch.block_diag(*w1[:, f:]) if model.member_z_dim else None  # (K*Z, K*H1)
+            self.b1 = layers[0].bias.detach().float().reshape(-1).clone()  # (K*H1,)
+            self.hidden = []
+            for layer in layers[1:-1]:
+                w = torch.block_diag(*layer.weight.detach().float())  # (K*Hi, K*Hj)
+                self.hidden.append((w.contiguous(), w.t().contiguous(), layer.bias.detach().float().reshape(-1)))
+            self.w_out = layers[-1].weight.detach().float().reshape(-1) / k  # (K*Hn,): the members' mean
+            self.b_out = float(layers[-1].bias.detach().float().mean())
 
     @staticmethod
     def supports(model: PerformancePredictor) -> bool:
-        mods = list(model.rho)
-        kinds = [type(m) for m in mods]
-        ok = len(mods) % 2 == 1 and all(k is nn.Linear for k in kinds[::2]) and all(k is nn.ReLU for k in kinds[1::2])
-        return ok and mods[-1].out_features == 1
+        layers = getattr(getattr(model, "rho", None), "layers", None)
+        return layers is not None and len(layers) >= 2 and layers[-1].weight.shape[-1] == 1
 
     def _bias(self, z: torch.Tensor | None, s: int) -> torch.Tensor:
-        if z is None:
-            return self.b1.expand(s, -1)  # (S, H1)
+        if z is None or self.w1z is None:
+            return self.b1.expand(s, -1)  # (S, K*H1)
         z = z.float()
-        return (z @ self.w1z + self.b1).expand(s, -1) if z.ndim == 1 else z @ self.w1z + self.b1  # (S, H1)
+        return (z @ self.w1z + self.b1).expand(s, -1) if z.ndim == 1 else z @ self.w1z + self.b1  # (S, K*H1)
 
     def score_and_grad(self, logits, z):
         s = logits.shape[0]
@@ -204,17 +217,26 @@ class CompiledAscent(BatchedAscent):
         s = logits.shape[0]
         u = (logits - logits.amax(dim=-1, keepdim=True)).exp_()  # (S, B, K); by hand: torch.softmax over a
         u = u.div_(u.sum(dim=-1, keepdim=True))  # last dim of 12 costs 2.5x more on CPU
-        pre = torch.addmm(bias, u.view(s, -1), self.w_in)  # (S, H1)
+        flat = u.view(s, -1)  # (S, B*K)
+        pre = torch.addmm(bias, flat, self.w_in)  # (S, K*H1)
+        if self.structured:
+            a, on = flat[:, self.layer_cells], flat[:, self.on_cells]  # (S, L, C), (S, L)
+            pre.addmm_((a * on.unsqueeze(-1)).view(s, -1), self.g_mat)
         acts, masks = [pre.clamp_min(0.0)], [pre > 0]
-        for w_t, _, b in self.hidden:
-            pre = torch.addmm(b, acts[-1], w_t)  # (S, Hj)
+        for w, _, b in self.hidden:
+            pre = torch.addmm(b, acts[-1], w)  # (S, K*Hj)
             acts.append(pre.clamp_min(0.0))
             masks.append(pre > 0)
         scores = acts[-1] @ self.w_out + self.b_out  # (S,)
-        delta = self.w_out * masks[-1]  # (S, Hn): d score / d pre-activation of the last hidden layer
-        for (_, w, _), mask in zip(reversed(self.hidden), reversed(masks[:-1])):
-            delta = (delta @ w) * mask  # (S, Hi)
-        g_u = (delta @ self.w_in_t).view_as(u)  # (S, B, K) d score / d u (0 on padding)
+        delta = self.w_out * masks[-1]  # (S, K*Hn): d score / d pre-activation of the last hidden layer
+        for (_, w_t, _), mask in zip(reversed(self.hidden), reversed(masks[:-1])):
+            delta = (delta @ w_t) * mask  # (S, K*Hi)
+        g_flat = delta @ self.w_in_t  # (S, B*K) d score / d u through A (0 on padding)
+        if self.structured:
+            g_g = (delta @ self.g_mat_t).view_as(a)  # (S, L, C) d score / d g
+            g_flat.index_add_(1, self.slot_cells, (g_g * on.unsqueeze(-1)).view(s, -1))
+            g_flat.index_add_(1, self.on_cells, (g_g * a).sum(dim=-1))
+        g_u = g_flat.view_as(u)  # (S, B, K)
         grad = u * (g_u - (u * g_u).sum(dim=-1, keepdim=True))  # (S, B, K) softmax Jacobian-vector product
         return scores, grad
 

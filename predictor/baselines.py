@@ -159,12 +159,20 @@ class PortfolioBaseline:
 def _shared_best(train: TrainingData) -> list[list[int]] | None:
     """Architectures stored in every training task (one task: all of its own), best mean within-task rank
     first; None when no architecture is stored in all of them."""
-    keys, ranks, width = [], [], None
-    for task in train.tasks.values():
-        archs, _, mean = distinct_architectures(task)
-        width = archs.shape[1]
-        keys.append(archs)
+    found = shared_best([distinct_architectures(task)[::2] for task in train.tasks.values()])
+    return None if found is None else [[int(v) for v in a] for a in found]
+
+
+def shared_best(tasks: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | None:
+    """From each task's distinct architectures and their mean performance ``((M, num_dimensions), (M,))``:
+    the architectures stored in every task, best mean within-task rank first -> (<= PORTFOLIO_CANDIDATES,
+    num_dimensions); None when no architecture is stored in all of them."""
+    keys, ranks = [], []
+    for archs, mean in tasks:
+        keys.append(np.asarray(archs, dtype=np.int64))
         ranks.append(quantile_rank(mean))
+    if not keys:
+        return None
     allk = np.concatenate(keys)  # (N, num_dimensions)
     uniq, inverse, counts = np.unique(allk, axis=0, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
@@ -173,7 +181,7 @@ def _shared_best(train: TrainingData) -> list[list[int]] | None:
     if not len(everywhere):
         return None
     order = everywhere[np.lexsort((everywhere, -mean_rank[everywhere]))][:PORTFOLIO_CANDIDATES]
-    return [[int(v) for v in uniq[i].reshape(width)] for i in order]
+    return uniq[order].reshape(len(order), allk.shape[1])
 
 
 def held_out_picks(data: TrainingData, held_out: str, names: Iterable[str], z: np.ndarray | None = None,

@@ -22,11 +22,12 @@ import torch
 
 from nasdb.space import SearchSpace
 from predictor.config import PredictorConfig
-from predictor.model import PerformancePredictor
+from predictor.model import PerformancePredictor, legacy_state_dict
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+#: 2: the deep ensemble (stacked member weights); format-1 checkpoints (one predictor) still load.
+FORMAT_VERSION = 2
 PREDICTORS_DIR = "predictors"
 MODEL_FILE, CONFIG_FILE, METADATA_FILE = "model.pt", "config.json", "metadata.json"
 
@@ -145,11 +146,13 @@ def load_predictor(store: Any, predictor_id: str | None = None, *, device: str =
             raise KeyError("the store has no predictor yet (fit one first)")
     metadata = read_metadata(store, predictor_id)
     folder = store.path(PREDICTORS_DIR, predictor_id)
-    config = PredictorConfig.from_json(_read(store.fs, f"{folder}/{CONFIG_FILE}").decode())
+    legacy = metadata.get("format_version", 0) < 2
+    config_text = _read(store.fs, f"{folder}/{CONFIG_FILE}").decode()
+    config = PredictorConfig.legacy(json.loads(config_text)) if legacy else PredictorConfig.from_json(config_text)
     space = SearchSpace.from_dict(metadata["space"]["spec"])
-    model = PerformancePredictor(space.encoding_size, config)
+    model = PerformancePredictor(space, config)
     state = torch.load(io.BytesIO(_read(store.fs, f"{folder}/{MODEL_FILE}")), map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    model.load_state_dict(legacy_state_dict(state) if legacy else state)
     model.to(device).eval()
     return PredictorCheckpoint(predictor_id, model, config, space, metadata)
 

@@ -23,6 +23,7 @@ from nasdb.settings import from_settings
 
 AGGREGATES = ("sum", "mean")
 LOSSES = ("l2", "linear", "quadratic")
+META_ENCODERS = ("samples", "cells")
 OPTIMIZERS = ("sgd", "adam")
 #: The paper's optimizer setting (Sec. 5.1): SGD with momentum 0.5, learning rate 1e-4.
 PAPER_SGD = {"optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.5}
@@ -55,6 +56,11 @@ class PredictorConfig:
     gating: bool = True
     feature_dim: int = 64  # nasdb.tasks.FEATURE_DIM: the suite's common feature space
     max_classes: int = 10  # labels are one-hot padded to this width before phi
+    meta_encoder: str = "samples"  # phi over whole rows (the paper's) or over (value, label) cells (any width)
+    architecture_features: bool = True  # u plus its structured features (predictor/features.py)
+    dropout: float = 0.0  # after rho's hidden activations, while training
+    # -- deep ensemble (issue 16): K members, own initialization and mini-batches ---------
+    ensemble_size: int = 5
     # -- loss (ranking paper Sec. 3) ------------------------------------------------------
     loss: str = "l2"
     margin: float = 0.3
@@ -79,6 +85,12 @@ class PredictorConfig:
             raise ValueError(f"`aggregate` must be one of {AGGREGATES}, but got aggregate={self.aggregate!r}.")
         if self.loss not in LOSSES:
             raise ValueError(f"`loss` must be one of {LOSSES}, but got loss={self.loss!r}.")
+        if self.meta_encoder not in META_ENCODERS:
+            raise ValueError(f"`meta_encoder` must be one of {META_ENCODERS}, but got meta_encoder={self.meta_encoder!r}.")
+        if isinstance(self.ensemble_size, bool) or not isinstance(self.ensemble_size, int) or self.ensemble_size < 1:
+            raise ValueError(f"`ensemble_size >= 1` must hold, but got ensemble_size={self.ensemble_size!r}.")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"`0 <= dropout < 1` must hold, but got dropout={self.dropout!r}.")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, but got optimizer={self.optimizer!r}.")
         for name in ("feature_dim", "k_outer_iters", "k_inner_iters", "batch_size",
@@ -109,6 +121,13 @@ class PredictorConfig:
         return cls(**{"aggregate": "sum", **PAPER_SGD, **overrides})
 
     # -- description and serialization ------------------------------------------------------
+    @classmethod
+    def legacy(cls, d: dict[str, Any]) -> "PredictorConfig":
+        """The config of a single-predictor checkpoint (format 1, before the ensemble): its fields
+        as stored, and the network it was: one member, ``u`` alone, the paper's phi over rows."""
+        return cls.from_dict({"ensemble_size": 1, "architecture_features": False, "meta_encoder": "samples",
+                              "dropout": 0.0, **d})
+
     def describe(self) -> dict[str, Any]:
         """Name and arguments, stored with every checkpoint (STYLE.md: components describe themselves)."""
         return {"name": f"task-aware-predictor/{self.loss}", "args": self.to_dict()}

@@ -89,9 +89,28 @@ def _fit_and_score(held_out: str, config_dict: dict) -> dict[str, Any]:
     model, history = fit_in_process(_DATA.without(held_out), config)
     task = _DATA.tasks[held_out]
     u, target = unique_architectures(task)
-    rho, r = rank_correlations(model.predict(u, task.x, task.y), target)
+    mean, std = model.predict_with_std(u, task.x, task.y)
+    rho, r = rank_correlations(mean, target)
     return {"task": held_out, "loss": config.loss, "meta_features": config.use_meta_features, "seed": config.seed,
-            "spearman": rho, "pearson": r, "final_train_loss": history.final_loss, "seconds": history.seconds}
+            "spearman": rho, "pearson": r, **calibration(mean, std, target),
+            "final_train_loss": history.final_loss, "seconds": history.seconds}
+
+
+def calibration(mean: np.ndarray, std: np.ndarray | None, target: np.ndarray) -> dict[str, float]:
+    """How well the ensemble's spread knows its error on held-out architectures (issue 16).
+
+    Scores and targets are compared standardized (a ranking loss fixes no scale; the L2 loss
+    fits the task-normalized target, the same thing): ``error = z(mean) - z(target)``, the
+    spread divided by the scores' std. -> Spearman between |error| and the spread, and the
+    share of architectures with |error| <= 2 spreads (NaN without an ensemble).
+    """
+    if std is None or len(target) < 3 or np.ptp(mean) == 0 or np.ptp(target) == 0:
+        return {"calibration_spearman": math.nan, "coverage_2std": math.nan}
+    scale = float(mean.std())
+    error = np.abs((mean - mean.mean()) / scale - (target - target.mean()) / target.std())
+    spread = np.asarray(std, dtype=np.float64) / scale
+    rho = rank_correlations(spread, error)[0] if np.ptp(spread) > 0 else math.nan
+    return {"calibration_spearman": rho, "coverage_2std": float(np.mean(error <= 2.0 * spread))}
 
 
 def _baseline_score(held_out: str, name: str) -> dict[str, Any]:
@@ -185,12 +204,13 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
                 mine = [r for r in runs if (r["task"], r["loss"], r["meta_features"]) == (name, loss, meta)]
                 s_mean, s_std = _nan_stats([r["spearman"] for r in mine])
                 p_mean, p_std = _nan_stats([r["pearson"] for r in mine])
+                calib = {k: _nan_stats([r[k] for r in mine])[0] for k in ("calibration_spearman", "coverage_2std")}
                 ceiling, pairs = ceilings[name]
                 rows.append({"task": name, "loss": loss, "meta_features": meta, "spearman_mean": s_mean,
                              "spearman_std": s_std, "pearson_mean": p_mean, "pearson_std": p_std,
                              "repeats": len(mine), "architectures": num_archs[name],
                              "noise_ceiling": None if math.isnan(ceiling) else ceiling, "noise_pairs": pairs,
-                             "target": data.tasks[name].target_kind,
+                             "target": data.tasks[name].target_kind, **calib,
                              **{f"{b}_{m}": scored[(name, b)][m] for b in baselines for m in ("spearman", "pearson")}})
     if out_dir is not None:
         write_report(rows, runs, Path(out_dir), base)
@@ -233,6 +253,12 @@ def markdown_report(rows: list[dict[str, Any]], config: PredictorConfig | None =
         wins = [f"{_setting(*s)} beats {b} on {sum(_beats(index[(t, *s)], b) for t in tasks)}/{len(tasks)} tasks"
                 for s in settings for b in baselines]
         text += "\nPredictor (mean Spearman over repeats) vs baselines, per task: " + "; ".join(wins) + ".\n"
+    calib = [f"{_setting(*s)}: Spearman(|error|, std) "
+             f"{_fmt(_nan_stats([index[(t, *s)]['calibration_spearman'] for t in tasks])[0])}, "
+             f"inside mean ± 2 std {_fmt(_nan_stats([index[(t, *s)]['coverage_2std'] for t in tasks])[0])}"
+             for s in settings if any(not math.isnan(index[(t, *s)]["calibration_spearman"]) for t in tasks)]
+    if calib:
+        text += "\nEnsemble calibration on the held-out architectures (mean over tasks): " + "; ".join(calib) + ".\n"
     return text
 
 

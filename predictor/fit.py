@@ -94,27 +94,32 @@ def _algorithm1(scorer, data, config, optimizer, rank, device, report_every, on_
     window: list[float] = []
     scorer.train()
     start = time.perf_counter()
+    k = config.ensemble_size
     while history.steps < config.num_steps:
         task = tensors[int(rng.integers(len(tensors)))]  # Sample randomly a task k.
         history.task_draws[task.name] += 1
         for _ in range(config.k_outer_iters):
-            rows = torch.as_tensor(rng.choice(task.u.shape[0], config.batch_size, replace=False), device=device)
-            u, acc = task.u[rows], task.acc[rows]  # (B, D), (B,)
+            # each member its own mini-batch of the task's experiments (a deep ensemble's bagging)
+            rows = torch.as_tensor(np.stack([rng.choice(task.u.shape[0], config.batch_size, replace=False)
+                                             for _ in range(k)]), device=device)  # (K, B)
+            u, acc = task.u[rows], task.acc[rows]  # (K, B, D), (K, B)
             for _ in range(config.k_inner_iters):
                 x = y = None
-                if use_samples:  # a fresh large batch of the task's samples (data.py refuses tasks without)
+                if use_samples:  # a fresh large batch of the task's samples per member (data.py refuses tasks without)
                     n = task.x.shape[0]
-                    idx = torch.as_tensor(rng.choice(n, min(n, config.sample_batch_size), replace=False),
-                                          device=device)
-                    x, y = task.x[idx], task.y[idx]  # (S, F), (S,)
-                scores = scorer(u, x, y)  # (B,)
-                loss = prediction_loss(config.loss, scores, acc, margin=config.margin,
-                                       gap=config.uncertainty_gap, mean=task.mean, std=task.std)
+                    s = config.sample_batch_size
+                    idx = torch.as_tensor(np.tile(np.arange(n), (k, 1)) if n <= s
+                                          else rng.integers(n, size=(k, s)), device=device)  # (K, S)
+                    x, y = task.x[idx], task.y[idx]  # (K, S, F), (K, S)
+                scores = scorer(u, x, y)  # (K, B)
+                loss = sum(prediction_loss(config.loss, scores[m], acc[m], margin=config.margin,
+                                           gap=config.uncertainty_gap, mean=task.mean, std=task.std)
+                           for m in range(k))  # members are independent: their losses add
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 history.steps += 1
-                window.append(float(loss.detach()))
+                window.append(float(loss.detach()) / k)
                 last = history.steps >= config.num_steps
                 if history.steps % report_every == 0 or last:
                     history.window_losses.append(float(np.mean(window)))
@@ -150,7 +155,7 @@ def fit_in_process(data: TrainingData, config: PredictorConfig, *, init_state: d
                    report_every: int = 100) -> tuple[PerformancePredictor, FitHistory]:
     """Fit a fresh predictor on ``data`` in this process (one worker, no Ray): tests and LOTO."""
     torch.manual_seed(config.seed)
-    model = PerformancePredictor(data.space.encoding_size, config)
+    model = PerformancePredictor(data.space, config)
     if init_state is not None:
         model.load_state_dict(init_state)
     history = run_algorithm1(TaskScorer(model), data, config, report_every=report_every)

@@ -1,98 +1,201 @@
-"""The task-aware performance predictor v(u, z) = rho(gate(u), z), z = aggregate_i phi([x_i, onehot(y_i)]).
+"""The task-aware performance predictor v(u, z) = rho(gate(f(u)), z), as a deep ensemble of K members.
 
 task-aware-performance-prediction.md Sec. 3.1 (DeepSets meta-features learned from raw samples,
-Eq. 1) and Sec. 5.1 (phi 50-50, rho 50-10-1, a learned sigmoid gating weight per dimension of u).
+Eq. 1) and Sec. 5.1 (phi 50-50, rho 50-10-1, a learned sigmoid gating weight per input of rho).
+Departures, each measured (README, "The predictor"):
+
+- K members with their own initialization and mini-batches (a deep ensemble): the score is
+  their mean, the uncertainty their spread. The members are one network with stacked weights
+  (``(K, in, out)`` and one ``baddbmm`` per layer), so K members cost about what one does.
+- ``f(u)``: the encoding plus structured features of it (predictor/features.py).
+- Meta-features read any table (``meta_encoder="cells"``): a hierarchical DeepSets over the
+  (feature value, label) cells of the samples, in the spirit of Dataset2Vec: f over cells,
+  a mean over samples gives each feature's label-conditional statistics, g over those, a
+  mean over features. Invariant to the order of samples and of features, so one encoder
+  serves tasks of any width. ``"samples"`` is the paper's phi over whole rows (fixed width).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nasdb.space import SearchSpace
 from predictor.config import PredictorConfig
+from predictor.features import ArchitectureFeatures
 
 
-def _mlp(sizes: list[int], *, final_activation: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if final_activation or i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+class StackedLinear(nn.Module):
+    """K independent linear layers applied at once: (K, B, in) -> (K, B, out)."""
+
+    def __init__(self, members: int, fan_in: int, fan_out: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default initialization, per member
+        self.weight = nn.Parameter(torch.empty(members, fan_in, fan_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, 1, fan_out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)  # (K, B, out)
+
+
+class StackedMLP(nn.Module):
+    """Linear/ReLU stacks of K members; dropout after hidden activations while training."""
+
+    def __init__(self, members: int, sizes: list[int], *, final_activation: bool, dropout: float = 0.0):
+        super().__init__()
+        self.layers = nn.ModuleList(StackedLinear(members, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.final_activation = final_activation
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last or self.final_activation:
+                x = torch.relu(x)
+                if i < last and self.dropout and self.training:
+                    x = F.dropout(x, self.dropout)
+        return x
 
 
 class PerformancePredictor(nn.Module):
     """Scores architecture encodings ``u`` for a task described by its meta-features ``z``.
 
     Higher score = better predicted validation accuracy (for the L2 loss the score estimates
-    the task-normalized accuracy; for the ranking losses only its order matters). Without
-    meta-features (``config.use_meta_features=False``, the paper's ablation) ``z`` is absent
-    and the predictor is a function of ``u`` alone.
+    the task-normalized target; for the ranking losses only its order matters). ``z`` is the
+    members' meta-features concatenated, ``(K * Z,)``, so distances between tasks and the
+    ascent treat it as one vector. Without meta-features (``use_meta_features=False``, the
+    paper's ablation) ``z`` is absent.
     """
 
-    def __init__(self, encoding_size: int, config: PredictorConfig | None = None):
+    def __init__(self, space: SearchSpace | int, config: PredictorConfig | None = None):
         super().__init__()
-        if isinstance(encoding_size, bool) or not isinstance(encoding_size, int) or encoding_size <= 0:
-            raise ValueError(f"`encoding_size` must be a positive integer, but got {encoding_size!r}.")
         self.config = config = config or PredictorConfig()
-        self.encoding_size = encoding_size
-        # Gating (Sec. 5.1): u_i * sigmoid(w_i); w starts at 0, i.e. every gate at 0.5.
-        self.gate_logits = nn.Parameter(torch.zeros(encoding_size)) if config.gating else None
+        if isinstance(space, SearchSpace):
+            self.features = ArchitectureFeatures(space, structured=config.architecture_features)
+            self.encoding_size = space.encoding_size
+        elif isinstance(space, bool) or not isinstance(space, int) or space <= 0:
+            raise ValueError(f"`space` must be a SearchSpace or a positive encoding size, but got {space!r}.")
+        else:  # a bare encoding size: no structure known, u alone
+            self.features, self.encoding_size = None, space
+        width = self.features.out_size if self.features is not None else self.encoding_size
+        k = self.members = config.ensemble_size
+        # Gating (Sec. 5.1): f * sigmoid(w); w starts at 0, i.e. every gate at 0.5.
+        self.gate_logits = nn.Parameter(torch.zeros(k, 1, width)) if config.gating else None
+        self.phi = self.cell_phi = None
+        self.member_z_dim = 0
         if config.use_meta_features:
-            phi_in = config.feature_dim + config.max_classes
-            self.phi = _mlp([phi_in, *config.phi_hidden], final_activation=True)
-            self.z_dim = config.phi_hidden[-1]
-        else:
-            self.phi = None
-            self.z_dim = 0
-        self.rho = _mlp([encoding_size + self.z_dim, *config.rho_hidden, 1], final_activation=False)
+            c = config.max_classes
+            if config.meta_encoder == "cells":
+                self.cell_phi = StackedMLP(k, [1 + c, *config.phi_hidden], final_activation=True)
+                self.phi = StackedMLP(k, [config.phi_hidden[-1], *config.phi_hidden], final_activation=True)
+            else:
+                self.phi = StackedMLP(k, [config.feature_dim + c, *config.phi_hidden], final_activation=True)
+            self.member_z_dim = config.phi_hidden[-1]
+        self.z_dim = k * self.member_z_dim
+        self.rho = StackedMLP(k, [width + self.member_z_dim, *config.rho_hidden, 1], final_activation=False,
+                              dropout=config.dropout)
 
     # -- meta-features ------------------------------------------------------------------
-    def embed_task(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Meta-features of one task from a batch of its samples: ``(N, F), (N,) -> (Z,)``.
-
-        Invariant to the order of the samples (a sum or mean over them, Zaheer et al.).
-        """
+    def _check_samples(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        cfg = self.config
         if self.phi is None:
             raise ValueError("this predictor was built without meta-features (use_meta_features=False)")
-        cfg = self.config
-        if x.ndim != 2 or x.shape[1] != cfg.feature_dim:
-            raise ValueError(f"task samples must have shape (N, {cfg.feature_dim}), got {tuple(x.shape)}")
-        if y.ndim != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
-        if x.shape[0] == 0:
-            raise ValueError("meta-features need at least one task sample, got 0")
-        y = y.long()
+        if x.ndim < 2 or (cfg.meta_encoder == "samples" and x.shape[-1] != cfg.feature_dim):
+            want = f"(N, {cfg.feature_dim})" if cfg.meta_encoder == "samples" else "(N, features)"
+            raise ValueError(f"task samples must have shape {want}, got {tuple(x.shape)}")
+        if y.shape != x.shape[:-1]:
+            raise ValueError(f"labels must have shape {tuple(x.shape[:-1])}, got {tuple(y.shape)}")
+        if x.shape[-2] == 0 or x.shape[-1] == 0:
+            raise ValueError(f"meta-features need at least one sample and one feature, got {tuple(x.shape)}")
         if int(y.min()) < 0 or int(y.max()) >= cfg.max_classes:
-            raise ValueError(
-                f"labels must lie in [0, max_classes={cfg.max_classes}), got range [{int(y.min())}, {int(y.max())}]"
-            )
-        onehot = F.one_hot(y, cfg.max_classes).to(x.dtype)  # (N, C)
-        h = self.phi(torch.cat([x, onehot], dim=-1))  # (N, Z)
-        return h.mean(dim=0) if cfg.aggregate == "mean" else h.sum(dim=0)  # (Z,)
+            raise ValueError(f"labels must lie in [0, max_classes={cfg.max_classes}), "
+                             f"got range [{int(y.min())}, {int(y.max())}]")
+
+    def _phi_sum(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Sum over samples of each member's per-sample embedding: (K, N, F), (K, N) -> (K, Z)."""
+        onehot = F.one_hot(y.long(), self.config.max_classes).to(x.dtype)  # (K, N, C)
+        if self.cell_phi is None:
+            return self.phi(torch.cat([x, onehot], dim=-1)).sum(dim=1)  # (K, Z)
+        k, n, w = x.shape
+        cells = torch.cat([x.unsqueeze(-1), onehot.unsqueeze(2).expand(k, n, w, onehot.shape[-1])], dim=-1)
+        h = self.cell_phi(cells.reshape(k, n * w, -1)).reshape(k, n, w, -1)  # (K, N, W, H)
+        per_feature = self.phi(h.mean(dim=1))  # (K, W, Z): label-conditional statistics of each feature
+        return per_feature.mean(dim=1) * n  # (K, Z), scaled so that / n is the mean over samples
+
+    def embed_task(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Meta-features of one task from a batch of its samples: ``(N, F), (N,) -> (K * Z,)``.
+
+        Also ``(K, N, F), (K, N)``: a batch per member (training). Invariant to the order of
+        the samples (a mean over them, or the paper's sum with ``aggregate="sum"``).
+        """
+        per_member = x.ndim == 3
+        self._check_samples(x, y)
+        if not per_member:
+            x, y = x.unsqueeze(0).expand(self.members, -1, -1), y.unsqueeze(0).expand(self.members, -1)
+        z = self._phi_sum(x, y)  # (K, Z)
+        if self.config.aggregate == "mean":
+            z = z / x.shape[1]
+        return z.reshape(-1)  # (K * Z,)
 
     def task_embedding(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-        """Meta-features from all of a task's samples, on the scale seen in training: -> (Z,).
+        """Meta-features from all of a task's samples, on the scale seen in training: -> (K * Z,).
 
         Training feeds phi batches of ``sample_batch_size`` samples. With ``aggregate="mean"``
-        the mean over all samples is the expected batch embedding; with ``"sum"`` it is scaled
-        by the batch size training used, min(N, sample_batch_size), to stay on the same scale.
+        the mean over all samples is the expected batch embedding (for ``meta_encoder="cells"``
+        a mean of per-feature statistics over at most ``chunk`` samples each); with ``"sum"``
+        it is scaled by the batch size training used, min(N, sample_batch_size).
         """
         n = x.shape[0]
         if n == 0:
             raise ValueError("meta-features need at least one task sample, got 0")
+        if self.cell_phi is not None:
+            chunk = min(chunk, max(1, 65536 // max(1, x.shape[1])))  # cells, not rows, bound the memory
         mean = self.config.aggregate == "mean"
         total = 0.0
-        for i in range(0, n, chunk):  # sum of phi over all samples, a chunk at a time
-            z = self.embed_task(x[i:i + chunk], y[i:i + chunk])  # (Z,)
-            total = total + (z * min(chunk, n - i) if mean else z)  # (Z,)
-        return total / n * (1.0 if mean else min(n, self.config.sample_batch_size))  # (Z,)
+        for i in range(0, n, chunk):
+            z = self.embed_task(x[i:i + chunk], y[i:i + chunk])  # (K * Z,)
+            total = total + (z * min(chunk, n - i) if mean else z)
+        return total / n * (1.0 if mean else min(n, self.config.sample_batch_size))  # (K * Z,)
+
+    # -- scores ---------------------------------------------------------------------------
+    def gate(self, u: torch.Tensor) -> torch.Tensor:
+        """Features of ``u`` (B, D) or (K, B, D), gated per dimension and member (Sec. 5.1): -> (K, B, F)."""
+        h = self.features(u) if self.features is not None else u
+        if h.ndim == 2:
+            h = h.unsqueeze(0).expand(self.members, -1, -1)  # (K, B, F)
+        return h * torch.sigmoid(self.gate_logits) if self.gate_logits is not None else h
+
+    def member_scores(self, u: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Every member's scores: ``u`` (B, D) or (K, B, D), ``z`` (K * Z,) or (B, K * Z) -> (K, B)."""
+        if u.ndim not in (2, 3) or u.shape[-1] != self.encoding_size or (u.ndim == 3 and u.shape[0] != self.members):
+            raise ValueError(f"encodings must have shape (B, {self.encoding_size}), got {tuple(u.shape)}")
+        h = self.gate(u)  # (K, B, F)
+        if self.phi is not None:
+            if z is None:
+                raise ValueError("this predictor uses meta-features: pass z = embed_task(x, y)")
+            b = h.shape[1]
+            if z.shape not in ((self.z_dim,), (b, self.z_dim)):
+                raise ValueError(f"meta-features must have shape ({self.z_dim},) or ({b}, {self.z_dim}), "
+                                 f"got {tuple(z.shape)}")
+            z = z.reshape(-1, self.members, self.member_z_dim).transpose(0, 1).expand(-1, b, -1)  # (K, B, Z)
+            h = torch.cat([h, z.to(h.dtype)], dim=-1)  # (K, B, F + Z)
+        return self.rho(h).squeeze(-1)  # (K, B)
+
+    def forward(self, u: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """The ensemble's score (the members' mean) of ``u`` (B, D) or (D,): -> (B,) or ()."""
+        single = u.ndim == 1
+        scores = self.member_scores(u.unsqueeze(0) if single else u, z).mean(dim=0)  # (B,)
+        return scores[0] if single else scores
 
     @torch.no_grad()
-    def predict(self, u: np.ndarray, x: np.ndarray | None = None, y: np.ndarray | None = None) -> np.ndarray:
-        """Scores of encodings ``u`` (B, D) on the task with samples ``(x, y)``, in eval mode: -> (B,)."""
+    def predict_with_std(self, u: np.ndarray, x: np.ndarray | None = None,
+                         y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Mean and spread (std over members; None for one member) of the scores of ``u`` (B, D)."""
         was_training = self.training
         self.eval()
         try:
@@ -102,47 +205,25 @@ class PerformancePredictor(nn.Module):
                 if x is None or y is None:
                     raise ValueError("this predictor uses meta-features: pass the task's samples x and y")
                 z = self.task_embedding(torch.from_numpy(np.array(x, dtype=np.float32)).to(device),
-                                        torch.from_numpy(np.array(y, dtype=np.int64)).to(device))  # (Z,)
-            scores = self(torch.from_numpy(np.array(u, dtype=np.float32)).to(device), z)  # (B,)
-            return scores.cpu().numpy()
+                                        torch.from_numpy(np.array(y, dtype=np.int64)).to(device))
+            scores = self.member_scores(torch.from_numpy(np.array(u, dtype=np.float32)).to(device), z)  # (K, B)
+            std = scores.std(dim=0, unbiased=False).cpu().numpy() if self.members > 1 else None
+            return scores.mean(dim=0).cpu().numpy(), std
         finally:
             self.train(was_training)
 
-    # -- scores ---------------------------------------------------------------------------
-    def gate(self, u: torch.Tensor) -> torch.Tensor:
-        """Per-dimension sigmoid gating of the encoding (Sec. 5.1); identity when gating is off."""
-        if self.gate_logits is None:
-            return u
-        return u * torch.sigmoid(self.gate_logits)  # (B, D)
-
-    def forward(self, u: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores of encodings ``u`` (B, D) (or (D,)) for meta-features ``z`` (Z,) or (B, Z): -> (B,)."""
-        single = u.ndim == 1
-        if single:
-            u = u.unsqueeze(0)  # (1, D)
-        if u.ndim != 2 or u.shape[1] != self.encoding_size:
-            raise ValueError(f"encodings must have shape (B, {self.encoding_size}), got {tuple(u.shape)}")
-        h = self.gate(u)  # (B, D)
-        if self.phi is not None:
-            if z is None:
-                raise ValueError("this predictor uses meta-features: pass z = embed_task(x, y)")
-            if z.ndim == 1:
-                z = z.unsqueeze(0).expand(u.shape[0], -1)  # (B, Z)
-            if z.shape != (u.shape[0], self.z_dim):
-                raise ValueError(f"meta-features must have shape ({self.z_dim},) or ({u.shape[0]}, {self.z_dim}), "
-                                 f"got {tuple(z.shape)}")
-            h = torch.cat([h, z.to(h.dtype)], dim=-1)  # (B, D + Z)
-        scores = self.rho(h).squeeze(-1)  # (B,)
-        return scores[0] if single else scores
+    def predict(self, u: np.ndarray, x: np.ndarray | None = None, y: np.ndarray | None = None) -> np.ndarray:
+        """Scores of encodings ``u`` (B, D) on the task with samples ``(x, y)``, in eval mode: -> (B,)."""
+        return self.predict_with_std(u, x, y)[0]
 
     def score_task(self, u: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor:
-        """Scores of ``u`` (B, D) on the task whose samples are ``(x, y)``: -> (B,)."""
-        z = self.embed_task(x, y) if self.phi is not None else None  # (Z,)
-        return self(u, z)
+        """Member scores of ``u`` (K, B, D) on per-member sample batches ``(K, S, F), (K, S)``: -> (K, B)."""
+        z = self.embed_task(x, y) if self.phi is not None else None  # (K * Z,)
+        return self.member_scores(u, z)
 
 
 class TaskScorer(nn.Module):
-    """One forward pass from (u, task samples) to scores, so DDP sees phi and rho in ``forward``.
+    """One forward pass from (u, task samples) to member scores, so DDP sees phi and rho in ``forward``.
 
     DistributedDataParallel only hooks ``forward``; wrapping ``score_task`` keeps every
     parameter of the predictor inside one DDP forward call.
@@ -153,4 +234,17 @@ class TaskScorer(nn.Module):
         self.predictor = predictor
 
     def forward(self, u: torch.Tensor, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.predictor.score_task(u, x, y)  # (B,)
+        return self.predictor.score_task(u, x, y)  # (K, B)
+
+
+def legacy_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A single-predictor checkpoint's state (nn.Linear stacks, format 1) in the stacked layout (K = 1)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key == "gate_logits":
+            out[key] = value.reshape(1, 1, -1)
+            continue
+        net, index, kind = key.split(".")  # e.g. rho.2.weight: Linear modules sit at even indices
+        layer = f"{net}.layers.{int(index) // 2}.{kind}"
+        out[layer] = value.t().unsqueeze(0) if kind == "weight" else value.reshape(1, 1, -1)
+    return out

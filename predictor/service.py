@@ -211,10 +211,10 @@ class SuggestionService:
             except ValueError as e:
                 raise ValueError(f"architectures[{i}]: {e}") from None
         z = self._task_z(engine, body)
-        scores = engine.predict(np.asarray(body.architectures, dtype=np.int64), z)
+        scores, std = engine.score_with_std(np.asarray(body.architectures, dtype=np.int64), z)
         ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
         return {"predictor_id": engine.predictor_id, "task": body.task, "scores": [float(s) for s in scores],
-                "ranking": ranking}
+                "stds": None if std is None else [float(v) for v in std], "ranking": ranking}
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "predictor_id": self._engine.predictor_id, "replica": self.replica}

@@ -26,6 +26,7 @@ import torch
 from nasdb.errors import TaskHasNoSamplesError
 from nasdb.settings import from_settings
 from predictor.ascent import make_ascent, start_logits
+from predictor.baselines import shared_best
 from predictor.checkpoint import PredictorCheckpoint
 from predictor.data import TrainingData, architecture_matrix, quantile_rank
 
@@ -56,6 +57,11 @@ class SuggestConfig:
       ``tolerance`` over ``check_every`` steps.
     - ``start_smoothing``: a start is ``log((1 - s) onehot + s / size)``, so its softmax is off
       the saturated vertex (a vertex has zero gradient) yet argmaxes to the start.
+    - ``kappa``: the pick maximizes the lower confidence bound ``mean - kappa * std`` of the
+      ensemble's scores over every candidate: the ascent's results, its starting points and the
+      portfolio (the best stored architectures, see ``portfolio_architectures``), so a
+      suggestion never ranks below the portfolio pick by that bound (issue 16). 0 ranks by the
+      mean; a single-member predictor has no spread and ranks by its score.
     - ``far_factor``: the task is flagged far from the training tasks when its distance to the
       nearest one exceeds ``far_factor`` x the largest nearest-neighbour distance among the
       training tasks themselves (a task farther out than any training task is from its own
@@ -70,6 +76,7 @@ class SuggestConfig:
     check_every: int = 50
     start_smoothing: float = 0.5
     far_factor: float = 2.0
+    kappa: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("top_per_task", "closest_tasks", "k_max_iters", "check_every"):
@@ -78,6 +85,7 @@ class SuggestConfig:
         _positive_float("step_size", self.step_size)
         _positive_float("tolerance", self.tolerance, allow_zero=True)
         _positive_float("far_factor", self.far_factor)
+        _positive_float("kappa", self.kappa, allow_zero=True)
         if isinstance(self.start_smoothing, bool) or not isinstance(self.start_smoothing, (int, float)) \
                 or not 0 < self.start_smoothing < 1:
             raise ValueError(f"`0 < start_smoothing < 1` must hold, but got start_smoothing={self.start_smoothing!r}.")
@@ -99,15 +107,18 @@ class SuggestConfig:
 
 @dataclass
 class Candidate:
-    """One discretized ascent result, scored by the predictor as a one-hot."""
+    """One candidate architecture, scored by the predictor as a one-hot."""
 
     architecture: list[int]
     description: dict[str, str]
-    score: float  # predictor score of the discrete (one-hot) architecture
-    continuous_score: float  # predictor score of the relaxed encoding the ascent ended at
+    score: float  # the ensemble's mean score of the discrete (one-hot) architecture
+    continuous_score: float  # score of the relaxed encoding the ascent ended at (a start's or portfolio's: its score)
     start_task: str | None  # the training task whose top architecture was the start (None: global top)
     start_architecture: list[int]
     start_score: float  # predictor score of the start architecture (one-hot)
+    std: float | None = None  # the members' spread of ``score`` (None: a single predictor)
+    lcb: float = 0.0  # score - kappa * std: the ranking key
+    source: str = "ascent"  # "ascent" (Algorithm 2's result), "start" (a starting point) or "portfolio"
 
 
 @dataclass
@@ -117,7 +128,7 @@ class Suggestion:
     predictor_id: str
     architecture: list[int]  # the best candidate, discretized
     description: dict[str, str]
-    score: float  # predictor score of ``architecture`` as a one-hot (the ranking key)
+    score: float  # the ensemble's mean score of ``architecture`` as a one-hot
     continuous_score: float  # predictor score of ``encoding``
     encoding: list[float]  # the relaxed encoding the ascent found for the best candidate (D,)
     candidates: list[Candidate]  # distinct discretized results, best first (candidates[0] is the best)
@@ -128,6 +139,10 @@ class Suggestion:
     converged: bool
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
+    std: float | None = None  # the members' spread of ``score`` (None: a single predictor)
+    lcb: float | None = None  # score - kappa * std, what the pick maximized
+    pick_source: str = "ascent"  # where the pick came from (Candidate.source)
+    portfolio: list[int] | None = None  # the portfolio pick, the floor the suggestion is held to
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,6 +241,7 @@ class SuggestionEngine:
             d.fill_diagonal_(math.inf)
             self.nn_distance = float(d.min(dim=1).values.max())
         self._global_order = self._rank_global()
+        self._shared = shared_best([(top.architectures, top.accuracy) for top in self.tops.values()])
         logger.info("suggestion engine for predictor %s ready in %.2fs (%d training tasks)",
                     checkpoint.predictor_id, time.perf_counter() - start, len(self.task_names))
 
@@ -248,14 +264,37 @@ class SuggestionEngine:
 
     # -- scoring -------------------------------------------------------------------------------
     @torch.no_grad()
-    def score_architectures(self, architectures: Any, z: torch.Tensor | None) -> np.ndarray:
-        """Predictor scores of discrete architectures (N, num_dimensions) -> (N,)."""
+    def score_with_std(self, architectures: Any, z: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """The ensemble's mean score and spread of discrete architectures (N, num_dimensions) -> (N,), (N,).
+
+        The spread is None for a single predictor (an old, format-1 checkpoint)."""
         archs = np.asarray(architectures)
         if archs.ndim != 2:
             raise ValueError(f"architectures must be a list of {self.space.num_dimensions}-index lists, "
                              f"got shape {archs.shape}")
-        u = torch.as_tensor(self.space.encode_many(archs))  # (N, D)
-        return self.model(u, z).numpy().astype(np.float64) if len(archs) else np.zeros(0)
+        if not len(archs):
+            return np.zeros(0), (np.zeros(0) if self.model.members > 1 else None)
+        members = self.model.member_scores(torch.as_tensor(self.space.encode_many(archs)), z).double()  # (K, N)
+        std = members.std(dim=0, unbiased=False).numpy() if self.model.members > 1 else None
+        return members.mean(dim=0).numpy(), std
+
+    def score_architectures(self, architectures: Any, z: torch.Tensor | None) -> np.ndarray:
+        """Predictor scores (the ensemble's mean) of discrete architectures (N, num_dimensions) -> (N,)."""
+        return self.score_with_std(architectures, z)[0]
+
+    def portfolio(self, nearest: list[tuple[str, float]]) -> np.ndarray:
+        """The portfolio pick, what a user would try without a predictor (issue 16): (num_dimensions,).
+
+        Where the training tasks share architectures (imported benchmarks), the best mean
+        within-task rank over them; else the best stored architecture of the nearest training
+        task by meta-features, or, without them, the best by task-normalized accuracy over all.
+        """
+        if self._shared is not None:
+            return self._shared[0]
+        if nearest:
+            return self.tops[nearest[0][0]].architectures[0]
+        name, row = self._global_order[0]
+        return self.tops[name].architectures[row]
 
     # -- starting points -------------------------------------------------------------------------
     def _rank_global(self) -> list[tuple[str, int]]:
@@ -319,20 +358,33 @@ class SuggestionEngine:
                                  tolerance=config.tolerance, check_every=config.check_every)
         u = result.u.numpy()  # (S, D)
         found = self.space.discretize(u)  # (S, num_dimensions)
-        scores = self.score_architectures(found, z)  # (S,)
         start_scores = self.score_architectures(archs, z)  # (S,)
         continuous = result.scores.numpy().astype(np.float64)  # (S,)
-        order = sorted(range(len(found)), key=lambda i: (-scores[i], -continuous[i], i))
+        portfolio = self.portfolio(nearest)
+        # every candidate: the ascent's results, its starts, the portfolio pick (one row each, in that order)
+        pool = np.concatenate([found, archs, portfolio[None, :]])  # (2S + 1, num_dimensions)
+        sources = ["ascent"] * len(found) + ["start"] * len(archs) + ["portfolio"]
+        rows = list(range(len(found))) * 2 + [None]
+        scores, std = self.score_with_std(pool, z)  # (2S + 1,)
+        lcb = scores - config.kappa * std if std is not None else scores
+        order = sorted(range(len(pool)), key=lambda i: (-lcb[i], -scores[i], i))
         seen: set[tuple[int, ...]] = set()
         candidates, best_u = [], None
         for i in order:
-            key = tuple(int(v) for v in found[i])
+            key = tuple(int(v) for v in pool[i])
             if key in seen:
                 continue
             seen.add(key)
-            best_u = u[i] if best_u is None else best_u
-            candidates.append(Candidate(list(key), self.space.describe(key), float(scores[i]), float(continuous[i]),
-                                        origin[i], [int(v) for v in archs[i]], float(start_scores[i])))
+            r = rows[i]
+            if best_u is None:  # the relaxed encoding behind the pick; a start's or the portfolio's own one-hot
+                best_u = u[r] if sources[i] == "ascent" else self.space.encode_many(pool[i:i + 1])[0]
+            candidates.append(Candidate(
+                list(key), self.space.describe(key), float(scores[i]),
+                float(continuous[r]) if sources[i] == "ascent" else float(scores[i]),
+                origin[r] if r is not None else (nearest[0][0] if nearest else None),
+                [int(v) for v in (archs[r] if r is not None else pool[i])],
+                float(start_scores[r]) if r is not None else float(scores[i]),
+                None if std is None else float(std[i]), float(lcb[i]), sources[i]))
         best = candidates[0]
         far, threshold = None, None
         if nearest and self.nn_distance is not None:
@@ -343,7 +395,8 @@ class SuggestionEngine:
             score=best.score, continuous_score=best.continuous_score, encoding=[float(v) for v in best_u],
             candidates=candidates, nearest_tasks=[{"task": n, "distance": d} for n, d in nearest],
             far_from_training=far, far_threshold=threshold, iterations=result.iterations,
-            converged=result.converged, seconds=time.perf_counter() - start, config=config.to_dict())
+            converged=result.converged, seconds=time.perf_counter() - start, config=config.to_dict(),
+            std=best.std, lcb=best.lcb, pick_source=best.source, portfolio=[int(v) for v in portfolio])
 
     def suggest(self, x: np.ndarray | None, y: np.ndarray | None, config: SuggestConfig | None = None) -> Suggestion:
         """Algorithm 2 for a task given by its samples (ignored by a predictor without meta-features)."""

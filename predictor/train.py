@@ -28,7 +28,8 @@ from predictor.data import TrainingData, load_training_data
 logger = logging.getLogger(__name__)
 
 #: Fields that fix the network's shape: a warm start must keep them.
-SHAPE_FIELDS = ("phi_hidden", "rho_hidden", "use_meta_features", "gating", "feature_dim", "max_classes", "aggregate")
+SHAPE_FIELDS = ("phi_hidden", "rho_hidden", "use_meta_features", "gating", "feature_dim", "max_classes", "aggregate",
+                "meta_encoder", "architecture_features", "ensemble_size")
 
 
 def _open_store(store: Any) -> Any:
@@ -54,7 +55,7 @@ def _train_loop_per_worker(cfg: dict) -> dict | None:
     config = PredictorConfig.from_dict(cfg["config"])
     rank = ray.train.get_context().get_world_rank()
     torch.manual_seed(config.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
-    model = PerformancePredictor(data.space.encoding_size, config)
+    model = PerformancePredictor(data.space, config)
     if cfg.get("init_state") is not None:
         model.load_state_dict(ray.get(cfg["init_state"]))
     scorer = ray.train.torch.prepare_model(TaskScorer(model))

@@ -209,11 +209,15 @@ def format_suggestion(result: dict[str, Any], *, as_json: bool = False) -> str:
                      f"{result['far_threshold']:.3f}); the suggestion is an extrapolation")
     desc = " ".join(f"{k}={v}" for k, v in result["description"].items())
     lines.append(f"  suggested: {desc}")
-    lines.append(f"  architecture: {result['architecture']}  predicted score {result['score']:.4f}")
+    spread = "" if result.get("std") is None else f" ± {result['std']:.4f} (lower bound {result['lcb']:.4f})"
+    lines.append(f"  architecture: {result['architecture']}  predicted score {result['score']:.4f}{spread}"
+                 f"  [{result.get('pick_source', 'ascent')}]")
     lines.append(f"  gradient ascent: {result['iterations']} steps, {len(result['candidates'])} distinct candidates, "
                  f"{result['seconds']:.2f}s")
     for c in result["candidates"][1:4]:
-        lines.append(f"    runner-up {c['architecture']} score {c['score']:.4f} (from {c['start_task'] or 'global top'})")
+        spread = "" if c.get("std") is None else f" ± {c['std']:.4f}"
+        lines.append(f"    runner-up {c['architecture']} score {c['score']:.4f}{spread} [{c.get('source', 'ascent')}] "
+                     f"(from {c['start_task'] or 'global top'})")
     trained = result.get("trained")
     if trained:
         if trained["status"] == "ok":

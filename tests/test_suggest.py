@@ -31,7 +31,7 @@ SPACE = default_space()
 # -- the ascent against a naive reference ------------------------------------------------------
 def _random_model(seed: int = 0, **config) -> PerformancePredictor:
     torch.manual_seed(seed)
-    model = PerformancePredictor(SPACE.encoding_size, PredictorConfig(**config)).eval()
+    model = PerformancePredictor(SPACE, PredictorConfig(**config)).eval()
     with torch.no_grad():
         if model.gate_logits is not None:
             model.gate_logits.normal_()
@@ -52,8 +52,12 @@ def _naive_step(model, z, logits: torch.Tensor, eta: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("impl", [CompiledAscent, AutogradAscent])
 @pytest.mark.parametrize("meta", [True, False])
-def test_one_batched_step_equals_naive_per_start_loop(impl, meta):
-    model = _random_model(use_meta_features=meta)
+@pytest.mark.parametrize("members, features", [(5, True), (1, False)])
+def test_one_batched_step_equals_naive_per_start_loop(impl, meta, members, features):
+    """Both ascents equal a naive per-start autograd loop: for the ensemble with structured
+    features (the hand-written gradient through vec(g) and the block-diagonal members) and for a
+    single predictor on u alone (an old checkpoint's shape)."""
+    model = _random_model(use_meta_features=meta, ensemble_size=members, architecture_features=features)
     z = torch.randn(model.z_dim) if meta else None
     logits = start_logits(SPACE, SPACE.sample(6, seed=1), 0.5) + 0.3 * torch.randn(6, SPACE.encoding_size)
     ascent = impl(model, SPACE)
@@ -108,7 +112,8 @@ def test_suggest_config_paper_defaults_and_refusals():
     assert (cfg.top_per_task, cfg.closest_tasks, cfg.k_num_starting_points, cfg.k_max_iters) == (5, 2, 10, 1000)
     assert SuggestConfig.from_dict(cfg.to_dict()) == cfg
     for bad in ({"k_max_iters": 0}, {"top_per_task": 1.5}, {"step_size": -1.0}, {"step_size": math.nan},
-                {"start_smoothing": 1.0}, {"far_factor": 0}, {"tolerance": -1e-3}, {"closest_tasks": True}):
+                {"start_smoothing": 1.0}, {"far_factor": 0}, {"tolerance": -1e-3}, {"closest_tasks": True},
+                {"kappa": -0.5}, {"kappa": math.inf}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             SuggestConfig(**bad)
     with pytest.raises(ValueError, match="unknown"):
@@ -165,8 +170,12 @@ def test_suggestion_for_a_held_out_task(tiny):
     assert s.score == pytest.approx(one_hot, abs=1e-5)
     assert s.candidates[0].architecture == s.architecture
     archs = [tuple(c.architecture) for c in s.candidates]
-    assert len(set(archs)) == len(archs) and 1 <= len(archs) <= 10
-    assert [c.score for c in s.candidates] == sorted((c.score for c in s.candidates), reverse=True)
+    assert len(set(archs)) == len(archs) and 1 <= len(archs) <= 21  # ascent results, starts, the portfolio
+    # the pick maximizes the ensemble's lower bound mean - kappa * std over every candidate, the portfolio included
+    assert s.std is not None and s.std >= 0 and s.lcb == pytest.approx(s.score - s.config["kappa"] * s.std)
+    assert [c.lcb for c in s.candidates] == sorted((c.lcb for c in s.candidates), reverse=True)
+    assert tuple(s.portfolio) in archs and {c.source for c in s.candidates} <= {"ascent", "start", "portfolio"}
+    assert tuple(s.portfolio) == tuple(engine_for(ck, store).tops[s.nearest_tasks[0]["task"]].architectures[0])
     # the continuous encoding: on the simplex, discretizing to the suggestion
     u = np.asarray(s.encoding)
     assert u.shape == (SPACE.encoding_size,) and np.array_equal(SPACE.discretize(u), s.architecture)
@@ -178,8 +187,8 @@ def test_suggestion_for_a_held_out_task(tiny):
     assert {c.start_task for c in s.candidates} <= set(names[:2])
     assert s.far_from_training is False and s.far_threshold > 0
     assert 0 < s.iterations <= 1000
-    # ascent improved on where it started (the predictor's own view)
-    assert s.score >= max(c.start_score for c in s.candidates) - 1e-6
+    # never below a starting point or the portfolio by the bound the pick maximizes
+    assert s.lcb >= max(c.lcb for c in s.candidates if c.source != "ascent") - 1e-9
     # the same task by name gives the same answer
     by_name = suggest_for_task(ck, store, HELD_OUT_TASK)
     assert by_name.architecture == s.architecture and by_name.score == pytest.approx(s.score, abs=1e-6)
