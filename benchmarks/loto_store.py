@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cluster.child import TrainRecipe  # noqa: E402
+from cluster.embeddings import default_bank  # noqa: E402
 from cluster._plan import WorkItem, sample_task_architectures  # noqa: E402
 from cluster.populate import DEFAULT_BATCH_SIZE_MODELS, ChildTrainer  # noqa: E402
 from nasdb.space import default_space  # noqa: E402
@@ -30,28 +31,33 @@ from nasdb.store import ExperimentStore, experiment_id  # noqa: E402
 from nasdb.tasks import builtin_task_names  # noqa: E402
 
 
-def plan(task: str, per_task: int, second_seed: int, recipe: dict) -> list[WorkItem]:
-    """Seed 0 for every architecture of the task's seed-0 stream, seed 1 for the first ``second_seed``."""
+def plan(task: str, per_task: int, second_seed: int, recipe: dict, fingerprints: tuple[str, str]) -> list[WorkItem]:
+    """Seed 0 for every architecture of the task's seed-0 stream, seed 1 for the first ``second_seed``;
+    ids include the task data's and the embedding bank's fingerprints, as populate's do."""
     space = default_space()
     archs = sample_task_architectures(space, task, per_task, seed=0)
     items = []
     for seed, count in ((0, per_task), (1, second_seed)):
         for index, arch in enumerate(archs[:count]):
             a = tuple(int(v) for v in arch)
-            items.append(WorkItem(task, index, a, seed, experiment_id(task, space.space_id, list(a), seed, recipe)))
+            eid = experiment_id(task, space.space_id, list(a), seed, recipe, task_fingerprint=fingerprints[0],
+                                bank_fingerprint=fingerprints[1])
+            items.append(WorkItem(task, index, a, seed, eid))
     return items
 
 
 def build(store_root: str, tasks: list[str], per_task: int, second_seed: int, worker: str) -> int:
     """Train the planned rows of ``tasks`` that the store lacks; returns the rows written."""
     recipe = TrainRecipe().to_dict()
+    bank = default_bank()
     trainer = ChildTrainer(store_root, default_space().to_json(), recipe, worker=worker, agent="random",
-                           run_id=f"loto-store-{worker}")
+                           run_id=f"loto-store-{worker}", bank=bank)
     written = 0
     try:
         for task in tasks:
             done = trainer.store.done_ids(task)
-            todo = [i for i in plan(task, per_task, second_seed, recipe) if i.experiment_id not in done]
+            fingerprints = (trainer.store.task(task).fingerprint(), bank.fingerprint())
+            todo = [i for i in plan(task, per_task, second_seed, recipe, fingerprints) if i.experiment_id not in done]
             for seed in (0, 1):  # one seed per chunk: ChildTrainer trains one chunk of a task at a time
                 mine = [i for i in todo if i.seed == seed]
                 for start in range(0, len(mine), DEFAULT_BATCH_SIZE_MODELS * 4):

@@ -385,6 +385,9 @@ def execute(plan: SearchPlan, *, as_actor: bool | None = None, address: str | No
             raise
         finally:
             ray.kill(actor)
+            from search.evaluators import release_placement_groups
+
+            release_placement_groups(plan.run_id)  # a driver that died never closed its evaluator
     finally:
         if started:
             import ray

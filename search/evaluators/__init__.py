@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from search.evaluators._base import Evaluation, Evaluator, Trial
 from search.evaluators._lookup import LookupEvaluator, NotTabulatedError
-from search.evaluators._training import EvaluatorAborted, SearchTrainer, TrainingEvaluator, shared_objects
+from search.evaluators._training import (EvaluatorAborted, SearchTrainer, TrainingEvaluator, release_placement_groups,
+                                        shared_objects)
 
 EVALUATORS: dict[str, type[Evaluator]] = {"train": TrainingEvaluator, "lookup": LookupEvaluator}
 
@@ -17,4 +18,5 @@ def evaluator_class(name: str) -> type[Evaluator]:
 
 
 __all__ = ["EVALUATORS", "Evaluation", "Evaluator", "EvaluatorAborted", "LookupEvaluator", "NotTabulatedError",
-           "SearchTrainer", "TrainingEvaluator", "Trial", "evaluator_class", "shared_objects"]
+           "SearchTrainer", "TrainingEvaluator", "Trial", "evaluator_class", "release_placement_groups",
+           "shared_objects"]

@@ -141,7 +141,8 @@ class TrainingEvaluator(Evaluator):
 
         bundle = {k: v for k, v in (("CPU", self.plan.num_cpus), ("GPU", self.plan.num_gpus)) if v > 0}
         available = ray.available_resources()
-        pg = placement_group([dict(bundle) for _ in range(self.parallel)], strategy="PACK")
+        pg = placement_group([dict(bundle) for _ in range(self.parallel)], strategy="PACK",
+                             name=f"{placement_group_prefix(self.run_id)}{self._session}")
         if not ray.wait([pg.ready()], timeout=self.start_timeout_s)[0]:
             remove_placement_group(pg)
             why = shortfall(self.plan, available) or (f"{self.parallel} trainers of {bundle} do not fit on the "
@@ -302,3 +303,26 @@ class TrainingEvaluator(Evaluator):
         if self._pg is not None:
             remove_placement_group(self._pg)
             self._pg = None
+
+
+def placement_group_prefix(run_id: str) -> str:
+    """Name prefix of the trainers' placement groups of search ``run_id``."""
+    return f"nasdb-trainers-{run_id}-"
+
+
+def release_placement_groups(run_id: str) -> int:
+    """Remove the trainers' placement groups that search ``run_id`` left behind; -> how many.
+
+    An evaluator removes its own group on close, but a search driver actor that dies (killed,
+    crashed) never closes it, and Ray frees a placement group only when the job that made it
+    ends: the trainers' CPUs would stay reserved for the rest of a long-lived job.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    prefix, removed = placement_group_prefix(run_id), 0
+    for pg_id, info in ray.util.placement_group_table().items():
+        if str(info.get("name", "")).startswith(prefix) and info.get("state") != "REMOVED":
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+            removed += 1
+    return removed
