@@ -75,7 +75,8 @@ def _kv(**values) -> dict:
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
-@click.option("--ensemble-size", type=int, default=None, help="Ensemble members K (their spread is the uncertainty) [5].")
+@click.option("--ensemble-size", type=int, default=None,
+              help="Ensemble members K (their spread is the uncertainty) [5].")
 @click.option("--space-id", default=None, help="Search space to train on when the store holds several.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checkpoint metadata as JSON.")
 def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_features, target, include_stopped,
@@ -96,8 +97,9 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
                   batch_size=batch_size, ensemble_size=ensemble_size)
     if no_meta_features:
         changes["use_meta_features"] = False
-    pid = fit_predictor(store, base.replace(**changes), exclude_tasks=exclude or (), tasks=tasks or None, workers=workers,
-                        warm_start=warm_start, space_id=space_id, target=target, include_stopped=include_stopped)
+    pid = fit_predictor(store, base.replace(**changes), exclude_tasks=exclude or (), tasks=tasks or None,
+                        workers=workers, warm_start=warm_start, space_id=space_id, target=target,
+                        include_stopped=include_stopped)
     metadata = read_metadata(store, pid)
     if as_json:
         click.echo(json.dumps(metadata, indent=2, sort_keys=True))

@@ -86,7 +86,8 @@ class PredictorConfig:
         if self.loss not in LOSSES:
             raise ValueError(f"`loss` must be one of {LOSSES}, but got loss={self.loss!r}.")
         if self.meta_encoder not in META_ENCODERS:
-            raise ValueError(f"`meta_encoder` must be one of {META_ENCODERS}, but got meta_encoder={self.meta_encoder!r}.")
+            raise ValueError(f"`meta_encoder` must be one of {META_ENCODERS}, "
+                             f"but got meta_encoder={self.meta_encoder!r}.")
         if isinstance(self.ensemble_size, bool) or not isinstance(self.ensemble_size, int) or self.ensemble_size < 1:
             raise ValueError(f"`ensemble_size >= 1` must hold, but got ensemble_size={self.ensemble_size!r}.")
         if not 0 <= self.dropout < 1:

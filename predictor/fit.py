@@ -105,7 +105,8 @@ def _algorithm1(scorer, data, config, optimizer, rank, device, report_every, on_
             u, acc = task.u[rows], task.acc[rows]  # (K, B, D), (K, B)
             for _ in range(config.k_inner_iters):
                 x = y = None
-                if use_samples:  # a fresh large batch of the task's samples per member (data.py refuses tasks without)
+                if use_samples:  # a fresh large batch of the task's samples per member (data.py refuses tasks
+                    # without samples)
                     n = task.x.shape[0]
                     s = config.sample_batch_size
                     idx = torch.as_tensor(np.tile(np.arange(n), (k, 1)) if n <= s
