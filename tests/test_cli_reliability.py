@@ -53,14 +53,18 @@ def test_query_stops_at_its_timeout(store):
 
 
 def test_query_stops_on_ctrl_c(store):
+    # Python's own SIGINT handler, as in a terminal: a library that ran earlier in this process
+    # (Ray's driver) may have installed another one
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))  # a real SIGINT to this process
     t0 = time.monotonic()
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            store.query(LONG_QUERY)
+            store.query(LONG_QUERY, timeout=120)  # the limit only bounds a failure of this test
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - t0 < 30
     assert store.count() == 10  # the store is fine afterwards
 
