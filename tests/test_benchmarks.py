@@ -103,7 +103,7 @@ def test_provenance_and_task_without_samples(store):
     assert isinstance(err.value, InvalidTaskError) and "\n" not in str(err.value)
     assert store.verify()["quarantined"] == []
     with pytest.raises(TaskExistsError):  # a user task cannot take the name
-        store.save_task(SimpleNamespace(name=task))
+        store.save_task(SimpleNamespace(name=task, fingerprint=lambda: "0" * 16))
 
 
 def test_second_import_adds_nothing_and_larger_slices_extend(store):
