@@ -357,8 +357,10 @@ def execute(plan: SearchPlan, *, as_actor: bool | None = None, address: str | No
             from cluster.populate import plan_resources, wait_for_resources
             from nasdb.space import default_space
             from nasdb.store import ExperimentStore
-            from search.evaluators import shared_objects
+            from search.evaluators import release_placement_groups, shared_objects
 
+            # a resumed run first frees what a dead driver of the same run still holds (its trainers' reservation)
+            release_placement_groups(plan.run_id)
             res = plan_resources(ray.cluster_resources(), plan.parallel)  # InsufficientResourcesError before any work
             # ...and a bounded wait for what is free now (a Serve replica or another job may hold CPUs)
             wait_for_resources(res, plan.start_timeout_s,
