@@ -81,17 +81,23 @@ def ray_cluster():
 
 @pytest.fixture(autouse=True)
 def ray_settled():
-    """After each test on the shared cluster, wait (at most 60 s) until every CPU and GPU is free
-    again: a killed actor or a crashed search driver gives its resources back asynchronously, and
-    on a loaded machine slowly, so the next test would otherwise start on a partly held cluster."""
+    """After each test on the shared cluster, wait (at most 60 s) until the CPUs and GPUs that were
+    free when it started are free again: a killed actor or a crashed search driver gives its
+    resources back asynchronously, and on a loaded machine slowly, so the next test would
+    otherwise start on a partly held cluster. What a longer-lived fixture holds (a module's Serve
+    replica) was held before the test too and is not waited for."""
+    ray = sys.modules.get("ray")
+    before = ray.available_resources() if ray is not None and ray.is_initialized() else None
     yield
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return
+    total = ray.cluster_resources()
+    want = {k: (before or total).get(k, 0.0) for k in ("CPU", "GPU")}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        total, free = ray.cluster_resources(), ray.available_resources()
-        if all(free.get(k, 0.0) >= total.get(k, 0.0) - 1e-6 for k in ("CPU", "GPU")):
+        free = ray.available_resources()
+        if all(free.get(k, 0.0) >= want[k] - 1e-6 for k in want):
             return
         time.sleep(0.25)
 
