@@ -44,6 +44,7 @@ def empty_cwd(tmp_path, monkeypatch):
 def _bucket_rows(store: ExperimentStore) -> tuple[int, int]:
     """(rows in every experiments object of the bucket, distinct experiment ids), read object by object."""
     ids: list[str] = []
+    store.fs.invalidate_cache()  # s3fs caches listings per instance; the store's own reads list with refresh
     for path in store.fs.find(store.path("experiments")):
         if path.endswith(".parquet"):
             with store.fs.open(path, "rb") as f:

@@ -115,8 +115,8 @@ def test_cli_batch_size(bench):
 
 
 # -- real children on Ray -------------------------------------------------------------------------
-def test_batched_training_search_resumes_a_partly_stored_batch(tmp_path):
-    ray = pytest.importorskip("ray")
+def test_batched_training_search_resumes_a_partly_stored_batch(tmp_path, ray_cluster):
+    ray = ray_cluster  # the session's shared local cluster (tests/conftest.py)
     from search._driver import SearchDriver
     from search.evaluators import shared_objects
     from search.run import execute
@@ -126,36 +126,32 @@ def test_batched_training_search_resumes_a_partly_stored_batch(tmp_path):
     store = ExperimentStore(root)
     store.init()
     store.save_space(default_space())
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        plan = plan_search(root, "rl", TASK, 8, epochs=1, parallel=2, run_id="batched", batch_size=4)
+    plan = plan_search(root, "rl", TASK, 8, epochs=1, parallel=2, run_id="batched", batch_size=4)
 
-        def crash(evaluation, n):  # pickled by value into the agent's actor
-            if n == 6:  # the 2nd batch is stored and evaluated, not yet told
-                os._exit(1)
+    def crash(evaluation, n):  # pickled by value into the agent's actor
+        if n == 6:  # the 2nd batch is stored and evaluated, not yet told
+            os._exit(1)
 
-        actor = ray.remote(num_cpus=0)(SearchDriver).remote(plan, crash, shared_objects(store, [TASK]))
-        with pytest.raises(ray.exceptions.RayActorError):
-            ray.get(actor.run.remote())
-        rows = [r for r in store.experiments_arrow(TASK, status=None).to_pylist() if r["run_id"] == "batched"]
-        assert len(rows) == 8 and len({r["worker"] for r in rows}) == 2  # 2 batches x 2 actors, one flush each
-        files = glob.glob(os.path.join(root, "experiments", f"task={TASK}", "*.parquet"))
-        second = {r["experiment_id"]: r for r in rows if r["seed"] - min(x["seed"] for x in rows) >= 4}
-        # as if one actor had died before its flush: drop the file of one chunk of batch 2
-        lost = next(f for f in files if len(_ids(f)) == 2 and _ids(f) <= set(second))
-        kept = set(second) - _ids(lost)
-        os.remove(lost)
-        result = execute(plan)
-        after = [r for r in store.experiments_arrow(TASK, status=None).to_pylist() if r["run_id"] == "batched"]
-        assert result.num_evaluations == 8 and sorted(e.index for e in result.evaluations) == list(range(8))
-        assert len(after) == len({r["experiment_id"] for r in after}) == 8  # none lost, none twice
-        by_id = {r["experiment_id"]: r for r in after}
-        for eid in kept:  # read back, not retrained: same writer as before the crash
-            assert by_id[eid]["worker"] == second[eid]["worker"]
-        for e in result.evaluations:
-            assert e.val_accuracy == pytest.approx(by_id[e.experiment_id]["val_accuracy"])
-    finally:
-        ray.shutdown()
+    actor = ray.remote(num_cpus=0)(SearchDriver).remote(plan, crash, shared_objects(store, [TASK]))
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(actor.run.remote())
+    rows = [r for r in store.experiments_arrow(TASK, status=None).to_pylist() if r["run_id"] == "batched"]
+    assert len(rows) == 8 and len({r["worker"] for r in rows}) == 2  # 2 batches x 2 actors, one flush each
+    files = glob.glob(os.path.join(root, "experiments", f"task={TASK}", "*.parquet"))
+    second = {r["experiment_id"]: r for r in rows if r["seed"] - min(x["seed"] for x in rows) >= 4}
+    # as if one actor had died before its flush: drop the file of one chunk of batch 2
+    lost = next(f for f in files if len(_ids(f)) == 2 and _ids(f) <= set(second))
+    kept = set(second) - _ids(lost)
+    os.remove(lost)
+    result = execute(plan)
+    after = [r for r in store.experiments_arrow(TASK, status=None).to_pylist() if r["run_id"] == "batched"]
+    assert result.num_evaluations == 8 and sorted(e.index for e in result.evaluations) == list(range(8))
+    assert len(after) == len({r["experiment_id"] for r in after}) == 8  # none lost, none twice
+    by_id = {r["experiment_id"]: r for r in after}
+    for eid in kept:  # read back, not retrained: same writer as before the crash
+        assert by_id[eid]["worker"] == second[eid]["worker"]
+    for e in result.evaluations:
+        assert e.val_accuracy == pytest.approx(by_id[e.experiment_id]["val_accuracy"])
 
 
 def _ids(path: str) -> set[str]:
