@@ -16,6 +16,12 @@ TARGETS = ("auto", "raw", "rank")
 _TARGET = click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
                        help="What the predictor fits per task: raw accuracy, its within-task quantile rank, or "
                             "auto (rank for imported benchmarks, raw otherwise).")
+#: predictor.data.ENCODER_CHOICES, spelled out for the same reason
+META_ENCODERS = ("auto", "samples", "cells")
+_META_ENCODER = click.option(
+    "--meta-encoder", type=click.Choice(META_ENCODERS), default="auto", show_default=True,
+    help="Meta-features from whole 64-feature rows (samples, the 8x8 digits) or from (value, label) cells of any "
+         "width (cells); auto: cells when a task is not 64 features wide, else samples (or a warm start's).")
 _INCLUDE_STOPPED = click.option("--include-stopped", is_flag=True,
                                 help="Also train on children stopped early (their accuracy is partial).")
 
@@ -70,6 +76,7 @@ def _kv(**values) -> dict:
               help="Ablation: no task meta-features (z absent); needed for imported benchmarks (no samples).")
 @_TARGET
 @_INCLUDE_STOPPED
+@_META_ENCODER
 @click.option("--warm-start", metavar="PREDICTOR_ID", default=None, help="Continue from a previous checkpoint.")
 @click.option("--seed", type=int, default=None)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
@@ -80,7 +87,7 @@ def _kv(**values) -> dict:
 @click.option("--space-id", default=None, help="Search space to train on when the store holds several.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checkpoint metadata as JSON.")
 def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_features, target, include_stopped,
-                warm_start, seed, optimizer, learning_rate, batch_size, ensemble_size, space_id, as_json):
+                meta_encoder, warm_start, seed, optimizer, learning_rate, batch_size, ensemble_size, space_id, as_json):
     """Fit the task-aware predictor on the store with a Ray Train job (Algorithm 1).
 
     The checkpoint goes to <store>/predictors/<id>/ with its metadata; --warm-start continues
@@ -99,7 +106,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
         changes["use_meta_features"] = False
     pid = fit_predictor(store, base.replace(**changes), exclude_tasks=exclude or (), tasks=tasks or None,
                         workers=workers, warm_start=warm_start, space_id=space_id, target=target,
-                        include_stopped=include_stopped)
+                        include_stopped=include_stopped, meta_encoder=meta_encoder)
     metadata = read_metadata(store, pid)
     if as_json:
         click.echo(json.dumps(metadata, indent=2, sort_keys=True))
@@ -109,6 +116,10 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
     click.echo(f"predictor {pid}: loss={metadata['loss']} tasks={len(metadata['tasks'])} "
                f"final_train_loss={m['final_train_loss']:.4f} "
                f"mean_train_spearman={'nan' if rho is None else format(rho, '.3f')}")
+    args = metadata["predictor"]["args"]
+    if args.get("use_meta_features", True):
+        why = metadata.get("meta_encoder_choice")
+        click.echo(f"meta_encoder={args.get('meta_encoder', 'samples')}{f' ({why})' if why else ''}")
 
 
 @click.command("evaluate", context_settings=_CTX)
@@ -130,6 +141,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @click.option("--no-meta-features", is_flag=True, help="Same as --meta without (imported benchmarks have no samples).")
 @_TARGET
 @_INCLUDE_STOPPED
+@_META_ENCODER
 @task_list_option("--task", "--tasks", "tasks", help="Only these tasks [every task in the store].")
 @click.option("--steps", type=int, default=None, help="Optimizer steps per fit.")
 @click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
@@ -138,7 +150,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @click.option("--out", "out_dir", default=None, help="Report folder (CSV + markdown) [reports/loto, reports/zero-shot].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report rows as JSON.")
 def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, seeds, meta, no_meta_features, target,
-                     include_stopped, tasks, steps, batch_size, ensemble_size, processes, out_dir, as_json):
+                     include_stopped, meta_encoder, tasks, steps, batch_size, ensemble_size, processes, out_dir, as_json):
     """Spearman and Pearson per held-out task for each loss, with and without meta-features
     (paper Table 2, ranking paper Table 1), next to each task's seed-to-seed noise ceiling and the
     task-agnostic baselines; or, with --zero-shot, the percentile of Algorithm 2's suggestion."""
@@ -163,6 +175,7 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
                                 use_meta_features=not (no_meta_features or meta == "without"))
         rows = evaluate_zero_shot(store, out_folder(out_dir, "reports/zero-shot"), config=config, tasks=tasks or None,
                                   processes=processes, include_stopped=include_stopped, seeds=seeds, target=target,
+                                  meta_encoder=meta_encoder,
                                   baselines=DEFAULT_BASELINES if baselines is None else baselines)
         click.echo(json.dumps(rows, indent=1, default=str) if as_json else zero_shot_markdown(rows, config))
         return
@@ -172,7 +185,7 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
     settings = {"both": (True, False), "with": (True,), "without": (False,)}["without" if no_meta_features else meta]
     rows = evaluate_loto(store, losses=losses or LOSSES, repeats=3 if repeats is None else repeats,
                          meta_features=settings, out_dir=out_folder(out_dir, "reports/loto"), config=config, tasks=tasks or None,
-                         processes=processes, target=target, include_stopped=include_stopped,
+                         processes=processes, target=target, include_stopped=include_stopped, meta_encoder=meta_encoder,
                          baselines=RANKERS if baselines is None else baselines)
     click.echo(json.dumps(rows, indent=1, default=str) if as_json else markdown_report(rows, config))
 

@@ -75,6 +75,7 @@ class PredictorConfig:
     k_inner_iters: int = 2
     batch_size: int = 32  # experiments per mini-batch, all from one task
     sample_batch_size: int = 256  # task samples per "large batch" fed to phi
+    task_sample_budget: int = 4096  # rows of a task's train split read (a seeded subset above it; predictor/data.py)
     num_steps: int = 3000  # optimizer steps per worker
     seed: int = 0
 
@@ -95,7 +96,7 @@ class PredictorConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, but got optimizer={self.optimizer!r}.")
         for name in ("feature_dim", "k_outer_iters", "k_inner_iters", "batch_size",
-                     "sample_batch_size", "num_steps"):
+                     "sample_batch_size", "num_steps", "task_sample_budget"):
             _positive_int(name, getattr(self, name))
         _positive_int("max_classes", self.max_classes)
         if self.max_classes < 2:

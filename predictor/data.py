@@ -6,6 +6,14 @@ their validation accuracies v, the population statistics (mu_k, sigma_k) used to
 which the meta-features z are learned (Sec. 3.1). Bad input is refused here, before any
 training starts, with an error that names the task.
 
+Tasks of any width (table tasks, nasdb/tabular.py) are read when the predictor's meta encoder
+reads any width (``meta_encoder="cells"``); the paper's ``"samples"`` encoder reads exactly
+``feature_dim`` (64) features and refuses another width with a one-line error naming the task
+(:func:`check_width`). A task's samples are its training split, cut to a seeded random subset
+of ``task_sample_budget`` rows when larger (:func:`sample_budget`; every digits task has at
+most 3,000 rows, so the budget of 4,096 leaves them whole). :func:`choose_meta_encoder` is the
+rule ``nasdb fit`` and ``nasdb evaluate`` follow when no encoder is asked for.
+
 Tasks without samples (imported tabular benchmarks, ``nasdb import-benchmark``) train a
 predictor without meta-features only: their block has empty samples ``(0, feature_dim)``.
 Their "accuracy" is the benchmark's performance (e.g. HPOLib's -val_loss), which can be
@@ -39,6 +47,10 @@ logger = logging.getLogger(__name__)
 #: (robust to heavy tails: a few diverged configurations no longer set sigma_k); ``auto``:
 #: ``rank`` for imported benchmark tasks (no samples), ``raw`` otherwise.
 TARGETS = ("auto", "raw", "rank")
+#: The meta-feature encoders (predictor.config.META_ENCODERS) and ``auto``: see choose_meta_encoder.
+ENCODER_CHOICES = ("auto", "samples", "cells")
+#: The seed of the row subset of a task above its sample budget (the same rows on every read).
+BUDGET_SEED = 0
 _COLUMNS = ("space_id", "architecture", "val_accuracy", "seed", "stopped_early", "task_fingerprint",
             "bank_fingerprint")
 
@@ -89,7 +101,7 @@ class TaskData:
         return {"ok": self.num_experiments, "failed": self.failed, "nonfinite": self.skipped_nonfinite,
                 "other_space": self.skipped_other_space, "stopped_early": self.skipped_stopped,
                 "stale": self.skipped_stale,
-                "samples": int(self.x.shape[0]), "target": self.target_kind}
+                "samples": int(self.x.shape[0]), "features": int(self.x.shape[1]), "target": self.target_kind}
 
 
 @dataclass
@@ -156,9 +168,60 @@ def _resolve_space(store: Any, space: SearchSpace | str | None, rows: dict[str, 
     return store.space(next(iter(ids)))
 
 
-def _task_samples(store: Any, name: str, *, use_meta_features: bool, feature_dim: int,
-                  max_classes: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """The task's training split ``(x (N, F), y (N,), num_classes)``; empty for a task without samples."""
+def sample_budget(x: np.ndarray, y: np.ndarray, budget: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``budget`` rows of ``(x (N, F), y (N,))``: a seeded random subset, in the original order."""
+    n = int(x.shape[0])
+    if budget is None or n <= budget:
+        return x, y
+    rows = np.sort(np.random.default_rng(BUDGET_SEED).choice(n, size=budget, replace=False))
+    return x[rows], y[rows]
+
+
+def check_width(where: str, width: int, *, meta_encoder: str, feature_dim: int) -> None:
+    """Refuse a sample width the meta encoder cannot read: the ``samples`` encoder reads exactly
+    ``feature_dim`` features, ``cells`` any width >= 1. ``where`` names the task (or the request)."""
+    if meta_encoder == "samples" and width != feature_dim:
+        raise ValueError(f"{where} has {width} features, but this predictor's meta encoder ('samples') reads exactly "
+                         f"{feature_dim} (the 8x8 digits); fit with --meta-encoder cells to read tables of any width")
+    if width < 1:
+        raise ValueError(f"{where} has no features")
+
+
+#: Cells (rows x features) a ``cells`` meta encoder reads for one task's z at inference: its cost
+#: grows with rows x width (0.8 s for 512 x 660 on one core), so a wide table is read on fewer rows,
+#: never fewer than one training batch (sample_batch_size). The mean over rows keeps z's scale.
+META_CELLS = 1 << 17
+
+
+def meta_rows(x: np.ndarray, y: np.ndarray, config: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a task's samples its meta-features are computed from: at most the config's
+    ``task_sample_budget`` (the rows the fit read), and for the ``cells`` encoder at most
+    max(sample_batch_size, META_CELLS / width) (a seeded subset, predictor/data.py sample_budget)."""
+    budget = config.task_sample_budget
+    if config.meta_encoder == "cells" and x.ndim == 2 and x.shape[1]:
+        budget = min(budget, max(config.sample_batch_size, META_CELLS // int(x.shape[1])))
+    return sample_budget(x, y, budget)
+
+
+def sample_width(config: Any, x: Any, where: str = "x", predictor_id: str | None = None) -> int | None:
+    """The width ``check_samples`` requires of ``x`` for a predictor: ``feature_dim`` for the
+    ``samples`` encoder (another width is refused, naming the fix), None (any) for ``cells``."""
+    if config.meta_encoder == "cells":
+        return None
+    shape = np.shape(x)
+    if len(shape) == 2 and shape[1] != config.feature_dim and shape[0]:
+        who = f"predictor {predictor_id!r}" if predictor_id else "this predictor"
+        raise ValueError(f"{where}: the task has {shape[1]} features, but {who} was fitted with the 'samples' meta "
+                         f"encoder, which reads exactly {config.feature_dim} (the 8x8 digits); fit a predictor with "
+                         f"--meta-encoder cells to read tables of any width")
+    return config.feature_dim
+
+
+def _task_samples(store: Any, name: str, *, use_meta_features: bool, feature_dim: int, max_classes: int,
+                  meta_encoder: str = "samples",
+                  budget: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """The task's training split ``(x (N, F), y (N,), num_classes)``, at most ``budget`` rows; empty for a
+    task without samples. F is ``feature_dim`` for the ``samples`` encoder, any width for ``cells``."""
     try:
         task = store.task(name)
     except TaskHasNoSamplesError:
@@ -170,17 +233,43 @@ def _task_samples(store: Any, name: str, *, use_meta_features: bool, feature_dim
         raise UnknownTaskError(f"task {name!r} has experiments in the store but its samples are gone (neither "
                                f"registered nor built in); leave it out with --exclude-task {name}") from None
     x, y = task.samples("train")
-    if x.shape[1] != feature_dim:
-        raise ValueError(f"task {name!r} has {x.shape[1]} features; the predictor expects feature_dim={feature_dim}")
-    if task.num_classes > max_classes:
-        raise ValueError(f"task {name!r} has {task.num_classes} classes; the predictor allows "
-                         f"max_classes={max_classes}")
+    if use_meta_features:  # without meta-features the samples are never read: any width trains
+        check_width(f"task {name!r}", int(x.shape[1]), meta_encoder=meta_encoder, feature_dim=feature_dim)
+        if task.num_classes > max_classes:
+            raise ValueError(f"task {name!r} has {task.num_classes} classes; the predictor allows "
+                             f"max_classes={max_classes}")
+    x, y = sample_budget(x, y, budget)
     return np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64), int(task.num_classes)
+
+
+def choose_meta_encoder(data: "TrainingData", requested: str, *, current: str = "samples",
+                        feature_dim: int = 64) -> tuple[str, str]:
+    """The meta encoder a fit uses, and why: ``(encoder, reason)``.
+
+    ``requested`` is ``samples`` or ``cells`` (used as asked; ``samples`` refuses a task of
+    another width than ``feature_dim``) or ``auto``: ``cells`` when a training task with samples
+    has another width than ``feature_dim`` (a table task), else ``current`` (the config's,
+    ``samples`` by default), so a digits-only store fits the same predictor as before.
+    """
+    if requested not in ENCODER_CHOICES:
+        raise ValueError(f"`meta_encoder` must be one of {ENCODER_CHOICES}, but got meta_encoder={requested!r}.")
+    wide = {n: int(t.x.shape[1]) for n, t in data.tasks.items() if t.has_samples and t.x.shape[1] != feature_dim}
+    if requested == "samples":
+        for n, w in wide.items():
+            check_width(f"task {n!r}", w, meta_encoder="samples", feature_dim=feature_dim)
+    if requested != "auto":
+        return requested, "asked for"
+    if wide:
+        n, w = next(iter(wide.items()))
+        more = f" and {len(wide) - 1} other task(s)" if len(wide) > 1 else ""
+        return "cells", f"auto: task {n!r}{more} has {w} features, not {feature_dim}"
+    return current, f"auto: every task has {feature_dim} features"
 
 
 def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, failed: int, feature_dim: int,
                    max_classes: int, use_meta_features: bool = True, include_stopped: bool = False,
-                   target: str = "auto", include_stale: bool = False) -> TaskData:
+                   target: str = "auto", include_stale: bool = False, meta_encoder: str = "samples",
+                   budget: int | None = None) -> TaskData:
     """Build one task's block from its ok rows (a pyarrow table) and its stored samples; stale rows
     (fingerprints of other data than the task holds now) are skipped unless ``include_stale``."""
     if target not in TARGETS:
@@ -218,7 +307,7 @@ def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, fai
     except ValueError as e:
         raise ValueError(f"task {name!r}: a stored architecture does not fit space {space.name!r}: {e}") from None
     x, y, num_classes = _task_samples(store, name, use_meta_features=use_meta_features, feature_dim=feature_dim,
-                                      max_classes=max_classes)
+                                      max_classes=max_classes, meta_encoder=meta_encoder, budget=budget)
     kind = ("rank" if num_classes == 0 else "raw") if target == "auto" else target
     values = acc[finite]
     fitted = quantile_rank(values) if kind == "rank" else values
@@ -255,12 +344,15 @@ def load_training_data(store: Any, *, space: SearchSpace | str | None = None, ta
                        exclude_tasks: Iterable[str] = (), min_experiments: int = 2, min_tasks: int = 2,
                        feature_dim: int = 64, max_classes: int = 10, use_meta_features: bool = True,
                        include_stopped: bool = False, target: str = "auto",
-                       include_stale: bool = False) -> TrainingData:
+                       include_stale: bool = False, meta_encoder: str = "samples",
+                       budget: int | None = None) -> TrainingData:
     """Read the training set from ``store``: every task with experiments (or ``tasks``), minus ``exclude_tasks``.
 
     ``use_meta_features=False`` admits tasks without samples (imported benchmarks);
     ``include_stopped=True`` keeps rows of children stopped early; ``include_stale=True`` keeps rows
-    trained on other data than the task holds now; ``target``: see ``TARGETS``.
+    trained on other data than the task holds now; ``target``: see ``TARGETS``; ``meta_encoder``:
+    ``samples`` reads tasks of exactly ``feature_dim`` features, ``cells`` any width (check_width);
+    ``budget``: rows kept per task (sample_budget).
     Raises ValueError naming the task for: fewer than ``min_tasks`` tasks, a task with only failed
     rows, a task with fewer usable experiments than ``min_experiments`` (the mini-batch size), a
     space mismatch, a task without samples when meta-features are asked for; UnknownTaskError
@@ -289,7 +381,8 @@ def load_training_data(store: Any, *, space: SearchSpace | str | None = None, ta
     for n in names:
         td = load_task_data(store, n, resolved, ok_rows.pop(n), failed=failed[n], feature_dim=feature_dim,
                             max_classes=max_classes, use_meta_features=use_meta_features,
-                            include_stopped=include_stopped, target=target, include_stale=include_stale)
+                            include_stopped=include_stopped, target=target, include_stale=include_stale,
+                            meta_encoder=meta_encoder, budget=budget)
         if td.num_experiments < min_experiments:
             raise ValueError(f"task {n!r} has {td.num_experiments} usable experiments, fewer than the mini-batch "
                              f"of {min_experiments} (skipped: {td.skipped_nonfinite} non-finite, "
@@ -297,3 +390,27 @@ def load_training_data(store: Any, *, space: SearchSpace | str | None = None, ta
                              f"{td.skipped_stale} stale, {td.failed} failed)")
         data.tasks[n] = td
     return data
+
+
+def load_for_config(store: Any, config: Any, *, meta_encoder: str | None = None, **kwargs: Any
+                    ) -> tuple[TrainingData, Any, str]:
+    """``load_training_data`` for a PredictorConfig, with the meta encoder chosen by ``choose_meta_encoder``.
+
+    ``meta_encoder``: ``auto``, ``samples``, ``cells``, or None for the config's own. Returns the
+    data, the config with the encoder it uses, and why (for the fit's output). ``kwargs`` go to
+    load_training_data (space, tasks, exclude_tasks, min_experiments, min_tasks, target, ...).
+    """
+    requested = meta_encoder or config.meta_encoder
+    if requested not in ENCODER_CHOICES:
+        raise ValueError(f"`meta_encoder` must be one of {ENCODER_CHOICES}, but got meta_encoder={requested!r}.")
+    use_meta = kwargs.pop("use_meta_features", config.use_meta_features)
+    data = load_training_data(store, feature_dim=config.feature_dim, max_classes=config.max_classes,
+                              use_meta_features=use_meta, meta_encoder="cells" if requested == "auto" else requested,
+                              budget=config.task_sample_budget, **kwargs)
+    if not use_meta:
+        return data, config, "no meta-features"
+    encoder, reason = choose_meta_encoder(data, requested, current=config.meta_encoder,
+                                          feature_dim=config.feature_dim)
+    if encoder != config.meta_encoder:
+        logger.info("meta encoder %r (%s)", encoder, reason)
+    return data, config.replace(meta_encoder=encoder), reason

@@ -31,7 +31,7 @@ import numpy as np
 
 from predictor.baselines import BASELINES, RANKERS, parse_baselines, unique_architectures
 from predictor.config import LOSSES, PredictorConfig
-from predictor.data import TaskData, TrainingData, load_training_data
+from predictor.data import TaskData, TrainingData, load_for_config
 from predictor.fit import fit_in_process, rank_correlations
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,8 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
                   meta_features: Iterable[bool] = (True, False), out_dir: str | os.PathLike | None = None, *,
                   config: PredictorConfig | None = None, tasks: Iterable[str] | None = None,
                   space_id: str | None = None, processes: int = 1, target: str = "auto",
-                  include_stopped: bool = False, baselines: str | Iterable[str] = RANKERS) -> list[dict[str, Any]]:
+                  include_stopped: bool = False, baselines: str | Iterable[str] = RANKERS,
+                  meta_encoder: str | None = None) -> list[dict[str, Any]]:
     """Leave-one-task-out report rows (one per task x loss x meta-features), written as CSV + markdown.
 
     ``config`` sets everything but the loss, the meta-features switch and the seed (base seed
@@ -175,9 +176,11 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
 
         store = ExperimentStore(str(store))
     # LOTO trains on all tasks but one, so at least 3 tasks are needed.
-    data = load_training_data(store, space=space_id, tasks=tasks, min_experiments=base.batch_size, min_tasks=3,
-                              feature_dim=base.feature_dim, max_classes=base.max_classes,
-                              use_meta_features=any(meta_features), include_stopped=include_stopped, target=target)
+    # meta_encoder: auto | samples | cells | None (the config's); predictor/data.py choose_meta_encoder
+    data, base, _ = load_for_config(store, base, meta_encoder=meta_encoder, space=space_id, tasks=tasks,
+                                    min_experiments=base.batch_size, min_tasks=3,
+                                    use_meta_features=any(meta_features), include_stopped=include_stopped,
+                                    target=target)
     jobs = [("fit", name, base.replace(loss=loss, use_meta_features=meta, seed=base.seed + r).to_dict())
             for name in data.task_names for loss in losses for meta in meta_features for r in range(repeats)]
     jobs += [("baseline", name, b) for name in data.task_names for b in baselines]

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 
 from predictor.baselines import BASELINES, distinct_architectures, held_out_picks, parse_baselines, task_embeddings
 from predictor.config import PredictorConfig
-from predictor.data import TaskData, TrainingData, architecture_matrix, load_training_data
+from predictor.data import TaskData, TrainingData, architecture_matrix, load_for_config
 from predictor.suggest import SuggestConfig
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def evaluate_zero_shot(store: Any, out_dir: str | os.PathLike | None = None, *, 
                        suggest_config: SuggestConfig | None = None, tasks: Iterable[str] | None = None,
                        space_id: str | None = None, processes: int = 1, include_stopped: bool = False,
                        baselines: str | Iterable[str] = DEFAULT_BASELINES, seeds: int = 2,
-                       target: str = "auto") -> list[dict[str, Any]]:
+                       target: str = "auto", meta_encoder: str | None = None) -> list[dict[str, Any]]:
     """One row per held-out task: the suggestion's and each baseline pick's accuracy and percentile.
 
     ``config``: the predictor (one fit per task, seed ``config.seed``); ``seeds``: training
@@ -144,10 +144,10 @@ def evaluate_zero_shot(store: Any, out_dir: str | os.PathLike | None = None, *, 
         from nasdb.store import ExperimentStore
 
         store = ExperimentStore(str(store))
-    data = load_training_data(store, space=space_id, tasks=tasks, min_experiments=base.batch_size, min_tasks=3,
-                              feature_dim=base.feature_dim, max_classes=base.max_classes,
-                              use_meta_features=base.use_meta_features, include_stopped=include_stopped,
-                              target=target)
+    # meta_encoder: auto | samples | cells | None (the config's); predictor/data.py choose_meta_encoder
+    data, base, _ = load_for_config(store, base, meta_encoder=meta_encoder, space=space_id, tasks=tasks,
+                                    min_experiments=base.batch_size, min_tasks=3, include_stopped=include_stopped,
+                                    target=target)
     sample_less = [n for n, t in data.tasks.items() if not t.has_samples]
     if sample_less:
         raise ValueError(f"task {sample_less[0]!r} has no raw samples (an imported tabular benchmark): nothing can be "

@@ -28,7 +28,7 @@ from nasdb.settings import from_settings
 from predictor.ascent import make_ascent, start_logits
 from predictor.baselines import shared_best
 from predictor.checkpoint import PredictorCheckpoint
-from predictor.data import TrainingData, architecture_matrix, quantile_rank
+from predictor.data import TrainingData, architecture_matrix, quantile_rank, meta_rows, sample_width
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class SuggestionEngine:
                 continue
             if self.use_meta_features:
                 x, y = store.task(name).samples("train")
-                z_rows.append(self._embed(x, y))
+                z_rows.append(self._embed(*meta_rows(x, y, self.config)))
             self.tops[name] = top
         if not self.tops:
             raise ValueError(f"predictor {checkpoint.predictor_id!r}: none of its training tasks "
@@ -255,12 +255,17 @@ class SuggestionEngine:
         return self.model.task_embedding(torch.as_tensor(np.asarray(x), dtype=torch.float32),
                                          torch.as_tensor(np.asarray(y), dtype=torch.int64))  # (Z,)
 
-    def embed(self, x: np.ndarray, y: np.ndarray) -> torch.Tensor | None:
-        """Meta-features z of a task from its samples (None for a predictor without them)."""
+    def embed(self, x: np.ndarray, y: np.ndarray, where: str = "x") -> torch.Tensor | None:
+        """Meta-features z of a task from its samples (None for a predictor without them).
+
+        Any width for a predictor whose meta encoder reads cells; exactly ``feature_dim`` for the
+        ``samples`` encoder (``where`` names the samples in the error). At most the rows
+        ``meta_rows`` keeps are read."""
         if not self.use_meta_features:
             return None
-        x, y = check_samples(x, y, feature_dim=self.config.feature_dim, max_classes=self.config.max_classes)
-        return self._embed(x, y)
+        x, y = check_samples(x, y, feature_dim=sample_width(self.config, x, where, self.predictor_id),
+                             max_classes=self.config.max_classes)
+        return self._embed(*meta_rows(x, y, self.config))
 
     # -- scoring -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -418,18 +423,22 @@ class SuggestionEngine:
             raise ValueError(f"task {task!r} has no raw samples (an imported tabular benchmark), so predictor "
                              f"{self.predictor_id!r} cannot compute its meta-features; use a predictor fitted "
                              f"with --no-meta-features") from None
-        return self.embed(x, y)
+        return self.embed(x, y, where=f"task {task!r}")
 
     def predict(self, architectures: Any, z: torch.Tensor | None) -> np.ndarray:
         return self.score_architectures(architectures, z)
 
 
-def check_samples(x: Any, y: Any, *, feature_dim: int, max_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Task samples as float32 (N, F) and int64 (N,) arrays, or ValueError naming what is wrong."""
+def check_samples(x: Any, y: Any, *, feature_dim: int | None, max_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Task samples as float32 (N, F) and int64 (N,) arrays, or ValueError naming what is wrong.
+
+    ``feature_dim`` None: any width F >= 1 (a ``cells`` meta encoder)."""
     x = np.asarray(x)
     y = np.asarray(y)
-    if x.ndim != 2 or x.shape[1] != feature_dim:
-        raise ValueError(f"x: samples must have shape (n, {feature_dim}), got {x.shape}")
+    if x.ndim != 2 or (feature_dim is not None and x.shape[1] != feature_dim):
+        raise ValueError(f"x: samples must have shape (n, {feature_dim or 'features'}), got {x.shape}")
+    if x.shape[1] == 0:
+        raise ValueError("x: at least one feature is needed, got 0")
     if x.shape[0] == 0:
         raise ValueError("x: at least one sample is needed, got 0")
     if not (np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)):
@@ -491,7 +500,9 @@ def predict_scores(checkpoint: PredictorCheckpoint, x: Any, y: Any, architecture
     model, cfg = checkpoint.model.eval(), checkpoint.config
     z = None
     if cfg.use_meta_features:
-        x, y = check_samples(x, y, feature_dim=cfg.feature_dim, max_classes=cfg.max_classes)
+        x, y = check_samples(x, y, feature_dim=sample_width(cfg, x, "x", checkpoint.predictor_id),
+                             max_classes=cfg.max_classes)
+        x, y = meta_rows(x, y, cfg)
         with torch.no_grad():
             z = model.task_embedding(torch.as_tensor(x), torch.as_tensor(y))  # (Z,)
     archs = np.asarray(architectures)

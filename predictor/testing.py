@@ -43,12 +43,12 @@ def fit_tiny_predictor(store: Any, tasks: Sequence[str], *, num_steps: int = 300
     """Fit a small predictor on ``tasks`` of ``store`` in-process and save it; returns its id."""
     from predictor.checkpoint import save_predictor
     from predictor.config import PredictorConfig
-    from predictor.data import load_training_data
+    from predictor.data import load_for_config
     from predictor.fit import fit_in_process
 
     cfg = PredictorConfig(**{"batch_size": 8, "sample_batch_size": 128, "num_steps": num_steps, "seed": seed,
                              **config})
-    data = load_training_data(store, tasks=list(tasks), min_experiments=cfg.batch_size)
+    data, cfg, _ = load_for_config(store, cfg, tasks=list(tasks), min_experiments=cfg.batch_size)
     model, history = fit_in_process(data, cfg)
     return save_predictor(store, model.eval(), data.space, tasks=data.task_names, data_snapshot=data.snapshot(),
                           metrics={"final_train_loss": history.final_loss, "steps": history.steps})
@@ -64,17 +64,34 @@ def shared_tiny_store(base_dir: str, *, num_steps: int = 300) -> tuple[str, str]
     Returns ``(store root, predictor id)``. Test modules of one pytest session share it through
     ``tmp_path_factory.getbasetemp()``; a test that writes to the store must copy it first.
     """
+    return _shared(base_dir, "nasdb-tiny-store", TRAIN_TASKS, {}, num_steps=num_steps)
+
+
+#: A store of mixed widths: a digits task (64 features) and three sklearn tables (4, 13 and 30).
+TABLE_TRAIN_TASKS = ("digits_loops", "tab_iris", "tab_wine", "tab_breast_cancer")
+
+
+def shared_table_store(base_dir: str, *, num_steps: int = 150) -> tuple[str, str]:
+    """Like :func:`shared_tiny_store`, on TABLE_TRAIN_TASKS (10 children of 1 epoch per task), with a
+    predictor of the width-invariant ``cells`` meta encoder (2 members, 128 rows per task)."""
+    return _shared(base_dir, "nasdb-table-store", TABLE_TRAIN_TASKS,
+                   {"meta_encoder": "cells", "ensemble_size": 2, "task_sample_budget": 128},
+                   num_steps=num_steps, num_architectures=10, epochs=1)
+
+
+def _shared(base_dir: str, name: str, tasks: Sequence[str], config: dict[str, Any], *, num_steps: int,
+            **build: Any) -> tuple[str, str]:
     import os
     import shutil
 
-    root = os.path.join(str(base_dir), "nasdb-tiny-store")
-    marker = os.path.join(str(base_dir), "nasdb-tiny-store.predictor")
+    root = os.path.join(str(base_dir), name)
+    marker = os.path.join(str(base_dir), f"{name}.predictor")
     if os.path.exists(marker):
         with open(marker) as f:
             return root, f.read().strip()
     shutil.rmtree(root, ignore_errors=True)  # an interrupted earlier build
-    store = build_tiny_store(root, TRAIN_TASKS)
-    pid = fit_tiny_predictor(store, TRAIN_TASKS, num_steps=num_steps)
+    store = build_tiny_store(root, tasks, **build)
+    pid = fit_tiny_predictor(store, tasks, num_steps=num_steps, **config)
     with open(marker, "w") as f:
         f.write(pid)
     return root, pid

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 from predictor.checkpoint import load_predictor, new_predictor_id, read_metadata, save_predictor
 from predictor.config import PredictorConfig
-from predictor.data import TrainingData, load_training_data
+from predictor.data import TrainingData, load_for_config
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ def _train_loop_per_worker(cfg: dict) -> dict | None:
                 embeddings[name] = model.task_embedding(x, y).tolist()
     pid = save_predictor(store, model, data.space, predictor_id=cfg["predictor_id"], tasks=data.task_names,
                          data_snapshot=data.snapshot(), metrics=metrics, warm_start_parent=cfg.get("warm_start"),
-                         extra={"excluded_tasks": cfg["exclude_tasks"], "task_embeddings": embeddings})
+                         extra={"excluded_tasks": cfg["exclude_tasks"], "task_embeddings": embeddings,
+                                "meta_encoder_choice": cfg.get("meta_encoder_reason")})
     return {"predictor_id": pid, "metrics": metrics}
 
 
@@ -104,7 +105,7 @@ def _warm_start_state(store: Any, parent_id: str, config: PredictorConfig, data:
 def fit_predictor(store: Any, config: PredictorConfig | None = None, *, exclude_tasks: Iterable[str] = (),
                   tasks: Iterable[str] | None = None, workers: int = 2, warm_start: str | None = None,
                   space_id: str | None = None, report_every: int = 100, use_gpu: bool | None = None,
-                  target: str = "auto", include_stopped: bool = False) -> str:
+                  target: str = "auto", include_stopped: bool = False, meta_encoder: str | None = None) -> str:
     """Fit a predictor on ``store`` with a Ray Train job of ``workers`` workers; return its checkpoint id.
 
     Uses the running Ray, else starts or joins one (``ray.init(address=$RAY_ADDRESS or None)``)
@@ -112,7 +113,9 @@ def fit_predictor(store: Any, config: PredictorConfig | None = None, *, exclude_
     this process (no DDP). With ``warm_start`` the network starts from that checkpoint's
     weights; when ``config`` is None it is the parent's config (else the default).
     ``target`` and ``include_stopped``: see predictor/data.py (tasks without samples need
-    ``config.use_meta_features=False``).
+    ``config.use_meta_features=False``). ``meta_encoder``: ``auto`` (cells when a task is not
+    ``feature_dim`` wide, predictor/data.py choose_meta_encoder), ``samples``, ``cells``, or None
+    for the config's; the choice and its reason go into the checkpoint's metadata.
     """
     import ray
 
@@ -123,24 +126,24 @@ def fit_predictor(store: Any, config: PredictorConfig | None = None, *, exclude_
         config = (PredictorConfig.from_dict(read_metadata(store, warm_start)["predictor"]["args"])
                   if warm_start else PredictorConfig())
     exclude = list(exclude_tasks)
-    data = load_training_data(store, space=space_id, tasks=tasks, exclude_tasks=exclude,
-                              min_experiments=config.batch_size, feature_dim=config.feature_dim,
-                              max_classes=config.max_classes, use_meta_features=config.use_meta_features,
-                              include_stopped=include_stopped, target=target)
+    data, config, reason = load_for_config(store, config, meta_encoder=meta_encoder, space=space_id, tasks=tasks,
+                                           exclude_tasks=exclude, min_experiments=config.batch_size,
+                                           include_stopped=include_stopped, target=target)
     init_state = _warm_start_state(store, warm_start, config, data) if warm_start else None
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=os.environ.get("RAY_ADDRESS") or None)
     try:
         return _run_trainer(store, data, config, init_state, workers=workers, warm_start=warm_start,
-                            exclude=exclude, report_every=report_every, use_gpu=use_gpu)
+                            exclude=exclude, report_every=report_every, use_gpu=use_gpu, reason=reason)
     finally:
         if started_ray:
             ray.shutdown()
 
 
 def _run_trainer(store: Any, data: TrainingData, config: PredictorConfig, init_state: dict | None, *, workers: int,
-                 warm_start: str | None, exclude: list[str], report_every: int, use_gpu: bool | None) -> str:
+                 warm_start: str | None, exclude: list[str], report_every: int, use_gpu: bool | None,
+                 reason: str | None = None) -> str:
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -158,7 +161,7 @@ def _run_trainer(store: Any, data: TrainingData, config: PredictorConfig, init_s
                 "open_store": functools.partial(type(store), store.uri),
                 "predictor_id": predictor_id, "warm_start": warm_start, "exclude_tasks": exclude,
                 "init_state": ray.put(init_state) if init_state is not None else None,
-                "report_every": report_every, "workers": workers,
+                "report_every": report_every, "workers": workers, "meta_encoder_reason": reason,
             },
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
             run_config=RunConfig(name=f"predictor-{predictor_id}", storage_path=run_dir),

@@ -129,9 +129,11 @@ def suggest_for_cli(store: Any, *, task: str | None = None, data: str | Path | N
     engine = engine_for(checkpoint, store)
     if task is not None:
         z = engine.task_z_or_embed(store, task)
-    else:
-        x, y = the_task.samples("train")
-        z = engine.embed(x, y)
+    else:  # a table of any width: its preprocessing as for `nasdb tasks add` (predictor/tables.py)
+        from predictor.tables import meta_samples
+
+        x, y = meta_samples(the_task, checkpoint.config, label=label) if engine.use_meta_features else (None, None)
+        z = engine.embed(x, y, where=f"--data {str(data)!r}")
     suggestion = engine.suggest_z(z, config)
     out = {"task": task if the_task is None else the_task.name, "source": "store" if task is not None else str(data),
            "in_training_set": (task if the_task is None else the_task.name) in checkpoint.tasks,

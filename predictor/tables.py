@@ -1,0 +1,127 @@
+"""Tables sent for a suggestion (``nasdb suggest --data``, POST /v1/suggest and /v1/predict), read
+and checked like ``nasdb tasks add`` and encoded into the samples the predictor's meta-features read.
+
+A table is CSV text or JSON ``{"columns": [...], "rows": [[...], ...], "label": COL}``. The
+whole table is checked by the rules of a table task (nasdb/tabular.py ``check_table``: label
+missing, constant or above 100 classes, fewer than 50 rows, an all-missing column, mixed types,
+infinite values, non-UTF-8 text: an InvalidTaskError naming the column). Only then are the
+rows cut to ``max_rows`` (a seeded subset, stratified by label, every class kept with at least 3
+rows) before the task's TableTransform is fitted on its train split and applied: the predictor
+reads at most a few thousand rows of a task (predictor/data.py ``meta_rows``), so encoding
+50,000 rows would only cost time. A table of exactly 64 numeric columns in [0, 1] is an image
+task, as for ``tasks add``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from nasdb.errors import InvalidTaskError
+
+#: Rows of a sent table that are encoded (their train split, 60 %, covers the default sample budget).
+MAX_ENCODED_ROWS = 8192
+REQUEST_TASK = "request_table"
+
+
+def table_from_csv(data: bytes, where: str = "body") -> pa.Table:
+    """A pyarrow Table from CSV bytes (header row first); InvalidTaskError naming the column when unreadable."""
+    import pyarrow.csv as pacsv
+
+    if not data.strip():
+        raise InvalidTaskError(f"{where}: the CSV is empty")
+    try:
+        return pacsv.read_csv(pa.BufferReader(data), convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+    except (pa.ArrowException, OSError) as e:
+        msg = " ".join(str(e).split())
+        m = re.search(r"CSV column #(\d+)", msg)
+        if m:
+            header = data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r").split(",")
+            i = int(m.group(1))
+            name = header[i].strip().strip('"') if i < len(header) else f"#{i}"
+            utf8 = "UTF8" in msg or "UTF-8" in msg
+            raise InvalidTaskError(f"{where}: column {name!r} " + ("has non-UTF-8 text" if utf8 else
+                                                                    f"cannot be read ({msg[:160]})")) from None
+        raise InvalidTaskError(f"{where}: cannot read the CSV: {msg[:200]}") from None
+
+
+def table_from_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], where: str = "body") -> pa.Table:
+    """A pyarrow Table from column names and row lists (JSON values); InvalidTaskError naming the column."""
+    width = len(columns)
+    for r, row in enumerate(rows):
+        if len(row) != width:
+            raise InvalidTaskError(f"{where}: rows[{r}] has {len(row)} values for {width} columns")
+    out = {}
+    for c, name in enumerate(columns):
+        values = [row[c] for row in rows]
+        if any(isinstance(v, float) and not np.isfinite(v) for v in values):
+            r = next(i for i, v in enumerate(values) if isinstance(v, float) and not np.isfinite(v))
+            raise InvalidTaskError(f"{where}: column {name!r} has a non-finite value ({values[r]}) at row {r}")
+        kinds = {type(v) for v in values if v is not None}
+        if kinds & {str} and kinds - {str}:
+            text = next(v for v in values if isinstance(v, str))
+            raise InvalidTaskError(f"{where}: column {name!r} mixes numbers and text (e.g. {text!r})")
+        try:
+            out[name] = pa.array(values, type=pa.float64() if kinds <= {int, float} and kinds else None)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+            raise InvalidTaskError(f"{where}: column {name!r} cannot be read ({' '.join(str(e).split())[:120]})") from None
+    return pa.table(out)
+
+
+def _stratified_rows(labels: pa.ChunkedArray, max_rows: int, seed: int = 0) -> np.ndarray | None:
+    """Row indices of a seeded, label-stratified subset of about ``max_rows`` rows (None: keep them all)."""
+    n = len(labels)
+    if n <= max_rows:
+        return None
+    import pyarrow.compute as pc
+
+    codes = pc.dictionary_encode(labels).combine_chunks().indices.to_numpy(zero_copy_only=False)
+    codes = np.where(labels.is_null().to_numpy(zero_copy_only=False), -1, codes)
+    rng, frac, keep = np.random.default_rng(seed), max_rows / n, []
+    for k in np.unique(codes):
+        idx = np.flatnonzero(codes == k)
+        take = min(len(idx), max(3, int(round(len(idx) * frac))))
+        keep.append(rng.choice(idx, size=take, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def task_from_request(table: pa.Table, label: str, *, where: str = "body", max_rows: int = MAX_ENCODED_ROWS,
+                      name: str = REQUEST_TASK) -> Any:
+    """The task of a sent table: checked whole, cut to ``max_rows`` rows, then encoded (nasdb.tasks)."""
+    from nasdb import tabular
+    from nasdb.tasks import task_from_table
+
+    tabular.check_table(where, table, label)  # every row: the column named on a bad one
+    rows = _stratified_rows(table.column(label), max_rows)
+    if rows is not None:
+        table = table.take(pa.array(rows))
+    if _image_shaped(table, label):
+        from nasdb.tasks import task_from_arrays
+
+        feats = [c for c in table.column_names if c != label]
+        x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in feats])
+        return task_from_arrays(name, x, table.column(label).to_pylist())
+    return task_from_table(name, table, label, where=where)
+
+
+def _image_shaped(table: pa.Table, label: str) -> bool:
+    from nasdb.tasks import _image_shaped as image_shaped
+
+    return image_shaped(table, [c for c in table.column_names if c != label])
+
+
+def meta_samples(task: Any, config: Any, *, label: str | None = None, where: str = "the table"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The train split of ``task`` as the predictor's meta-features read it; ValueError naming the
+    label column when the task has more classes than the predictor's ``max_classes``."""
+    if task.num_classes > config.max_classes:
+        what = f"label column {label!r}" if label else f"{where}'s label"
+        raise ValueError(f"{what} has {task.num_classes} classes; this predictor reads at most "
+                         f"max_classes={config.max_classes}")
+    return task.samples("train")
+
+
+__all__ = ["MAX_ENCODED_ROWS", "meta_samples", "table_from_csv", "table_from_rows", "task_from_request"]

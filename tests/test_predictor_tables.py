@@ -1,0 +1,171 @@
+"""The predictor on tasks of any width (issue 17): the data path, the encoder rule, and `nasdb suggest --data`.
+
+A real small store (predictor/testing.py ``shared_table_store``): a digits task (64 features) and
+three sklearn tables of the tabular suite (iris 4, wine 13, breast_cancer 30 encoded features),
+10 children of 1 epoch each, and a predictor fitted in-process with the ``cells`` meta encoder.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.datasets import load_iris, load_wine
+
+from nasdb.cli import main
+from nasdb.store import ExperimentStore
+from predictor.checkpoint import load_predictor
+from predictor.config import PredictorConfig
+from predictor.data import load_for_config, load_training_data, meta_rows, sample_budget
+from predictor.testing import TABLE_TRAIN_TASKS, TRAIN_TASKS, shared_table_store, shared_tiny_store
+
+
+@pytest.fixture(scope="module")
+def table_store(tmp_path_factory):
+    root, pid = shared_table_store(str(tmp_path_factory.getbasetemp()))
+    return ExperimentStore(root), pid
+
+
+@pytest.fixture(scope="module")
+def digits_store(tmp_path_factory):
+    root, pid = shared_tiny_store(str(tmp_path_factory.getbasetemp()))
+    return ExperimentStore(root), pid
+
+
+def wine_frame() -> pd.DataFrame:
+    df = load_wine(as_frame=True).frame
+    df["target"] = df["target"].map({0: "barolo", 1: "grignolino", 2: "barbera"})  # text labels
+    return df
+
+
+# -- the data path and the encoder rule ----------------------------------------------------------------
+def test_cells_reads_every_width_and_samples_refuses_a_table_naming_it(table_store):
+    store, _ = table_store
+    data = load_training_data(store, tasks=TABLE_TRAIN_TASKS, min_experiments=8, meta_encoder="cells", budget=100)
+    widths = {n: t.x.shape[1] for n, t in data.tasks.items()}
+    assert widths == {"digits_loops": 64, "tab_iris": 4, "tab_wine": 13, "tab_breast_cancer": 30}
+    assert all(t.x.shape[0] <= 100 for t in data.tasks.values())
+    assert data.snapshot()["tab_wine"]["features"] == 13
+    with pytest.raises(ValueError, match=r"task 'tab_iris' has 4 features.*--meta-encoder cells") as e:
+        load_training_data(store, tasks=TABLE_TRAIN_TASKS, min_experiments=8, meta_encoder="samples")
+    assert "\n" not in str(e.value)
+    # without meta-features the samples are never read: any width trains
+    load_training_data(store, tasks=TABLE_TRAIN_TASKS, min_experiments=8, use_meta_features=False)
+
+
+def test_auto_picks_cells_only_when_a_task_is_not_64_wide(table_store, digits_store):
+    store, _ = table_store
+    data, cfg, why = load_for_config(store, PredictorConfig(batch_size=8), meta_encoder="auto",
+                                     tasks=TABLE_TRAIN_TASKS, min_experiments=8)
+    assert cfg.meta_encoder == "cells" and why.startswith("auto: task 'tab_") and "not 64" in why
+    with pytest.raises(ValueError, match="--meta-encoder cells"):
+        load_for_config(store, PredictorConfig(batch_size=8), meta_encoder="samples", tasks=TABLE_TRAIN_TASKS,
+                        min_experiments=8)
+    digits, _ = digits_store
+    _, cfg, why = load_for_config(digits, PredictorConfig(batch_size=8), meta_encoder="auto", tasks=TRAIN_TASKS,
+                                  min_experiments=8)
+    assert cfg.meta_encoder == "samples" and why == "auto: every task has 64 features"  # digits unchanged
+
+
+def test_sample_budget_is_a_seeded_subset_and_cells_bound_rows_by_width():
+    x, y = np.arange(5000 * 3, dtype=np.float32).reshape(5000, 3), np.arange(5000) % 4
+    a, b = sample_budget(x, y, 1000), sample_budget(x, y, 1000)
+    assert a[0].shape == (1000, 3) and np.array_equal(a[0], b[0]) and np.all(np.diff(a[0][:, 0]) > 0)
+    assert sample_budget(x, y, 9000)[0] is x
+    wide = np.zeros((5000, 1024), dtype=np.float32)
+    cells = PredictorConfig(meta_encoder="cells")
+    assert meta_rows(wide, y, cells)[0].shape[0] == max(cells.sample_batch_size, (1 << 17) // 1024)
+    assert meta_rows(x, y, cells)[0].shape[0] == 4096  # narrow: the budget binds
+    assert meta_rows(x, y, PredictorConfig())[0].shape[0] == 4096  # the budget, not the cell bound
+
+
+# -- nasdb suggest --data on a table -------------------------------------------------------------------------
+@pytest.fixture
+def cli(monkeypatch):
+    monkeypatch.delenv("NASDB_STORE", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0):
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == code, (args, result.output)
+        return result
+    return invoke
+
+
+def test_cli_suggests_for_a_csv_table_and_finds_its_nearest_task(table_store, cli, tmp_path):
+    store, pid = table_store
+    path = tmp_path / "wine.csv"
+    wine_frame().to_csv(path, index=False)
+    out = json.loads(cli("--store", store.root, "suggest", "--data", str(path), "--label", "target",
+                         "--max-iters", "30", "--json").stdout)
+    assert out["predictor_id"] == pid and out["task"] == "user_wine" and len(out["architecture"]) == 15
+    assert out["nearest_tasks"][0]["task"] == "tab_wine"  # across widths: z is width-free with cells
+    assert {n["task"] for n in out["nearest_tasks"]} == set(TABLE_TRAIN_TASKS)
+    assert out["far_from_training"] in (True, False)
+    text = cli("--store", store.root, "suggest", "--data", str(path), "--label", "target", "--max-iters", "30").stdout
+    assert "nearest training tasks: tab_wine" in text
+
+
+def _iris() -> pd.DataFrame:
+    return load_iris(as_frame=True).frame
+
+
+def _bad_tables() -> list[tuple[str, pd.DataFrame, str, str]]:
+    """(id, table, label, what the one-line error must name)."""
+    iris = _iris()
+    constant = iris.assign(target=7)
+    many = iris.assign(target=np.arange(len(iris)))
+    empty = iris.assign(blank=np.nan)
+    mixed = iris.assign(m=[str(v) for v in iris["petal width (cm)"]])
+    mixed.loc[3, "m"] = "n/a?"
+    inf = iris.copy()
+    inf.loc[5, "sepal length (cm)"] = np.inf
+    twenty = pd.concat([iris] * 2, ignore_index=True).assign(target=lambda d: np.arange(len(d)) % 20)
+    return [("label missing", iris, "nope", "label column 'nope' not found"),
+            ("label constant", constant, "target", "label column 'target' is constant"),
+            ("over 100 classes", many, "target", "label column 'target' has 150 distinct values"),
+            ("under 50 rows", iris.iloc[::4], "target", "38 rows"),
+            ("all-missing column", empty, "target", "column 'blank' is all missing"),
+            ("mixed types", mixed, "target", "column 'm' mixes numbers and text"),
+            ("infinite value", inf, "target", "column 'sepal length (cm)' has an infinite value"),
+            ("more classes than the predictor reads", twenty, "target", "label column 'target' has 20 classes")]
+
+
+@pytest.mark.parametrize("case", _bad_tables(), ids=lambda c: c[0])
+def test_cli_refuses_a_bad_table_in_one_line_naming_the_column(table_store, cli, tmp_path, case):
+    store, _ = table_store
+    _, frame, label, text = case
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    result = cli("--store", store.root, "suggest", "--data", str(path), "--label", label, code=1)
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err and text in err, err
+    assert "Traceback" not in result.output
+
+
+def test_a_samples_predictor_asked_about_a_table_says_to_fit_with_cells(digits_store, cli, tmp_path):
+    store, pid = digits_store
+    assert load_predictor(store, pid).config.meta_encoder == "samples"
+    path = tmp_path / "wine.csv"
+    wine_frame().to_csv(path, index=False)
+    result = cli("--store", store.root, "suggest", "--data", str(path), "--label", "target", code=1)
+    err = result.stderr.strip()
+    assert "\n" not in err and "13 features" in err and "--meta-encoder cells" in err, err
+
+
+def test_cli_fit_picks_cells_by_itself_and_says_why(table_store, cli, tmp_path, ray_cluster):
+    import shutil
+
+    store, _ = table_store
+    root = str(tmp_path / "store")
+    shutil.copytree(store.root, root)  # the fit adds a predictor
+    common = ("--workers", "1", "--steps", "20", "--batch-size", "8", "--ensemble-size", "2")
+    out = cli("--store", root, "fit", *common).stdout
+    assert "meta_encoder=cells (auto: task 'tab_" in out and "not 64)" in out, out
+    pid = out.split()[1].rstrip(":")
+    assert load_predictor(ExperimentStore(root), pid).config.meta_encoder == "cells"
+    err = cli("--store", root, "fit", "--meta-encoder", "samples", *common, code=1).stderr.strip()
+    assert err.startswith("error: task 'tab_") and "--meta-encoder cells" in err and "\n" not in err
