@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.nasdb-installed
 TORCH_CPU ?= torch==2.13.0
 DEMO_STORE ?= demo-store
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test venv clean-demo browser
 
 venv: $(STAMP)
 
@@ -22,7 +22,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/nasdb --store $(DEMO_STORE) demo
 
-test: $(STAMP)
+# The dashboard's tests drive Debian's Chromium through its chromedriver (no browser download at run time).
+browser:
+	command -v chromedriver >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 clean-demo:
