@@ -7,6 +7,7 @@ that prints data to JSON. Every command but ``init`` refuses a store root that d
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import click
@@ -208,13 +209,14 @@ def query_cmd(ctx: click.Context, sql: str, timeout: float, as_json: bool) -> No
 
 
 @click.command("export")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "optuna"]), default="parquet",
-              show_default=True, help="A file, or Optuna studies (one per task) in --storage.")
-@click.option("--out", default=None, type=click.Path(dir_okay=False, writable=True, allow_dash=True),
-              help="Output file (parquet, csv); - writes to stdout (the summary then goes to stderr).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "optuna", "syne-tune"]), default="parquet",
+              show_default=True, help="A file, Optuna studies (one per task) in --storage, or a Syne Tune blackbox "
+                                      "repository folder.")
+@click.option("--out", default=None, type=click.Path(writable=True, allow_dash=True),
+              help="Output file (parquet, csv; - writes to stdout, the summary then to stderr) or folder (syne-tune).")
 @click.option("--storage", default=None, metavar="URL",
               help="Optuna storage URL (--format optuna), e.g. sqlite:///nasdb.db for optuna-dashboard.")
-@click.option("--overwrite", is_flag=True, help="Replace Optuna studies of the same names.")
+@click.option("--overwrite", is_flag=True, help="Replace Optuna studies of the same names, or a non-empty --out folder.")
 @task_list_option("--task", "--tasks", "tasks", help="Only these tasks (a file export: one).")
 @json_option
 @click.pass_context
@@ -236,8 +238,22 @@ def export_cmd(ctx: click.Context, fmt: str, out: str | None, storage: str | Non
         else:
             click.echo(f"exported {result['trials']} trials to {len(result['studies'])} Optuna studies in {storage}")
         return
+    if fmt == "syne-tune":
+        if out is None or is_stdout(out) or storage is not None:
+            raise click.UsageError("--format syne-tune writes a folder: --out DIR")
+        from nasdb.export_syne_tune import export_syne_tune
+
+        result = export_syne_tune(store, out, tasks=tasks, overwrite=overwrite)
+        if as_json:
+            echo_json(result)
+        else:
+            click.echo(f"exported {result['experiments']} experiments ({result['rows']} epoch rows) of "
+                       f"{len(result['tasks'])} tasks to the Syne Tune blackbox repository {result['out']}")
+        return
     if out is None or storage is not None:
         raise click.UsageError(f"--format {fmt} writes to --out FILE (or - for stdout)")
+    if os.path.isdir(out):
+        raise click.UsageError(f"--format {fmt} writes one file, but --out {out} is a folder")
     if tasks and len(tasks) > 1:
         raise click.UsageError(f"a {fmt} export takes at most one --task, got {list(tasks)}")
     task = tasks[0] if tasks else None
