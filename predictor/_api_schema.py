@@ -1,5 +1,7 @@
 """Request and response bodies of the suggestion API (predictor/serve.py), as pydantic models.
 
+A task is named, given as inline samples (64 features in [0, 1]) or as a table of any width
+(``columns``/``rows``/``label``; a CSV upload is the same table as ``text/csv``, predictor/serve.py).
 Validation is strict on purpose: features are finite numbers inside the suite's feature range
 [0, 1] (no NaN/Infinity, which Python's JSON parser would otherwise accept, no 3e38, no strings,
 no booleans), labels and choice indices are integers inside hard bounds (1.0, true and 2**63
@@ -38,18 +40,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-#: ``task`` XOR (``x`` and ``y``), as JSON Schema: exactly what ``TaskInput._one_source`` enforces
-#: (a null counts as absent), so the published schema admits no body the server refuses for it.
+#: The columns of a sent table: its features and its label (nasdb/tabular.py MAX_FEATURES + 1).
+HARD_MAX_COLUMNS = 2_001
+#: One value of a sent table: a number, a boolean, text or null (missing).
+Cell = Annotated[bool | int | float | str | None, Field(union_mode="smart")]
+ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
+
+#: ``task`` XOR (``x`` and ``y``) XOR (``columns``, ``rows`` and ``label``), as JSON Schema: exactly what
+#: ``TaskInput._one_source`` enforces (a null counts as absent), so the published schema admits no body the
+#: server refuses for it.
+_NO_TABLE = {"columns": {"type": "null"}, "rows": {"type": "null"}, "label": {"type": "null"}}
 _ONE_SOURCE = [
     {"title": "by task name", "required": ["task"],
-     "properties": {"task": {"type": "string"}, "x": {"type": "null"}, "y": {"type": "null"}}},
+     "properties": {"task": {"type": "string"}, "x": {"type": "null"}, "y": {"type": "null"}, **_NO_TABLE}},
     {"title": "by inline samples", "required": ["x", "y"],
-     "properties": {"task": {"type": "null"}, "x": {"type": "array"}, "y": {"type": "array"}}},
+     "properties": {"task": {"type": "null"}, "x": {"type": "array"}, "y": {"type": "array"}, **_NO_TABLE}},
+    {"title": "by a table", "required": ["columns", "rows", "label"],
+     "properties": {"task": {"type": "null"}, "x": {"type": "null"}, "y": {"type": "null"},
+                    "columns": {"type": "array"}, "rows": {"type": "array"}, "label": {"type": "string"}}},
 ]
 
 
 class TaskInput(_Strict):
-    """A task: either ``task`` (a name the store knows) or inline samples ``x`` with labels ``y``."""
+    """A task: ``task`` (a name the store knows), inline samples ``x`` with labels ``y``, or a table
+    (``columns``, ``rows``, ``label``: any width, preprocessed as ``nasdb tasks add`` does)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": _ONE_SOURCE})
 
@@ -59,16 +73,35 @@ class TaskInput(_Strict):
         description="Task samples, one row of `feature_dim` (64) finite numbers in [0, 1] per sample.")
     y: list[Label] | None = Field(
         None, max_length=HARD_MAX_SAMPLES, description="Integer class labels in [0, max_classes), one per row of x.")
+    columns: list[ColumnName] | None = Field(
+        None, min_length=2, max_length=HARD_MAX_COLUMNS,
+        description="A table's column names, the label column among them (a table of any width; needs a predictor "
+                    "fitted with the 'cells' meta encoder unless it has 64 numeric columns in [0, 1]).")
+    rows: list[list[Cell]] | None = Field(
+        None, min_length=1, max_length=HARD_MAX_SAMPLES,
+        description="The table's rows, one value per column: numbers, booleans, text, or null for missing.")
+    label: ColumnName | None = Field(None, description="The label column of the table (2 to 100 classes).")
 
     @model_validator(mode="after")
     def _one_source(self) -> "TaskInput":
         inline = self.x is not None or self.y is not None
+        table = self.columns is not None or self.rows is not None or self.label is not None
+        if table:
+            if self.task is not None or inline:
+                raise ValueError("give one of `task`, inline samples `x` and `y`, or a table "
+                                 "(`columns`, `rows`, `label`), not several")
+            missing = [k for k in ("columns", "rows", "label") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"`{missing[0]}` is missing: a table needs `columns`, `rows` and `label`")
+            if self.label not in self.columns:
+                raise ValueError(f"label: column {self.label!r} is not among `columns`")
+            return self
         if self.task is not None and inline:
             raise ValueError("give either `task` or inline samples `x` and `y`, not both")
         if self.task is None:
             if self.x is None or self.y is None:
                 missing = "x" if self.x is None else "y"
-                raise ValueError(f"`{missing}` is missing: give a `task` name or both `x` and `y`")
+                raise ValueError(f"`{missing}` is missing: give a `task` name, both `x` and `y`, or a table")
             if len(self.y) != len(self.x):
                 raise ValueError(f"`y` has {len(self.y)} labels but `x` has {len(self.x)} rows")
         return self

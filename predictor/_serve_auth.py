@@ -111,6 +111,14 @@ def route_path(scope: dict[str, Any]) -> str:
     return path
 
 
+def is_csv(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's Content-Type is text/csv (a table upload)."""
+    for k, v in headers:
+        if k.lower() == b"content-type":
+            return v.split(b";")[0].strip().lower() == b"text/csv"
+    return False
+
+
 def client_key(scope: dict[str, Any]) -> str:
     """Whom the per-client cap counts: the peer address the Serve proxy saw (its host, not its port)."""
     client = scope.get("client")
@@ -130,8 +138,9 @@ class RequestGuard:
 
     def __init__(self, app: Callable[..., Awaitable[None]], *, expected_digest: str | None, max_body_bytes: int,
                  body_timeout_s: float = 30.0, max_requests_per_client: int = 64,
-                 public_paths: frozenset[str] = PUBLIC_PATHS):
+                 public_paths: frozenset[str] = PUBLIC_PATHS, max_csv_bytes: int | None = None):
         self.app, self.expected, self.max_body_bytes, self.public = app, expected_digest, max_body_bytes, public_paths
+        self.max_csv_bytes = max_csv_bytes  # the limit of a text/csv body (a table upload), else max_body_bytes
         self.body_timeout_s, self.max_per_client = body_timeout_s, max_requests_per_client
         self.in_flight: dict[str, int] = {}
 
@@ -153,14 +162,16 @@ class RequestGuard:
         if path not in self.public and not self.authorized(scope.get("headers", [])):
             return await _reply(send, 401, "missing or invalid bearer token (header `Authorization: Bearer <token>`)",
                                 extra_headers=[(b"www-authenticate", b'Bearer realm="nasdb"')])
+        limit = (self.max_csv_bytes if self.max_csv_bytes is not None and is_csv(scope.get("headers", []))
+                 else self.max_body_bytes)
         length = [v for k, v in scope.get("headers", []) if k.lower() == b"content-length"]
         if length:
             try:
                 declared = int(length[0])
             except ValueError:
                 return await _reply(send, 400, "Content-Length header is not an integer")
-            if declared > self.max_body_bytes:
-                return await _reply(send, 413, f"body: {declared} bytes exceed the limit of {self.max_body_bytes}")
+            if declared > limit:
+                return await _reply(send, 413, f"body: {declared} bytes exceed the limit of {limit}")
         if path in self.public:
             return await self.app(scope, receive, send)
         client = client_key(scope)
@@ -170,7 +181,7 @@ class RequestGuard:
                                            f"{self.max_per_client} per client", extra_headers=[(b"retry-after", b"1")])
         self.in_flight[client] = held + 1
         try:
-            await self.app(scope, self._receive_within_limits(receive), send)
+            await self.app(scope, self._receive_within_limits(receive, limit), send)
         finally:
             left = self.in_flight[client] - 1
             if left:
@@ -178,8 +189,8 @@ class RequestGuard:
             else:
                 del self.in_flight[client]
 
-    def _receive_within_limits(self, receive):
-        """``receive`` that refuses a body over ``max_body_bytes`` (413) or not complete within
+    def _receive_within_limits(self, receive, limit: int):
+        """``receive`` that refuses a body over ``limit`` bytes (413) or not complete within
         ``body_timeout_s`` of the request's start (408)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.body_timeout_s
@@ -196,8 +207,8 @@ class RequestGuard:
                                          f"headers ({received} bytes received)") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:  # a chunked body without Content-Length
-                    raise HTTPException(413, f"body: more than {self.max_body_bytes} bytes")
+                if received > limit:  # a chunked body without Content-Length
+                    raise HTTPException(413, f"body: more than {limit} bytes")
                 complete = not message.get("more_body", False)
             return message
 

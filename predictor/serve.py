@@ -3,6 +3,8 @@
     POST /v1/suggest   {"task": NAME} or {"x": [[64 floats], ...], "y": [ints]}, optional
                        k_max_iters / step_size / top_per_task / closest_tasks -> a suggestion
     POST /v1/predict   the same task input + {"architectures": [[15 ints], ...]} -> scores
+                       both also take a table: {"columns": [...], "rows": [[...]], "label": COL}, or a CSV
+                       upload (Content-Type: text/csv, ?label=COL; /v1/predict: &architectures=[[...]])
     GET  /v1/model     which predictor, trained on which tasks, loss, metrics, created
     GET  /v1/health    liveness (no token needed), also /openapi.json and /docs
 
@@ -21,23 +23,25 @@ keeps serving. Three ways to run it:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nasdb.errors import NasdbError, StoreError, UnknownTaskError
-from predictor._api_schema import (ErrorResponse, HealthResponse, ModelResponse, PredictRequest, PredictResponse,
+from predictor._api_schema import (HARD_MAX_ITERS, ErrorResponse, HealthResponse, ModelResponse, PredictRequest, PredictResponse,
                                    SuggestRequest, SuggestResponse)
-from predictor._serve_auth import RequestGuard, is_loopback, resolve_token_digest
+from predictor._serve_auth import RequestGuard, is_csv, is_loopback, resolve_token_digest, route_path
 from predictor.service import PayloadTooLargeError, ServeLimits, SuggestionService
 
 logger = logging.getLogger(__name__)
@@ -115,16 +119,46 @@ def build_api(service: SuggestionService, *, expected_digest: str | None, limits
     for exc_type in (ValueError, KeyError, NasdbError):
         app.add_exception_handler(exc_type, _unprocessable)
 
-    @app.post("/v1/suggest", response_model=SuggestResponse, dependencies=protected, responses=_ERRORS)
+    @app.post("/v1/suggest", response_model=SuggestResponse, dependencies=protected, responses=_ERRORS,
+              openapi_extra=_csv_body("?label=COL, optional &k_max_iters=N&kappa=K"))
     def suggest(body: SuggestRequest) -> dict[str, Any]:
         """Algorithm 2: the architecture the predictor scores highest for the task, found by gradient
         ascent from the top architectures of the closest training tasks."""
         return service.suggest(body)
 
-    @app.post("/v1/predict", response_model=PredictResponse, dependencies=protected, responses=_ERRORS)
+    @app.post("/v1/predict", response_model=PredictResponse, dependencies=protected, responses=_ERRORS,
+              openapi_extra=_csv_body("?label=COL&architectures=[[15 ints], ...] (JSON)"))
     def predict(body: PredictRequest) -> dict[str, Any]:
         """Predicted scores (higher = better expected validation accuracy) of architectures on the task."""
         return service.predict(body)
+
+    @app.post(CSV_ROUTES["/v1/suggest"], response_model=SuggestResponse, dependencies=protected, responses=_ERRORS,
+              include_in_schema=False)  # documented as /v1/suggest's text/csv body
+    async def suggest_csv(request: Request, label: str | None = None,
+                          k_max_iters: int | None = Query(None, ge=1, le=HARD_MAX_ITERS),
+                          kappa: float | None = Query(None, ge=0, le=100, allow_inf_nan=False)) -> dict[str, Any]:
+        """POST /v1/suggest with a CSV upload (``Content-Type: text/csv``, ``?label=COL``): Algorithm 2 for the
+        table, preprocessed as ``nasdb tasks add`` does (any width for a predictor with the cells encoder)."""
+        data = await request.body()
+        table, label = await run_in_threadpool(service.csv_request, data, label)
+        return await run_in_threadpool(service.suggest_table, table, label, _kv(k_max_iters=k_max_iters, kappa=kappa))
+
+    @app.post(CSV_ROUTES["/v1/predict"], response_model=PredictResponse, dependencies=protected, responses=_ERRORS,
+              include_in_schema=False)  # documented as /v1/predict's text/csv body
+    async def predict_csv(request: Request, label: str | None = None,
+                          architectures: str | None = None) -> dict[str, Any]:
+        """POST /v1/predict with a CSV upload (``?label=COL&architectures=[[15 ints], ...]``, JSON)."""
+        try:
+            archs = json.loads(architectures or "")
+        except ValueError:
+            raise ValueError("architectures: the query parameter must be a JSON list of choice-index lists") from None
+        try:
+            archs = PredictRequest.model_validate({"task": "csv", "architectures": archs}).architectures
+        except ValidationError as e:
+            raise RequestValidationError([{**err, "loc": ("query", *err["loc"])} for err in e.errors()]) from None
+        data = await request.body()
+        table, label = await run_in_threadpool(service.csv_request, data, label)
+        return await run_in_threadpool(service.predict_table, table, label, archs)
 
     @app.get("/v1/model", response_model=ModelResponse, dependencies=protected, responses=_ERRORS)
     def model() -> dict[str, Any]:
@@ -137,9 +171,44 @@ def build_api(service: SuggestionService, *, expected_digest: str | None, limits
         that run suggestions, and exempt from the per-client cap."""
         return service.health()
 
+    app.add_middleware(CsvRoutes)  # inside the guard: the guard sees the path the client sent
     app.add_middleware(RequestGuard, expected_digest=expected_digest, max_body_bytes=limits.max_body_bytes,
-                       body_timeout_s=limits.body_timeout_s, max_requests_per_client=limits.max_requests_per_client)
+                       body_timeout_s=limits.body_timeout_s, max_requests_per_client=limits.max_requests_per_client,
+                       max_csv_bytes=limits.max_csv_bytes)
     return app
+
+
+#: Where a CSV upload to /v1/suggest or /v1/predict is routed (FastAPI routes by path, not content type).
+CSV_ROUTES = {"/v1/suggest": "/v1/suggest/csv", "/v1/predict": "/v1/predict/csv"}
+
+
+def _csv_body(query: str) -> dict[str, Any]:
+    """The OpenAPI text of a route's CSV upload (merged into its JSON request body by FastAPI)."""
+    return {"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}},
+                            "description": f"JSON (a task name, inline samples or a table), or a CSV upload: a "
+                                           f"table with a header row, Content-Type text/csv, with {query} in the "
+                                           f"query string."}}
+
+
+def _kv(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+class CsvRoutes:
+    """ASGI middleware: a ``text/csv`` POST to /v1/suggest or /v1/predict goes to its CSV route, so
+    both paths take a JSON body or a CSV upload (the CSV routes are also reachable by their own path)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST" and is_csv(scope.get("headers", [])):
+            path = route_path(scope)
+            if path in CSV_ROUTES:
+                root = scope.get("root_path", "") or ""
+                prefix = scope["path"][:len(scope["path"]) - len(path)] if scope["path"].endswith(path) else root
+                scope = {**scope, "path": prefix + CSV_ROUTES[path], "raw_path": (prefix + CSV_ROUTES[path]).encode()}
+        await self.app(scope, receive, send)
 
 
 async def _unprocessable(_: Request, exc: Exception) -> JSONResponse:

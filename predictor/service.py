@@ -21,6 +21,7 @@ from predictor._api_schema import PredictRequest, SuggestRequest, TaskInput
 from predictor.checkpoint import load_predictor
 from predictor.registry import Selection, select
 from predictor.suggest import SuggestConfig, SuggestionEngine, check_samples
+from predictor.tables import meta_samples, table_from_csv, table_from_rows, task_from_request
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,12 @@ class ServeLimits:
     max_k_max_iters: int = 10_000
     max_requests_per_client: int = 64
     body_timeout_s: float = 30.0
+    max_table_rows: int = 100_000  # rows of a sent table (JSON or CSV)
+    max_csv_bytes: int = 256 << 20  # a CSV upload's body (text/csv); JSON bodies keep max_body_bytes
 
     def __post_init__(self) -> None:
-        for name in ("max_samples", "max_architectures", "max_k_max_iters", "max_requests_per_client"):
+        for name in ("max_samples", "max_architectures", "max_k_max_iters", "max_requests_per_client",
+                     "max_table_rows", "max_csv_bytes"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"`{name}` must be a positive integer, but got {name}={v!r}.")
@@ -178,6 +182,11 @@ class SuggestionService:
     def _task_z(self, engine: SuggestionEngine, body: TaskInput):
         if body.task is not None:
             return engine.task_z_or_embed(self.store, body.task)
+        if body.columns is not None:
+            if len(body.rows) > self.limits.max_table_rows:
+                raise PayloadTooLargeError(f"rows: {len(body.rows)} rows exceed the server's maximum of "
+                                           f"{self.limits.max_table_rows}")
+            return self._table_z(engine, table_from_rows(body.columns, body.rows, where="rows"), body.label)
         if len(body.x) > self.limits.max_samples:
             raise PayloadTooLargeError(f"x: {len(body.x)} samples exceed the server's maximum of "
                                        f"{self.limits.max_samples}")
@@ -189,32 +198,71 @@ class SuggestionService:
                              feature_dim=cfg.feature_dim, max_classes=cfg.max_classes)
         return engine.embed(x, y)
 
-    def suggest(self, body: SuggestRequest) -> dict[str, Any]:
-        engine = self._engine  # one predictor for the whole request, even if a swap happens meanwhile
-        overrides = body.overrides()
+    def _table_z(self, engine: SuggestionEngine, table: Any, label: str):
+        """z of a sent table: checked and encoded as ``nasdb tasks add`` does (predictor/tables.py)."""
+        if table.num_rows > self.limits.max_table_rows:
+            raise PayloadTooLargeError(f"rows: {table.num_rows} rows exceed the server's maximum of "
+                                       f"{self.limits.max_table_rows}")
+        task = task_from_request(table, label, where="table")
+        if not engine.use_meta_features:
+            return None
+        x, y = meta_samples(task, engine.config, label=label)
+        return engine.embed(x, y, where="table")
+
+    def csv_request(self, data: bytes, label: str | None, **fields: Any) -> tuple[Any, Any]:
+        """A CSV upload as ``(table, label)``; ValueError naming what is wrong (no label, bad CSV)."""
+        if not label:
+            raise ValueError("label: a CSV upload needs the query parameter ?label=COLUMN")
+        if len(data) > self.limits.max_csv_bytes:
+            raise PayloadTooLargeError(f"body: {len(data)} bytes exceed the limit of {self.limits.max_csv_bytes}")
+        return table_from_csv(data, where="table"), label
+
+    def suggest_table(self, table: Any, label: str, overrides: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/suggest with a CSV upload: the table's suggestion (``overrides`` as SuggestRequest's)."""
+        engine = self._engine
+        config = self._config(overrides)
+        return {**engine.suggest_z(self._table_z(engine, table, label), config).to_dict(), "task": None}
+
+    def predict_table(self, table: Any, label: str, architectures: Any) -> dict[str, Any]:
+        """POST /v1/predict with a CSV upload: scores of ``architectures`` on the table."""
+        engine = self._engine
+        archs = self._architectures(engine, architectures)
+        return self._scores(engine, self._table_z(engine, table, label), archs, None)
+
+    def _config(self, overrides: dict[str, Any]) -> SuggestConfig:
         if overrides.get("k_max_iters", 0) > self.limits.max_k_max_iters:
             raise ValueError(f"k_max_iters: {overrides['k_max_iters']} exceeds the server's maximum of "
                              f"{self.limits.max_k_max_iters}")
-        config = self.defaults.replace(**overrides)
+        return self.defaults.replace(**overrides)
+
+    def _architectures(self, engine: SuggestionEngine, architectures: Any) -> np.ndarray:
+        if len(architectures) > self.limits.max_architectures:
+            raise PayloadTooLargeError(f"architectures: {len(architectures)} exceed the server's maximum of "
+                                       f"{self.limits.max_architectures}")
+        for i, arch in enumerate(architectures):
+            try:
+                engine.space.validate(arch)
+            except ValueError as e:
+                raise ValueError(f"architectures[{i}]: {e}") from None
+        return np.asarray(architectures, dtype=np.int64)
+
+    @staticmethod
+    def _scores(engine: SuggestionEngine, z: Any, archs: np.ndarray, task: str | None) -> dict[str, Any]:
+        scores, std = engine.score_with_std(archs, z)
+        ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        return {"predictor_id": engine.predictor_id, "task": task, "scores": [float(s) for s in scores],
+                "stds": None if std is None else [float(v) for v in std], "ranking": ranking}
+
+    def suggest(self, body: SuggestRequest) -> dict[str, Any]:
+        engine = self._engine  # one predictor for the whole request, even if a swap happens meanwhile
+        config = self._config(body.overrides())
         z = self._task_z(engine, body)
         return {**engine.suggest_z(z, config).to_dict(), "task": body.task}
 
     def predict(self, body: PredictRequest) -> dict[str, Any]:
         engine = self._engine
-        if len(body.architectures) > self.limits.max_architectures:
-            raise PayloadTooLargeError(f"architectures: {len(body.architectures)} exceed the server's maximum of "
-                                       f"{self.limits.max_architectures}")
-        space = engine.space
-        for i, arch in enumerate(body.architectures):
-            try:
-                space.validate(arch)
-            except ValueError as e:
-                raise ValueError(f"architectures[{i}]: {e}") from None
-        z = self._task_z(engine, body)
-        scores, std = engine.score_with_std(np.asarray(body.architectures, dtype=np.int64), z)
-        ranking = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-        return {"predictor_id": engine.predictor_id, "task": body.task, "scores": [float(s) for s in scores],
-                "stds": None if std is None else [float(v) for v in std], "ranking": ranking}
+        archs = self._architectures(engine, body.architectures)
+        return self._scores(engine, self._task_z(engine, body), archs, body.task)
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "predictor_id": self._engine.predictor_id, "replica": self.replica}

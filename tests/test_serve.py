@@ -96,7 +96,7 @@ def test_health_model_and_openapi(server, http, store):
     assert "x" in spec["components"]["schemas"]["SuggestRequest"]["properties"]
     # task excludes x/y in the published schema too, so schema-driven clients see the server's rule
     sources = spec["components"]["schemas"]["SuggestRequest"]["oneOf"]
-    assert [sorted(s["required"]) for s in sources] == [["task"], ["x", "y"]]
+    assert [sorted(s["required"]) for s in sources] == [["task"], ["x", "y"], ["columns", "label", "rows"]]
 
 
 def test_suggestion_for_a_held_out_task_by_name_and_inline(server, http, held_out):
@@ -136,6 +136,11 @@ ROW = [0.5] * 64
 
 def _raw(text: str) -> dict:
     return {"data": text, "headers": {**AUTH, "Content-Type": "application/json"}}
+
+
+#: A 60-row table of 2 features: this module's predictor reads 64 (the 'samples' meta encoder)
+TABLE_ROWS = [[i / 60, float(i % 7), "ab"[i % 2]] for i in range(60)]
+TABLE_CSV = "a,b,target\n" + "".join(f"{a},{b},{t}\n" for a, b, t in TABLE_ROWS)
 
 
 REFUSALS = [
@@ -185,6 +190,10 @@ REFUSALS = [
     ("fractional choice", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": [[0.5] + [0] * 14]}}, 422,
      "architectures[0][0]"),
     ("no architectures", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": []}}, 422, "architectures"),
+    ("a table for a samples predictor", "/v1/suggest",
+     {"json": {"columns": ["a", "b", "target"], "rows": TABLE_ROWS, "label": "target"}}, 422, "--meta-encoder cells"),
+    ("a CSV upload for a samples predictor", "/v1/predict?label=target&architectures=[[" + ",".join(["0"] * 15) + "]]",
+     {"data": TABLE_CSV, "headers": {**AUTH, "Content-Type": "text/csv"}}, 422, "the task has 2 features"),
     ("too many architectures", "/v1/predict", {"json": {"task": HELD_OUT_TASK, "architectures": [[0] * 15] * 21}},
      413, "architectures: 21"),
 ]
