@@ -204,8 +204,8 @@ def create_app(store: Any, *, token_digest: str | None = None) -> Any:
             r.update(n_tasks=len(r.get("tasks") or []), loto_spearman=loto.get("mean_spearman"),
                      train_spearman=metrics.get("mean_train_spearman"), alias=r["aliases"])
         aliases = [{"alias": k, "predictor_id": v.get("predictor_id"), "previous": v.get("previous"),
-                    "updated_at": v.get("updated_at")} for k, v in sorted(al.items())]
-        body = ("<h2>Aliases</h2>" + h.table(aliases, ["alias", "predictor_id", "previous", "updated_at"],
+                    "promoted_at": v.get("promoted_at")} for k, v in sorted(al.items())]
+        body = ("<h2>Aliases</h2>" + h.table(aliases, ["alias", "predictor_id", "previous", "promoted_at"],
                                               links={"predictor_id": "/predictors/{}"}, table_id="aliases")
                 + "<h2>Predictors</h2>" + h.table(rows, ["predictor_id", "created_at", "loss", "use_meta_features",
                                                          "space_id", "n_tasks", "loto_spearman", "train_spearman",
