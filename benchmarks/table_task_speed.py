@@ -9,7 +9,15 @@ which the first child model of the task pays once per process. Wall seconds and 
 process's CPU seconds are both reported: on a shared machine the wall time mostly measures
 the other processes.
 
-    python benchmarks/table_task_speed.py [--rows 50000] [--cols 200] [--out reports/table_task_speed.json]
+With ``--serve`` it also times a suggestion for the same table over HTTP, sent as a CSV upload
+(issue 17 target: < 2 s): a small store with a ``cells`` predictor (predictor/testing.py
+``shared_table_store``, refitted with the default network: 5 members, 4,096-row budget) is served by Ray Serve on this machine, and the CSV file's bytes are
+POSTed to ``/v1/suggest?label=label`` ``--requests`` times (the first one separately: it warms
+the replica). The server-side steps (read the CSV, check and encode the table, meta-features,
+Algorithm 2) are also timed in-process, one by one, to show where the time goes.
+
+    python benchmarks/table_task_speed.py [--rows 50000] [--cols 200] [--serve] [--requests 5]
+        [--out reports/table_task_speed.json]
 """
 
 from __future__ import annotations
@@ -55,11 +63,65 @@ def make_table(rows: int, cols: int, seed: int = 0) -> pa.Table:
     return pa.table(data)
 
 
+def _steps(store: ExperimentStore, pid: str, data: bytes) -> dict[str, float]:
+    """Wall seconds of each server-side step of a CSV suggestion, run here in-process."""
+    from predictor.checkpoint import load_predictor
+    from predictor.suggest import engine_for
+    from predictor.tables import meta_samples, table_from_csv, task_from_request
+
+    engine = engine_for(load_predictor(store, pid), store)
+    t0 = time.perf_counter()
+    table = table_from_csv(data)
+    t1 = time.perf_counter()
+    task = task_from_request(table, "label")
+    t2 = time.perf_counter()
+    z = engine.embed(*meta_samples(task, engine.config, label="label"), where="table")
+    t3 = time.perf_counter()
+    engine.suggest_z(z)
+    t4 = time.perf_counter()
+    return {"read_csv_s": round(t1 - t0, 3), "check_and_encode_s": round(t2 - t1, 3),
+            "meta_features_s": round(t3 - t2, 3), "algorithm2_s": round(t4 - t3, 3)}
+
+
+def time_suggestions(csv_path: Path, tmp: Path, requests_n: int) -> dict:
+    """Serve a cells predictor and time POST /v1/suggest with the CSV file as the body."""
+    import requests
+    from ray import serve
+
+    from predictor.serve import start_server
+    from predictor.testing import TABLE_TRAIN_TASKS, fit_tiny_predictor, shared_table_store
+
+    root, _ = shared_table_store(str(tmp))
+    # the default predictor shape (5 members, 4,096-row budget), fitted briefly: the request's cost is its shape's
+    pid = fit_tiny_predictor(ExperimentStore(root), TABLE_TRAIN_TASKS, num_steps=200, meta_encoder="cells",
+                             batch_size=8, sample_batch_size=256)
+    data = csv_path.read_bytes()
+    out = {"csv_mb": round(len(data) / 2**20, 1), "in_process": _steps(ExperimentStore(root), pid, data)}
+    info = start_server(root, port=8765, allow_unauthenticated=True, predictor_id=pid)
+    try:
+        with requests.Session() as http:
+            def post() -> float:
+                t = time.perf_counter()
+                r = http.post(f"{info.url}/v1/suggest", params={"label": "label"}, data=data,
+                              headers={"Content-Type": "text/csv"}, timeout=120)
+                r.raise_for_status()
+                return time.perf_counter() - t
+            out["first_s"] = round(post(), 3)
+            lat = sorted(post() for _ in range(requests_n))
+            out.update(requests=requests_n, p50_s=round(lat[len(lat) // 2], 3), min_s=round(lat[0], 3),
+                       max_s=round(lat[-1], 3))
+    finally:
+        serve.shutdown()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=50_000)
     p.add_argument("--cols", type=int, default=200)
     p.add_argument("--out", default=None, help="also write the results as JSON here")
+    p.add_argument("--serve", action="store_true", help="also time a suggestion for the CSV over HTTP")
+    p.add_argument("--requests", type=int, default=5, help="timed HTTP requests after the first (--serve)")
     args = p.parse_args(argv)
     table = make_table(args.rows, args.cols)
     results = {"rows": args.rows, "cols": args.cols,
@@ -85,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                              "tasks_add_s": round(t2 - t0, 2),
                              "tasks_add_cpu_s": round(c2 - c0, 2), "embedding_fit_s": round(t3 - t2, 2)}
             print(f"{kind:8s} {results[kind]}", flush=True)
+        if args.serve:
+            results["suggest_csv"] = time_suggestions(files["csv"], Path(tmp), args.requests)
+            print(f"suggest  {results['suggest_csv']}", flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=1) + "\n")

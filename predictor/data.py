@@ -261,8 +261,7 @@ def choose_meta_encoder(data: "TrainingData", requested: str, *, current: str = 
         return requested, "asked for"
     if wide:
         n, w = next(iter(wide.items()))
-        more = f" and {len(wide) - 1} other task(s)" if len(wide) > 1 else ""
-        return "cells", f"auto: task {n!r}{more} has {w} features, not {feature_dim}"
+        return "cells", f"auto: {len(wide)} task(s) not {feature_dim} features wide, e.g. {n!r} with {w}"
     return current, f"auto: every task has {feature_dim} features"
 
 
