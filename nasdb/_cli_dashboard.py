@@ -12,9 +12,6 @@ from typing import Any
 
 import click
 
-#: Seconds between the start and the first page: the pages' queries are run once in the background.
-_WARM_PAGES = ("overview", "runs", "curves")
-
 
 def token_for(host: str, token_file: str | None) -> str | None:
     """The token digest requests are checked against; None on loopback without a token file."""
