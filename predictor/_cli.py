@@ -177,6 +177,8 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
                                   processes=processes, include_stopped=include_stopped, seeds=seeds, target=target,
                                   meta_encoder=meta_encoder,
                                   baselines=DEFAULT_BASELINES if baselines is None else baselines)
+        if rows and rows[0].get("meta_encoder"):  # the encoder the fits used
+            config = config.replace(meta_encoder=rows[0]["meta_encoder"])
         click.echo(json.dumps(rows, indent=1, default=str) if as_json else zero_shot_markdown(rows, config))
         return
     from predictor.baselines import RANKERS
@@ -187,6 +189,8 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
                          meta_features=settings, out_dir=out_folder(out_dir, "reports/loto"), config=config, tasks=tasks or None,
                          processes=processes, target=target, include_stopped=include_stopped, meta_encoder=meta_encoder,
                          baselines=RANKERS if baselines is None else baselines)
+    if rows and rows[0].get("meta_encoder"):  # the encoder the fits used (--meta-encoder auto resolves per store)
+        config = config.replace(meta_encoder=rows[0]["meta_encoder"])
     click.echo(json.dumps(rows, indent=1, default=str) if as_json else markdown_report(rows, config))
 
 

@@ -213,7 +213,7 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
                              "spearman_std": s_std, "pearson_mean": p_mean, "pearson_std": p_std,
                              "repeats": len(mine), "architectures": num_archs[name],
                              "noise_ceiling": None if math.isnan(ceiling) else ceiling, "noise_pairs": pairs,
-                             "target": data.tasks[name].target_kind, **calib,
+                             "target": data.tasks[name].target_kind, "meta_encoder": base.meta_encoder, **calib,
                              **{f"{b}_{m}": scored[(name, b)][m] for b in baselines for m in ("spearman", "pearson")}})
     if out_dir is not None:
         write_report(rows, runs, Path(out_dir), base)

@@ -110,7 +110,7 @@ def _zero_shot_task(held_out: str, config_dict: dict, suggest_dict: dict, baseli
     train, task = data.without(held_out), store.task(held_out)  # the suggestion's and portfolio's task
     ref = stored_reference(store, data.tasks[held_out], data.space)
     row: dict[str, Any] = {"task": held_out, "architectures": len(ref["val"]), "best_stored_val": float(ref["val"].max()),
-                           "fit_seconds": history.seconds}
+                           "fit_seconds": history.seconds, "meta_encoder": config.meta_encoder}
     zs = task_embeddings(engine.model, train) if z is not None and "portfolio" in baselines else None
     chosen = held_out_picks(data, held_out, baselines, z=None if z is None else z.detach().cpu().numpy(), task_z=zs)
     if "portfolio" in chosen:

@@ -169,3 +169,13 @@ def test_cli_fit_picks_cells_by_itself_and_says_why(table_store, cli, tmp_path, 
     assert load_predictor(ExperimentStore(root), pid).config.meta_encoder == "cells"
     err = cli("--store", root, "fit", "--meta-encoder", "samples", *common, code=1).stderr.strip()
     assert err.startswith("error: task 'tab_") and "--meta-encoder cells" in err and "\n" not in err
+
+
+def test_cli_loto_evaluates_tables_with_cells(table_store, cli):
+    store, _ = table_store
+    out = cli("--store", store.root, "evaluate", "--loto", "--meta", "with", "--loss", "l2", "--repeats", "1",
+              "--steps", "20", "--batch-size", "8", "--ensemble-size", "2", "--baselines", "none", "--out", "-",
+              "--json").stdout
+    rows = json.loads(out[out.index("["):])
+    assert {r["task"] for r in rows} == set(TABLE_TRAIN_TASKS) and {r["meta_encoder"] for r in rows} == {"cells"}
+    assert all(r["spearman_mean"] != r["spearman_mean"] or -1 <= r["spearman_mean"] <= 1 for r in rows)  # NaN: flat
