@@ -51,6 +51,9 @@ def table_from_csv(data: bytes, where: str = "body") -> pa.Table:
 def table_from_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], where: str = "body") -> pa.Table:
     """A pyarrow Table from column names and row lists (JSON values); InvalidTaskError naming the column."""
     width = len(columns)
+    dup = sorted({c for c in columns if list(columns).count(c) > 1})
+    if dup:
+        raise InvalidTaskError(f"{where}: column {dup[0]!r} appears more than once in `columns`")
     for r, row in enumerate(rows):
         if len(row) != width:
             raise InvalidTaskError(f"{where}: rows[{r}] has {len(row)} values for {width} columns")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from sklearn.datasets import load_iris
 from test_predictor_tables import wine_frame
 from test_serve import AUTH, TOKEN, _free_port, _healthy
 
@@ -87,6 +88,17 @@ def test_suggest_and_predict_for_a_json_table_and_a_csv_upload(server, http, pid
                                             spec["components"]["schemas"]["SuggestRequest"]["oneOf"]]
 
 
+def test_a_json_table_with_text_and_missing_values_is_encoded_like_tasks_add(server, http):
+    iris = pd.DataFrame(load_iris().data, columns=["sl", "sw", "pl", "pw"])
+    iris["colour"] = ["red", "blue", None][0:1] * 50 + ["blue"] * 50 + [None] * 50
+    iris.loc[::9, "sl"] = np.nan
+    iris["species"] = np.array(["setosa", "versicolor", "virginica"])[load_iris().target]
+    r = http.post(f"{server.url}/v1/suggest", json={**_table(iris, "species"), "k_max_iters": 20}, headers=AUTH,
+                  timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["nearest_tasks"][0]["task"] in TABLE_TRAIN_TASKS
+
+
 def _bad_csv() -> list[tuple[str, dict, bytes, int, str]]:
     """(id, query, CSV body, status, text the detail must contain)."""
     wine = wine_frame()
@@ -133,6 +145,10 @@ def _bad_json() -> list[tuple[str, str, dict, int, str]]:
             ("mixed types", "/v1/suggest", mixed, 422, "column 'alcohol' mixes numbers and text"),
             ("more classes than the predictor reads", "/v1/suggest", many, 422, "label column 'target' has 20 classes"),
             ("too many rows", "/v1/suggest", {**wine, "rows": wine["rows"] * 6}, 413, "rows: 1068 rows"),
+            ("duplicate column", "/v1/suggest", {**wine, "columns": ["hue"] + wine["columns"][1:]}, 422,
+             "column 'hue' appears more than once"),
+            ("all-missing column", "/v1/suggest", {**wine, "rows": [[None] + r[1:] for r in wine["rows"]]}, 422,
+             "column 'alcohol' is all missing"),
             ("predict without architectures", "/v1/predict", wine, 422, "architectures")]
 
 
