@@ -28,7 +28,8 @@ def token_for(host: str, token_file: str | None) -> str | None:
 
 
 def warm(app: Any) -> None:
-    """Run the heavy queries of the first pages once, so that the first visit reads them from the cache."""
+    """Run the heavy queries of the first pages once, and build the default predictor's suggestion engine
+    (its training tasks' embeddings), so that the first visit reads them from the caches."""
     from nasdb import _cli_dashboard_data as data
 
     st = app.fastapi.state.store
@@ -37,6 +38,7 @@ def warm(app: Any) -> None:
             data.overview(st)
             data.runs(st)
             data.curves(st, run_ids=data.search_run_ids(st) or None)
+            data.warm_suggestions(st)
     except Exception:  # a page shows the error itself
         pass
 

@@ -146,6 +146,16 @@ def held_out_tasks(store: Any, details: dict[str, Any]) -> list[str]:
     return excluded + others
 
 
+def warm_suggestions(store: Any) -> None:
+    """Build the suggestion engine of the default predictor (champion, else the newest), if there is one."""
+    from predictor.checkpoint import load_predictor
+    from predictor.registry import select
+    from predictor.suggest import engine_for
+
+    if predictors(store):
+        engine_for(load_predictor(store, select(store, None).target(store)), store)
+
+
 def suggest(store: Any, *, task: str | None = None, csv_bytes: bytes | None = None, filename: str | None = None,
             label: str | None = None, predictor: str | None = None) -> dict[str, Any]:
     """``nasdb suggest --task NAME`` or ``--data FILE --label COL`` for an upload: the suggestion and its nearest tasks.
