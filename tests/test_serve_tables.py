@@ -119,13 +119,20 @@ def _bad_csv() -> list[tuple[str, dict, bytes, int, str]]:
             ("non-UTF-8 text", {"label": "target"}, latin1, 422, "column 'region' has non-UTF-8 text"),
             ("empty body", {"label": "target"}, b"", 422, "empty"),
             ("over the CSV byte limit", {"label": "target"}, b"a,b\n" + b"1,2\n" * 60_000, 413, "bytes"),
-            ("k_max_iters zero", {"label": "target", "k_max_iters": 0}, _csv(wine), 422, "k_max_iters")]
+            ("k_max_iters zero", {"label": "target", "k_max_iters": 0}, _csv(wine), 422, "k_max_iters"),
+            ("predict: architectures not JSON", {"label": "target", "architectures": "[[0"}, _csv(wine), 422,
+             "architectures: the query parameter must be a JSON list"),
+            ("predict: choice out of range", {"label": "target", "architectures": json.dumps([[0, 12] + [0] * 13])},
+             _csv(wine), 422, "architectures[0]: dimension 'layer1'"),
+            ("predict: fractional choice", {"label": "target", "architectures": json.dumps([[0.5] + [0] * 14])},
+             _csv(wine), 422, "query.architectures[0][0]")]
 
 
 @pytest.mark.parametrize("case", _bad_csv(), ids=lambda c: c[0])
 def test_a_bad_csv_upload_is_a_4xx_naming_the_column(server, http, case):
-    _, query, body, status, text = case
-    r = http.post(f"{server.url}/v1/suggest", params=query, data=body, headers=CSV, timeout=60)
+    name, query, body, status, text = case
+    path = "/v1/predict" if name.startswith("predict:") else "/v1/suggest"
+    r = http.post(f"{server.url}{path}", params=query, data=body, headers=CSV, timeout=60)
     assert r.status_code == status, r.text
     detail = r.json()["detail"]
     assert text in detail and "\n" not in detail, detail
