@@ -276,8 +276,8 @@ def create_app(store: Any, *, token_digest: str | None = None) -> Any:
     @app.get("/curves", response_class=HTMLResponse, tags=["pages"])
     def curves_page(task: str | None = None, run: str | None = None) -> HTMLResponse:
         with lock:
-            if task:
-                st.task(task) if task not in st.task_names() else None
+            if task and task not in st.task_names():
+                st.task(task)  # unknown: 404 naming it
             tasks = [t["task"] for t in data.overview(st)["tasks"]]
             searches = data.search_run_ids(st)
             run_ids = [run] if run else (searches if not task and searches else None)
