@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 
-import numpy as np
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
@@ -264,3 +264,23 @@ def test_the_cli_refuses_an_open_address_without_a_token(store, monkeypatch):
     result = CliRunner().invoke(main, ["--store", store[0].root, "dashboard", "--host", "0.0.0.0", "--port", "1"])
     assert result.exit_code == 1 and result.output.startswith("error: no API token configured")
     assert result.output.count("\n") == 1
+
+
+def test_cached_pages_follow_new_rows(store, tmp_path):
+    """Query results are kept only while the store's files stay the same: a write shows on the next load."""
+    from fastapi.testclient import TestClient
+
+    from nasdb._cli_dashboard_app import create_app
+
+    st = ExperimentStore(str(tmp_path / "store"))
+    shutil.copytree(store[0].root, st.root)
+    c = TestClient(create_app(st))
+    before = {t["task"]: t["rows"] for t in c.get("/api/overview").json()["tasks"]}
+    assert c.get("/api/overview").json()["rows"] == sum(before.values())  # served from the cache
+    rows = st.experiments_arrow(TRAIN_TASKS[0]).slice(0, 2)
+    seeds = rows.column("seed").to_numpy() + 1000  # new experiments: same architectures, other seeds
+    rows = rows.set_column(rows.schema.get_field_index("seed"), "seed", pa.array(seeds, type=pa.int64()))
+    with st.writer("more") as w:
+        w.append_table(rows.drop_columns(["worker", "experiment_id"]))
+    after = {t["task"]: t["rows"] for t in c.get("/api/overview").json()["tasks"]}
+    assert after == {**before, TRAIN_TASKS[0]: before[TRAIN_TASKS[0]] + 2}
