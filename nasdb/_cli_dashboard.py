@@ -49,7 +49,7 @@ def warm(app: Any) -> None:
               help="Address to bind; any but loopback needs a token ($NASDB_API_TOKEN or --token-file).")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None,
               help="File holding the bearer token (also required on loopback when given).")
-@click.option("--no-warm", is_flag=True, help="Do not precompute the first pages' queries at start.")
+@click.option("--no-warm", is_flag=True, help="Do not precompute the first pages' queries and the suggestion engine at start.")
 @click.pass_context
 def dashboard_command(ctx: click.Context, port: int, host: str, token_file: str | None, no_warm: bool) -> None:
     """A local web app: store overview, runs, predictors, the task map, search curves and suggestions."""

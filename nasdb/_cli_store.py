@@ -223,7 +223,8 @@ def query_cmd(ctx: click.Context, sql: str, timeout: float, as_json: bool) -> No
 def export_cmd(ctx: click.Context, fmt: str, out: str | None, storage: str | None, overwrite: bool,
                tasks: tuple[str, ...] | None, as_json: bool) -> None:
     """Write the deduplicated experiments (all statuses) to one Parquet or CSV file, or the ok rows to
-    Optuna studies, one per task, one completed trial per experiment (--format optuna --storage URL)."""
+    Optuna studies, one per task, one completed trial per experiment (--format optuna --storage URL),
+    or to a Syne Tune blackbox repository, an objective per epoch of each curve (--format syne-tune --out DIR)."""
     from nasdb.cli_options import copy_to_stdout, is_stdout, output_dir
 
     store = open_store(ctx)
