@@ -324,6 +324,8 @@ class AppArgs(BaseModel):
     max_k_max_iters: int = Field(ServeLimits.max_k_max_iters, ge=1)
     max_requests_per_client: int = Field(ServeLimits.max_requests_per_client, ge=1)
     body_timeout_s: float = Field(ServeLimits.body_timeout_s, gt=0, allow_inf_nan=False)
+    max_table_rows: int = Field(ServeLimits.max_table_rows, ge=1)
+    max_csv_bytes: int = Field(ServeLimits.max_csv_bytes, ge=1)
 
 
 def app_builder(args: dict[str, Any]):
@@ -337,7 +339,8 @@ def app_builder(args: dict[str, Any]):
                      allow_unauthenticated=a.allow_unauthenticated, replicas=a.replicas, num_cpus=a.num_cpus,
                      refresh_seconds=a.refresh_seconds,
                      limits=ServeLimits(a.max_samples, a.max_architectures, a.max_k_max_iters,
-                                        a.max_requests_per_client, a.body_timeout_s))
+                                        a.max_requests_per_client, a.body_timeout_s, a.max_table_rows,
+                                        a.max_csv_bytes))
 
 
 # -- the embedded server (nasdb serve) ------------------------------------------------------------
