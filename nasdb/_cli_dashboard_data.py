@@ -179,7 +179,8 @@ def suggest(store: Any, *, task: str | None = None, csv_bytes: bytes | None = No
             f.write(csv_bytes)
         name = "user_" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._") or "upload")
         try:
-            return suggest_for_cli(store, data=path, label=label, predictor_id=predictor, name=name[:64])
+            out = suggest_for_cli(store, data=path, label=label, predictor_id=predictor, name=name[:64])
+            return {**out, "source": filename or "upload.csv"}  # the upload, not its temporary file
         except Exception as e:
             if path not in str(e):
                 raise

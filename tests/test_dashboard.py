@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
@@ -284,3 +285,25 @@ def test_cached_pages_follow_new_rows(store, tmp_path):
         w.append_table(rows.drop_columns(["worker", "experiment_id"]))
     after = {t["task"]: t["rows"] for t in c.get("/api/overview").json()["tasks"]}
     assert after == {**before, TRAIN_TASKS[0]: before[TRAIN_TASKS[0]] + 2}
+
+
+def test_an_uploaded_table_of_any_width_with_a_cells_predictor(store, tmp_path):
+    """The generic path: a table of numeric, text and boolean columns, read by a width-invariant predictor."""
+    from fastapi.testclient import TestClient
+
+    from nasdb._cli_dashboard_app import create_app
+    from predictor.testing import fit_tiny_predictor
+
+    st = ExperimentStore(str(tmp_path / "store"))
+    shutil.copytree(store[0].root, st.root)
+    pid = fit_tiny_predictor(st, TRAIN_TASKS, num_steps=30, meta_encoder="cells")
+    rng = np.random.default_rng(0)
+    lines = ["size,colour,flag,kind"] + [f"{rng.normal():.3f},{rng.choice(['red', 'green', 'blue'])},"
+                                         f"{rng.random() < 0.5},{rng.integers(0, 3)}" for _ in range(120)]
+    r = TestClient(create_app(st)).post("/api/suggest", data={"label": "kind", "predictor": pid},
+                                        files={"file": ("shop.csv", "\n".join(lines).encode(), "text/csv")})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["task"] == "user_shop" and out["source"] == "shop.csv" and out["predictor_id"] == pid
+    assert sorted(n["task"] for n in out["nearest_tasks"]) == sorted(TRAIN_TASKS)
+    assert len(out["architecture"]) == 15
