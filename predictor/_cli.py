@@ -150,7 +150,8 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @click.option("--out", "out_dir", default=None, help="Report folder (CSV + markdown) [reports/loto, reports/zero-shot].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report rows as JSON.")
 def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, seeds, meta, no_meta_features, target,
-                     include_stopped, meta_encoder, tasks, steps, batch_size, ensemble_size, processes, out_dir, as_json):
+                     include_stopped, meta_encoder, tasks, steps, batch_size, ensemble_size, processes, out_dir,
+                     as_json):
     """Spearman and Pearson per held-out task for each loss, with and without meta-features
     (paper Table 2, ranking paper Table 1), next to each task's seed-to-seed noise ceiling and the
     task-agnostic baselines; or, with --zero-shot, the percentile of Algorithm 2's suggestion."""

@@ -33,14 +33,14 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
-from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nasdb.errors import NasdbError, StoreError, UnknownTaskError
-from predictor._api_schema import (HARD_MAX_ITERS, ErrorResponse, HealthResponse, ModelResponse, PredictRequest, PredictResponse,
-                                   SuggestRequest, SuggestResponse)
+from predictor._api_schema import (HARD_MAX_ITERS, ErrorResponse, HealthResponse, ModelResponse, PredictRequest,
+                                   PredictResponse, SuggestRequest, SuggestResponse)
 from predictor._serve_auth import RequestGuard, is_csv, is_loopback, resolve_token_digest, route_path
 from predictor.service import PayloadTooLargeError, ServeLimits, SuggestionService
 

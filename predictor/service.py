@@ -209,7 +209,7 @@ class SuggestionService:
         x, y = meta_samples(task, engine.config, label=label)
         return engine.embed(x, y, where="table")
 
-    def csv_request(self, data: bytes, label: str | None, **fields: Any) -> tuple[Any, Any]:
+    def csv_request(self, data: bytes, label: str | None) -> tuple[Any, str]:
         """A CSV upload as ``(table, label)``; ValueError naming what is wrong (no label, bad CSV)."""
         if not label:
             raise ValueError("label: a CSV upload needs the query parameter ?label=COLUMN")

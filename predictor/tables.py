@@ -70,7 +70,8 @@ def table_from_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], where
         try:
             out[name] = pa.array(values, type=pa.float64() if kinds <= {int, float} and kinds else None)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
-            raise InvalidTaskError(f"{where}: column {name!r} cannot be read ({' '.join(str(e).split())[:120]})") from None
+            msg = " ".join(str(e).split())[:120]
+            raise InvalidTaskError(f"{where}: column {name!r} cannot be read ({msg})") from None
     return pa.table(out)
 
 

@@ -57,7 +57,8 @@ def _csv(frame: pd.DataFrame) -> bytes:
 
 
 def _table(frame: pd.DataFrame, label: str = "target") -> dict:
-    rows = [[None if isinstance(v, float) and np.isnan(v) else v for v in row] for row in frame.astype(object).values.tolist()]
+    rows = [[None if isinstance(v, float) and np.isnan(v) else v for v in row]
+            for row in frame.astype(object).values.tolist()]
     return {"columns": list(frame.columns), "rows": rows, "label": label}
 
 
