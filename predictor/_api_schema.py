@@ -119,7 +119,7 @@ class SuggestRequest(TaskInput):
     closest_tasks: int | None = Field(None, ge=1, le=50, strict=True,
                                       description="Closest training tasks to start from (default 2).")
     kappa: Annotated[float, Field(strict=True, ge=0, le=100, allow_inf_nan=False)] | None = Field(
-        None, description="The pick maximizes mean - kappa * std over the candidates (default 1).")
+        None, description="The pick maximizes mean - kappa * std over the candidates (default 0: the mean).")
 
     def overrides(self) -> dict[str, Any]:
         keys = ("k_max_iters", "step_size", "top_per_task", "closest_tasks", "kappa")

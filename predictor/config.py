@@ -62,7 +62,7 @@ class PredictorConfig:
     # -- deep ensemble (issue 16): K members, own initialization and mini-batches ---------
     ensemble_size: int = 5
     # -- loss (ranking paper Sec. 3) ------------------------------------------------------
-    loss: str = "l2"
+    loss: str = "linear"  # the best of the three on the 16-task LOTO store (README, issue 16)
     margin: float = 0.3
     uncertainty_gap: float = 0.01
     # -- optimizer ------------------------------------------------------------------------

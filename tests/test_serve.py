@@ -23,6 +23,7 @@ import requests
 from nasdb.store import ExperimentStore
 from predictor._serve_auth import is_loopback, resolve_token_digest, token_digest
 from predictor.checkpoint import latest_predictor
+from predictor.config import PredictorConfig
 from predictor.serve import REQUEST_TIMEOUT_S, _http_config
 from predictor.service import ServeLimits, SuggestionService
 from predictor.testing import HELD_OUT_TASK, TRAIN_TASKS, fit_tiny_predictor, shared_tiny_store
@@ -87,7 +88,7 @@ def test_health_model_and_openapi(server, http, store):
     assert health["status"] == "ok" and health["predictor_id"] == pid and health["replica"]
     model = http.get(f"{server.url}/v1/model", headers=AUTH, timeout=30).json()
     assert model["predictor_id"] == pid and sorted(model["tasks"]) == sorted(TRAIN_TASKS)
-    assert model["loss"] == "l2" and model["created_at"] and model["following"] == "latest"
+    assert model["loss"] == PredictorConfig().loss and model["created_at"] and model["following"] == "latest"
     assert model["suggest_defaults"]["k_max_iters"] == 1000 and model["limits"]["max_samples"] == 500
     spec = http.get(f"{server.url}/openapi.json", timeout=30).json()
     assert {"/v1/suggest", "/v1/predict", "/v1/model", "/v1/health"} <= set(spec["paths"])
