@@ -307,3 +307,32 @@ def test_an_uploaded_table_of_any_width_with_a_cells_predictor(store, tmp_path):
     assert out["task"] == "user_shop" and out["source"] == "shop.csv" and out["predictor_id"] == pid
     assert sorted(n["task"] for n in out["nearest_tasks"]) == sorted(TRAIN_TASKS)
     assert len(out["architecture"]) == 15
+
+
+def test_curves_show_searches_first(store, tmp_path):
+    """With search runs in the store (folders under search/), the curves page shows them, not the populate."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from nasdb._cli_dashboard_app import create_app
+
+    st = ExperimentStore(str(tmp_path / "store"))
+    shutil.copytree(store[0].root, st.root)
+    run_id = "random-digits_loops-0123abcd"
+    os.makedirs(os.path.join(st.root, "search", run_id))
+    with open(os.path.join(st.root, "search", run_id, "run.json"), "w") as f:
+        json.dump({"agent": {"name": "random"}, "evaluator": {"name": "train"}, "task": "digits_loops", "budget": 3}, f)
+    rows = st.experiments_arrow("digits_loops").slice(0, 3)
+    rows = rows.set_column(rows.schema.get_field_index("seed"), "seed", pa.array([7, 7, 7], type=pa.int64()))
+    rows = rows.set_column(rows.schema.get_field_index("run_id"), "run_id", pa.array([run_id] * 3))
+    with st.writer("search") as w:
+        w.append_table(rows.drop_columns(["worker", "experiment_id"]))
+    c = TestClient(create_app(st))
+    page = c.get("/curves").text
+    assert f">{run_id}<" in page and "Showing searches" in page and ">tiny-store<" not in page
+    (curve,) = c.get(f"/api/curves?run={run_id}").json()
+    assert curve["children"] == 3 and curve["best"] == max(rows.column("val_accuracy").to_pylist())
+    assert curve["points"][-1] == [3, curve["best"]]
+    runs = {r["run_id"]: r for r in c.get("/api/runs").json()}
+    assert runs[run_id]["kind"] == "search" and runs[run_id]["rows"] == 3
