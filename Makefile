@@ -24,7 +24,7 @@ demo: $(STAMP)
 
 # The dashboard's tests drive Debian's Chromium through its chromedriver (no browser download at run time).
 browser:
-	command -v chromedriver >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
+	command -v chromedriver >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
