@@ -29,6 +29,7 @@ COMMANDS: dict[str, list[str]] = {
     "demo": [],  # run on a store path that is a file: fails at once, naming it
     "predictors list": [], "predictors show": ["abc"], "predictors delete": ["abc"],
     "predictors promote": ["abc"], "predictors unalias": ["staging"], "runs list": [], "runs show": ["abc"],
+    "dashboard": ["--port", "1"],  # a missing store fails before anything binds
 }
 
 
