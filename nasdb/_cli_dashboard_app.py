@@ -134,7 +134,8 @@ def create_app(store: Any, *, token_digest: str | None = None) -> Any:
 
     @app.post("/login", include_in_schema=False)
     def login(token: str = Form(...), next: str = Form("/")) -> Response:
-        target = next if next.startswith("/") and not next.startswith("//") else "/"
+        local = next.startswith("/") and not next.startswith("//") and "\\" not in next  # no open redirect
+        target = next if local else "/"
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict")
         return response

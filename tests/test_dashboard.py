@@ -253,6 +253,9 @@ def test_off_loopback_the_bearer_token_rule_applies(client, monkeypatch):
     signed = client.post("/login", data={"token": TOKEN, "next": "/runs"}, follow_redirects=False)
     assert signed.status_code == 303 and signed.headers["location"] == "/runs"
     assert client.get("/runs", headers={"accept": "text/html"}).status_code == 200  # the cookie stands for the header
+    for elsewhere in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
+        r = client.post("/login", data={"token": TOKEN, "next": elsewhere}, follow_redirects=False)
+        assert r.headers["location"] == "/"
     client.cookies.clear()
     monkeypatch.delenv("NASDB_API_TOKEN", raising=False)
     assert token_for("127.0.0.1", None) is None
