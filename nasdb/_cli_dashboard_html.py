@@ -11,6 +11,7 @@ import math
 from datetime import datetime
 from html import escape
 from typing import Any, Iterable, Sequence
+from urllib.parse import quote
 
 NAV = (("/", "Store"), ("/runs", "Runs"), ("/predictors", "Predictors"), ("/embeddings", "Task map"),
        ("/curves", "Search curves"), ("/suggest", "Suggest"), ("/docs", "API"))
@@ -72,7 +73,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, links: dict
             v = r.get(c)
             text = escape(fmt(v))
             if links and c in links and v is not None:
-                text = f'<a href="{escape(links[c].format(v))}">{text}</a>'
+                text = f'<a href="{escape(links[c].format(quote(str(v), safe="")))}">{text}</a>'
             cls = " class=n" if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
             cells.append(f"<td{cls}>{text}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
