@@ -8,7 +8,11 @@ own trainer class (``ChildTrainer``, in-process), so the rows are exactly popula
 Rerunning skips the rows already stored.
 
     python benchmarks/loto_store.py --store /tmp/loto-store [--per-task 200] [--second-seed 50]
-        [--tasks a,b] [--processes 2]
+        [--suite digits|tabular|all] [--tasks a,b] [--max-tasks N] [--processes 2]
+
+``--suite`` picks the built-in suite (``nasdb.tasks.builtin_task_names``; the tabular suite
+already leaves out ``nasdb.tabular_suite.DROPPED``); ``--tasks`` names tasks instead, and
+``--max-tasks N`` keeps the first N of the suite's order.
 """
 
 from __future__ import annotations
@@ -74,12 +78,19 @@ def main() -> None:
     p.add_argument("--store", required=True)
     p.add_argument("--per-task", type=int, default=200)
     p.add_argument("--second-seed", type=int, default=50)
-    p.add_argument("--tasks", default=None, help="comma-separated [the digits suite]")
+    p.add_argument("--suite", default="digits", help="built-in suite: digits, tabular or all [digits]")
+    p.add_argument("--tasks", default=None, help="comma-separated (overrides --suite)")
+    p.add_argument("--max-tasks", type=int, default=None, help="keep the first N tasks [all]")
     p.add_argument("--processes", type=int, default=2)
     args = p.parse_args()
     if not 0 <= args.second_seed <= args.per_task:
         raise SystemExit(f"error: --second-seed must lie in [0, --per-task], got {args.second_seed}")
-    tasks = args.tasks.split(",") if args.tasks else builtin_task_names("digits")
+    try:
+        tasks = args.tasks.split(",") if args.tasks else builtin_task_names(args.suite)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if args.max_tasks is not None:
+        tasks = tasks[:args.max_tasks]
     store = ExperimentStore(args.store)
     if not store.exists():
         store.init()
