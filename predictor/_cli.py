@@ -143,6 +143,8 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @_INCLUDE_STOPPED
 @_META_ENCODER
 @task_list_option("--task", "--tasks", "tasks", help="Only these tasks [every task in the store].")
+@task_list_option("--held-out", "held_out", help="--loto: hold out only these tasks, each fit still training on "
+                                                  "all the others [each task in turn].")
 @click.option("--steps", type=int, default=None, help="Optimizer steps per fit.")
 @click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
 @click.option("--ensemble-size", type=int, default=None, help="Ensemble members K [5].")
@@ -150,8 +152,8 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @click.option("--out", "out_dir", default=None, help="Report folder (CSV + markdown) [reports/loto, reports/zero-shot].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report rows as JSON.")
 def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, seeds, meta, no_meta_features, target,
-                     include_stopped, meta_encoder, tasks, steps, batch_size, ensemble_size, processes, out_dir,
-                     as_json):
+                     include_stopped, meta_encoder, tasks, held_out, steps, batch_size, ensemble_size, processes,
+                     out_dir, as_json):
     """Spearman and Pearson per held-out task for each loss, with and without meta-features
     (paper Table 2, ranking paper Table 1), next to each task's seed-to-seed noise ceiling and the
     task-agnostic baselines; or, with --zero-shot, the percentile of Algorithm 2's suggestion."""
@@ -165,6 +167,8 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
         raise click.BadParameter(f"must be >= 1, got {processes}", param_hint="--processes")
     store = _open(store_root)
     config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size, ensemble_size=ensemble_size))
+    if zero_shot and held_out:
+        raise click.UsageError("--held-out is a --loto option (--zero-shot takes --tasks)")
     if zero_shot:
         from predictor.evaluate_zero_shot import DEFAULT_BASELINES, evaluate_zero_shot, zero_shot_markdown
 
@@ -189,7 +193,7 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
     rows = evaluate_loto(store, losses=losses or LOSSES, repeats=3 if repeats is None else repeats,
                          meta_features=settings, out_dir=out_folder(out_dir, "reports/loto"), config=config, tasks=tasks or None,
                          processes=processes, target=target, include_stopped=include_stopped, meta_encoder=meta_encoder,
-                         baselines=RANKERS if baselines is None else baselines)
+                         baselines=RANKERS if baselines is None else baselines, held_out=held_out or None)
     if rows and rows[0].get("meta_encoder"):  # the encoder the fits used (--meta-encoder auto resolves per store)
         config = config.replace(meta_encoder=rows[0]["meta_encoder"])
     click.echo(json.dumps(rows, indent=1, default=str) if as_json else markdown_report(rows, config))

@@ -179,3 +179,15 @@ def test_cli_loto_evaluates_tables_with_cells(table_store, cli):
     rows = json.loads(out[out.index("["):])
     assert {r["task"] for r in rows} == set(TABLE_TRAIN_TASKS) and {r["meta_encoder"] for r in rows} == {"cells"}
     assert all(r["spearman_mean"] != r["spearman_mean"] or -1 <= r["spearman_mean"] <= 1 for r in rows)  # NaN: flat
+
+
+def test_cli_loto_holds_out_only_the_named_tasks(table_store, cli):
+    store, _ = table_store
+    common = ("--store", store.root, "evaluate", "--loto", "--meta", "with", "--loss", "l2", "--repeats", "1",
+              "--steps", "10", "--batch-size", "8", "--ensemble-size", "2", "--baselines", "ridge", "--out", "-")
+    out = cli(*common, "--held-out", "tab_wine,tab_iris", "--json").stdout
+    rows = json.loads(out[out.index("["):])
+    assert [r["task"] for r in rows] == [t for t in TABLE_TRAIN_TASKS if t in ("tab_iris", "tab_wine")]
+    assert all("ridge_spearman" in r for r in rows)
+    err = cli(*common, "--held-out", "tab_nope", code=1).stderr.strip()
+    assert "tab_nope" in err and "\n" not in err
