@@ -36,6 +36,8 @@ MIN_TOKEN_LENGTH = 16
 LOOPBACK_NAMES = ("localhost",)
 #: Paths answered without a token: liveness probes and the API description.
 PUBLIC_PATHS = frozenset({"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+#: Path prefixes answered without a token: /docs' Swagger UI files, bundled by fastapi-offline (no CDN).
+PUBLIC_PREFIXES = ("/static-offline-docs/",)
 
 
 def is_loopback(host: str) -> bool:
@@ -159,7 +161,8 @@ class RequestGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = route_path(scope)
-        if path not in self.public and not self.authorized(scope.get("headers", [])):
+        public = path in self.public or path.startswith(PUBLIC_PREFIXES)
+        if not public and not self.authorized(scope.get("headers", [])):
             return await _reply(send, 401, "missing or invalid bearer token (header `Authorization: Bearer <token>`)",
                                 extra_headers=[(b"www-authenticate", b'Bearer realm="nasdb"')])
         limit = (self.max_csv_bytes if self.max_csv_bytes is not None and is_csv(scope.get("headers", []))
@@ -172,7 +175,7 @@ class RequestGuard:
                 return await _reply(send, 400, "Content-Length header is not an integer")
             if declared > limit:
                 return await _reply(send, 413, f"body: {declared} bytes exceed the limit of {limit}")
-        if path in self.public:
+        if public:
             return await self.app(scope, receive, send)
         client = client_key(scope)
         held = self.in_flight.get(client, 0)

@@ -6,7 +6,7 @@
                        both also take a table: {"columns": [...], "rows": [[...]], "label": COL}, or a CSV
                        upload (Content-Type: text/csv, ?label=COL; /v1/predict: &architectures=[[...]])
     GET  /v1/model     which predictor, trained on which tasks, loss, metrics, created
-    GET  /v1/health    liveness (no token needed), also /openapi.json and /docs
+    GET  /v1/health    liveness (no token needed), also /openapi.json and /docs (Swagger UI from bundled files)
 
 Every request but health and the API description carries ``Authorization: Bearer <token>``
 (predictor/_serve_auth.py). Bad input is a 4xx whose ``detail`` names the field; the replica
@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
@@ -76,7 +77,7 @@ def _message(exc: BaseException) -> str:
 def build_api(service: SuggestionService, *, expected_digest: str | None, limits: ServeLimits | None = None) -> FastAPI:
     """The FastAPI app around ``service``: routes, error mapping, and the token/size guard."""
     limits = limits or service.limits
-    app = FastAPI(title="nasdb suggestion API", version=API_VERSION,
+    app = FastAPIOffline(title="nasdb suggestion API", version=API_VERSION,
                   description="Task-aware architecture suggestions (Algorithm 2 of task-aware performance "
                               "prediction) and predicted scores, from a predictor fitted on the nasdb store.")
     bearer = HTTPBearer(auto_error=False, description="The API token (NASDB_API_TOKEN or --token-file).")

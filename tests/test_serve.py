@@ -91,6 +91,11 @@ def test_health_model_and_openapi(server, http, store):
     assert model["loss"] == PredictorConfig().loss and model["created_at"] and model["following"] == "latest"
     assert model["suggest_defaults"]["k_max_iters"] == 1000 and model["limits"]["max_samples"] == 500
     spec = http.get(f"{server.url}/openapi.json", timeout=30).json()
+    docs = http.get(f"{server.url}/docs", timeout=30)  # Swagger UI from bundled files: no CDN, no token
+    assert docs.status_code == 200 and "/static-offline-docs/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()
+    bundle = http.get(f"{server.url}/static-offline-docs/swagger-ui-bundle.js", timeout=30)
+    assert bundle.status_code == 200 and len(bundle.content) > 100_000
     assert {"/v1/suggest", "/v1/predict", "/v1/model", "/v1/health"} <= set(spec["paths"])
     assert _http_config().request_timeout_s == REQUEST_TIMEOUT_S  # the proxy's end-to-end limit (408 after it)
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
