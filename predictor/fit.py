@@ -113,9 +113,8 @@ def _algorithm1(scorer, data, config, optimizer, rank, device, report_every, on_
                                           else rng.integers(n, size=(k, s)), device=device)  # (K, S)
                     x, y = task.x[idx], task.y[idx]  # (K, S, F), (K, S)
                 scores = scorer(u, x, y)  # (K, B)
-                loss = sum(prediction_loss(config.loss, scores[m], acc[m], margin=config.margin,
-                                           gap=config.uncertainty_gap, mean=task.mean, std=task.std)
-                           for m in range(k))  # members are independent: their losses add
+                loss = prediction_loss(config.loss, scores, acc, margin=config.margin, gap=config.uncertainty_gap,
+                                       mean=task.mean, std=task.std)  # the K members' losses, summed
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

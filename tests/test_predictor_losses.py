@@ -99,3 +99,20 @@ def test_dispatch_and_shape_errors():
         prediction_loss("hinge", s, p, margin=0.3, gap=0.01, mean=0.0, std=1.0)
     with pytest.raises(ValueError, match="matching vectors"):
         linear_ranking_loss(torch.zeros(3), p)
+    with pytest.raises(ValueError, match="matching vectors"):
+        linear_ranking_loss(torch.zeros(2, 2, 4), torch.zeros(2, 2, 4))
+
+
+@pytest.mark.parametrize("name", ["l2", "linear", "quadratic"])
+def test_members_losses_are_computed_at_once_and_summed(name):
+    """(K, B): each member's loss as for (B,), summed; a member with no distinguishable pair adds 0."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 8, generator=g, requires_grad=True)
+    perf = torch.rand(3, 8, generator=g)
+    perf[2] = 0.5  # no pair of member 2 is distinguishable
+    kw = dict(margin=0.3, gap=0.01, mean=0.5, std=0.2)
+    each = sum(prediction_loss(name, scores[m], perf[m], **kw) for m in range(3))
+    together = prediction_loss(name, scores, perf, **kw)
+    assert torch.allclose(together, each, rtol=1e-6)
+    (grad,) = torch.autograd.grad(together, scores)
+    assert grad.shape == scores.shape and torch.isfinite(grad).all()
