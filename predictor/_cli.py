@@ -9,7 +9,7 @@ import click
 
 from nasdb.cli_options import copy_to_stdout, is_stdout, out_folder, task_list_option
 from nasdb.errors import NasdbError
-from predictor.config import LOSSES, OPTIMIZERS
+from predictor.config import LOSSES, OPTIMIZERS, PredictorConfig, SuggestConfig
 
 #: predictor.data.TARGETS, spelled out so that ``nasdb --help`` need not import numpy, pyarrow and scipy
 TARGETS = ("auto", "raw", "rank")
@@ -67,7 +67,8 @@ def _kv(**values) -> dict:
 
 @click.command("fit", context_settings=_CTX)
 @_STORE
-@click.option("--loss", type=click.Choice(LOSSES), default=None, help="Training loss [default: l2, or the parent's].")
+@click.option("--loss", type=click.Choice(LOSSES), default=None,
+              help=f"Training loss [default: {PredictorConfig().loss}, or the parent's].")
 @task_list_option("--exclude-task", "exclude", help="Leave these tasks out.")
 @task_list_option("--task", "--tasks", "tasks", help="Train only on these tasks.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Data-parallel Ray Train workers.")
@@ -83,7 +84,7 @@ def _kv(**values) -> dict:
 @click.option("--learning-rate", type=float, default=None)
 @click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
 @click.option("--ensemble-size", type=int, default=None,
-              help="Ensemble members K (their spread is the uncertainty) [5].")
+              help=f"Ensemble members K (their spread is the uncertainty) [{PredictorConfig().ensemble_size}].")
 @click.option("--space-id", default=None, help="Search space to train on when the store holds several.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checkpoint metadata as JSON.")
 def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_features, target, include_stopped,
@@ -94,7 +95,6 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
     from an earlier checkpoint when new tasks arrive instead of starting over.
     """
     from predictor.checkpoint import read_metadata
-    from predictor.config import PredictorConfig
     from predictor.train import fit_predictor
 
     store = _open(store_root)
@@ -226,13 +226,13 @@ def embeddings_command(store_root, predictor_id, extra, batches, out_dir):
 @click.option("--label", default=None, help="The label column of --data.")
 @click.option("--predictor", "predictor_id", default=None, help="Predictor id [the latest].")
 @click.option("--train", is_flag=True, help="Train the suggestion and store its row (agent zero-shot).")
-@click.option("--max-iters", "k_max_iters", type=int, default=None, help="Gradient-ascent steps [1000].")
+@click.option("--max-iters", "k_max_iters", type=int, default=None, help=f"Gradient-ascent steps [{SuggestConfig().k_max_iters}].")
 @click.option("--kappa", type=float, default=None,
-              help="Pick the candidate with the best mean - kappa * std of the ensemble's scores [1.0].")
+              help=f"Pick the candidate with the best mean - kappa * std of the ensemble's scores "
+                   f"[{SuggestConfig().kappa}].")
 @click.option("--json", "as_json", is_flag=True, help="Print the suggestion as JSON.")
 def suggest_command(store_root, task, data, label, predictor_id, train, k_max_iters, kappa, as_json):
     """Suggest an architecture for a task before training any model on it (Algorithm 2)."""
-    from predictor.suggest import SuggestConfig
     from predictor.zero_shot import format_suggestion, suggest_for_cli
 
     config = SuggestConfig(**_kv(k_max_iters=k_max_iters, kappa=kappa))

@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,88 +24,13 @@ import pyarrow.compute as pc
 import torch
 
 from nasdb.errors import TaskHasNoSamplesError
-from nasdb.settings import from_settings
 from predictor.ascent import make_ascent, start_logits
 from predictor.baselines import shared_best
 from predictor.checkpoint import PredictorCheckpoint
+from predictor.config import SuggestConfig
 from predictor.data import TrainingData, architecture_matrix, quantile_rank, meta_rows, sample_width
 
 logger = logging.getLogger(__name__)
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, but got {name}={value!r}.")
-
-
-def _positive_float(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.floating)) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be a finite number {bound}, but got {name}={value!r}.")
-
-
-@dataclass(frozen=True)
-class SuggestConfig:
-    """Algorithm 2's settings. Defaults: the paper's (Sec. 5.3) where it gives them.
-
-    - ``top_per_task`` x ``closest_tasks`` starting points (5 x 2 = kNumStartingPoints 10);
-      fewer when the closest tasks hold fewer distinct architectures, then the next-closest
-      tasks fill in.
-    - ``k_max_iters`` (1000) gradient-ascent steps at most, step size ``step_size`` (eta; the
-      paper gives none) on per-block logits; stop early once no entry of u moved more than
-      ``tolerance`` over ``check_every`` steps.
-    - ``start_smoothing``: a start is ``log((1 - s) onehot + s / size)``, so its softmax is off
-      the saturated vertex (a vertex has zero gradient) yet argmaxes to the start.
-    - ``kappa``: the pick maximizes the lower confidence bound ``mean - kappa * std`` of the
-      ensemble's scores over every candidate: the ascent's results, its starting points and the
-      portfolio (the best stored architectures, see ``portfolio_architectures``), so a
-      suggestion never ranks below the portfolio pick by that bound (issue 16). The default 0
-      ranks by the mean: on the 16-task leave-one-task-out store, the best-mean pick among each
-      held-out task's stored architectures sat at a higher percentile than any kappa > 0 gave,
-      with the linear and the L2 loss alike (README, "kappa"); a single-member predictor has no
-      spread and ranks by its score.
-    - ``far_factor``: the task is flagged far from the training tasks when its distance to the
-      nearest one exceeds ``far_factor`` x the largest nearest-neighbour distance among the
-      training tasks themselves (a task farther out than any training task is from its own
-      nearest neighbour, with margin).
-    """
-
-    top_per_task: int = 5
-    closest_tasks: int = 2
-    k_max_iters: int = 1000
-    step_size: float = 1.0
-    tolerance: float = 1e-4
-    check_every: int = 50
-    start_smoothing: float = 0.5
-    far_factor: float = 2.0
-    kappa: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("top_per_task", "closest_tasks", "k_max_iters", "check_every"):
-            _positive_int(name, getattr(self, name))
-            object.__setattr__(self, name, int(getattr(self, name)))
-        _positive_float("step_size", self.step_size)
-        _positive_float("tolerance", self.tolerance, allow_zero=True)
-        _positive_float("far_factor", self.far_factor)
-        _positive_float("kappa", self.kappa, allow_zero=True)
-        if isinstance(self.start_smoothing, bool) or not isinstance(self.start_smoothing, (int, float)) \
-                or not 0 < self.start_smoothing < 1:
-            raise ValueError(f"`0 < start_smoothing < 1` must hold, but got start_smoothing={self.start_smoothing!r}.")
-
-    @property
-    def k_num_starting_points(self) -> int:
-        return self.top_per_task * self.closest_tasks
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SuggestConfig":
-        return from_settings(cls, d, "suggest config keys")
-
-    def replace(self, **changes: Any) -> "SuggestConfig":
-        return replace(self, **changes)
 
 
 @dataclass
