@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import click
 
 from nasdb.cli_options import AGENT_NAMES, BENCHMARK_NAMES, choice_list_option, output_dir, task_list_option
+from predictor.config import LOSSES, PredictorConfig, SuggestConfig
 
 logger = logging.getLogger(__name__)
 
@@ -142,12 +143,11 @@ def _ints(text: str, what: str) -> list[int]:
 @click.option("--budgets", default="10,100", show_default=True, help="Evaluations at which searches are judged.")
 @choice_list_option("--agent", "--agents", "agents", choices=AGENT_NAMES, default=("random", "rl", "tnaml"),
                     show_default=True, help="Search baselines to run.")
-@click.option("--steps", type=int, default=None, help="Predictor optimizer steps per fit [PredictorConfig: 3000].")
-@click.option("--loss", type=click.Choice(["l2", "linear", "quadratic"]), default=None,
-              help="Predictor loss [PredictorConfig: l2].")
+@click.option("--steps", type=int, default=None, help=f"Predictor optimizer steps per fit [{PredictorConfig().num_steps}].")
+@click.option("--loss", type=click.Choice(LOSSES), default=None, help=f"Predictor loss [{PredictorConfig().loss}].")
 @click.option("--target", type=click.Choice(["auto", "raw", "rank"]), default="auto", show_default=True,
               help="What the predictor fits per task (auto: the quantile rank for imported benchmarks).")
-@click.option("--max-iters", "k_max_iters", type=int, default=None, help="Gradient-ascent steps [1000].")
+@click.option("--max-iters", "k_max_iters", type=int, default=None, help=f"Gradient-ascent steps [{SuggestConfig().k_max_iters}].")
 @click.option("--pretrain-budget", type=int, default=1000, show_default=True,
               help="T-NAML: stored rows per pre-training task.")
 @click.option("--baselines", default="portfolio,gbm", show_default=True,
