@@ -3,7 +3,7 @@
 Issue 4 ("Speed"): the same random architectures of the default space, the same recipe
 (epochs, batch size, Adam, lr) and seeds, trained once by ``train_child`` in a plain loop
 (autograd, one model per step) and once by ``train_children`` (many models per step,
-cluster/_batched.py). Prints both rates, their ratio, and how well the accuracies agree.
+cluster/child/_batched.py). Prints both rates, their ratio, and how well the accuracies agree.
 
     python benchmarks/child_throughput.py                      # 64 archs on digits10, 1 thread
     python benchmarks/child_throughput.py --task digits10_small,mnist10_small --repeats 3
@@ -31,9 +31,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from cluster._batched_buckets import CostModel, _plan_stats, make_buckets  # noqa: E402
-from cluster.child import TrainRecipe, child_plan, resolve_device, train_child, train_children  # noqa: E402
-from cluster.embeddings import default_bank  # noqa: E402
+from cluster.child import (TrainRecipe, child_plan, default_bank, resolve_device, train_child, train_children)  # noqa: E402
+from cluster.child._buckets import CostModel, _plan_stats, make_buckets  # noqa: E402
 from nasdb.space import default_space  # noqa: E402
 from nasdb.tasks import load_builtin_task  # noqa: E402
 

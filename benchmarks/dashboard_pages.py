@@ -56,8 +56,7 @@ def ensure_store(root: str) -> None:
 def serve(store, *, warm: bool) -> tuple[str, object, float | None]:
     import uvicorn
 
-    from nasdb._cli_dashboard import warm as warm_up
-    from nasdb._cli_dashboard_app import create_app
+    from nasdb.cli.dashboard import create_app, warm as warm_up
 
     app = create_app(store)
     warm_seconds = None

@@ -63,8 +63,7 @@ def summarize(result, wall: float, epochs: int) -> dict:
 
 def retrain_stopped(result, task_name: str, epochs: int) -> dict:
     """Train the stopped children to the end (their own seeds) and compare with the best complete child."""
-    from cluster.child import TrainRecipe, train_children
-    from cluster.embeddings import default_bank
+    from cluster.child import TrainRecipe, default_bank, train_children
     from nasdb.space import default_space
     from nasdb.tasks import load_builtin_task
 

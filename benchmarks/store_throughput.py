@@ -32,7 +32,7 @@ BATCH = 500  # rows per append_table call: one batch of children trained togethe
 
 def make_batches(n: int, num_tasks: int, seed: int) -> list[pa.Table]:
     """``n`` realistic rows as columnar batches of BATCH rows, each batch one task (tasks rotate)."""
-    from nasdb._store_schema import EXPERIMENT_SCHEMA
+    from nasdb.store import EXPERIMENT_SCHEMA
 
     rng = np.random.default_rng(seed)
     batches = []

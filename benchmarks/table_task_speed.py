@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cluster.embeddings import default_bank  # noqa: E402
+from cluster.child import default_bank  # noqa: E402
 from nasdb.store import ExperimentStore  # noqa: E402
 from nasdb.tasks import task_from_file  # noqa: E402
 

@@ -34,7 +34,7 @@ def main() -> None:
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    from nasdb._cli_dashboard_app import create_app
+    from nasdb.cli.dashboard import create_app
     from nasdb.store import ExperimentStore
     from predictor import registry
     from predictor.testing import fit_tiny_predictor

@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nasdb import _benchmark_data
-from nasdb._store_schema import table_from_columns
 from nasdb.errors import StoreError, UnknownBenchmarkError, UnknownTaskError
 from nasdb.space import Dimension, SearchSpace
+from nasdb.store import table_from_columns
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasdb.store import ExperimentStore

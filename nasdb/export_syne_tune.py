@@ -41,9 +41,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from nasdb._store_read import sql_str
 from nasdb.errors import NasdbError
 from nasdb.export_optuna import ExportExistsError
+from nasdb.store import sql_str
 
 FIDELITY = "epoch"
 SEED = "seed"

@@ -17,7 +17,7 @@ import numpy as np
 
 LAYER_WIDTHS = (8, 16, 32, 64, 128, 256)
 LAYER_ACTIVATIONS = ("relu", "tanh")
-#: Embedding modules of the default space, cheapest first; cluster/embeddings.py fits them.
+#: Embedding modules of the default space, cheapest first; cluster/child/_embeddings.py fits them.
 EMBEDDING_MODULES = ("identity", "pca8", "pca16", "pca32", "rff64", "rff128", "rff256")
 NUM_LAYERS = 7
 GATE_CHOICES = ("off", "on")

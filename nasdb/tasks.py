@@ -24,11 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from nasdb._task_sources import FEATURE_DIM  # 8x8 images, features scaled to [0, 1]
-from nasdb._task_sources import SOURCE_LOADERS as _SOURCE_LOADERS
-from nasdb._task_sources import mnist_to_8x8  # re-exported: part of the tasks API
-from nasdb._store_schema import RESERVED_NAME, reserved_message
+from nasdb._task_sources import (FEATURE_DIM, SOURCE_LOADERS as _SOURCE_LOADERS, mnist_to_8x8)  # re-exported: part of the tasks API
 from nasdb.errors import InvalidTaskError, UnknownTaskError
+from nasdb.store import RESERVED_NAME, reserved_message
 from nasdb.tabular import MAX_CLASSES  # one limit for every kind of task
 from nasdb.tabular_suite import TABULAR_SPECS
 

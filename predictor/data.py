@@ -327,7 +327,7 @@ def _stale(store: Any, name: str, table: pa.Table) -> np.ndarray:
         return np.zeros(len(tfp), dtype=bool)  # every row written before schema v3: unverified, kept
 
     def bank_now() -> str:
-        from cluster.embeddings import default_bank
+        from cluster.child import default_bank
 
         return default_bank().fingerprint()
 

@@ -94,7 +94,7 @@ def plot_predictor_embeddings(store: Any, out_dir: str | os.PathLike, predictor_
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m predictor.embeddings_plot``: the same command as ``nasdb embeddings``."""
-    from predictor._cli import embeddings_command, run_standalone
+    from predictor.cli import embeddings_command, run_standalone
 
     return run_standalone(embeddings_command, argv, "python -m predictor.embeddings_plot")
 

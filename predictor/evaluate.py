@@ -301,7 +301,7 @@ def write_report(rows: list[dict[str, Any]], runs: list[dict[str, Any]], out_dir
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m predictor.evaluate``: the same command as ``nasdb evaluate --loto``."""
-    from predictor._cli import evaluate_command, run_standalone
+    from predictor.cli import evaluate_command, run_standalone
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return run_standalone(evaluate_command, argv, "python -m predictor.evaluate")

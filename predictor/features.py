@@ -1,6 +1,6 @@
 """How an architecture enters the predictor: its encoding ``u`` plus structured features of it.
 
-The child network (cluster/child.py, task-aware-performance-prediction.md Sec. 3.4) applies
+The child network (cluster/child/_child.py, task-aware-performance-prediction.md Sec. 3.4) applies
 only the layers whose gate is on; a layer choice behind a closed gate does nothing. A one-hot
 encoding leaves the predictor to discover that interaction from a few thousand rows; here it
 is given. With ``a_j`` the choice block of layer slot j and ``p_j`` its gate's "on" entry:

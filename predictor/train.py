@@ -179,8 +179,8 @@ def _run_trainer(store: Any, data: TrainingData, config: PredictorConfig, init_s
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m predictor.train``: the same command as ``nasdb fit`` (predictor/_cli.py)."""
-    from predictor._cli import fit_command, run_standalone
+    """``python -m predictor.train``: the same command as ``nasdb fit`` (predictor/cli.py)."""
+    from predictor.cli import fit_command, run_standalone
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return run_standalone(fit_command, argv, "python -m predictor.train")

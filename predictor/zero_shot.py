@@ -69,8 +69,7 @@ def train_suggestion(store: Any, task: Any, suggestion: Suggestion, space: Any, 
     A user task from a file is registered in the store first (a row must name a task the store
     can load); a name already registered is reused only when it holds the same data.
     """
-    from cluster.child import TrainRecipe, train_child
-    from cluster.embeddings import default_bank
+    from cluster.child import TrainRecipe, default_bank, train_child
 
     recipe = recipe or TrainRecipe()
     if task.source == "user":

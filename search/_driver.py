@@ -273,7 +273,7 @@ class SearchDriver:
             return None
         import ray
 
-        from cluster._curve_actor import curve_predictor_actor
+        from cluster.early_stop import curve_predictor_actor
 
         if self._curve_actor is None:
             self._curve_actor = curve_predictor_actor(self.plan.early_stop, num_cpus=0)
@@ -286,7 +286,7 @@ class SearchDriver:
 
     def _complete_curves(self, run_id: str, task: str) -> tuple[np.ndarray, np.ndarray]:
         """Curves ``(N, T)`` and model features ``(N, F)`` of ``run_id``'s children of ``task`` trained to the end."""
-        from cluster._curve_features import model_features
+        from cluster.early_stop import model_features
 
         T = int(self.plan.early_stop["num_epochs"])
         cols = ["run_id", "architecture", "num_params", "val_curve", "stopped_early"]

@@ -202,7 +202,7 @@ def _check_task(store: Any, name: str, evaluator: str) -> None:
 
 def _fingerprints(store, tasks: list[str]) -> dict:
     """The data fingerprints of the tasks a training run trains on, and the embedding bank's."""
-    from cluster.embeddings import default_bank
+    from cluster.child import default_bank
 
     return {"tasks": {t: store.task_fingerprint(t) for t in tasks}, "bank": default_bank().fingerprint()}
 
@@ -398,8 +398,8 @@ def execute(plan: SearchPlan, *, as_actor: bool | None = None, address: str | No
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m search.run``: the click command of search/_cli.py."""
-    from search._cli import search_command
+    """``python -m search.run``: the click command of search/cli.py."""
+    from search.cli import search_command
 
     search_command.main(args=list(argv) if argv is not None else None, prog_name="python -m search.run")
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-import cluster._batched as batched
-import cluster._batched_net as batched_net
+import cluster.child._batched as batched
+import cluster.child._batched_net as batched_net
 from cluster.child import child_plan
 from nasdb.space import EMBEDDING_MODULES
 

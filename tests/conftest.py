@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from cluster.embeddings import EmbeddingBank
+from cluster.child import EmbeddingBank
 from nasdb.space import default_space
 from nasdb.tasks import load_builtin_task
 

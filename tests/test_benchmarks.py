@@ -122,7 +122,7 @@ def test_second_import_adds_nothing_and_larger_slices_extend(store):
 
 
 def test_interrupted_import_resumes_without_duplicates(store, monkeypatch):
-    from nasdb._store_writer import ExperimentWriter
+    from nasdb.store import ExperimentWriter
 
     real_write, calls = ExperimentWriter._write, []
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import cluster._batched as batched
-import cluster._batched_buckets as bucketing
-import cluster._batched_net as batched_net
-import cluster.child as child
-from cluster.child import ChildNetwork, TrainRecipe, child_plan, train_child, train_children
-from cluster.embeddings import EmbeddingBank, default_bank, median_bandwidth, parse_module_name
+import cluster.child._batched as batched
+import cluster.child._buckets as bucketing
+import cluster.child._batched_net as batched_net
+import cluster.child._child as child
+from cluster.child import (ChildNetwork, EmbeddingBank, TrainRecipe, child_plan, default_bank, median_bandwidth,
+                           parse_module_name, train_child, train_children)
 from nasdb.space import EMBEDDING_MODULES, parse_layer_choice
 
 from child_helpers import arch, poison_one_member

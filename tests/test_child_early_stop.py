@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-import cluster._batched as batched
-import cluster._batched_net as batched_net
-from cluster._curve_features import model_features
-from cluster.child import ChildResult, ObserverError, TrainRecipe, child_plan, train_child, train_children
-from cluster.early_stop import EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision
+import cluster.child._batched as batched
+import cluster.child._batched_net as batched_net
+from cluster.child import ChildResult, TrainRecipe, child_plan, train_child, train_children
+from cluster.child._observer import ObserverError
+from cluster.early_stop import EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision, model_features
 
 from child_helpers import arch, poison_one_member
 

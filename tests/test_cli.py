@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from nasdb._store_testing import make_record
 from nasdb.cli import NasdbGroup, main
 from nasdb.space import default_space
 from nasdb.store import ExperimentStore
+from nasdb.store.testing import make_record
 
 TASKS = ("alpha", "beta")
 
@@ -190,7 +190,7 @@ def test_refusals_are_one_line(run, root, tmp_path):
 
 
 def test_lazy_command_groups_are_imported_on_use():
-    @click.group(cls=NasdbGroup, lazy_commands={"later": "nasdb._cli_store:stats_cmd"})
+    @click.group(cls=NasdbGroup, lazy_commands={"later": "nasdb.cli._store:stats_cmd"})
     def group():
         pass
 

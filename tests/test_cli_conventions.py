@@ -1,4 +1,4 @@
-"""The conventions every nasdb command follows (nasdb/cli_options.py, issue 20).
+"""The conventions every nasdb command follows (nasdb/cli/options.py, issue 20).
 
 --version; a fast --help that imports neither torch nor Ray; click choices for closed sets
 that match the registries they mirror; one task-list convention (repeatable, commas

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nasdb._store_testing import make_record
 from nasdb.cli import main
 from nasdb.store import ExperimentStore, QueryTimeoutError
+from nasdb.store.testing import make_record
 
 LONG_QUERY = "SELECT sum(i) FROM range(100000000000000) t(i)"  # hours of work
 

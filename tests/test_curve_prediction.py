@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from cluster._curve_features import TREND_FEATURES, curve_features, trend_features
-from cluster._srm import SequentialRegressor
-from cluster.curves_eval import r2_score
-from cluster.early_stop import EarlyStopConfig
+from cluster.early_stop import EarlyStopConfig, curve_features
+from cluster.early_stop._curves_eval import r2_score
+from cluster.early_stop._features import TREND_FEATURES, trend_features
+from cluster.early_stop._srm import SequentialRegressor
 from test_early_stop import saturating_curves
 
 

@@ -53,7 +53,7 @@ def _free_port() -> int:
 def server(store):
     import uvicorn
 
-    from nasdb._cli_dashboard_app import create_app
+    from nasdb.cli.dashboard import create_app
 
     st, _ = store
     port = _free_port()
@@ -219,7 +219,7 @@ def test_docs_come_from_bundled_assets(server, browser):
 def client(store):
     from fastapi.testclient import TestClient
 
-    from nasdb._cli_dashboard_app import create_app
+    from nasdb.cli.dashboard import create_app
     from predictor._serve_auth import token_digest
 
     return TestClient(create_app(store[0], token_digest=token_digest(TOKEN)))
@@ -228,7 +228,7 @@ def client(store):
 def test_bad_uploads_are_4xx_naming_the_problem(store):
     from fastapi.testclient import TestClient
 
-    from nasdb._cli_dashboard_app import create_app
+    from nasdb.cli.dashboard import create_app
 
     c = TestClient(create_app(store[0]))
     cases = [({"label": "y"}, ("e.csv", b"", "text/csv"), "is empty"),
@@ -243,7 +243,7 @@ def test_bad_uploads_are_4xx_naming_the_problem(store):
 
 
 def test_off_loopback_the_bearer_token_rule_applies(client, monkeypatch):
-    from nasdb._cli_dashboard import token_for
+    from nasdb.cli.dashboard import token_for
 
     assert client.get("/api/overview").status_code == 401
     page = client.get("/", headers={"accept": "text/html"}, follow_redirects=False)
@@ -274,7 +274,7 @@ def test_cached_pages_follow_new_rows(store, tmp_path):
     """Query results are kept only while the store's files stay the same: a write shows on the next load."""
     from fastapi.testclient import TestClient
 
-    from nasdb._cli_dashboard_app import create_app
+    from nasdb.cli.dashboard import create_app
 
     st = ExperimentStore(str(tmp_path / "store"))
     shutil.copytree(store[0].root, st.root)
@@ -294,7 +294,7 @@ def test_an_uploaded_table_of_any_width_with_a_cells_predictor(store, tmp_path):
     """The generic path: a table of numeric, text and boolean columns, read by a width-invariant predictor."""
     from fastapi.testclient import TestClient
 
-    from nasdb._cli_dashboard_app import create_app
+    from nasdb.cli.dashboard import create_app
     from predictor.testing import fit_tiny_predictor
 
     st = ExperimentStore(str(tmp_path / "store"))
@@ -318,7 +318,7 @@ def test_curves_show_searches_first(store, tmp_path):
 
     from fastapi.testclient import TestClient
 
-    from nasdb._cli_dashboard_app import create_app
+    from nasdb.cli.dashboard import create_app
 
     st = ExperimentStore(str(tmp_path / "store"))
     shutil.copytree(store[0].root, st.root)

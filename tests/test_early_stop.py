@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 from sklearn.svm import NuSVR
 
-from cluster._curve_features import (
-    LAYERED_ARCH_FEATURES,
-    architecture_features,
-    curve_features,
-    hparam_features,
-    model_features,
-)
-from cluster._srm import SequentialRegressor, SVRParams, _standardize
-from cluster.curves_eval import CurveSet, evaluate_curves, load_full_curves, simulate_early_stopping
-from cluster.early_stop import EarlyStopConfig, EarlyStopper, EpochObserver, StopRule, stop_probability
+from cluster.early_stop import (CurveSet, EarlyStopConfig, EarlyStopper, EpochObserver, StopRule, curve_features,
+                                evaluate_curves, load_full_curves, model_features, simulate_early_stopping,
+                                stop_probability)
+from cluster.early_stop._features import LAYERED_ARCH_FEATURES, architecture_features, hparam_features
+from cluster.early_stop._srm import SVRParams, SequentialRegressor, _standardize
 from nasdb.space import default_space
 
 T = 12  # epochs of the synthetic curves
@@ -251,7 +246,7 @@ def test_stopper_on_real_children_stops_the_worst_and_keeps_the_best(real_curves
 
 # -- the shared Ray actor ------------------------------------------------------------------------
 def test_shared_actor_two_callers_burn_in_and_query(ray_cluster):
-    from cluster._curve_actor import ActorEarlyStopper, curve_predictor_actor
+    from cluster.early_stop import ActorEarlyStopper, curve_predictor_actor
 
     ray = ray_cluster
     curves, feats = saturating_curves(30, seed=4)
@@ -348,7 +343,7 @@ def test_evaluate_curves_over_a_store(tmp_path):
 
     from click.testing import CliRunner
 
-    from cluster._curves_cli import curves_group
+    from cluster.early_stop.cli import curves_group
 
     args = ["evaluate", "--task", "curves_demo", "--out", str(tmp_path / "cli"), "--burn-in", "30", "--orders", "1",
             "--repeats", "1", "--retrain-every", "50"]
@@ -361,12 +356,11 @@ def test_evaluate_curves_over_a_store(tmp_path):
 def test_populate_with_early_stopping_stores_consistent_rows(tmp_path, ray_cluster):
     """36 children of digits10_small (4 epochs), 2 actors, chunks of 4, burn-in 8: stopped rows are
     consistent, a rerun adds nothing, and extending the plan seeds the predictor from the store."""
-    from cluster._plan import plan_task
-    from cluster.child import TrainRecipe
-    from cluster.embeddings import default_bank
-    from nasdb.tasks import load_builtin_task
+    from cluster.child import TrainRecipe, default_bank
     from cluster.populate import populate
+    from cluster.populate._plan import plan_task
     from nasdb.store import ExperimentStore
+    from nasdb.tasks import load_builtin_task
 
     task, epochs, n = "digits10_small", 4, 36
     store = ExperimentStore(str(tmp_path / "store"))

@@ -16,12 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from nasdb import tasks
-from nasdb._store_schema import SCHEMA_VERSION_KEY, compute_ids, records_to_table
-from nasdb._store_testing import make_record
 from nasdb.cli import main
 from nasdb.fingerprints import check_fingerprints
 from nasdb.space import default_space
 from nasdb.store import ExperimentRecord, ExperimentStore, TaskExistsError, experiment_id, provenance_fingerprint
+from nasdb.store._schema import SCHEMA_VERSION_KEY, compute_ids, records_to_table
+from nasdb.store.testing import make_record
 
 STALE = "0000deadbeef0000"  # a task-data fingerprint of data the task no longer holds
 

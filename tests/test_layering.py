@@ -17,8 +17,8 @@ PACKAGES = set(ALLOWED)
 
 
 def _is_cli(path: Path) -> bool:
-    """Only the CLI sees every wing: nasdb/cli.py and its private _cli_* modules."""
-    return path.parent.name == "nasdb" and (path.name == "cli.py" or path.name.startswith("_cli"))
+    """Only the CLI sees every wing: the nasdb/cli/ package."""
+    return path.relative_to(ROOT).parts[:2] == ("nasdb", "cli")
 
 
 def _imported_packages(path: Path) -> set[str]:

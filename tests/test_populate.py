@@ -15,12 +15,11 @@ import pytest
 import ray
 from click.testing import CliRunner
 
-from cluster._populate_cli import populate_command
-from cluster._plan import Chunk, make_chunks, plan_task, sample_task_architectures, split_chunk
-from cluster._progress import PopulateSummary, Progress, TaskSummary
-from cluster._trainer import ChildTrainer
-from cluster.child import TrainRecipe
-from cluster.populate import InsufficientResourcesError, plan_resources, populate
+from cluster.child import ChildTrainer, TrainRecipe
+from cluster.populate import InsufficientResourcesError, PopulateSummary, TaskSummary, plan_resources, populate
+from cluster.populate._plan import Chunk, make_chunks, plan_task, sample_task_architectures, split_chunk
+from cluster.populate._progress import Progress
+from cluster.populate.cli import populate_command
 from nasdb.errors import StoreError, UnknownTaskError
 from nasdb.space import default_space
 from nasdb.store import ExperimentStore
@@ -33,7 +32,7 @@ RECIPE = TrainRecipe(epochs=2)
 
 def planned_items(task: str, n: int, seed: int = 0):
     """What populate plans for ``task``: ids include the task data's and the embedding bank's fingerprints."""
-    from cluster.embeddings import default_bank
+    from cluster.child import default_bank
 
     return plan_task(default_space(), task, n, seed=seed, recipe=RECIPE.to_dict(),
                      task_fingerprint=load_builtin_task(task).fingerprint(),
@@ -152,7 +151,8 @@ def test_summary_with_early_stopping_counts_stopped_children_and_epochs_saved():
 
 
 def test_a_broken_curve_predictor_turns_early_stopping_off_instead_of_failing_children():
-    from cluster._trainer import _GuardedObserver, stop_fields
+    from cluster.child import stop_fields
+    from cluster.child._trainer import _GuardedObserver
     from cluster.early_stop import EarlyStopper
 
     class Dead:
@@ -213,7 +213,7 @@ def test_bad_input_is_refused_before_any_work(ray_cluster, tmp_path, kwargs, err
 
 
 def test_an_unreachable_ray_address_is_refused_at_once():
-    from cluster.populate import _check_reachable
+    from cluster.populate._populate import _check_reachable
 
     with pytest.raises(ConnectionError, match=r"cannot reach the Ray cluster at '127.0.0.1:1'"):
         _check_reachable("127.0.0.1:1")

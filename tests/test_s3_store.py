@@ -72,7 +72,7 @@ def test_a_missing_s3_extra_is_one_line_naming_it(tmp_path):
 
 
 def test_writers_on_s3_publish_whole_objects_and_every_row_counts_once(s3, empty_cwd):
-    from nasdb._store_testing import append_worker
+    from nasdb.store.testing import append_worker
 
     uri = f"s3://{BUCKET}/writers"
     store = ExperimentStore(uri)

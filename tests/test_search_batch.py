@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from nasdb.space import default_space
 from nasdb.store import ExperimentStore
 from search import compare, plan_search, run_search
-from search._cli import search_command
+from search.cli import search_command
 from test_search_run import T1, T2, tabulate
 
 # Architectures the search evaluated before batching existed (commit 7432924): lookup, parallel 2,

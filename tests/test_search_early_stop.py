@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from nasdb.store import ExperimentStore
 from search import plan_search, run_search
-from search._cli import search_command
+from search.cli import search_command
 from search.evaluators import Evaluation, Trial
 from search.result import SearchResult
 from search.run import _row_reward

@@ -20,7 +20,7 @@ from nasdb.space import Dimension, SearchSpace, default_space
 from nasdb.store import ExperimentRecord, ExperimentStore
 from nasdb.tasks import builtin_task_names
 from search import compare, plan_search, run_search
-from search._cli import search_command
+from search.cli import search_command
 from search.evaluators import LookupEvaluator, NotTabulatedError, Trial
 
 # Built-in tasks of sklearn digits (looked up, so renames in the suite do not break these tests):

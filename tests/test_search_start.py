@@ -16,7 +16,7 @@ from cluster.populate import InsufficientResourcesError, plan_resources, shortfa
 from nasdb.space import default_space
 from nasdb.store import ExperimentStore
 from search import compare, plan_search
-from search._cli import compare_command, search_command
+from search.cli import compare_command, search_command
 from test_search_run import T1, T2, tabulate
 
 TASK = "digits_0to5"

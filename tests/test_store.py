@@ -1,6 +1,6 @@
 """The experiment store's API, run against every back end (local folder and an fsspec memory:// root).
 
-Reads are checked against naive Python references (nasdb._store_testing): dedup, top-k, stats.
+Reads are checked against naive Python references (nasdb.store.testing): dedup, top-k, stats.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from nasdb._store_testing import RECIPE, SPACE_ID, make_record, naive_dedup, naive_top_k, row_of, same_value
 from nasdb.errors import SchemaError, StoreError, UnknownTaskError
 from nasdb.space import default_space
 from nasdb.store import (EXPERIMENT_SCHEMA, SCHEMA_VERSION, ExperimentRecord, ExperimentStore, ReadOnlyQueryError,
                          TaskExistsError, experiment_id)
+from nasdb.store.testing import RECIPE, SPACE_ID, make_record, naive_dedup, naive_top_k, row_of, same_value
 
 
 @pytest.fixture(params=["local", "memory"])
@@ -198,10 +198,10 @@ def test_sandbox_blocks_file_access_the_guard_misses(store, tmp_path, monkeypatc
     fill(store, n=10)
     import duckdb
 
-    from nasdb import _store_sql
+    from nasdb.store import _sql as _store_sql
 
     monkeypatch.setattr(_store_sql, "check_read_only", lambda sql: sql)  # disable the first layer
-    monkeypatch.setattr("nasdb.store.check_read_only", lambda sql: sql)
+    monkeypatch.setattr("nasdb.store._store.check_read_only", lambda sql: sql)
     secret = tmp_path / "secret.csv"
     secret.write_text("a\n1\n")
     with pytest.raises(duckdb.Error):

@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from nasdb._store_testing import BAD_FILE_KINDS, make_record, plant_bad_files
 from nasdb.cli import main
 from nasdb.space import default_space
 from nasdb.store import ExperimentStore
+from nasdb.store.testing import BAD_FILE_KINDS, make_record, plant_bad_files
 from predictor.data import load_training_data
 
 TASKS = ("digits_0to5", "digits_mod3")

@@ -7,8 +7,8 @@ import multiprocessing as mp
 import os
 import time
 
-from nasdb._store_testing import append_worker, count_reader, make_record, row_of, same_value
 from nasdb.store import ExperimentStore
+from nasdb.store.testing import append_worker, count_reader, make_record, row_of, same_value
 
 TASKS = ["alpha", "beta", "gamma", "delta"]
 

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nasdb._store_read import Reader
-from nasdb._store_testing import make_record, row_of, same_value
 from nasdb.store import EXPERIMENT_SCHEMA, ExperimentStore
+from nasdb.store._read import Reader
+from nasdb.store.testing import make_record, row_of, same_value
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from nasdb._store_testing import make_record
 from nasdb.errors import StoreError
 from nasdb.store import ExperimentStore
+from nasdb.store.testing import make_record
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_flush_on_close_and_no_reuse(store):
 def test_flush_at_interpreter_exit(store):
     code = (
         "from nasdb.store import ExperimentStore\n"
-        "from nasdb._store_testing import make_record\n"
+        "from nasdb.store.testing import make_record\n"
         f"w = ExperimentStore({store.root!r}).writer('exit', flush_rows=1000, flush_seconds=600)\n"
         "w.extend([make_record(i) for i in range(5)])\n"  # never closed
     )

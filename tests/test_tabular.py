@@ -9,14 +9,13 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from cluster.child import TrainRecipe, train_child, train_children
-from cluster.embeddings import default_bank
+from cluster.child import TrainRecipe, default_bank, train_child, train_children
 from nasdb.cli import main
 from nasdb.errors import InvalidTaskError
 from nasdb.space import default_space
 from nasdb.store import ExperimentStore
 from nasdb.tabular import HASH_BUCKETS, TableTransform
-from nasdb.tabular_suite import _CANDIDATES, DROPPED, TABULAR_SPECS, tabular_task_info
+from nasdb.tabular_suite import DROPPED, TABULAR_SPECS, _CANDIDATES, tabular_task_info
 from nasdb.tasks import SUITES, Task, builtin_task_names, load_builtin_task, task_from_file, task_from_table
 
 

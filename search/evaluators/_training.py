@@ -1,8 +1,8 @@
 """Training evaluator: each trial trains a real child model on a Ray trainer actor.
 
-The actors are populate's ``ChildTrainer`` (cluster/_trainer.py), so search rows are written
+The actors are populate's ``ChildTrainer`` (cluster/child/_trainer.py), so search rows are written
 by the same code, to the same store, as the offline phase, tagged with this run's agent and
-run id. ``TrainerPool`` (cluster/_pool.py) is not used: it runs a fixed list of chunks to the
+run id. ``TrainerPool`` (cluster/populate/_pool.py) is not used: it runs a fixed list of chunks to the
 end, while a search decides its next architecture only after a result returns. This module
 keeps ``parallel`` actors busy with one trial each and, like the pool, replaces an actor that
 is lost and retries its trial (idempotent: the retry skips an id that already reached the store).
@@ -17,8 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from cluster._plan import WorkItem
-from cluster._trainer import ChildTrainer, ChunkAck, close_trainers, stop_fields
+from cluster.child import ChildTrainer, ChunkAck, WorkItem, close_trainers, stop_fields
 from cluster.populate import InsufficientResourcesError, shortfall
 from nasdb.errors import NasdbError
 from nasdb.space import SearchSpace
@@ -35,7 +34,7 @@ def shared_objects(store, tasks: list[str]) -> dict[str, Any]:
     Pass the dict (not the refs themselves) through actor arguments, so Ray keeps them refs."""
     import ray
 
-    from cluster.embeddings import default_bank
+    from cluster.child import default_bank
 
     ctx = ray.get_runtime_context()
     key = f"{ctx.get_node_id()}:{ctx.get_job_id()}"
@@ -86,7 +85,7 @@ class TrainingEvaluator(Evaluator):
     Needs a running Ray instance (``ray.init``). ``agent`` and ``run_id`` tag the rows. A trial
     whose actor is lost is retried up to ``max_attempts`` times, then comes back "failed".
     ``shared`` (from ``shared_objects``) lets the actors skip fitting the embedding bank.
-    ``early_stop``: the handle of a curve-predictor actor (cluster/_curve_actor.py) the actors
+    ``early_stop``: the handle of a curve-predictor actor (cluster/early_stop/_actor.py) the actors
     share, or None to train every child to the end. The actors' resources are reserved first, as
     one placement group (a bundle per actor, which a replacement actor reuses): if the cluster
     cannot hold it within ``start_timeout_s`` (Ray would keep the actors pending forever, e.g.

@@ -1,0 +1,18 @@
+"""Learning-curve early stopping (accelerating-nas-performance-prediction-baker.md).
+
+``_stopper.py`` is the rule and the in-process observer, ``_srm.py`` the sequential regression
+models, ``_features.py`` the curve and model features, ``_actor.py`` one stopper shared by the
+trainer actors of a Ray job, ``_curves_eval.py`` the offline evaluation on stored curves.
+"""
+
+from cluster.early_stop._actor import ActorEarlyStopper, CurvePredictorService, curve_predictor_actor
+from cluster.early_stop._curves_eval import (CurveSet, evaluate_curves, format_markdown, load_full_curves,
+                                             simulate_early_stopping)
+from cluster.early_stop._features import curve_features, model_features
+from cluster.early_stop._stopper import (EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision, StopRule,
+                                         resolve_early_stop, stop_probability)
+
+__all__ = ["ActorEarlyStopper", "CurvePredictorService", "CurveSet", "EarlyStopConfig", "EarlyStopper",
+           "EpochObserver", "StopDecision", "StopRule", "curve_features", "curve_predictor_actor", "evaluate_curves",
+           "format_markdown", "load_full_curves", "model_features", "resolve_early_stop", "simulate_early_stopping",
+           "stop_probability"]

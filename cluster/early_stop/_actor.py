@@ -1,0 +1,154 @@
+"""One early stopper shared by all trainer actors of a Ray job (issue 8).
+
+:class:`CurvePredictorService` holds an :class:`~cluster.early_stop.EarlyStopper` per key (a
+task: best-so-far and curve shapes are per task) and runs as a threaded Ray actor
+(:func:`curve_predictor_actor`). Trainers use :class:`ActorEarlyStopper`, an
+:class:`~cluster.early_stop.EpochObserver` that decides locally on the latest fitted
+:class:`~cluster.early_stop.StopRule` it fetched from the actor, refreshed without blocking,
+and sends complete curves fire-and-forget. So a refit (seconds, holding the actor's GIL) never
+stalls an epoch loop, and per-epoch queries cost no round trip.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from cluster.early_stop._stopper import EarlyStopConfig, EarlyStopper, StopDecision, StopRule
+
+
+class CurvePredictorService:
+    """Per-key early stoppers behind one lock; a plain class, made remote by :func:`curve_predictor_actor`."""
+
+    def __init__(self, config: EarlyStopConfig | dict | None = None):
+        if isinstance(config, dict):
+            config = EarlyStopConfig.from_dict(config)
+        self.config = config or EarlyStopConfig()
+        self._stoppers: dict[str, EarlyStopper] = {}
+        self._lock = threading.Lock()
+
+    def _stopper(self, key: str) -> EarlyStopper:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"an early-stop key (task name) must be a non-empty string, got {key!r}")
+        with self._lock:
+            if key not in self._stoppers:
+                self._stoppers[key] = EarlyStopper(self.config)
+            return self._stoppers[key]
+
+    def report_complete(self, key: str, curves: Any, features: Any) -> int:
+        """Add complete curves of ``key``; refits in this call when due. Returns curves held."""
+        return self._stopper(key).report_complete(curves, features)
+
+    def decide_many(self, key: str, curves: Any, features: Any) -> StopDecision:
+        return self._stopper(key).decide_many(curves, features)
+
+    def rule(self, key: str, have_version: int = -1) -> StopRule | None:
+        """The current stop rule of ``key``, or ``None`` when it is still ``have_version``."""
+        rule = self._stopper(key).snapshot()
+        return None if rule.version == have_version else rule
+
+    def get_config(self) -> dict:
+        return self.config.to_dict()
+
+    def status(self) -> dict[str, dict]:
+        with self._lock:
+            items = list(self._stoppers.items())
+        return {k: {kk: v for kk, v in s.describe().items() if kk != "predictor"} for k, s in items}
+
+    def describe(self, key: str) -> dict:
+        return self._stopper(key).describe()
+
+
+def curve_predictor_actor(config: EarlyStopConfig | dict | None = None, *, name: str | None = None,
+                          namespace: str | None = None, num_cpus: float = 1, max_concurrency: int = 8):
+    """Start (or, given ``name``, get) the shared curve-predictor actor; returns its handle.
+
+    ``num_cpus`` is reserved for refits; the actor is threaded (``max_concurrency``) so queries
+    and reports are served while a refit runs.
+    """
+    import ray
+
+    cfg = config.to_dict() if isinstance(config, EarlyStopConfig) else config
+    opts: dict[str, Any] = {"num_cpus": num_cpus, "max_concurrency": max_concurrency}
+    if name is not None:
+        opts.update(name=name, get_if_exists=True)
+        if namespace is not None:
+            opts["namespace"] = namespace
+    return ray.remote(CurvePredictorService).options(**opts).remote(cfg)
+
+
+class ActorEarlyStopper:
+    """Trainer-side :class:`~cluster.early_stop.EpochObserver` backed by the shared actor.
+
+    ``decide_many`` never waits on the actor: it uses the last rule fetched and starts a new
+    fetch every ``refresh_seconds`` (a stale rule only stops less: the best-so-far only grows).
+    ``report_complete`` sends curves without waiting; :meth:`flush` waits for them (and raises
+    their errors). Picklable: the handle and key travel, pending calls do not.
+    """
+
+    def __init__(self, actor: Any, key: str, *, refresh_seconds: float = 1.0):
+        if refresh_seconds < 0:
+            raise ValueError(f"refresh_seconds must be >= 0, got {refresh_seconds!r}")
+        self.actor = actor
+        self.key = key
+        self.refresh_seconds = float(refresh_seconds)
+        self._rule: StopRule | None = None
+        self._pending_rule = None
+        self._last_fetch = -float("inf")
+        self._pending_reports: list = []
+
+    def __getstate__(self) -> dict:
+        return {"actor": self.actor, "key": self.key, "refresh_seconds": self.refresh_seconds}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["actor"], state["key"], refresh_seconds=state["refresh_seconds"])
+
+    def refresh(self, *, block: bool = False, timeout: float | None = None) -> StopRule | None:
+        """Take a finished fetch of the actor's rule and start the next one when due."""
+        import ray
+
+        if self._pending_rule is None and (block or time.monotonic() - self._last_fetch >= self.refresh_seconds):
+            self._pending_rule = self.actor.rule.remote(self.key, self._rule.version if self._rule else -1)
+            self._last_fetch = time.monotonic()
+        if self._pending_rule is not None:
+            done, _ = ray.wait([self._pending_rule], timeout=timeout if block else 0)
+            if done:
+                rule = ray.get(done[0])
+                self._pending_rule = None
+                if rule is not None:
+                    self._rule = rule
+        return self._rule
+
+    def decide_many(self, curves: Any, features: Any) -> StopDecision:
+        rule = self.refresh()
+        if rule is None:  # nothing fetched yet: only divergence stops (via an empty rule)
+            rule = StopRule(EarlyStopConfig())
+        return rule.decide_many(curves, features)
+
+    def should_stop_many(self, curves: Any, features: Any) -> np.ndarray:
+        return self.decide_many(curves, features).stop
+
+    def report_complete(self, curves: Any, features: Any) -> None:
+        import ray
+
+        curves = np.asarray(curves, dtype=np.float64)
+        if len(curves):
+            self._pending_reports.append(self.actor.report_complete.remote(self.key, curves, np.asarray(features)))
+        still = []
+        for ref in self._pending_reports:
+            if ray.wait([ref], timeout=0)[0]:
+                ray.get(ref)  # a finished report's error surfaces here, in the trainer
+            else:
+                still.append(ref)
+        self._pending_reports = still
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every reported curve reached the actor; raises a report's error."""
+        import ray
+
+        pending, self._pending_reports = self._pending_reports, []
+        ray.get(pending, timeout=timeout)
+

@@ -1,0 +1,305 @@
+"""Evaluate learning-curve prediction and early stopping on stored full curves (issue 8).
+
+(a) R^2 of the predicted final validation accuracy against the observed epochs ``tau``, trained
+on a random half of a task's full curves and tested on the other half, with the
+last-seen-value heuristic as the baseline (accelerating-nas-performance-prediction-baker.md
+Fig. 3); (b) early stopping simulated over the stored runs in random orders (Fig. 4): the
+speedup in epochs trained and whether the best model was still fully trained.
+``evaluate_curves`` runs both per task and writes report.json, report.md and r2_vs_tau.png.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cluster.early_stop._features import model_feature_names, model_features
+from cluster.early_stop._srm import SequentialRegressor
+from cluster.early_stop._stopper import EarlyStopConfig, EarlyStopper
+
+
+@dataclass
+class CurveSet:
+    """A task's complete curves as the SRMs see them: ``curves (N, T)``, ``features (N, F)``."""
+
+    task: str
+    curves: np.ndarray  # (N, T)
+    features: np.ndarray  # (N, F) static AP + HP features (model_features)
+    experiment_ids: list[str]
+    feature_names: tuple[str, ...]
+    skipped: dict[str, int]  # rows left out, by reason
+
+    @property
+    def num_curves(self) -> int:
+        return self.curves.shape[0]
+
+    @property
+    def num_epochs(self) -> int:
+        return self.curves.shape[1]
+
+    @property
+    def finals(self) -> np.ndarray:
+        return self.curves[:, -1]
+
+
+def load_full_curves(store: Any, task: str, *, recipe: Any = None, space_id: str | None = None) -> CurveSet:
+    """The fully trained curves of ``task`` in ``store``: status ok, not stopped early, finite, of
+    the most common length and search space (other rows are counted in ``skipped``).
+
+    ``recipe`` / ``space_id`` keep only rows trained with that recipe (dict or ``TrainRecipe``)
+    in that space -- what a job seeding its early stopper from earlier rows wants.
+    """
+    rows = store.experiments_arrow(task, status="ok").select(
+        ["experiment_id", "space_id", "architecture", "num_params", "recipe", "val_curve", "epochs",
+         "stopped_early"]).to_pylist()
+    want_recipe = None
+    if recipe is not None:
+        want_recipe = dict(recipe.to_dict() if hasattr(recipe, "to_dict") else recipe)
+    skipped: Counter = Counter()
+    usable = []
+    for r in rows:
+        curve = r["val_curve"] or []
+        if (want_recipe is not None and json.loads(r["recipe"]) != want_recipe) or \
+                (space_id is not None and r["space_id"] != space_id):
+            skipped["other_recipe_or_space"] += 1
+        elif r["stopped_early"]:
+            skipped["stopped_early"] += 1
+        elif len(curve) < 2 or len(curve) != r["epochs"] or not all(math.isfinite(v) for v in curve):
+            skipped["incomplete_curve"] += 1
+        else:
+            usable.append(r)
+    if not usable:
+        raise ValueError(f"task {task!r} has no complete learning curves in the store ({dict(skipped)} skipped)")
+    space_id, _ = Counter(r["space_id"] for r in usable).most_common(1)[0]
+    length, _ = Counter(len(r["val_curve"]) for r in usable if r["space_id"] == space_id).most_common(1)[0]
+    keep = [r for r in usable if r["space_id"] == space_id and len(r["val_curve"]) == length]
+    skipped["other_space_or_length"] += len(usable) - len(keep)
+    space = store.space(space_id)
+    features = model_features(space, [r["architecture"] for r in keep], [r["num_params"] for r in keep],
+                              [json.loads(r["recipe"]) for r in keep])
+    curves = np.array([r["val_curve"] for r in keep], dtype=np.float64)  # (N, T)
+    return CurveSet(task, curves, features, [r["experiment_id"] for r in keep], model_feature_names(space),
+                    {k: v for k, v in skipped.items() if v})
+
+
+def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
+    ss_res = float(np.sum((y - pred) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
+
+
+def r2_by_tau(cs: CurveSet, *, repeats: int = 5, train_fraction: float = 0.5, taus: Any = None,
+              search_trials: int = 12, search_points: int = 5, target: str = "final", model: str = "svr",
+              features: str = "paper", seed: int = 0) -> dict[str, Any]:
+    """R^2 of the SRM's predicted ``y_T`` per ``tau`` on held-out curves (random splits, ``repeats``
+    times), next to the last-seen-value heuristic (predict ``y_T = y_tau``)."""
+    if repeats < 1 or not (0.0 < train_fraction < 1.0):
+        raise ValueError(f"need repeats >= 1 and 0 < train_fraction < 1, got {repeats} and {train_fraction}")
+    n, T = cs.curves.shape
+    n_train = int(round(train_fraction * n))
+    if n_train < 5 or n - n_train < 2:
+        raise ValueError(f"task {cs.task!r}: {n} curves are too few to split {train_fraction:.0%} / rest")
+    taus = list(range(1, T)) if taus is None else sorted({int(t) for t in taus})
+    rng = np.random.default_rng(seed)
+    srm, last = np.zeros((repeats, len(taus))), np.zeros((repeats, len(taus)))
+    for r in range(repeats):
+        perm = rng.permutation(n)
+        tr, te = perm[:n_train], perm[n_train:]
+        fitted = SequentialRegressor(search_trials=search_trials, search_points=search_points, target=target,
+                                     model=model, features=features, seed=seed + r).fit(
+            cs.curves[tr], cs.features[tr], taus=taus, estimate_sigma=False)
+        y = cs.finals[te]
+        for j, tau in enumerate(taus):
+            pred, _ = fitted.predict(cs.curves[te, :tau], cs.features[te])
+            srm[r, j] = r2_score(y, pred)
+            last[r, j] = r2_score(y, cs.curves[te, tau - 1])
+    return {"taus": taus, "train_curves": n_train, "test_curves": n - n_train, "repeats": repeats,
+            "target": target, "model": model, "features": features, "r2_mean": srm.mean(0).tolist(), "r2_std": srm.std(0).tolist(),
+            "last_seen_r2_mean": last.mean(0).tolist()}
+
+
+def simulate_order(cs: CurveSet, order: np.ndarray, config: EarlyStopConfig) -> dict[str, Any]:
+    """Train the models in ``order`` one after another with early stopping; what was trained how long."""
+    T = cs.num_epochs
+    stopper = EarlyStopper(replace(config, num_epochs=T))
+    epochs = np.full(cs.num_curves, T, dtype=np.int64)
+    predicted = np.full(cs.num_curves, math.nan)
+    for i in order:
+        curve, feats = cs.curves[i], cs.features[i][None, :]  # (T,), (1, F)
+        if stopper.ready:
+            for tau in range(config.min_tau, T):
+                d = stopper.decide_many(curve[None, :tau], feats)
+                if d.stop[0]:
+                    epochs[i], predicted[i] = tau, d.predicted_final[0]
+                    break
+        if epochs[i] == T:
+            stopper.report_complete(curve[None, :], feats)
+    full = epochs == T
+    ranking = np.argsort(-cs.finals, kind="stable")
+    best = cs.finals.max()
+    stopped = ~full
+    return {
+        "total_epochs": int(epochs.sum()),
+        "speedup": float(cs.num_curves * T / epochs.sum()),
+        "stopped": int(stopped.sum()),
+        "best_kept": bool(full[cs.finals >= best].any()),
+        "top5_kept": int(full[ranking[:5]].sum()),
+        "best_fully_trained": float(cs.finals[full].max()),
+        "mean_abs_error_stopped": float(np.nanmean(np.abs(predicted[stopped] - cs.finals[stopped])))
+        if stopped.any() else None,
+        "fits": stopper.fits,
+    }
+
+
+def simulate_early_stopping(cs: CurveSet, config: EarlyStopConfig | None = None, *, orders: int = 10,
+                            seed: int = 0) -> dict[str, Any]:
+    """Early stopping over ``orders`` random orders of the stored runs (the paper's Fig. 4)."""
+    config = config or EarlyStopConfig()
+    if orders < 1:
+        raise ValueError(f"orders must be >= 1, got {orders}")
+    if cs.num_curves <= config.burn_in:
+        raise ValueError(f"task {cs.task!r}: {cs.num_curves} curves leave nothing after burn_in={config.burn_in}")
+    rng = np.random.default_rng(seed)
+    runs = [simulate_order(cs, rng.permutation(cs.num_curves), config) for _ in range(orders)]
+    speedups = np.array([r["speedup"] for r in runs])
+    return {"orders": orders, "config": config.to_dict(), "runs": runs,
+            "speedup_mean": float(speedups.mean()), "speedup_min": float(speedups.min()),
+            "speedup_max": float(speedups.max()),
+            "best_kept_orders": int(sum(r["best_kept"] for r in runs)),
+            "stopped_mean": float(np.mean([r["stopped"] for r in runs]))}
+
+
+#: Points of the curve (percent of the epochs observed) at which R^2 is reported per task.
+FRACTIONS = (10, 25, 50)
+
+
+def _tau_at(fraction: float, taus: list[int], T: int) -> int:
+    want = max(1, int(round(fraction * T)))
+    return min(taus, key=lambda t: abs(t - want))
+
+
+def evaluate_curves(store: Any, task: str | None = None, out_dir: str | Path | None = None, *,
+                    config: EarlyStopConfig | None = None, repeats: int = 5, orders: int = 10,
+                    search_trials: int = 12, target: str | None = None, model: str | None = None,
+                    features: str | None = None, seed: int = 0, progress: Any = None) -> dict[str, Any]:
+    """R^2 vs tau and the early-stopping simulation for ``task`` (default: every task with at least
+    ``burn_in + 1`` complete curves); writes report.json/.md and r2_vs_tau.png to ``out_dir``.
+
+    ``target``, ``model`` and ``features`` default to the config's. R^2 is reported at every tau
+    and, per task, at 10/25/50 % of the curve. ``progress`` (optional) is called with one-line messages.
+    """
+    config = config or EarlyStopConfig()
+    target = target or config.target
+    model, features = model or config.model, features or config.features
+    say = progress or (lambda msg: None)
+    names = [task] if task else sorted(store.task_stats().column("task").to_pylist())  # tasks with rows
+    report: dict[str, Any] = {"config": config.to_dict(), "repeats": repeats, "orders": orders,
+                              "target": target, "model": model, "features": features, "tasks": {},
+                              "skipped_tasks": {}}
+    for name in names:
+        try:
+            cs = load_full_curves(store, name)
+        except ValueError as e:
+            if task:
+                raise
+            report["skipped_tasks"][name] = str(e)
+            continue
+        if cs.num_curves <= config.burn_in and not task:
+            report["skipped_tasks"][name] = f"{cs.num_curves} complete curves <= burn_in {config.burn_in}"
+            continue
+        say(f"{name}: {cs.num_curves} curves x {cs.num_epochs} epochs: R^2 vs tau")
+        r2 = r2_by_tau(cs, repeats=repeats, search_trials=search_trials, search_points=config.search_points,
+                       target=target, model=model, features=features, seed=seed)
+        say(f"{name}: simulating early stopping over {orders} orders")
+        sim = simulate_early_stopping(cs, replace(config, target=target, model=model, features=features),
+                                      orders=orders, seed=seed)
+        entry = {"num_curves": cs.num_curves, "num_epochs": cs.num_epochs, "skipped": cs.skipped}
+        for pct in FRACTIONS:
+            tau = _tau_at(pct / 100, r2["taus"], cs.num_epochs)
+            j = r2["taus"].index(tau)
+            entry.update({f"tau_{pct}pct": tau, f"r2_{pct}pct": r2["r2_mean"][j],
+                          f"last_seen_r2_{pct}pct": r2["last_seen_r2_mean"][j]})
+        report["tasks"][name] = {**entry, "r2": r2, "simulation": sim}
+    if not report["tasks"]:
+        raise ValueError(f"no task has enough complete curves to evaluate: {report['skipped_tasks']}")
+    per = report["tasks"].values()
+    report["summary"] = {
+        **{f"r2_{pct}pct_mean": float(np.mean([t[f"r2_{pct}pct"] for t in per])) for pct in FRACTIONS},
+        "speedup_mean": float(np.mean([t["simulation"]["speedup_mean"] for t in per])),
+        "best_kept_orders": f"{sum(t['simulation']['best_kept_orders'] for t in per)}/{orders * len(per)}",
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        (out / "report.md").write_text(format_markdown(report))
+        plot_r2(report, out / "r2_vs_tau.png")
+        report["files"] = [str(out / f) for f in ("report.json", "report.md", "r2_vs_tau.png")]
+    return report
+
+
+_MODEL_NAMES = {"svr": "nu-SVR (RBF)", "gbt": "gradient-boosted trees"}
+
+
+def format_markdown(report: dict[str, Any]) -> str:
+    cfg = report["config"]
+    lines = ["# Learning-curve prediction and early stopping", "",
+             f"Sequential regression models ({_MODEL_NAMES[report.get('model', 'svr')]}, "
+             f"{report.get('features', 'paper')} features), target `{report['target']}`; R^2 on a random half "
+             f"of each task's full curves (trained on the other half, {report['repeats']} splits). Early stopping "
+             f"simulated over {report['orders']} random orders: burn-in {cfg['burn_in']}, Delta={cfg['confidence']}, "
+             f"delta={cfg['delta']}, top_n={cfg['top_n']}, retrain every {cfg['retrain_every']}.", "",
+             "| task | curves | epochs | R^2 at 10% (tau) | R^2 at 25% (tau) | R^2 at 50% (tau) "
+             "| last-seen R^2 at 25% | speedup (min-max) | best kept | stopped |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, t in report["tasks"].items():
+        s = t["simulation"]
+        r2s = " | ".join(f"{t[f'r2_{p}pct']:.3f} ({t[f'tau_{p}pct']})" if f"r2_{p}pct" in t else "n/a"
+                         for p in FRACTIONS)
+        lines.append(f"| {name} | {t['num_curves']} | {t['num_epochs']} | {r2s} | "
+                     f"{t['last_seen_r2_25pct']:.3f} | {s['speedup_mean']:.2f}x ({s['speedup_min']:.2f}-"
+                     f"{s['speedup_max']:.2f}) | {s['best_kept_orders']}/{s['orders']} | {s['stopped_mean']:.0f} |")
+    sm = report["summary"]
+    lines += ["", f"Mean over tasks: R^2 at 10/25/50% of the curve "
+              f"{' / '.join(format(sm.get(f'r2_{p}pct_mean', math.nan), '.3f') for p in FRACTIONS)}; simulated speedup "
+              f"{sm['speedup_mean']:.2f}x; best model fully trained in {sm['best_kept_orders']} orders.", ""]
+    lines += ["## R^2 against observed epochs", "", "| tau | " + " | ".join(report["tasks"]) + " |",
+              "|---|" + "---|" * len(report["tasks"])]
+    first = next(iter(report["tasks"].values()))
+    for j, tau in enumerate(first["r2"]["taus"]):
+        cells = [f"{t['r2']['r2_mean'][j]:.3f} (last {t['r2']['last_seen_r2_mean'][j]:.2f})"
+                 if j < len(t["r2"]["taus"]) else "" for t in report["tasks"].values()]
+        lines.append(f"| {tau} | " + " | ".join(cells) + " |")
+    if report["skipped_tasks"]:
+        lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in report["skipped_tasks"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot_r2(report: dict[str, Any], path: str | Path) -> None:
+    """R^2 vs tau per task (SRM solid, last-seen-value dashed), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, t in report["tasks"].items():
+        r2 = t["r2"]
+        frac = np.asarray(r2["taus"]) / t["num_epochs"]
+        line, = ax.plot(frac, r2["r2_mean"], marker="o", ms=3, label=f"{name} (SRM)")
+        ax.plot(frac, r2["last_seen_r2_mean"], ls="--", color=line.get_color(), alpha=0.6)
+    ax.axvline(0.25, color="grey", lw=0.8, ls=":")
+    ax.set_ylim(-0.5, 1.0)
+    ax.set_xlabel("fraction of the learning curve observed (tau / T)")
+    ax.set_ylabel("R^2 of predicted final val. accuracy")
+    ax.set_title("SRM (solid) vs last seen value (dashed)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
