@@ -19,7 +19,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from nasdb import cli_options
+from nasdb.cli import options as cli_options
 from nasdb.cli import LAZY_COMMANDS, LAZY_HELP, main
 
 HEAVY = ("torch", "ray", "duckdb", "pyarrow", "pandas", "sklearn")
