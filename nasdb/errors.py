@@ -40,3 +40,11 @@ class UnknownPredictorError(NasdbError, KeyError):
 
 class AliasConflictError(NasdbError, ValueError):
     """An alias change that would break a rule: another search space, an alias still in use."""
+
+
+class UnknownAgentError(NasdbError, ValueError):
+    """A search agent name that ``search.agents.AGENTS`` does not know."""
+
+
+class SpaceMismatchError(NasdbError, ValueError):
+    """A search and a predictor (or an Optuna distribution) over different search spaces."""

@@ -35,19 +35,25 @@ def _optuna() -> Any:
     return optuna
 
 
+def space_distributions(space: Any) -> dict[str, Any]:
+    """A nasdb search space as Optuna distributions: one categorical per dimension, named by it,
+    valued by its choice names (what the export writes and search.optuna_sampler expects)."""
+    optuna = _optuna()
+    return {dim.name: optuna.distributions.CategoricalDistribution(dim.choices) for dim in space.dimensions}
+
+
 def _trials(optuna: Any, store: Any, task: str) -> list[Any]:
     table = store.experiments_arrow(task, status="ok")
     spaces: dict[str, Any] = {}
+    dists_of: dict[str, dict[str, Any]] = {}
     trials = []
     for row in table.select(["architecture", "val_accuracy", *USER_ATTRS]).to_pylist():
         value = row["val_accuracy"]
         if value is None or not math.isfinite(value):
             continue  # Optuna refuses a completed trial without a finite value
         space = spaces.get(row["space_id"]) or spaces.setdefault(row["space_id"], store.space(row["space_id"]))
-        params, dists = {}, {}
-        for dim, index in zip(space.dimensions, row["architecture"]):
-            params[dim.name] = dim.choices[index]
-            dists[dim.name] = optuna.distributions.CategoricalDistribution(dim.choices)
+        params = {dim.name: dim.choices[index] for dim, index in zip(space.dimensions, row["architecture"])}
+        dists = dists_of.get(row["space_id"]) or dists_of.setdefault(row["space_id"], space_distributions(space))
         attrs = {k: row[k] for k in USER_ATTRS if row[k] is not None and not (isinstance(row[k], float)
                                                                              and not math.isfinite(row[k]))}
         trials.append(optuna.trial.create_trial(params=params, distributions=dists, value=float(value),

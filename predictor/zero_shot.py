@@ -143,7 +143,8 @@ def suggest_for_cli(store: Any, *, task: str | None = None, data: str | Path | N
 
 
 def held_out_suggestions(store: Any, held_out: str, data: Any, config: Any, *, repeats: int = 1,
-                         suggest_config: SuggestConfig | None = None) -> list[dict[str, Any]]:
+                         suggest_config: SuggestConfig | None = None,
+                         on_fit: Any = None) -> list[dict[str, Any]]:
     """Zero-shot suggestions for a held-out task (Sec. 5.3 on a table): per repeat, fit without it, suggest.
 
     ``data``: a ``predictor.data.TrainingData`` holding ``held_out`` and the training tasks
@@ -153,6 +154,7 @@ def held_out_suggestions(store: Any, held_out: str, data: Any, config: Any, *, r
     predictor has them). No child model of ``held_out`` is trained or read. Returns one dict
     per repeat: seed, architecture, description, score, candidates (distinct ascent results, best
     first: the suggestion and its runner-ups), fit and suggest seconds, final train loss.
+    ``on_fit(repeat, engine, z)`` is called with each repeat's engine (a search reuses the fit).
     """
     import time
 
@@ -164,6 +166,8 @@ def held_out_suggestions(store: Any, held_out: str, data: Any, config: Any, *, r
         start = time.perf_counter()
         engine, z, history = fit_held_out(store, held_out, data, cfg)
         start += history.seconds
+        if on_fit is not None:
+            on_fit(r, engine, z)
         s = engine.suggest_z(z, suggest_config)
         out.append({"task": held_out, "seed": cfg.seed, "architecture": s.architecture, "description": s.description,
                     "score": s.score, "candidates": [c.architecture for c in s.candidates],

@@ -1,11 +1,14 @@
-"""Search baselines: RL-NAS, T-NAML and random search as Ray agents, and their comparison.
+"""Search agents: predictor-guided search, RL-NAS, T-NAML and random search as Ray agents, and their comparison.
 
 The papers' baselines (task-aware-performance-prediction.md Sec. 5.3; transfer-neural-automl-tnaml.md
-Sec. 2 and 4). Agents propose architectures (``search.agents``), evaluators train or look them
-up (``search.evaluators``), ``run_search`` drives one resumable run, ``compare`` builds Tables 3-4.
+Sec. 2 and 4) and the predictor agent (issue 18). Agents propose architectures (``search.agents``;
+``AskTellSearch`` in the Python API, ``search.optuna_sampler`` under an Optuna study), evaluators
+train or look them up (``search.evaluators``), ``run_search`` drives one resumable run, ``compare`` builds Tables 3-4.
 """
 
-from search.agents import AGENTS, RLNAS, TNAML, RandomSearch, SearchAgent, create_agent
+from search.acquisition import AcquisitionConfig
+from search.agents import AGENTS, RLNAS, TNAML, PredictorAgent, RandomSearch, SearchAgent, Surrogate, create_agent
+from search.ask_tell import AskTellSearch
 from search.compare import Comparison, compare
 from search.controller import Controller, ControllerConfig
 from search.evaluators import EVALUATORS, Evaluation, Evaluator, LookupEvaluator, NotTabulatedError, Trial
@@ -22,7 +25,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'search' has no attribute {name!r}")
 
 
-__all__ = ["AGENTS", "EVALUATORS", "Comparison", "Controller", "ControllerConfig", "Evaluation", "Evaluator",
-           "LookupEvaluator", "NotTabulatedError", "RLNAS", "RandomSearch", "Reinforce", "ReinforceConfig",
-           "RewardNormalizer", "SearchAgent", "SearchPlan", "SearchResult", "TNAML", "Trial", "compare",
-           "create_agent", "plan_search", "run_search"]
+__all__ = ["AGENTS", "AcquisitionConfig", "AskTellSearch", "EVALUATORS", "Comparison", "Controller",
+           "ControllerConfig", "Evaluation", "Evaluator", "LookupEvaluator", "NotTabulatedError", "PredictorAgent",
+           "RLNAS", "RandomSearch", "Reinforce", "ReinforceConfig", "RewardNormalizer", "SearchAgent", "SearchPlan",
+           "SearchResult", "Surrogate", "TNAML", "Trial", "compare", "create_agent", "plan_search", "run_search"]

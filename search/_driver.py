@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from search.agents import SearchAgent, create_agent
+from search.agents import SearchAgent
 from search.evaluators import Evaluation, Evaluator, LookupEvaluator, TrainingEvaluator, Trial
 from search.result import SearchResult
 
@@ -98,7 +98,7 @@ class SearchDriver:
         self.files = _Files(self.store, plan.run_id)
         self.on_evaluation = on_evaluation
         self.shared = shared  # ObjectRefs for the trainer actors (search.evaluators.shared_objects)
-        self.agent: SearchAgent = create_agent(plan.agent["name"], self.space, plan.agent["args"])
+        self.agent: SearchAgent = plan.make_agent(self.space)
         self.evaluations: list[Evaluation] = []
         self.pretrain_evaluations: list[Evaluation] = []
         self.pretrain_children = 0

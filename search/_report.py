@@ -10,7 +10,8 @@ from typing import Any
 
 from search.compare import ZERO_SHOT_AGENT, Comparison
 
-LABELS = {"rl": "RL-NAS", "tnaml": "T-NAML", "random": "Random search", ZERO_SHOT_AGENT: "Zero-shot"}
+LABELS = {"rl": "RL-NAS", "tnaml": "T-NAML", "random": "Random search", "predictor": "Predictor",
+          ZERO_SHOT_AGENT: "Zero-shot"}
 
 
 def _pm(mean: float, std: float) -> str:
@@ -161,7 +162,22 @@ def benchmark_markdown(r: Any) -> str:
         wins = [f"{b}: {sum(_le_pick(row, b) for row in rows)}/{len(rows)}" for b in bls] + wins
         parts += ["Tasks where the zero-shot mean regret is at most the baseline's or search's: "
                   + "; ".join(wins) + ".", ""]
+    if "predictor" in cfg.agents and len(cfg.agents) > 1:
+        parts += [_predictor_wins(rows, cfg), ""]
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _predictor_wins(rows: list[dict[str, Any]], cfg: Any) -> str:
+    """How often the predictor agent's mean regret after N is at most each other agent's after N and after
+    the largest budget (issue 18's target: the predictor @10 vs random search @100)."""
+    top, wins = cfg.budgets[-1], []
+    for a in (a for a in cfg.agents if a != "predictor"):
+        for n in cfg.budgets:
+            for m in sorted({n, top}):
+                pairs = [(row[f"predictor@{n}_regret_mean"], row[f"{a}@{m}_regret_mean"]) for row in rows]
+                k = sum(math.isfinite(x) and math.isfinite(y) and x <= y for x, y in pairs)
+                wins.append(f"@{n} vs {LABELS.get(a, a)} @{m}: {k}/{len(rows)}")
+    return "Tasks where the predictor agent's mean regret is at most the other search's: " + "; ".join(wins) + "."
 
 
 def _le_pick(row: dict[str, Any], baseline: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -34,6 +35,25 @@ def _batch_size(batch_size: int | None, budget: int) -> int:
     return batch_size if batch_size is not None else max(1, min(DEFAULT_BATCH_SIZE, budget))
 
 
+_PREDICTOR = click.option("--predictor", "predictor_id", default=None,
+                          help="predictor agent: the predictor id or alias [default: the registry's default].")
+
+
+def _surrogate(agents: list[str], store_root: str, predictor_id: str | None) -> Any:
+    """The predictor agent's ``surrogate(task)``, from the factory the nasdb CLI puts in the click context
+    (``ctx.obj["surrogates"]``: search/ does not import predictor/); None without the predictor agent."""
+    if "predictor" not in agents:
+        if predictor_id is not None:
+            raise ValueError(f"--predictor applies to the predictor agent only, not {', '.join(agents)}")
+        return None
+    obj = click.get_current_context().obj
+    make = obj.get("surrogates") if isinstance(obj, dict) else None
+    if make is None:
+        raise ValueError("the predictor agent needs the predictor, which the nasdb CLI wires: run "
+                         "`nasdb search --agent predictor` (python -m search.run has no predictor)")
+    return make(store_root, predictor_id)
+
+
 def _agent_args(learning_rate: float | None, pretrain_epochs: int | None) -> dict:
     args: dict = {}
     if learning_rate is not None:
@@ -46,7 +66,7 @@ def _agent_args(learning_rate: float | None, pretrain_epochs: int | None) -> dic
 @click.command("search", context_settings={"help_option_names": ["-h", "--help"]})
 @_STORE
 @click.option("--agent", required=True, type=click.Choice(AGENT_NAMES),
-              help="Search agent: rl (RL-NAS), tnaml (T-NAML) or random.")
+              help="Search agent: predictor (predictor-guided), rl (RL-NAS), tnaml (T-NAML) or random.")
 @click.option("--task", required=True, help="Target task (built-in or registered in the store).")
 @click.option("--budget", type=int, required=True, help="Child models to evaluate on the target task.")
 @task_list_option("--pretrain-task", "--pretrain-tasks", "pretrain_tasks",
@@ -75,9 +95,10 @@ def _agent_args(learning_rate: float | None, pretrain_epochs: int | None) -> dic
               help='Early-stop settings as JSON (implies --early-stop), e.g. \'{"burn_in": 50}\'.')
 @_BATCH
 @_START_TIMEOUT
+@_PREDICTOR
 def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_source, pretrain_budget, pretrain_epochs,
                    learning_rate, parallel, seed, epochs, evaluator, run_id, address, as_json, verbose, early_stop,
-                   early_stop_json, batch_size, start_timeout):
+                   early_stop_json, batch_size, start_timeout, predictor_id):
     """Search BUDGET child models of TASK with one agent; rows go to the store tagged agent and run id.
 
     Rerunning the same command resumes an interrupted search from its stored children and
@@ -92,7 +113,8 @@ def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_sou
                             seed=seed, epochs=epochs, evaluator=evaluator, run_id=run_id, verbose=verbose,
                             address=address, agent_args=_agent_args(learning_rate, pretrain_epochs),
                             early_stop=early_stop_from_options(early_stop, early_stop_json),
-                            batch_size=_batch_size(batch_size, budget), start_timeout=start_timeout)
+                            batch_size=_batch_size(batch_size, budget), start_timeout=start_timeout,
+                            surrogate=_surrogate([agent], store_root, predictor_id))
     except (NasdbError, ValueError, KeyError) as e:
         raise _fail(e) from None
     click.echo(result.to_json() if as_json else result.summary())
@@ -124,10 +146,11 @@ def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_sou
 @click.option("--verbose", is_flag=True, help="Print a line per child model instead.")
 @_BATCH
 @_START_TIMEOUT
+@_PREDICTOR
 def compare_command(store_root, tasks, budget, agents, evaluator, pretrain_tasks, pretrain_budget, pretrain_epochs,
                     learning_rate, first_n, parallel, seed, epochs, out_dir, address, as_json, progress, verbose,
-                    batch_size, start_timeout):
-    """Run RL-NAS, T-NAML and random search on each test task; print Tables 3-4 and the cost."""
+                    batch_size, start_timeout, predictor_id):
+    """Run RL-NAS, T-NAML, random search (and the predictor agent) on each test task; print Tables 3-4 and the cost."""
     from search.compare import compare
 
     try:
@@ -136,6 +159,7 @@ def compare_command(store_root, tasks, budget, agents, evaluator, pretrain_tasks
                     evaluator=evaluator, pretrain_tasks=pretrain_tasks, pretrain_budget=pretrain_budget,
                     first_n=first_n, seed=seed, parallel=parallel, epochs=epochs, verbose=verbose, address=address,
                     progress=progress, start_timeout=start_timeout,
+                    surrogate=_surrogate(list(agents), store_root, predictor_id),
                     out_dir=out_dir, batch_size=_batch_size(batch_size, budget), agent_args={"rl": _agent_args(learning_rate, None),
                                                  "tnaml": _agent_args(learning_rate, pretrain_epochs)})
     except (NasdbError, ValueError, KeyError) as e:

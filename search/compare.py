@@ -166,7 +166,7 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
             epochs: int | None = None, recipe: dict | None = None, agent_args: dict[str, dict] | None = None,
             zero_shot: Callable[[str], Sequence[float]] | None = None, verbose: bool = False,
             address: str | None = None, out_dir: str | None = None, batch_size: int = 1, progress: bool = True,
-            start_timeout: float = 60.0) -> Comparison:
+            start_timeout: float = 60.0, surrogate: Callable[[str], Any] | None = None) -> Comparison:
     """Run every agent on every test task with ``budget`` children each and gather the tables.
 
     ``pretrain_tasks`` None: T-NAML pre-trains on the offline rows of every other task in the
@@ -177,6 +177,7 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
     ``progress`` prints (stderr) a line as each search starts and a progress line every
     ``PROGRESS_SECONDS`` while it runs (``verbose``: a line per child instead); ``start_timeout``:
     seconds the trainer actors may wait for free resources before the comparison fails.
+    ``surrogate``: the predictor agent's predictor, ``surrogate(task)`` (search.run.plan_search).
     """
     from nasdb.store import ExperimentStore
     from search.run import _split_tasks, execute, plan_search
@@ -204,7 +205,8 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
                 pretrain_budget=pretrain_budget if a == "tnaml" else None, parallel=parallel, seed=seed,
                 epochs=epochs, recipe=recipe, evaluator=evaluator, agent_args=(agent_args or {}).get(a),
                 verbose=verbose, batch_size=batch_size, start_timeout=start_timeout,
-                progress_s=PROGRESS_SECONDS if progress and not verbose else None)
+                progress_s=PROGRESS_SECONDS if progress and not verbose else None,
+                surrogate=surrogate if a == "predictor" else None)
 
     started = False
     if evaluator == "train":

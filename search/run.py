@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from nasdb.errors import NasdbError, TaskHasNoSamplesError
-from search.agents import PRETRAIN_SOURCES, agent_class
+from search.agents import PRETRAIN_SOURCES, agent_class, create_agent
 from search.evaluators import EVALUATORS, Evaluation, LookupEvaluator
 from search.evaluators._base import child_reward
 from search.result import SearchResult
@@ -58,6 +58,14 @@ class SearchPlan:
     #: train evaluator: {"tasks": {task: data fingerprint}, "bank": embedding bank fingerprint}, part of
     #: every trial's experiment id (schema v3); None (lookup): trials take the stored rows' ids
     fingerprints: dict | None = None
+    #: the predictor agent's ``surrogate(task) -> search.agents.Surrogate`` (picklable, e.g.
+    #: predictor.surrogate.SurrogateFactory); not part of the description (the agent's description names its predictor)
+    surrogate: Callable[[str], Any] | None = None
+
+    def make_agent(self, space) -> Any:
+        """The run's agent, built from its description (and the surrogate, for the predictor agent)."""
+        surrogate = self.surrogate(self.task) if self.surrogate is not None else None
+        return create_agent(self.agent["name"], space, self.agent["args"], surrogate=surrogate)
 
     def trial_fingerprints(self, task: str) -> dict[str, str | None]:
         """``experiment_id`` keyword arguments of a trial of ``task``: its data and bank fingerprints."""
@@ -212,8 +220,12 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
                 seed: int = 0, epochs: int | None = None, recipe: dict | None = None, evaluator: str = "train",
                 run_id: str | None = None, agent_args: dict | None = None, space_id: str | None = None,
                 checkpoint_every: int | None = None, verbose: bool = False, early_stop: Any = None,
-                batch_size: int = 1, start_timeout: float = 60.0, progress_s: float | None = None) -> SearchPlan:
+                batch_size: int = 1, start_timeout: float = 60.0, progress_s: float | None = None,
+                surrogate: Callable[[str], Any] | None = None) -> SearchPlan:
     """Check every input against the store and return the run's plan; raises before any work.
+
+    ``surrogate`` (the predictor agent, required there): ``surrogate(task)`` -> its
+    ``search.agents.Surrogate``, e.g. ``predictor.surrogate.SurrogateFactory(store_root, predictor_id)``.
 
     ``start_timeout``: seconds the trainer actors may wait for free resources before the run
     fails naming the shortfall. ``progress_s``: print a progress line (children done, best,
@@ -279,7 +291,8 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
             raise ValueError("live T-NAML pre-training needs explicit pre-training tasks (--pretrain-tasks)")
         args.update(pretrain_tasks=list(names), pretrain_source=pretrain_source, pretrain_budget=pretrain_budget)
         pretrain = {"source": pretrain_source, "tasks": list(names), "budget": pretrain_budget}
-    described = agent_class(agent)(space, **args).describe()  # bad agent arguments fail here
+    # bad agent arguments, a missing surrogate or one over another space fail here
+    described = create_agent(agent, space, args, surrogate=surrogate(task) if surrogate else None).describe()
 
     if evaluator == "lookup":  # the target (and live pre-training tasks) must be tabulated
         lookup_tasks = [task] + (list(names) if pretrain and pretrain_source == "live" else [])
@@ -302,7 +315,7 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
                       start_timeout_s=start_timeout, progress_s=progress_s,
                       fingerprints=_fingerprints(store, [task] + list(pretrain["tasks"] if pretrain and
                                                                        pretrain_source == "live" else []))
-                      if evaluator == "train" else None)
+                      if evaluator == "train" else None, surrogate=surrogate)
 
 
 def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Sequence[str] | str | None = None,
@@ -312,8 +325,8 @@ def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Seq
                checkpoint_every: int | None = None, verbose: bool = False, as_actor: bool | None = None,
                address: str | None = None, early_stop: Any = None, batch_size: int = 1,
                on_evaluation: Callable[[Evaluation, int], None] | None = None, start_timeout: float = 60.0,
-               progress_s: float | None = None) -> SearchResult:
-    """Search ``budget`` child models of ``task`` with ``agent`` ("random", "rl", "tnaml"); resumable.
+               progress_s: float | None = None, surrogate: Callable[[str], Any] | None = None) -> SearchResult:
+    """Search ``budget`` child models of ``task`` with ``agent`` ("predictor", "random", "rl", "tnaml"); resumable.
 
     ``store``: an ExperimentStore or its root. ``evaluator``: "train" (real children on Ray
     trainer actors, ``parallel`` in flight, rows tagged agent/run_id) or "lookup" (a tabulated
@@ -324,12 +337,14 @@ def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Seq
     ``cluster.early_stop.EarlyStopConfig``; its ``num_epochs`` is the recipe's epochs.
     ``batch_size``: children the agent proposes at once, trained in one batched-trainer call per
     actor and told in one REINFORCE update (1, the default: one child at a time).
+    ``surrogate``: the predictor agent's predictor (see ``plan_search``).
     """
     plan = plan_search(store, agent, task, budget, pretrain_tasks=pretrain_tasks, pretrain_source=pretrain_source,
                        pretrain_budget=pretrain_budget, parallel=parallel, seed=seed, epochs=epochs, recipe=recipe,
                        evaluator=evaluator, run_id=run_id, agent_args=agent_args, space_id=space_id,
                        checkpoint_every=checkpoint_every, verbose=verbose, early_stop=early_stop,
-                       batch_size=batch_size, start_timeout=start_timeout, progress_s=progress_s)
+                       batch_size=batch_size, start_timeout=start_timeout, progress_s=progress_s,
+                       surrogate=surrogate)
     return execute(plan, as_actor=as_actor, address=address, on_evaluation=on_evaluation)
 
 

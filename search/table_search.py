@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from nasdb.space import SearchSpace
-from search.agents import SearchAgent, agent_class, create_agent
+from search.agents import SearchAgent, Surrogate, agent_class, create_agent
 from search.evaluators import Evaluation, LookupEvaluator, Trial
 from search.regret import TableTruth, judge_search, mean_std
 
@@ -92,11 +92,12 @@ def pretrain_sample(evaluator: LookupEvaluator, tasks: Sequence[str], budget: in
 
 
 def _one_run(name: str, space: SearchSpace, task: str, others: list[str], evaluator: LookupEvaluator,
-             truth: TableTruth, config: TableSearchConfig, seed: int) -> dict[str, Any]:
+             truth: TableTruth, config: TableSearchConfig, seed: int,
+             surrogate: Surrogate | None = None) -> dict[str, Any]:
     args = {"task": task, "seed": seed, **config.agent_args.get(name, {})}
     if name == "tnaml":
         args.update(pretrain_tasks=others, pretrain_source="store", pretrain_budget=config.pretrain_budget)
-    agent = create_agent(name, space, args)
+    agent = create_agent(name, space, args, surrogate=surrogate)
     start = time.perf_counter()
     pretrained = 0
     if name == "tnaml":
@@ -207,13 +208,16 @@ def search_benchmark(store: Any, space: SearchSpace, held_out: Sequence[str], po
                      config: TableSearchConfig | None = None, *, benchmark: str = "",
                      zero_shot: dict[str, list[dict[str, Any]]] | None = None,
                      on_run: Callable[[str, str, dict], None] | None = None,
-                     baselines: dict[str, dict[str, dict[str, Any]]] | None = None) -> BenchmarkReport:
+                     baselines: dict[str, dict[str, dict[str, Any]]] | None = None,
+                     surrogates: dict[str, Sequence[Surrogate]] | None = None) -> BenchmarkReport:
     """Run every agent ``config.repeats`` times on each held-out task and judge them, ``zero_shot`` and ``baselines``.
 
     T-NAML pre-trains on the stored rows of the other tasks of ``pool`` (leave-one-task-out).
     ``zero_shot[task]``: the predictor's suggestions for the task, one dict per repeat with at
     least ``architecture`` (search/ does not import predictor/: the caller computes them);
-    ``baselines[task][name]``: one pick per baseline, with ``architecture`` (and ``candidates``).
+    ``baselines[task][name]``: one pick per baseline, with ``architecture`` (and ``candidates``);
+    ``surrogates[task]``: the predictor agent's predictor fitted without the task, one per repeat
+    (repeat r uses ``surrogates[task][r % len]``), needed when "predictor" is among the agents.
     """
     import torch
 
@@ -221,16 +225,20 @@ def search_benchmark(store: Any, space: SearchSpace, held_out: Sequence[str], po
     torch.set_num_threads(1)  # as search/_driver.py: the controllers are tiny, one thread is faster
     try:
         return _search_benchmark(store, space, held_out, pool, config or TableSearchConfig(), benchmark, zero_shot,
-                                 on_run, baselines or {})
+                                 on_run, baselines or {}, surrogates or {})
     finally:
         torch.set_num_threads(threads)
 
 
-def _search_benchmark(store, space, held_out, pool, config, benchmark, zero_shot, on_run, baselines) -> BenchmarkReport:
+def _search_benchmark(store, space, held_out, pool, config, benchmark, zero_shot, on_run, baselines,
+                      surrogates) -> BenchmarkReport:
     pool = list(dict.fromkeys(pool))
     missing = [t for t in held_out if t not in pool]
     if missing:
         raise ValueError(f"held-out tasks {missing} are not among the benchmark's tasks {pool}")
+    lacking = [t for t in held_out if "predictor" in config.agents and not surrogates.get(t)]
+    if lacking:
+        raise ValueError(f"the predictor agent needs a predictor fitted without each held-out task; none for {lacking}")
     evaluator = LookupEvaluator(store, space, tasks=pool)  # NotTabulatedError naming an empty task
     truths = {t: TableTruth.from_table(evaluator.table(t)) for t in held_out}
     judged_zs = {t: [judge_suggestion(truths[t], z) for z in (zero_shot or {}).get(t, [])] for t in held_out}
@@ -244,7 +252,8 @@ def _search_benchmark(store, space, held_out, pool, config, benchmark, zero_shot
         for name in config.agents:
             runs[task][name] = []
             for r in range(config.repeats):
-                run = _one_run(name, space, task, others, evaluator, truths[task], config, config.seed + r)
+                surrogate = surrogates[task][r % len(surrogates[task])] if name == "predictor" else None
+                run = _one_run(name, space, task, others, evaluator, truths[task], config, config.seed + r, surrogate)
                 runs[task][name].append(run)
                 logger.info("%s on %s, seed %d: regret %s after %s evaluations (%.1fs)", name, task, run["seed"],
                             [float(f"{j['regret']:.4g}") for j in run["judged"].values()], list(run["judged"]),

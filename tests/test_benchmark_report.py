@@ -213,15 +213,18 @@ def test_lookup_answers_imported_rows_without_a_test_split(slice_root):
 def test_benchmark_report_end_to_end(full_root, cli, tmp_path):
     out = tmp_path / "report"
     result = cli("--store", full_root, "benchmark-report", "--benchmark", "hpolib", "--repeats", "2", "--steps", "30",
-                 "--max-iters", "30", "--budgets", "3,8", "--pretrain-budget", "20", "--out", str(out))
+                 "--max-iters", "30", "--budgets", "3,8", "--pretrain-budget", "20", "--out", str(out),
+                 "--agents", "predictor,random,rl,tnaml")
     assert "### Regret (lower is better)" in result.stdout and "T-NAML @8" in result.stdout
+    assert "Tasks where the predictor agent's mean regret is at most the other search's: @3 vs Random search @3" \
+        in result.stdout
     assert (out / "report.md").read_text().strip() == result.stdout.strip()
     report = json.loads((out / "report.json").read_text())
     assert report["tasks"] == [NAVAL, PROTEIN] and report["config"]["budgets"] == [3, 8]
     store = ExperimentStore(full_root)
     for row in report["rows"]:
         assert row["configurations"] == 62208 and row["zero_shot_repeats"] == 2
-        for a in ("random", "rl", "tnaml"):
+        for a in ("predictor", "random", "rl", "tnaml"):
             for n in (3, 8):
                 assert row[f"{a}@{n}_regret_mean"] >= 0 and 0 < row[f"{a}@{n}_percentile_mean"] <= 100
     for task, zs in report["zero_shot"].items():
@@ -235,6 +238,10 @@ def test_benchmark_report_end_to_end(full_root, cli, tmp_path):
             assert z["candidate"] == 0 and z["value"] == pytest.approx(mine)
             assert z["regret"] == pytest.approx(means.max() - mine)
             assert z["percentile"] == pytest.approx(100 * np.mean(means <= mine))
+    for task, zs in report["zero_shot"].items():  # the predictor agent starts from its repeat's suggestion
+        firsts = [run["judged"]["3"]["architecture"] if run["judged"]["3"]["found_at"] == 1 else None
+                  for run in report["runs"][task]["predictor"]]
+        assert all(f is None or f == z["architecture"] for f, z in zip(firsts, zs))
     runs = report["runs"][NAVAL]["tnaml"]
     assert len(runs) == 2 and runs[0]["pretrain_children"] == 20 and set(runs[0]["judged"]) == {"3", "8"}
     assert runs[0]["judged"]["8"]["observed"] >= runs[0]["judged"]["3"]["observed"]  # the incumbent never worsens

@@ -161,12 +161,37 @@ def test_tnaml_pretraining_transfers_a_prior_to_a_new_task():
 
 
 # -- the contract every agent keeps (one suite, parametrized over the registry) -----------------
+class LinearSurrogate:
+    """The predictor agent's stand-in predictor (tests/test_predictor_agent.py has the real one)."""
+
+    predictor_id = "linear"
+
+    def __init__(self):
+        self.space = small_space()
+        self.space_id = self.space.space_id
+        self.w = np.random.default_rng(0).normal(size=self.space.encoding_size)
+
+    def score(self, architectures):
+        mean = self.space.encode_many(np.asarray(architectures)) @ self.w
+        return mean, np.full(len(mean), 0.1)
+
+    def candidates(self):
+        return self.space.sample(3, 0)
+
+    def ascend(self, starts):
+        return np.asarray(starts)
+
+
+def surrogate_of(name: str) -> LinearSurrogate | None:
+    return LinearSurrogate() if name == "predictor" else None
+
+
 @pytest.fixture(params=sorted(AGENTS))
 def agent(request):
     args = {"task": "t", "seed": 4}
     if request.param == "tnaml":
         args["pretrain_tasks"] = ["p"]
-    return create_agent(request.param, small_space(), args)
+    return create_agent(request.param, small_space(), args, surrogate=surrogate_of(request.param))
 
 
 def test_agent_contract_ask_tell_state(agent):
@@ -180,7 +205,7 @@ def test_agent_contract_ask_tell_state(agent):
     assert agent.num_told == 3
     state = pickle.loads(pickle.dumps(agent.state_dict()))
     desc = json.loads(json.dumps(agent.describe()))
-    twin = create_agent(desc["name"], space, desc["args"])
+    twin = create_agent(desc["name"], space, desc["args"], surrogate=surrogate_of(desc["name"]))
     twin.load_state_dict(state)
     np.testing.assert_array_equal(twin.ask(5), agent.ask(5))
     assert pickle.loads(pickle.dumps(agent)).describe() == agent.describe()  # Ray ships agents by pickle
@@ -203,7 +228,8 @@ def test_agent_contract_bad_input(agent):
 
 
 def test_unknown_agent_and_bad_arguments():
-    with pytest.raises(ValueError, match="unknown search agent 'bogus'; known: \\['random', 'rl', 'tnaml'\\]"):
+    with pytest.raises(ValueError,
+                       match="unknown search agent 'bogus'; known: \\['predictor', 'random', 'rl', 'tnaml'\\]"):
         create_agent("bogus", small_space(), {"task": "t"})
     with pytest.raises(ValueError, match="include the target task 't'"):
         create_agent("tnaml", small_space(), {"task": "t", "pretrain_tasks": ["t"]})

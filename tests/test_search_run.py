@@ -195,7 +195,7 @@ def test_compare_reads_stored_zero_shot_rows(tmp_path):
 
 # -- bad input: one clear line, before any work -------------------------------------------------
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(agent="bogus"), ValueError, r"unknown search agent 'bogus'; known: \['random', 'rl', 'tnaml'\]"),
+    (dict(agent="bogus"), ValueError, r"unknown search agent 'bogus'; known: \['predictor', 'random', 'rl', 'tnaml'\]"),
     (dict(task="no_such_task"), UnknownTaskError, "no_such_task"),
     (dict(budget=0), ValueError, "budget must be an integer >= 1, got 0"),
     (dict(budget=-3), ValueError, "budget must be an integer >= 1, got -3"),
@@ -239,7 +239,7 @@ def test_cli_bad_agent_exits_1_with_one_line(bench):
     res = CliRunner().invoke(search_command, ["--store", bench, "--agent", "nope", "--task", T1,
                                               "--budget", "3", "--evaluator", "lookup"])
     assert res.exit_code == 2  # a click choice: a usage error naming the value and the choices
-    assert "Invalid value for '--agent': 'nope' is not one of 'random', 'rl', 'tnaml'" in res.output
+    assert "Invalid value for '--agent': 'nope' is not one of 'predictor', 'random', 'rl', 'tnaml'" in res.output
 
 
 def test_cli_runs_a_lookup_search(bench):

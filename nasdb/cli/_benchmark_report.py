@@ -4,11 +4,13 @@ For each held-out task of the benchmark (e.g. HPOLib's 4 datasets, ``nasdb impor
 hpolib``): fit the predictor on the other tasks without meta-features (an imported task has no
 samples), suggest one configuration (Algorithm 2), and read its true value from the table
 (mean over seeds), its percentile and its regret; run random search, RL-NAS and T-NAML
-(leave-one-task-out pre-training) through the lookup evaluator and judge their incumbents
-after 10 and 100 evaluations the same way (search/regret.py). Beside zero-shot, the
-task-agnostic baselines' picks (predictor/baselines.py, fitted on the other tasks): the
-portfolio configuration (best mean within-task rank) and the gbm pick (argmax of gbm over the
-held-out task's configurations), judged the same way. Writes report.md and report.json.
+(leave-one-task-out pre-training) and, with ``--agents predictor``, the predictor agent (each
+repeat searching with that repeat's fit) through the lookup evaluator and judge their
+incumbents after each budget (default 10 and 100 evaluations) the same way
+(search/regret.py). Beside zero-shot, the task-agnostic baselines' picks
+(predictor/baselines.py, fitted on the other tasks): the portfolio configuration (best mean
+within-task rank) and the gbm pick (argmax of gbm over the held-out task's configurations),
+judged the same way. Writes report.md and report.json.
 This is the one module that imports both predictor/ and search/.
 """
 
@@ -80,6 +82,7 @@ def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | N
     from predictor.config import PredictorConfig
     from predictor.data import load_training_data
     from predictor.suggest import SuggestConfig
+    from predictor.surrogate import EnsembleSurrogate
     from predictor.zero_shot import held_out_suggestions
     from search.table_search import TableSearchConfig, search_benchmark
 
@@ -97,9 +100,15 @@ def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | N
     say(f"loaded {len(pool)} tasks of {benchmark} ({sum(t.num_experiments for t in data.tasks.values())} rows, "
         f"{time.perf_counter() - started:.0f}s); zero-shot: {len(held_out)} held-out x {repeats} fits of "
         f"{cfg.num_steps} steps")
-    zero_shot = {}
+    zero_shot, surrogates = {}, {t: [] for t in held_out}
+
+    def keep(task: str) -> Callable | None:  # the predictor agent searches with each repeat's fit
+        return (lambda r, engine, z: surrogates[task].append(EnsembleSurrogate(engine, z, suggest))) \
+            if "predictor" in agents else None
+
     for t in held_out:
-        zero_shot[t] = _one_thread(held_out_suggestions, store, t, data, cfg, repeats=repeats, suggest_config=suggest)
+        zero_shot[t] = _one_thread(held_out_suggestions, store, t, data, cfg, repeats=repeats, suggest_config=suggest,
+                                   on_fit=keep(t))
         say(f"zero-shot {t}: {[z['architecture'] for z in zero_shot[t]]} "
             f"({sum(z['fit_seconds'] for z in zero_shot[t]):.0f}s of fitting)")
     picks = {}
@@ -114,7 +123,7 @@ def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | N
         say(f"{agent} on {task}, seed {run['seed']}: regret {regrets} ({run['seconds']:.1f}s)")
 
     report = search_benchmark(store, space, held_out, pool, search_config, benchmark=benchmark, zero_shot=zero_shot,
-                              on_run=on_run, baselines=picks)
+                              on_run=on_run, baselines=picks, surrogates=surrogates)
     report.settings.update(store=store.uri, predictor=cfg.to_dict(), suggest=suggest.to_dict(),
                            baselines={b: BASELINES[b].describe() for b in baselines},
                            target=target, targets=targets,
@@ -142,7 +151,7 @@ def _ints(text: str, what: str) -> list[int]:
 @click.option("--repeats", type=int, default=5, show_default=True, help="Predictor fits and searches per task.")
 @click.option("--budgets", default="10,100", show_default=True, help="Evaluations at which searches are judged.")
 @choice_list_option("--agent", "--agents", "agents", choices=AGENT_NAMES, default=("random", "rl", "tnaml"),
-                    show_default=True, help="Search baselines to run.")
+                    show_default=True, help="Searches to run (predictor: the predictor agent, with each repeat's fit).")
 @click.option("--steps", type=int, default=None, help=f"Predictor optimizer steps per fit [{PredictorConfig().num_steps}].")
 @click.option("--loss", type=click.Choice(LOSSES), default=None, help=f"Predictor loss [{PredictorConfig().loss}].")
 @click.option("--target", type=click.Choice(["auto", "raw", "rank"]), default="auto", show_default=True,

@@ -52,8 +52,8 @@ LAZY_HELP: dict[str, str] = {
     "predictors": "Fitted predictors and their aliases: list, show, promote, unalias, delete.",
     "runs": "Populate, import, search, zero-shot and fit runs recorded in the store.",
     "dashboard": "A local web app: store, runs, predictors, task map, search curves, suggestions.",
-    "search": "Search child models of one task with one agent (rl, tnaml, random).",
-    "compare": "RL-NAS, T-NAML, random search and zero-shot on each test task (Tables 3-4).",
+    "search": "Search child models of one task with one agent (predictor, rl, tnaml, random).",
+    "compare": "RL-NAS, T-NAML, random search, the predictor agent and zero-shot on each test task (Tables 3-4).",
     "demo": "Populate, fit, serve and suggest, end to end on an embedded local Ray.",
     "import-benchmark": "Import a tabular benchmark (hpolib, hpobench, nasbench201) as tasks of the store.",
     "benchmark-report": "Zero-shot percentile and regret against the searches on an imported benchmark.",
@@ -188,7 +188,16 @@ def _exit(code: int, standalone_mode: bool) -> None:
 @click.pass_context
 def main(ctx: click.Context, store_root: str | None) -> None:
     """nasdb: the life-long database of child-model training experiments."""
-    ctx.obj = {"store_root": store_root}  # commands with their own --store get it from resolve_command
+    ctx.obj = {"store_root": store_root,  # commands with their own --store get it from resolve_command
+               "surrogates": predictor_surrogates}
+
+
+def predictor_surrogates(store_root: str, predictor_id: str | None) -> Any:
+    """The predictor agent's predictor for ``nasdb search`` / ``nasdb compare`` (``--predictor``): the
+    CLI is the one face that sees both search/ and predictor/, so it wires them (issue 18)."""
+    from predictor.surrogate import SurrogateFactory
+
+    return SurrogateFactory(store_root, predictor_id)
 
 
 def _register() -> None:

@@ -24,7 +24,7 @@ import click
 
 STDOUT = "-"
 #: search.agents.AGENTS
-AGENT_NAMES = ("random", "rl", "tnaml")
+AGENT_NAMES = ("predictor", "random", "rl", "tnaml")
 #: search.evaluators.EVALUATORS
 EVALUATOR_NAMES = ("lookup", "train")
 #: nasdb.benchmarks.BENCHMARKS
