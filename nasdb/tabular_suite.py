@@ -25,7 +25,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -307,39 +307,35 @@ def _capped(name: str, table: pa.Table, label: str) -> pa.Table:
     return table.take(pa.array(np.sort(keep)))
 
 
-@lru_cache(maxsize=None)
-def load_tabular_task(name: str) -> Any:
-    """Build one suite task (cached per process): raw table, row cap, then ``task_from_table``
-    with a seed from the name (the same rows, splits and transform on every machine)."""
-    from nasdb.tasks import task_from_table
-
+def suite_table(name: str) -> tuple[pa.Table, TableSpec, int]:
+    """What a suite task is built from (by ``nasdb.tasks.load_builtin_task``): its raw table under
+    the row cap, its spec, and a seed from the name (the same rows, splits and transform everywhere)."""
     spec = _CANDIDATES[name]
-    table = _capped(name, raw_table(name), spec.label)
-    return task_from_table(name, table, spec.label, seed=zlib.crc32(name.encode()), source=spec.source,
-                           description=spec.description)
+    return _capped(name, raw_table(name), spec.label), spec, zlib.crc32(name.encode())
 
 
-def _summary(name: str) -> dict[str, Any]:
+def _summary(task: Any) -> dict[str, Any]:
     """Shape of a built suite task, as recorded in nasdb/_tabular_stats.py."""
-    task = load_tabular_task(name)
     meta = task.metadata()
     return {"rows": sum(task.sizes().values()), "sizes": task.sizes(), "num_classes": task.num_classes,
             "features": meta["table"]["columns"], "feature_dim": task.feature_dim,
             "fingerprint": task.fingerprint()}
 
 
-def tabular_task_info(name: str) -> dict[str, Any]:
+def tabular_task_info(name: str, build: Callable[[str], Any]) -> dict[str, Any]:
     """Provenance and shape of a suite task without building it: source, dataset, label,
-    licence note, rows, split sizes, features by kind, classes and the measured noise ceiling."""
+    licence note, rows, split sizes, features by kind, classes and the measured noise ceiling
+    (a task missing from the recorded stats is built with ``build(name)``)."""
     spec = _CANDIDATES[name]
-    recorded = _stats().get(name) or {**_summary(name), "ceiling": None}
+    recorded = _stats().get(name) or {**_summary(build(name)), "ceiling": None}
     return {"name": name, "source": spec.source, "description": spec.description, "dataset": spec.dataset,
             "label": spec.label, "licence": spec.licence, **recorded}
 
 
-def write_stats(path: str, ceilings: dict[str, float]) -> None:
-    """Record every candidate's shape and its ceiling (from benchmarks/task_ceilings.py reports)."""
-    stats = {n: {**_summary(n), "ceiling": ceilings.get(n)} for n in _CANDIDATES}
+def write_stats(path: str, ceilings: dict[str, float], build: Callable[[str], Any]) -> None:
+    """Record every candidate's shape (built with ``build``) and its ceiling (from
+    benchmarks/task_ceilings.py reports)."""
+    stats = {n: {**_summary(build(n)), "ceiling": ceilings.get(n)} for n in _CANDIDATES}
     for n, c in ceilings.items():  # measured, but every architecture scored the same: undefined
         if n in stats and (c is None or not np.isfinite(c)):
             stats[n].update(ceiling=None, ceiling_undefined=True)
@@ -350,18 +346,20 @@ def write_stats(path: str, ceilings: dict[str, float]) -> None:
     Path(path).write_text("\n".join(lines + ["}", ""]).replace("nan,", "None,").replace("nan}", "None}"))
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], build: Callable[[str], Any]) -> int:
     ceilings: dict[str, float] = {}
     for report in argv:
         for row in json.loads(Path(report).read_text())["tasks"]:
             ceilings[row["task"]] = row["seed_spearman"]
-    write_stats(str(Path(__file__).with_name("_tabular_stats.py")), ceilings)
+    write_stats(str(Path(__file__).with_name("_tabular_stats.py")), ceilings, build)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(_main(sys.argv[1:]))
+    from nasdb.tasks import load_builtin_task
+
+    raise SystemExit(_main(sys.argv[1:], load_builtin_task))
 
 
-__all__ = ["CEILING_MIN", "DROPPED", "MAX_ROWS", "TABULAR_SPECS", "TableSpec", "load_tabular_task", "raw_table",
+__all__ = ["CEILING_MIN", "DROPPED", "MAX_ROWS", "TABULAR_SPECS", "TableSpec", "raw_table", "suite_table",
            "tabular_task_info"]

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from nasdb._task_sources import (FEATURE_DIM, SOURCE_LOADERS as _SOURCE_LOADERS, mnist_to_8x8)  # re-exported: part of the tasks API
 from nasdb.errors import InvalidTaskError, UnknownTaskError
-from nasdb.store import RESERVED_NAME, reserved_message
+from nasdb.checks import RESERVED_NAME, reserved_message
 from nasdb.tabular import MAX_CLASSES  # one limit for every kind of task
 from nasdb.tabular_suite import TABULAR_SPECS
 
@@ -284,7 +284,7 @@ def builtin_task_info(name: str) -> dict[str, Any] | None:
     if name in TABULAR_SPECS:
         from nasdb.tabular_suite import tabular_task_info
 
-        return tabular_task_info(name)
+        return tabular_task_info(name, load_builtin_task)
     spec = _SPECS.get(name)
     if spec is None:
         return None
@@ -324,12 +324,19 @@ def builtin_split_indices(name: str) -> dict[str, np.ndarray]:
     return {k: v.copy() for k, v in _builtin_indices(name).items()}
 
 
+@lru_cache(maxsize=None)
+def _load_tabular_task(name: str) -> Task:
+    """A tabular-suite task, built once per process from its capped table (nasdb/tabular_suite.py)."""
+    from nasdb.tabular_suite import suite_table
+
+    table, spec, seed = suite_table(name)
+    return task_from_table(name, table, spec.label, seed=seed, source=spec.source, description=spec.description)
+
+
 def load_builtin_task(name: str) -> Task:
     """Build one built-in task; the raw sources are loaded once per process."""
     if name in TABULAR_SPECS:
-        from nasdb.tabular_suite import load_tabular_task
-
-        return load_tabular_task(name)
+        return _load_tabular_task(name)
     spec = _spec(name)
     x, digit = _SOURCE_LOADERS[spec.source]()
     lut = np.full(10, -1, dtype=np.int64)

@@ -4,6 +4,7 @@ and the ``nasdb`` CLI, so each flag is defined once."""
 from __future__ import annotations
 
 import json
+import logging
 
 import click
 
@@ -59,6 +60,17 @@ def run_standalone(command: click.Command, argv: list[str] | None, prog_name: st
         click.echo(f"error: {message}", err=True)
         return 1
     return 0
+
+
+def _script(command: click.Command, prog_name: str, *, log: bool = True):
+    """The ``main(argv)`` of a ``python -m`` script that runs ``command`` (logging at INFO with ``log``)."""
+    def main(argv: list[str] | None = None) -> int:
+        if log:
+            logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return run_standalone(command, argv, prog_name)
+
+    main.__doc__ = f"``{prog_name}``: the same command as ``nasdb {command.name}``."
+    return main
 
 
 def _kv(**values) -> dict:
@@ -265,3 +277,8 @@ def serve_command(store_root, port, host, replicas, predictor_id, token_file, al
 
     run_server(store_root, on_ready=ready, port=port, host=host, replicas=replicas, predictor_id=predictor_id,
                token_file=token_file, allow_unauthenticated=allow_unauthenticated, refresh_seconds=refresh_seconds)
+
+
+fit_main = _script(fit_command, "python -m predictor.train")
+evaluate_main = _script(evaluate_command, "python -m predictor.evaluate")
+embeddings_main = _script(embeddings_command, "python -m predictor.embeddings_plot", log=False)

@@ -92,12 +92,7 @@ def plot_predictor_embeddings(store: Any, out_dir: str | os.PathLike, predictor_
                            title=f"predictor {ckpt.predictor_id} meta-features")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m predictor.embeddings_plot``: the same command as ``nasdb embeddings``."""
-    from predictor.cli import embeddings_command, run_standalone
+if __name__ == "__main__":  # the CLI's entry point (predictor/cli.py)
+    from predictor.cli import embeddings_main
 
-    return run_standalone(embeddings_command, argv, "python -m predictor.embeddings_plot")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(embeddings_main())

@@ -299,13 +299,7 @@ def write_report(rows: list[dict[str, Any]], runs: list[dict[str, Any]], out_dir
     (out_dir / "loto.md").write_text(markdown_report(rows, config))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m predictor.evaluate``: the same command as ``nasdb evaluate --loto``."""
-    from predictor.cli import evaluate_command, run_standalone
+if __name__ == "__main__":  # the CLI's entry point (predictor/cli.py)
+    from predictor.cli import evaluate_main
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_standalone(evaluate_command, argv, "python -m predictor.evaluate")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(evaluate_main())

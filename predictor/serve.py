@@ -9,7 +9,7 @@
     GET  /v1/health    liveness (no token needed), also /openapi.json and /docs (Swagger UI from bundled files)
 
 Every request but health and the API description carries ``Authorization: Bearer <token>``
-(predictor/_serve_auth.py). Bad input is a 4xx whose ``detail`` names the field; the replica
+(predictor/auth.py). Bad input is a 4xx whose ``detail`` names the field; the replica
 keeps serving. Three ways to run it:
 
 - ``start_server(store, port=..., replicas=...)`` (``nasdb serve``) on the embedded Ray;
@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nasdb.errors import NasdbError, StoreError, UnknownTaskError
 from predictor._api_schema import (HARD_MAX_ITERS, ErrorResponse, HealthResponse, ModelResponse, PredictRequest,
                                    PredictResponse, SuggestRequest, SuggestResponse)
-from predictor._serve_auth import RequestGuard, is_csv, is_loopback, resolve_token_digest, route_path
+from predictor.auth import RequestGuard, is_csv, is_loopback, resolve_token_digest, route_path
 from predictor.service import PayloadTooLargeError, ServeLimits, SuggestionService
 
 logger = logging.getLogger(__name__)
@@ -405,11 +405,6 @@ def _http_config():
         return None
 
 
-def stop_server(app_name: str = "nasdb") -> None:
-    """Delete the application (the Ray cluster and Serve stay up)."""
-    serve.delete(app_name)
-
-
 def _interrupt(*_: Any) -> None:
     raise KeyboardInterrupt
 
@@ -432,4 +427,4 @@ def run_server(store_root: str, *, on_ready=None, **kwargs: Any) -> None:
 
 
 __all__ = ["API_VERSION", "AppArgs", "ServerInfo", "ServeLimits", "SuggestionDeployment", "app_builder",
-           "build_api", "build_app", "run_server", "start_server", "stop_server"]
+           "build_api", "build_app", "run_server", "start_server"]

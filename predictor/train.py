@@ -178,13 +178,7 @@ def _run_trainer(store: Any, data: TrainingData, config: PredictorConfig, init_s
     return predictor_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m predictor.train``: the same command as ``nasdb fit`` (predictor/cli.py)."""
-    from predictor.cli import fit_command, run_standalone
+if __name__ == "__main__":  # the CLI's entry point (predictor/cli.py)
+    from predictor.cli import fit_main
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run_standalone(fit_command, argv, "python -m predictor.train")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(fit_main())

@@ -6,9 +6,13 @@ import csv
 import json
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from search.compare import ZERO_SHOT_AGENT, Comparison
+if TYPE_CHECKING:
+    from search.compare import Comparison
+
+#: The agent name of the zero-shot suggestion's rows (predictor/zero_shot.py AGENT).
+ZERO_SHOT_AGENT = "zero-shot"
 
 LABELS = {"rl": "RL-NAS", "tnaml": "T-NAML", "random": "Random search", "predictor": "Predictor",
           ZERO_SHOT_AGENT: "Zero-shot"}

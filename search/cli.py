@@ -165,3 +165,8 @@ def compare_command(store_root, tasks, budget, agents, evaluator, pretrain_tasks
     except (NasdbError, ValueError, KeyError) as e:
         raise _fail(e) from None
     click.echo(json.dumps(c.to_dict(), default=str) if as_json else c.to_markdown())
+
+
+def search_main(argv: list[str] | None = None) -> None:
+    """``python -m search.run``: the ``nasdb search`` command as a script."""
+    search_command.main(args=argv, prog_name="python -m search.run")

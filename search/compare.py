@@ -21,9 +21,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from search._report import ZERO_SHOT_AGENT, markdown, write_report
 from search.result import SearchResult
 
-ZERO_SHOT_AGENT = "zero-shot"
 #: Seconds between a running search's progress lines in a comparison (populate logs every 10 s too).
 PROGRESS_SECONDS = 10.0
 DEFAULT_AGENTS = ("rl", "tnaml", "random")
@@ -135,20 +135,16 @@ class Comparison:
                 "runs": {t: {a: r.run_id for a, r in rs.items()} for t, rs in self.results.items()}})
 
     def to_markdown(self) -> str:
-        from search._report import markdown
-
         return markdown(self)
 
     def write(self, out_dir: str) -> dict[str, str]:
         """Write report.md, table3.csv, table4.csv, cost.csv, comparison.json and curves.png to ``out_dir``."""
-        from search._report import write_report
-
         return write_report(self, out_dir)
 
 
 def _table_regret(store, plans: dict, results: dict, first_n: int) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
     """Judge every lookup run's incumbent after first_n and budget evaluations on its task's table."""
-    from search.evaluators._lookup import load_table
+    from search.evaluators import load_table
     from search.regret import TableTruth, judge_search
 
     out = {}

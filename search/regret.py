@@ -25,8 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from search.evaluators import Evaluation, NotTabulatedError
-from search.evaluators._base import architecture_key
+from search.evaluators import Evaluation, NotTabulatedError, architecture_key
 
 
 @dataclass(frozen=True)

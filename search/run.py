@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -28,8 +27,7 @@ import numpy as np
 
 from nasdb.errors import NasdbError, TaskHasNoSamplesError
 from search.agents import PRETRAIN_SOURCES, agent_class, create_agent
-from search.evaluators import EVALUATORS, Evaluation, LookupEvaluator
-from search.evaluators._base import child_reward
+from search.evaluators import EVALUATORS, Evaluation, LookupEvaluator, child_reward
 from search.result import SearchResult
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
@@ -412,12 +410,7 @@ def execute(plan: SearchPlan, *, as_actor: bool | None = None, address: str | No
             ray.shutdown()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m search.run``: the click command of search/cli.py."""
-    from search.cli import search_command
+if __name__ == "__main__":  # the CLI's entry point (search/cli.py)
+    from search.cli import search_main
 
-    search_command.main(args=list(argv) if argv is not None else None, prog_name="python -m search.run")
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    search_main()

@@ -220,7 +220,7 @@ def client(store):
     from fastapi.testclient import TestClient
 
     from nasdb.cli.dashboard import create_app
-    from predictor._serve_auth import token_digest
+    from predictor.auth import token_digest
 
     return TestClient(create_app(store[0], token_digest=token_digest(TOKEN)))
 

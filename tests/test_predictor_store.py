@@ -180,7 +180,8 @@ def test_checkpoint_round_trip(store_copy):
 
 # -- Ray Train ------------------------------------------------------------------------------------
 def test_fit_through_ray_train_with_two_workers_then_warm_start(store_root, ray_cluster, capsys):
-    from predictor.train import fit_predictor, main
+    from predictor.cli import fit_main as main
+    from predictor.train import fit_predictor
 
     store = ExperimentStore(store_root)
     # the CLI entry point of `python -m predictor.train`, on the running Ray
@@ -234,7 +235,7 @@ def test_leave_one_task_out_report(store_root, tmp_path):
 
 
 def test_evaluate_command(store_root, tmp_path, capsys):
-    from predictor.evaluate import main
+    from predictor.cli import evaluate_main as main
 
     assert main(["--store", store_root, "--loss", "quadratic", "--meta", "with", "--repeats", "1", "--steps", "20",
                  "--batch-size", "8", "--out", str(tmp_path), "--json"]) == 0

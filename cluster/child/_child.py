@@ -431,24 +431,3 @@ def train_child(task: Any, space: SearchSpace, architecture: Any, *, recipe: Tra
     if observer is not None:
         observe_complete(observer, np.array([curve]), features)
     return result
-
-
-def train_children(task: Any, space: SearchSpace, architectures: Any, *, recipe: TrainRecipe = TrainRecipe(),
-                   seeds: Any = None, device: Any = "cpu", bank: EmbeddingBank | None = None,
-                   observer: "EpochObserver | None" = None) -> list[ChildResult]:
-    """Train many one-hot children at once (the fast path); result i belongs to architecture i.
-
-    Same recipe, init and mini-batch order as ``train_child(..., seed=seeds[i])``, so results
-    match it up to float rounding. ``seeds`` defaults to 0 for every child. A child's
-    ``train_seconds`` is its share of its bucket's time. A bucket that raises as a whole is
-    retried with ``train_child`` per child. 3.2-3.6x the children per core-hour of a
-    ``train_child`` loop on the 2-core dev CPU (benchmarks/child_throughput.py); far more on a GPU.
-
-    ``observer``: as in ``train_child``, asked once per bucket and epoch about the bucket's
-    children still training; a stopped child leaves its bucket at once (the others train on
-    unchanged), and ``report_complete`` is called once per bucket.
-    """
-    from cluster.child._batched import train_many
-
-    return train_many(task, space, architectures, recipe=recipe, seeds=seeds, device=device, bank=bank,
-                      observer=observer)

@@ -19,7 +19,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -56,6 +56,7 @@ class ChunkAck:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     early_stop_error: str | None = None  # set when this actor had to turn early stopping off
+    metrics: dict[str, dict] = field(default_factory=dict)  # filled by an ``on_rows`` hook, e.g. search's
 
     @property
     def rows(self) -> int:
@@ -127,11 +128,14 @@ class ChildTrainer:
     are loaded with ``store.task``), so a replacement actor starts in about a second.
     ``early_stop`` is the handle of the job's curve-predictor actor (None: train every child to
     the end); :meth:`close` waits until the complete curves this actor reported reached it.
+    ``on_rows(items, results, ack)``, a picklable function, runs after a chunk's rows are
+    flushed: the extension point for what a caller needs in the ack besides the counts.
     """
 
     def __init__(self, store_root: str, space_json: str, recipe: dict, *, worker: str, agent: str,
                  run_id: str, threads: int = 1, use_gpu: bool = False, retry_failed: bool = False,
-                 bank: Any = None, task_refs: dict[str, Any] | None = None, early_stop: Any = None):
+                 bank: Any = None, task_refs: dict[str, Any] | None = None, early_stop: Any = None,
+                 on_rows: Callable[[list[WorkItem], list, ChunkAck], None] | None = None):
         import torch
 
         from cluster.child._child import TrainRecipe
@@ -155,6 +159,7 @@ class ChildTrainer:
         self.bank = bank
         self._bank_fp: str | None = None  # the bank's fingerprint, computed once
         self.early_stop = early_stop
+        self.on_rows = on_rows
         self._observers: dict[str, _GuardedObserver] = {}  # task -> its ActorEarlyStopper, guarded
         self._warm_up()
 
@@ -188,8 +193,17 @@ class ChildTrainer:
             except BaseException:
                 self.writer = self._new_writer()  # drop the failed attempt's buffered rows: the retry rewrites them
                 raise
+            if self.on_rows is not None:
+                self.on_rows(items, results, ack)
         ack.seconds = time.perf_counter() - start
         return ack
+
+    def lookup(self, experiment_id: str) -> dict | None:
+        """The stored row of ``experiment_id`` (for a retried item whose row a lost attempt wrote), or None."""
+        try:
+            return self.store.experiment(experiment_id)
+        except KeyError:
+            return None
 
     def close(self) -> None:
         """Send the last complete curves to the curve predictor (best effort), then close the writer."""
@@ -252,7 +266,8 @@ class ChildTrainer:
         return self._bank_fp
 
     def _train(self, task, items: list[WorkItem]) -> list:
-        from cluster.child._child import ChildResult, train_child, train_children
+        from cluster.child._batched import train_children
+        from cluster.child._child import ChildResult, train_child
         from cluster.child._embeddings import default_bank
 
         if self.bank is None:

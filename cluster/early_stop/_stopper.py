@@ -25,7 +25,6 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from scipy.stats import norm
 
-from cluster.early_stop._features import curve_features, model_features
 from cluster.early_stop._srm import FEATURE_SETS, MIN_TRAIN_CURVES, MODELS, TARGETS, SequentialRegressor
 from nasdb.settings import from_settings
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -28,8 +27,7 @@ from cluster.child import ChildTrainer, ChunkAck, WorkItem
 from cluster.populate._plan import Chunk, dedupe_tasks, make_chunks, plan_task
 from cluster.populate._pool import PoolAborted, TrainerPool
 from cluster.populate._progress import PopulateSummary, Progress, TaskSummary
-from cluster.populate._resources import (InsufficientResourcesError, ResourcePlan, check_worker_shares, plan_resources,
-                                         shortfall, wait_for_resources)
+from cluster.populate._resources import ResourcePlan, check_worker_shares, plan_resources
 from nasdb.errors import NasdbError, StoreError
 
 #: Child models one actor trains together (one ``train_children`` call, one file written).

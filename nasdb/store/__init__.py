@@ -7,11 +7,12 @@ guards of user SQL. ``testing.py`` holds the naive references the store's tests 
 """
 
 from nasdb.store._read import sql_str
-from nasdb.store._schema import RESERVED_NAME, reserved_message, table_from_columns
-from nasdb.store._store import (EXPERIMENT_SCHEMA, SCHEMA_VERSION, ExperimentRecord, ExperimentStore, ExperimentWriter,
-                                QueryTimeoutError, ReadOnlyQueryError, TaskExistsError, experiment_id,
-                                provenance_fingerprint)
+from nasdb.store._schema import (EXPERIMENT_SCHEMA, SCHEMA_VERSION, ExperimentRecord, experiment_id,
+                                 table_from_columns)
+from nasdb.store._sql import QueryTimeoutError, ReadOnlyQueryError
+from nasdb.store._store import ExperimentStore, TaskExistsError, provenance_fingerprint
+from nasdb.store._writer import ExperimentWriter
 
-__all__ = ["EXPERIMENT_SCHEMA", "RESERVED_NAME", "SCHEMA_VERSION", "ExperimentRecord", "ExperimentStore",
+__all__ = ["EXPERIMENT_SCHEMA", "SCHEMA_VERSION", "ExperimentRecord", "ExperimentStore",
            "ExperimentWriter", "QueryTimeoutError", "ReadOnlyQueryError", "TaskExistsError", "experiment_id",
-           "provenance_fingerprint", "reserved_message", "sql_str", "table_from_columns"]
+           "provenance_fingerprint", "sql_str", "table_from_columns"]

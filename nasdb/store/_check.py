@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nasdb.store._fs import FileInfo, StoreFS
-from nasdb.store._schema import COLUMNS, EXPERIMENT_SCHEMA, NULLABLE_COLUMNS, compute_ids, conform
+from nasdb.store._schema import EXPERIMENT_SCHEMA, NULLABLE_COLUMNS, compute_ids, conform
 
 logger = logging.getLogger("nasdb.store")
 

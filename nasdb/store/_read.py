@@ -28,7 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from nasdb.errors import StoreError
-from nasdb.store._check import CORE_COLUMNS, DEDUPLICATED_KEY, PARTITION_PREFIX, pages_problem, structure, warn_skipped
+from nasdb.store._check import CORE_COLUMNS, PARTITION_PREFIX, pages_problem, structure, warn_skipped
 from nasdb.store._fs import FileInfo, StoreFS
 from nasdb.store._schema import EXPERIMENT_SCHEMA
 

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nasdb.checks import RESERVED_NAME, reserved_message
 from nasdb.errors import SchemaError
 
 SCHEMA_VERSION = 3
@@ -80,15 +81,6 @@ FINGERPRINT_COLUMNS = ("task_fingerprint", "bank_fingerprint")
 
 _TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ID_DOMAIN = b"nasdb-experiment-id/1"
-
-
-#: Device names Windows reserves in every folder, with any extension: never a task's folder name.
-RESERVED_NAME = re.compile(r"^(CON|PRN|AUX|NUL|COM[0-9]|LPT[0-9])(\..*)?$", re.IGNORECASE)
-
-
-def reserved_message(name: str) -> str:
-    return (f"task name {name!r} is reserved: CON, PRN, AUX, NUL, COM0-9 and LPT0-9 (with any extension) are "
-            "device names on Windows, not folders; choose another name")
 
 
 def check_task_name(name: Any) -> str:

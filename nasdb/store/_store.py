@@ -37,10 +37,8 @@ from nasdb.store._check import read_table
 from nasdb.store._fs import StoreFS, open_store_fs
 from nasdb.store._queries import lookup_rows, top_k_rows
 from nasdb.store._read import FileCatalog, Reader, connect, fetch, full_raw_source, sql_list, sql_str, unique_rows
-from nasdb.store._schema import (EXPERIMENT_SCHEMA, SCHEMA_VERSION, ExperimentRecord, check_task_name, conform,
-                                 experiment_id)
-from nasdb.store._sql import (QueryTimeoutError, ReadOnlyQueryError, check_parsed, check_read_only, check_timeout,
-                              run_interruptible)
+from nasdb.store._schema import EXPERIMENT_SCHEMA, SCHEMA_VERSION, check_task_name, conform
+from nasdb.store._sql import check_parsed, check_read_only, check_timeout, run_interruptible
 from nasdb.store._writer import ExperimentWriter
 
 
@@ -71,20 +69,6 @@ def _builtin_names() -> list[str]:
     from nasdb import tasks
 
     return sorted({n for suite in tasks.SUITES.values() for n in suite})
-
-
-def _builtin_summary(name: str) -> dict[str, Any] | None:
-    """A built-in task's metadata without loading its data (None if not available cheaply)."""
-    from nasdb import tasks
-
-    info = getattr(tasks, "builtin_task_info", None)
-    if info is not None:
-        return info(name)
-    spec = getattr(tasks, "_SPECS", {}).get(name)  # until nasdb.tasks offers a public summary
-    if spec is None:
-        return None
-    return {"name": name, "source": spec.source, "description": spec.description, "num_classes": spec.num_classes,
-            "sizes": {"train": spec.n_train, "val": spec.n_val, "test": spec.n_test}}
 
 
 class ExperimentStore:
@@ -322,7 +306,9 @@ class ExperimentStore:
             meta = json.loads(self._sfs.read_bytes(self._sfs.join("tasks", name, TASK_METADATA)))
             meta.pop("format", None)
             return {**meta, "registered": True}
-        summary = None if load else _builtin_summary(name)
+        from nasdb.tasks import builtin_task_info
+
+        summary = None if load else builtin_task_info(name)
         return {**(summary or self.task(name).metadata()), "registered": False}
 
     # -- reading -----------------------------------------------------------------------

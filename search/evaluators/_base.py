@@ -111,7 +111,7 @@ class Evaluation:
 class Evaluator(abc.ABC):
     """Evaluates trials with up to ``parallel`` in flight; results come back in completion order.
 
-    Contract (tests/test_search_evaluators.py runs it against every evaluator):
+    Contract (``test_evaluator_contract`` in tests/test_search_ray.py and tests/test_search_run.py):
     - ``submit(trial)`` never blocks on the evaluation itself; at most ``parallel`` trials are
       pending, and submitting more raises ``RuntimeError``.
     - ``results()`` blocks until at least one pending trial is done and returns the done ones

@@ -48,25 +48,14 @@ class EvaluatorAborted(NasdbError):
     """Every attempt to train a child fails: the trainer actors cannot start or keep dying."""
 
 
-class SearchTrainer(ChildTrainer):
-    """populate's trainer actor, whose ack also carries each child's accuracies (the search needs them)."""
-
-    def _write(self, items: list[WorkItem], results: list, ack: ChunkAck, task_fingerprint: str) -> None:
-        super()._write(items, results, ack, task_fingerprint)
-        ack.metrics = {}
-        for i, r in zip(items, results):
-            stopped, predicted = stop_fields(r)
-            ack.metrics[i.experiment_id] = {
-                "val_accuracy": float(r.val_accuracy), "test_accuracy": float(r.test_accuracy),
-                "train_seconds": float(r.train_seconds), "error": r.error, "stopped_early": stopped,
-                "predicted_final": predicted, "epochs": int(r.epochs)}
-
-    def lookup(self, experiment_id: str) -> dict | None:
-        """The stored row of ``experiment_id`` (for a retried trial whose row a lost attempt wrote)."""
-        try:
-            return self.store.experiment(experiment_id)
-        except KeyError:
-            return None
+def child_metrics(items: list[WorkItem], results: list, ack: ChunkAck) -> None:
+    """The trainer's ``on_rows`` hook: the ack also carries each child's accuracies (the search needs them)."""
+    for i, r in zip(items, results):
+        stopped, predicted = stop_fields(r)
+        ack.metrics[i.experiment_id] = {
+            "val_accuracy": float(r.val_accuracy), "test_accuracy": float(r.test_accuracy),
+            "train_seconds": float(r.train_seconds), "error": r.error, "stopped_early": stopped,
+            "predicted_final": predicted, "epochs": int(r.epochs)}
 
 
 @dataclass
@@ -113,7 +102,7 @@ class TrainingEvaluator(Evaluator):
         self.early_stop = early_stop
         self.start_timeout_s = float(start_timeout_s)
         self._session = uuid.uuid4().hex[:6]  # writers of a resumed run must not reuse file names
-        self._remote = ray.remote(SearchTrainer)
+        self._remote = ray.remote(ChildTrainer)
         self._pg = self._reserve()
         self._slots = [self._start(i, 0) for i in range(self.parallel)]
         self._failures, self._successes = 0, 0
@@ -128,7 +117,7 @@ class TrainingEvaluator(Evaluator):
                                       scheduling_strategy=in_bundle).remote(
             self.store.uri, self.space.to_json(), self.recipe, worker=worker, agent=self.agent,
             run_id=self.run_id, threads=self.plan.threads, use_gpu=self.plan.num_gpus > 0,
-            bank=self.shared.get("bank"), task_refs=self.shared.get("tasks"),
+            bank=self.shared.get("bank"), task_refs=self.shared.get("tasks"), on_rows=child_metrics,
             **({} if self.early_stop is None else {"early_stop": self.early_stop}))
         return _Slot(index, generation, handle)
 
@@ -217,7 +206,7 @@ class TrainingEvaluator(Evaluator):
         """``trial``'s evaluation from its chunk's ack (or, if an earlier attempt wrote it, its stored row)."""
         import ray
 
-        metrics = getattr(ack, "metrics", {}).get(trial.experiment_id)
+        metrics = ack.metrics.get(trial.experiment_id)
         if metrics is None:  # recovered: an earlier attempt already wrote the row
             row = ray.get(slot.handle.lookup.remote(trial.experiment_id))
             if row is None:

@@ -3,7 +3,7 @@
 A FastAPI app (served by uvicorn, see nasdb/cli/dashboard/_command.py) whose pages are server-rendered
 HTML with inline CSS and SVG: no asset comes from a CDN. ``/docs`` is Swagger UI from the
 ``fastapi-offline`` package's bundled files. Access control is the suggestion API's own
-(predictor/_serve_auth.py): off loopback every request but ``/health`` and ``/login`` needs
+(predictor/auth.py): off loopback every request but ``/health`` and ``/login`` needs
 ``Authorization: Bearer <token>``; a browser signs in once at ``/login``, which keeps the
 token in an HttpOnly cookie that is turned into that header before the check.
 
@@ -92,7 +92,7 @@ def create_app(store: Any, *, token_digest: str | None = None) -> Any:
 
     from nasdb.cli._main import _user_errors
     from nasdb.errors import UnknownPredictorError, UnknownTaskError
-    from predictor._serve_auth import RequestGuard
+    from predictor.auth import RequestGuard
 
     st = CachedStore(store)
     lock = threading.RLock()

@@ -2,7 +2,7 @@
 
 On a loopback host (the default, 127.0.0.1) it needs no token unless ``--token-file`` is
 given; bound to any other address it takes the suggestion API's rule
-(``predictor._serve_auth.resolve_token_digest``): a token from ``--token-file`` or
+(``predictor.auth.resolve_token_digest``): a token from ``--token-file`` or
 $NASDB_API_TOKEN, or it refuses to start.
 """
 
@@ -17,7 +17,7 @@ def token_for(host: str, token_file: str | None) -> str | None:
     """The token digest requests are checked against; None on loopback without a token file."""
     import os
 
-    from predictor._serve_auth import TOKEN_ENV, is_loopback, resolve_token_digest
+    from predictor.auth import TOKEN_ENV, is_loopback, resolve_token_digest
 
     if is_loopback(host) and token_file is None:
         return None

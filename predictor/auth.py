@@ -1,6 +1,6 @@
 """Access control of the suggestion API: bearer tokens, the loopback rule, and a request guard.
 
-Ray's own token (RAY_AUTH_MODE=token) does not cover the Serve HTTP proxy (DESIGN.md, Ray
+Ray's own token (RAY_AUTH_MODE=token) does not cover the Serve HTTP proxy (Ray's security
 notes), so the API checks its own token. Only a SHA-256 digest of the token travels to the
 replicas (deployment arguments are visible to whoever can read the Serve config); requests
 are compared digest to digest with ``hmac.compare_digest`` (constant time). Running without a
