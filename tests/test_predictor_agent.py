@@ -7,6 +7,7 @@ on two tasks of test_search_run's fully tabulated toy benchmark, drives ``run_se
 
 from __future__ import annotations
 
+import pickle
 import shutil
 
 import numpy as np
@@ -172,6 +173,18 @@ def test_run_search_with_a_real_predictor_resumes_the_same_stream(bench, tmp_pat
     resumed = run_search(cut_root, "predictor", TASKS[0], 9, surrogate=factory, **kw)
     assert resumed.sessions == 2
     assert [e.architecture for e in resumed.evaluations] == archs
+
+
+def test_a_plan_ships_its_predictor_by_pickle(bench):
+    """A training search runs the plan in a Ray actor: the surrogate travels as store root and predictor id."""
+    from predictor.surrogate import SurrogateFactory
+    from search import plan_search
+
+    root, pid = bench
+    plan = plan_search(root, "predictor", TASKS[0], 5, evaluator="lookup", surrogate=SurrogateFactory(root, pid))
+    twin = pickle.loads(pickle.dumps(plan))
+    agent = twin.make_agent(TOY)
+    assert agent.describe() == plan.agent and agent.surrogate.predictor_id == pid
 
 
 def test_plan_refuses_a_missing_predictor_and_another_space(bench):
