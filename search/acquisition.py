@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr, ndtri
 from scipy.stats import rankdata
+from threadpoolctl import ThreadpoolController
 
 ACQUISITIONS = ("ucb", "ei")
 RESIDUALS = ("gp", "none")
@@ -28,6 +29,10 @@ RESIDUALS = ("gp", "none")
 #: noise-to-signal ratios, chosen per fit by marginal likelihood
 LENGTH_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
 NOISE_RATIOS = (0.05, 0.3)
+#: The GP's matrices are at most a few hundred wide, where one BLAS thread is fastest; on the loaded
+#: 2-core machine OpenBLAS's two spinning threads made a 100 x 100 solve take 50-120 ms instead of 0.1 ms
+#: (benchmarks/predictor_search.py), so ``posterior`` runs on one.
+_BLAS = ThreadpoolController()
 
 
 def _number(name: str, value: Any, low: float, *, strict: bool = False) -> float:
@@ -162,8 +167,9 @@ def posterior(config: AcquisitionConfig, prior: np.ndarray, spread: np.ndarray, 
     if config.residual == "none" or len(rewards) == 0:
         return prior, spread, None
     y = normal_scores(rewards)
-    gp = ResidualGP.fit(observed_prior, y, observed, config.prior_weight)
-    mean, std = gp.predict(prior, spread, candidates)
+    with _BLAS.limit(limits=1, user_api="blas"):
+        gp = ResidualGP.fit(observed_prior, y, observed, config.prior_weight)
+        mean, std = gp.predict(prior, spread, candidates)
     return mean, std, float(y.max())
 
 

@@ -9,6 +9,7 @@ import click
 
 from nasdb.cli.options import AGENT_NAMES, EVALUATOR_NAMES, choice_list_option, output_dir, task_list_option
 from nasdb.errors import NasdbError
+from search.acquisition import ACQUISITIONS, AcquisitionConfig
 
 _STORE = click.option("--store", "store_root", envvar="NASDB_STORE", required=True,
                       help="Store root: a local path or a filesystem URI [env NASDB_STORE].")
@@ -37,6 +38,10 @@ def _batch_size(batch_size: int | None, budget: int) -> int:
 
 _PREDICTOR = click.option("--predictor", "predictor_id", default=None,
                           help="predictor agent: the predictor id or alias [default: the registry's default].")
+_ACQUISITION = click.option("--acquisition", type=click.Choice(ACQUISITIONS), default=None,
+                            help=f"predictor agent: ucb or ei [default: {AcquisitionConfig().acquisition}].")
+_BETA = click.option("--beta", type=float, default=None,
+                     help=f"predictor agent: UCB's weight on the spread [default: {AcquisitionConfig().beta}].")
 
 
 def _surrogate(agents: list[str], store_root: str, predictor_id: str | None) -> Any:
@@ -54,8 +59,14 @@ def _surrogate(agents: list[str], store_root: str, predictor_id: str | None) -> 
     return make(store_root, predictor_id)
 
 
-def _agent_args(learning_rate: float | None, pretrain_epochs: int | None) -> dict:
-    args: dict = {}
+def _predictor_args(agent: str, acquisition: str | None, beta: float | None) -> dict:
+    if agent != "predictor" and (acquisition is not None or beta is not None):
+        raise ValueError(f"--acquisition and --beta apply to the predictor agent only, not {agent}")
+    return {"acquisition": acquisition, "beta": beta}
+
+
+def _agent_args(learning_rate: float | None, pretrain_epochs: int | None, **predictor: Any) -> dict:
+    args: dict = {k: v for k, v in predictor.items() if v is not None}
     if learning_rate is not None:
         args["learning_rate"] = learning_rate
     if pretrain_epochs is not None:
@@ -96,9 +107,11 @@ def _agent_args(learning_rate: float | None, pretrain_epochs: int | None) -> dic
 @_BATCH
 @_START_TIMEOUT
 @_PREDICTOR
+@_ACQUISITION
+@_BETA
 def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_source, pretrain_budget, pretrain_epochs,
                    learning_rate, parallel, seed, epochs, evaluator, run_id, address, as_json, verbose, early_stop,
-                   early_stop_json, batch_size, start_timeout, predictor_id):
+                   early_stop_json, batch_size, start_timeout, predictor_id, acquisition, beta):
     """Search BUDGET child models of TASK with one agent; rows go to the store tagged agent and run id.
 
     Rerunning the same command resumes an interrupted search from its stored children and
@@ -111,7 +124,8 @@ def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_sou
         result = run_search(store_root, agent, task, budget, pretrain_tasks=pretrain_tasks,
                             pretrain_source=pretrain_source, pretrain_budget=pretrain_budget, parallel=parallel,
                             seed=seed, epochs=epochs, evaluator=evaluator, run_id=run_id, verbose=verbose,
-                            address=address, agent_args=_agent_args(learning_rate, pretrain_epochs),
+                            address=address, agent_args=_agent_args(learning_rate, pretrain_epochs,
+                                                                    **_predictor_args(agent, acquisition, beta)),
                             early_stop=early_stop_from_options(early_stop, early_stop_json),
                             batch_size=_batch_size(batch_size, budget), start_timeout=start_timeout,
                             surrogate=_surrogate([agent], store_root, predictor_id))

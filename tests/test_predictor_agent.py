@@ -220,3 +220,5 @@ def test_nasdb_search_agent_predictor(bench):
     rl = runner.invoke(main, ["--store", root, "search", "--agent", "rl", "--task", TASKS[0], "--budget", "2",
                               "--evaluator", "lookup", "--predictor", pid])
     assert rl.exit_code == 1 and "--predictor applies to the predictor agent only, not rl" in rl.output
+    ei = runner.invoke(main, [*args, "--predictor", pid, "--acquisition", "ei", "--beta", "2"])
+    assert ei.exit_code == 0 and '"acquisition": "ei"' in ei.output and '"beta": 2.0' in ei.output, ei.output
