@@ -81,6 +81,32 @@ def test_agent_trains_real_children_and_tags_its_rows(cluster, root, agent):
         assert r.agent["args"]["pretrain_tasks"] == [OTHER] and r.pretrain_children == 24
 
 
+def test_predictor_agent_trains_real_children_in_its_actor(cluster, root, tmp_path):
+    """The plan ships the predictor to the agent's actor as store root and id (SurrogateFactory)."""
+    import shutil
+
+    from predictor.surrogate import SurrogateFactory
+    from predictor.testing import fit_tiny_predictor
+
+    mine = str(tmp_path / "store")  # a copy with offline rows of a third task: a predictor fits on two
+    shutil.copytree(root, mine)
+    store, space = ExperimentStore(mine), default_space()
+    third = [n for n in builtin_task_names() if n.startswith("digits") and n not in (TASK, OTHER)][0]
+    with store.writer("offline-third") as w:
+        for i, arch in enumerate(space.sample(12, 1)):
+            w.append(ExperimentRecord(
+                task=third, space_id=space.space_id, architecture=arch.tolist(), seed=0, recipe={"epochs": 20},
+                agent="random", run_id="populate-test", val_accuracy=0.5 + 0.02 * i, test_accuracy=0.5,
+                val_curve=[0.5], epochs=20, train_seconds=1.0, num_params=100, device="cpu", worker="offline"))
+    pid = fit_tiny_predictor(store, [OTHER, third], num_steps=30, use_meta_features=False, ensemble_size=2)
+    factory = SurrogateFactory(mine, pid)
+    r = run_search(mine, "predictor", TASK, 3, epochs=RECIPE_EPOCHS, parallel=1, as_actor=True, surrogate=factory)
+    rows = run_rows(store, TASK, r.run_id)
+    assert len(rows) == 3 and {row["agent"] for row in rows} == {"predictor"}
+    assert {row["status"] for row in rows} == {"ok"} and r.agent["args"]["predictor"] == pid
+    assert list(r.evaluations[0].architecture) == factory(TASK).candidates()[0].tolist()  # zero-shot first
+
+
 def test_lost_trainer_actor_is_replaced_and_its_trial_retried(cluster, root):
     store = ExperimentStore(root)
     space = default_space()
