@@ -6,7 +6,7 @@ import csv
 import json
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from search.compare import Comparison
@@ -99,6 +99,38 @@ def plot(c: Comparison, path: str, top_n: int = 1) -> str:
         ax.set_ylabel("test accuracy" if top_n == 1 else f"test accuracy-top{top_n}")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(c.tasks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def regret_plot(rows: list[dict[str, Any]], agents: Sequence[str], budgets: Sequence[int], path: str) -> str:
+    """Mean regret (log scale) after each budget of every search, per held-out task, beside zero-shot:
+    ``rows`` as ``BenchmarkReport.rows()`` gives them (also read back from a report.json)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(2, len(rows))
+    nrows = math.ceil(len(rows) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.6 * nrows), squeeze=False)
+    for ax, row in zip(axes.flat, rows):
+        values = [row[f"{a}@{n}_regret_mean"] for a in agents for n in budgets] + [row["zero_shot_regret_mean"]]
+        floor = min((v for v in values if math.isfinite(v) and v > 0), default=1e-9) / 3
+        for a in agents:
+            ys = [max(row[f"{a}@{n}_regret_mean"], floor) for n in budgets]
+            ax.plot(budgets, ys, marker="o", label=LABELS.get(a, a))
+        if math.isfinite(row["zero_shot_regret_mean"]):
+            ax.axhline(max(row["zero_shot_regret_mean"], floor), color="k", linestyle="--", linewidth=1,
+                       label=LABELS[ZERO_SHOT_AGENT])
+        ax.set(xscale="log", yscale="log", title=row["task"], xlabel="children evaluated",
+               ylabel="mean regret (lower is better)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()

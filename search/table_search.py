@@ -191,12 +191,16 @@ class BenchmarkReport:
         return benchmark_markdown(self)
 
     def write(self, out_dir: str) -> dict[str, str]:
-        """Write report.md and report.json to ``out_dir``; returns their paths."""
+        """Write report.md, report.json and regret.png to ``out_dir``; returns their paths."""
         import json
         import os
 
+        from search._report import regret_plot
+
         os.makedirs(out_dir, exist_ok=True)
-        paths = {"markdown": os.path.join(out_dir, "report.md"), "json": os.path.join(out_dir, "report.json")}
+        paths = {"markdown": os.path.join(out_dir, "report.md"), "json": os.path.join(out_dir, "report.json"),
+                 "png": os.path.join(out_dir, "regret.png")}
+        regret_plot(self.rows(), self.config.agents, self.config.budgets, paths["png"])
         with open(paths["markdown"], "w") as f:
             f.write(self.to_markdown())
         with open(paths["json"], "w") as f:

@@ -219,6 +219,7 @@ def test_benchmark_report_end_to_end(full_root, cli, tmp_path):
     assert "Tasks where the predictor agent's mean regret is at most the other search's: @3 vs Random search @3" \
         in result.stdout
     assert (out / "report.md").read_text().strip() == result.stdout.strip()
+    assert (out / "regret.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the regret curves
     report = json.loads((out / "report.json").read_text())
     assert report["tasks"] == [NAVAL, PROTEIN] and report["config"]["budgets"] == [3, 8]
     store = ExperimentStore(full_root)

@@ -10,7 +10,7 @@ incumbents after each budget (default 10 and 100 evaluations) the same way
 (search/regret.py). Beside zero-shot, the task-agnostic baselines' picks
 (predictor/baselines.py, fitted on the other tasks): the portfolio configuration (best mean
 within-task rank) and the gbm pick (argmax of gbm over the held-out task's configurations),
-judged the same way. Writes report.md and report.json.
+judged the same way. Writes report.md, report.json and regret.png.
 This is the one module that imports both predictor/ and search/.
 """
 
@@ -168,7 +168,7 @@ def _ints(text: str, what: str) -> list[int]:
 def benchmark_report_command(store_root, benchmark, tasks, repeats, budgets, agents, steps, loss, target, k_max_iters,
                              pretrain_budget, baselines, seed, out_dir, as_json):
     """Zero-shot percentile and regret vs the portfolio and gbm picks, random search, RL-NAS and T-NAML on
-    each held-out task of an imported benchmark (issues #9, #16); writes report.md and report.json."""
+    each held-out task of an imported benchmark (issues #9, #16); writes report.md, report.json and regret.png."""
     import json
 
     from nasdb.store import ExperimentStore
