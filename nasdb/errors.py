@@ -48,3 +48,7 @@ class UnknownAgentError(NasdbError, ValueError):
 
 class SpaceMismatchError(NasdbError, ValueError):
     """A search and a predictor (or an Optuna distribution) over different search spaces."""
+
+
+class UnknownStrategyError(NasdbError, ValueError):
+    """A populate strategy name that ``cluster.populate.STRATEGIES`` does not know."""

@@ -71,8 +71,12 @@ def sample_task_architectures(space: SearchSpace, task: str, n: int, seed: int) 
 
 
 def plan_task(space: SearchSpace, task: str, per_task: int, *, seed: int, recipe: dict,
-              task_fingerprint: str | None = None, bank_fingerprint: str | None = None) -> list[WorkItem]:
+              task_fingerprint: str | None = None, bank_fingerprint: str | None = None,
+              architectures: np.ndarray | None = None, first_index: int = 0) -> list[WorkItem]:
     """The task's ``per_task`` work items with their deterministic experiment ids.
+
+    ``architectures`` (N, D): train these instead of the task's random stream (active
+    population), numbered from ``first_index``.
 
     The ids include the fingerprints of the task's data and of the embedding bank the trainers
     will use (``Task.fingerprint()``, ``EmbeddingBank.fingerprint()``): the trainer derives the
@@ -80,9 +84,9 @@ def plan_task(space: SearchSpace, task: str, per_task: int, *, seed: int, recipe
     """
     from nasdb.store import experiment_id
 
-    archs = sample_task_architectures(space, task, per_task, seed)
+    archs = sample_task_architectures(space, task, per_task, seed) if architectures is None else architectures
     items = []
-    for index, arch in enumerate(archs):
+    for index, arch in enumerate(archs, start=first_index):
         arch_t = tuple(int(v) for v in arch)
         eid = experiment_id(task, space.space_id, list(arch_t), seed, recipe, task_fingerprint=task_fingerprint,
                             bank_fingerprint=bank_fingerprint)

@@ -23,6 +23,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from cluster.child import ChildTrainer, ChunkAck, WorkItem
 from cluster.populate._plan import Chunk, dedupe_tasks, make_chunks, plan_task
 from cluster.populate._pool import PoolAborted, TrainerPool
@@ -105,7 +107,8 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
              chunk_timeout_s: float | None = None, address: str | None = None,
              on_chunk_done: Callable[[ChunkAck, TrainerPool], None] | None = None,
              retry_failed: bool = False, trainer_cls: type = ChildTrainer,
-             early_stop: Any = None, create_store: bool = True) -> PopulateSummary:
+             early_stop: Any = None, create_store: bool = True,
+             proposer: Callable[[str, int, np.ndarray], np.ndarray] | None = None) -> PopulateSummary:
     """Train ``per_task`` uniformly sampled architectures per task on a pool of Ray actors.
 
     ``store`` is an ExperimentStore or its root (created if missing, unless ``create_store`` is
@@ -119,7 +122,9 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
     row then wins on read). ``on_chunk_done(ack, pool)`` runs in the driver after every
     chunk (tests kill actors there); ``trainer_cls`` replaces the actor class (a subclass).
     ``early_stop``: None (off), True, a dict of settings or a ``cluster.early_stop.EarlyStopConfig``
-    (its ``num_epochs`` is the recipe's epochs).
+    (its ``num_epochs`` is the recipe's epochs). ``proposer(task, n, stored)`` (active population,
+    cluster/populate/_active.py): the task's plan is its rows of ``agent`` so far plus ``n`` more
+    architectures the proposer picks, none of the task's ``stored`` (M, D) architectures.
     """
     from cluster.child import TrainRecipe, default_bank
     from cluster.early_stop import resolve_early_stop
@@ -153,8 +158,11 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
     bank_fp = default_bank().fingerprint()  # part of every id (schema v3), as the task data's fingerprint
     summaries, todo, planned = [], [], {}
     for name in names:
-        items = plan_task(space, name, per_task, seed=seed, recipe=recipe_dict,
-                          task_fingerprint=loaded[name].fingerprint(), bank_fingerprint=bank_fp)
+        fingerprints = {"task_fingerprint": loaded[name].fingerprint(), "bank_fingerprint": bank_fp}
+        if proposer is None:
+            items = plan_task(space, name, per_task, seed=seed, recipe=recipe_dict, **fingerprints)
+        else:
+            items = _proposed(store, space, name, per_task, proposer, agent, seed, recipe_dict, fingerprints)
         done = store.done_ids(name, status="ok" if retry_failed else None)
         pending = [i for i in items if i.experiment_id not in done]
         planned[name] = {i.experiment_id for i in items}
@@ -196,6 +204,24 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
         retried_attempts=stats.failed_attempts, gave_up=job.gave_up, aborted=job.aborted,
         early_stop=es_settings, early_stop_status=job.early_stop_status,
     )
+
+
+def _proposed(store: Any, space: Any, task: str, per_task: int, proposer: Callable, agent: str, seed: int,
+              recipe: dict, fingerprints: dict) -> list[WorkItem]:
+    """The task's rows of ``agent`` so far (as work items: done) plus ``per_task`` minus their count
+    new architectures from ``proposer``; a rerun after an interruption proposes only what is missing."""
+    rows = store.experiments_arrow(task, status=None).select(["agent", "space_id", "architecture", "seed",
+                                                             "experiment_id"]).to_pylist()
+    mine = {r["experiment_id"]: r for r in rows if r["agent"] == agent and r["space_id"] == space.space_id}
+    items = [WorkItem(task, i, tuple(r["architecture"]), int(r["seed"]), eid) for i, (eid, r) in enumerate(
+        sorted(mine.items()))]
+    if len(items) < per_task:
+        stored = np.array([r["architecture"] for r in rows if r["space_id"] == space.space_id],
+                          dtype=np.int64).reshape(-1, space.num_dimensions)
+        archs = np.asarray(proposer(task, per_task - len(items), stored), dtype=np.int64)
+        items += plan_task(space, task, len(archs), seed=seed, recipe=recipe, architectures=archs,
+                           first_index=len(items), **fingerprints)
+    return items
 
 
 class _Job:

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from cluster.populate._active import STRATEGIES, check_strategy
 from nasdb.cli.options import task_list_option
 from nasdb.errors import NasdbError
 
@@ -75,15 +76,20 @@ def _json_object(option: str, text: str) -> dict:
 @click.option("--early-stop-config", "early_stop_json", default=None,
               help='Early-stop settings as JSON (implies --early-stop), e.g. \'{"burn_in": 50, "confidence": 0.99, '
                    '"delta": 0.0}\'; see cluster.early_stop.EarlyStopConfig.')
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="random", show_default=True,
+              help="random: each task's random stream; uncertainty: what the ensemble disagrees on most, refitted "
+                   "between rounds (rows record the strategy as their agent).")
+@click.option("--rounds", type=int, default=1, show_default=True,
+              help="Rounds the per-task budget is split into (uncertainty: a refit before each).")
 @click.pass_context
 def populate_command(ctx, store_root, suite, tasks, per_task, epochs, recipe_json, workers, gpus_per_worker,
                      cpus_per_worker, seed, batch_size_models, max_attempts, chunk_timeout, address, retry_failed,
-                     run_id, summary_json, progress, early_stop, early_stop_json):
-    """Train PER_TASK random architectures per task on a pool of Ray actors; rows go to the store.
+                     run_id, summary_json, progress, early_stop, early_stop_json, strategy, rounds):
+    """Train PER_TASK architectures per task on a pool of Ray actors; rows go to the store.
 
     Rerunning the same command resumes: experiments already in the store are skipped.
     """
-    from cluster.populate._populate import DEFAULT_BATCH_SIZE_MODELS, populate
+    from cluster.populate import DEFAULT_BATCH_SIZE_MODELS, populate_by_strategy
 
     parent = ctx.find_root().obj
     if store_root is None and isinstance(parent, dict):  # plugged into `nasdb [--store ROOT] populate`
@@ -91,8 +97,11 @@ def populate_command(ctx, store_root, suite, tasks, per_task, epochs, recipe_jso
     if not store_root:
         raise click.ClickException("no store given: pass --store ROOT or set NASDB_STORE")
     try:
-        summary = populate(
-            store_root, tasks, per_task, recipe=recipe_from_options(epochs, recipe_json), workers=workers, seed=seed,
+        check_strategy(strategy, rounds)
+        factory = parent.get("proposers") if isinstance(parent, dict) and strategy == "uncertainty" else None
+        summaries = populate_by_strategy(
+            store_root, tasks, per_task, strategy=strategy, rounds=rounds, proposer_factory=factory,
+            recipe=recipe_from_options(epochs, recipe_json), workers=workers, seed=seed,
             run_id=run_id, progress=progress, suite=suite,
             batch_size_models=batch_size_models if batch_size_models is not None else DEFAULT_BATCH_SIZE_MODELS,
             gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, max_attempts=max_attempts,
@@ -102,9 +111,12 @@ def populate_command(ctx, store_root, suite, tasks, per_task, epochs, recipe_jso
     except (NasdbError, ValueError, KeyError, ConnectionError) as e:
         text = e.args[0] if isinstance(e, KeyError) and not isinstance(e, NasdbError) and e.args else str(e)
         raise click.ClickException(str(text)) from None
-    click.echo(summary.format_table())
+    for r, summary in enumerate(summaries, start=1):
+        click.echo((f"round {r}/{len(summaries)}\n" if len(summaries) > 1 else "") + summary.format_table())
+    summary = summaries[-1]
     if summary_json:
         with open(summary_json, "w") as f:
-            json.dump(summary.to_dict(), f, indent=2, default=str)
-    if not summary.complete:
+            json.dump([s.to_dict() for s in summaries] if len(summaries) > 1 else summary.to_dict(), f, indent=2,
+                      default=str)
+    if not all(s.complete for s in summaries):
         ctx.exit(3)  # aborted, planned rows missing: rerunning the same command resumes

@@ -189,7 +189,7 @@ def _exit(code: int, standalone_mode: bool) -> None:
 def main(ctx: click.Context, store_root: str | None) -> None:
     """nasdb: the life-long database of child-model training experiments."""
     ctx.obj = {"store_root": store_root,  # commands with their own --store get it from resolve_command
-               "surrogates": predictor_surrogates}
+               "surrogates": predictor_surrogates, "proposers": uncertainty_proposer}
 
 
 def predictor_surrogates(store_root: str, predictor_id: str | None) -> Any:
@@ -198,6 +198,16 @@ def predictor_surrogates(store_root: str, predictor_id: str | None) -> Any:
     from predictor.surrogate import SurrogateFactory
 
     return SurrogateFactory(store_root, predictor_id)
+
+
+def uncertainty_proposer(store: Any, round_number: int) -> Any:
+    """A round's proposer for ``nasdb populate --strategy uncertainty``: the ensemble refitted on the
+    store's rows so far (predictor/active.py), seeded by the round."""
+    from nasdb.store import ExperimentStore
+    from predictor.active import UncertaintyProposer
+
+    store = store if isinstance(store, ExperimentStore) else ExperimentStore(store)
+    return UncertaintyProposer(store, seed=round_number)
 
 
 def _register() -> None:
