@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Mapping
 import numpy as np
 import pyarrow as pa
 
+from nasdb.errors import ArgumentError, ConfigError
+
 if TYPE_CHECKING:  # pragma: no cover
     from nasdb.benchmarks import Benchmark
 
@@ -47,11 +49,11 @@ class BenchmarkData:
     def __post_init__(self) -> None:
         c, r = len(self.param_ids), self.config.shape[0]
         if self.architectures.shape[0] != c or self.seed.shape != (r,):
-            raise ValueError(f"benchmark data misaligned: {c} configurations, architectures "
-                             f"{self.architectures.shape}, config {self.config.shape}, seed {self.seed.shape}")
+            raise ConfigError(f"benchmark data misaligned: {c} configurations, architectures "
+                              f"{self.architectures.shape}, config {self.config.shape}, seed {self.seed.shape}")
         for name, values in self.metrics.items():
             if values.shape != (r,):
-                raise ValueError(f"metric {name!r} has shape {values.shape}, expected ({r},)")
+                raise ConfigError(f"metric {name!r} has shape {values.shape}, expected ({r},)")
 
     @property
     def num_configurations(self) -> int:
@@ -71,7 +73,7 @@ def all_architectures(search_space: Mapping[str, list]) -> np.ndarray:
     sizes = [len(choices) for choices in search_space.values()]
     too_many = {name: n for name, n in zip(search_space, sizes) if n > 10}
     if too_many:  # one digit per dimension in a param id
-        raise ValueError(f"dimensions {too_many} have more than 10 choices: param ids would be ambiguous")
+        raise ArgumentError(f"dimensions {too_many} have more than 10 choices: param ids would be ambiguous")
     grid = np.unravel_index(np.arange(int(np.prod(sizes)), dtype=np.int64), sizes)
     return np.stack(grid, axis=1).astype(np.int32)
 
@@ -122,8 +124,8 @@ def flatten(bench: "Benchmark", dataset: str, raw: Mapping[str, Mapping[str, lis
         lengths = np.array([len(e[name]) for e in entries], dtype=np.int64)
         if not np.array_equal(lengths, counts):
             bad = int(np.flatnonzero(lengths != counts)[0])
-            raise ValueError(f"{bench.name}.{dataset}: configuration {keys[bad]!r} has {lengths[bad]} values of "
-                             f"{name!r} but {counts[bad]} of {bench.metric!r}")
+            raise ArgumentError(f"{bench.name}.{dataset}: configuration {keys[bad]!r} has {lengths[bad]} values of "
+                                f"{name!r} but {counts[bad]} of {bench.metric!r}")
     r = int(counts.sum())
     metrics = {name: np.fromiter(itertools.chain.from_iterable(e[name] for e in entries), np.float64, count=r)
                for name in wanted}

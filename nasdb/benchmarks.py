@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nasdb import _benchmark_data
-from nasdb.errors import StoreError, UnknownBenchmarkError, UnknownTaskError
+from nasdb.errors import ArgumentError, ConfigError, StoreError, UnknownBenchmarkError, UnknownTaskError
 from nasdb.space import Dimension, SearchSpace
 from nasdb.store import table_from_columns
 
@@ -72,19 +72,19 @@ class Benchmark:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ValueError(f"benchmark name must be lowercase letters and digits, got {self.name!r}")
+            raise ConfigError(f"benchmark name must be lowercase letters and digits, got {self.name!r}")
         if self.direction not in DIRECTIONS:
-            raise ValueError(f"benchmark {self.name!r}: direction must be one of {DIRECTIONS}, got {self.direction!r}")
+            raise ConfigError(f"benchmark {self.name!r}: direction must be one of {DIRECTIONS}, got {self.direction!r}")
         if self.performance.startswith("-") != (self.direction == "minimize"):
-            raise ValueError(f"benchmark {self.name!r}: performance {self.performance!r} does not negate the "
-                             f"{self.direction}d metric {self.metric!r} exactly when it is minimized")
+            raise ConfigError(f"benchmark {self.name!r}: performance {self.performance!r} does not negate the "
+                              f"{self.direction}d metric {self.metric!r} exactly when it is minimized")
         if not (np.isfinite(self.metric_scale) and self.metric_scale > 0):
-            raise ValueError(f"benchmark {self.name!r}: metric_scale must be finite and > 0, got {self.metric_scale!r}")
+            raise ConfigError(f"benchmark {self.name!r}: metric_scale must be finite and > 0, got {self.metric_scale!r}")
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"benchmark {self.name!r}: epochs must be a positive int, got {self.epochs!r}")
+            raise ConfigError(f"benchmark {self.name!r}: epochs must be a positive int, got {self.epochs!r}")
         if self.model_size_scale is not None and not self.model_size_scale > 0:
-            raise ValueError(f"benchmark {self.name!r}: model_size_scale must be > 0 or None, "
-                             f"got {self.model_size_scale!r}")
+            raise ConfigError(f"benchmark {self.name!r}: model_size_scale must be > 0 or None, "
+                              f"got {self.model_size_scale!r}")
 
     # -- the package ---------------------------------------------------------------------
     def package_api(self) -> Any:
@@ -186,7 +186,7 @@ def _datasets(bench: Benchmark, tasks: str | Iterable[str] | None) -> list[str]:
     out = []
     for item in items:
         if not isinstance(item, str) or not item.strip():
-            raise ValueError(f"tasks must be non-empty dataset or task names of {bench.name}, got {item!r}")
+            raise ArgumentError(f"tasks must be non-empty dataset or task names of {bench.name}, got {item!r}")
         item = item.strip()
         dataset = item[len(bench.name) + 1:] if item.startswith(f"{bench.name}.") else item
         if dataset not in known:
@@ -195,7 +195,7 @@ def _datasets(bench: Benchmark, tasks: str | Iterable[str] | None) -> list[str]:
         if dataset not in out:
             out.append(dataset)
     if not out:
-        raise ValueError(f"tasks names no dataset of {bench.name}: {tasks!r}")
+        raise ArgumentError(f"tasks names no dataset of {bench.name}: {tasks!r}")
     return out
 
 
@@ -253,9 +253,9 @@ def import_benchmark(store: "ExperimentStore", name: str | Benchmark, *, tasks: 
     if max_configurations is not None and (isinstance(max_configurations, bool) or
                                            not isinstance(max_configurations, (int, np.integer))
                                            or max_configurations < 1):
-        raise ValueError(f"max_configurations must be a positive int or None, got {max_configurations!r}")
+        raise ArgumentError(f"max_configurations must be a positive int or None, got {max_configurations!r}")
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
-        raise ValueError(f"batch_rows must be a positive int, got {batch_rows!r}")
+        raise ArgumentError(f"batch_rows must be a positive int, got {batch_rows!r}")
     _check_writable(store)
     space = bench.space()
     for dataset in datasets:  # refuse a taken name before writing anything

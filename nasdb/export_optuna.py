@@ -16,14 +16,10 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from nasdb.errors import NasdbError
+from nasdb.errors import ExportExistsError, NasdbError
 
 USER_ATTRS = ("experiment_id", "test_accuracy", "seed", "epochs", "train_seconds", "num_params", "run_id", "agent",
               "space_id")
-
-
-class ExportExistsError(NasdbError, FileExistsError):
-    """An export target that already holds data, without ``overwrite``."""
 
 
 def _optuna() -> Any:

@@ -41,8 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from nasdb.errors import NasdbError
-from nasdb.export_optuna import ExportExistsError
+from nasdb.errors import ExportExistsError, NasdbError
 from nasdb.store import sql_str
 
 FIDELITY = "epoch"

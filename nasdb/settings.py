@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any, Mapping, TypeVar
 
+from nasdb.errors import ArgumentError
+
 T = TypeVar("T")
 
 
@@ -13,5 +15,5 @@ def from_settings(cls: type[T], settings: Mapping[str, Any], what: str) -> T:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise ValueError(f"unknown {what} {unknown}; known: {sorted(known)}")
+        raise ArgumentError(f"unknown {what} {unknown}; known: {sorted(known)}")
     return cls(**dict(settings))

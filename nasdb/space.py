@@ -15,6 +15,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from nasdb.errors import ArgumentError, ConfigError, NotFoundError
+
 LAYER_WIDTHS = (8, 16, 32, 64, 128, 256)
 LAYER_ACTIVATIONS = ("relu", "tanh")
 #: Embedding modules of the default space, cheapest first; cluster/child/_embeddings.py fits them.
@@ -32,11 +34,11 @@ class Dimension:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise ValueError("a dimension needs a non-empty name")
+            raise ConfigError("a dimension needs a non-empty name")
         if len(self.choices) < 2:
-            raise ValueError(f"dimension {self.name!r} needs at least 2 choices, got {self.choices!r}")
+            raise ConfigError(f"dimension {self.name!r} needs at least 2 choices, got {self.choices!r}")
         if len(set(self.choices)) != len(self.choices):
-            raise ValueError(f"dimension {self.name!r} has repeated choices: {self.choices!r}")
+            raise ConfigError(f"dimension {self.name!r} has repeated choices: {self.choices!r}")
 
     @property
     def size(self) -> int:
@@ -53,10 +55,10 @@ class SearchSpace:
 
     def __init__(self, name: str, dimensions: Sequence[Dimension]):
         if not dimensions:
-            raise ValueError(f"search space {name!r} needs at least one dimension")
+            raise ArgumentError(f"search space {name!r} needs at least one dimension")
         names = [d.name for d in dimensions]
         if len(set(names)) != len(names):
-            raise ValueError(f"search space {name!r} has repeated dimension names: {names}")
+            raise ArgumentError(f"search space {name!r} has repeated dimension names: {names}")
         self.name = name
         self.dimensions = tuple(dimensions)
 
@@ -86,7 +88,7 @@ class SearchSpace:
         for i, d in enumerate(self.dimensions):
             if d.name == name:
                 return i
-        raise KeyError(f"search space {self.name!r} has no dimension {name!r}")
+        raise NotFoundError(f"search space {self.name!r} has no dimension {name!r}")
 
     # -- validation --------------------------------------------------------------------
     def validate(self, architecture: Iterable[int]) -> np.ndarray:
@@ -94,25 +96,25 @@ class SearchSpace:
         try:
             arch = np.asarray(list(architecture))
         except TypeError as e:
-            raise ValueError(f"an architecture must be a sequence of choice indices: {e}") from None
+            raise ArgumentError(f"an architecture must be a sequence of choice indices: {e}") from None
         if arch.ndim != 1 or arch.shape[0] != self.num_dimensions:
-            raise ValueError(
+            raise ArgumentError(
                 f"an architecture of space {self.name!r} has {self.num_dimensions} choice indices, "
                 f"got shape {tuple(arch.shape)}"
             )
         if arch.dtype.kind == "f":
             if not np.all(np.isfinite(arch)) or not np.all(arch == np.round(arch)):
                 bad = int(np.flatnonzero(~np.isfinite(arch) | (arch != np.round(arch)))[0])
-                raise ValueError(
+                raise ArgumentError(
                     f"dimension {self.dimensions[bad].name!r}: choice index must be an integer, got {arch[bad]!r}"
                 )
         elif arch.dtype.kind not in "iu":
-            raise ValueError(f"choice indices must be integers, got dtype {arch.dtype}")
+            raise ArgumentError(f"choice indices must be integers, got dtype {arch.dtype}")
         arch = arch.astype(np.int64)
         bad = np.flatnonzero((arch < 0) | (arch >= self.sizes))
         if bad.size:
             d = self.dimensions[int(bad[0])]
-            raise ValueError(
+            raise ArgumentError(
                 f"dimension {d.name!r}: choice index {int(arch[bad[0]])} is out of range [0, {d.size})"
             )
         return arch
@@ -120,14 +122,14 @@ class SearchSpace:
     def _check_encoding(self, u: np.ndarray, what: str) -> np.ndarray:
         u = np.asarray(u, dtype=np.float64)
         if u.shape[-1:] != (self.encoding_size,):
-            raise ValueError(
+            raise ArgumentError(
                 f"{what} of space {self.name!r} has {self.encoding_size} entries, got shape {tuple(u.shape)}"
             )
         if not np.all(np.isfinite(u)):
             flat = np.argwhere(~np.isfinite(u))[0]
             position = int(flat[-1])
             dim = int(np.searchsorted(self.offsets, position, side="right") - 1)
-            raise ValueError(
+            raise ArgumentError(
                 f"dimension {self.dimensions[dim].name!r}: {what} holds a non-finite value at position {position}"
             )
         return u
@@ -144,7 +146,7 @@ class SearchSpace:
         """One-hot encodings of a batch, shape ``(N, encoding_size)``."""
         archs = np.asarray(architectures)
         if archs.ndim != 2:
-            raise ValueError(f"expected a (N, {self.num_dimensions}) array of architectures, got {archs.shape}")
+            raise ArgumentError(f"expected a (N, {self.num_dimensions}) array of architectures, got {archs.shape}")
         for a in archs:
             self.validate(a)
         u = np.zeros((archs.shape[0], self.encoding_size), dtype=np.float32)
@@ -157,7 +159,7 @@ class SearchSpace:
         for d, block in zip(self.dimensions, self.blocks):
             b = u[block]
             if not (np.all((b == 0) | (b == 1)) and b.sum() == 1):
-                raise ValueError(f"dimension {d.name!r}: block is not one-hot: {b.tolist()}")
+                raise ArgumentError(f"dimension {d.name!r}: block is not one-hot: {b.tolist()}")
         return self.discretize(u)
 
     def relax(self, logits: np.ndarray) -> np.ndarray:
@@ -178,7 +180,7 @@ class SearchSpace:
     def sample(self, n: int, seed: int | np.random.Generator) -> np.ndarray:
         """``n`` architectures drawn uniformly at random, shape ``(n, num_dimensions)``."""
         if n < 0:
-            raise ValueError(f"number of architectures must be >= 0, got {n}")
+            raise ArgumentError(f"number of architectures must be >= 0, got {n}")
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         return (rng.random((n, self.num_dimensions)) * self.sizes).astype(np.int64)
 
@@ -200,14 +202,14 @@ class SearchSpace:
             dims = [Dimension(str(d["name"]), tuple(str(c) for c in d["choices"])) for d in spec["dimensions"]]
             return cls(str(spec["name"]), dims)
         except (KeyError, TypeError) as e:
-            raise ValueError(f"not a search space spec (missing or malformed {e})") from None
+            raise ArgumentError(f"not a search space spec (missing or malformed {e})") from None
 
     @classmethod
     def from_json(cls, text: str) -> "SearchSpace":
         try:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:
-            raise ValueError(f"search space JSON is malformed: {e}") from None
+            raise ArgumentError(f"search space JSON is malformed: {e}") from None
 
     @cached_property
     def space_id(self) -> str:
@@ -234,7 +236,7 @@ def parse_layer_choice(choice: str) -> tuple[str, int]:
     for act in LAYER_ACTIVATIONS:
         if choice.startswith(act):
             return act, int(choice[len(act):])
-    raise ValueError(f"not a base-layer choice: {choice!r}")
+    raise ArgumentError(f"not a base-layer choice: {choice!r}")
 
 
 def default_space(num_layers: int = NUM_LAYERS, embeddings: Sequence[str] = EMBEDDING_MODULES) -> SearchSpace:

@@ -30,6 +30,8 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
+from nasdb.errors import MissingFileError
+
 MAX_ROWS = 600
 PYDATASET_LICENCE = ("Rdatasets collection via pydataset 0.2.0 (MIT); the data keep the licence of "
                      "R package {pkg} (CRAN, GPL-compatible)")
@@ -253,7 +255,7 @@ def _pydataset_csvs() -> dict[str, bytes]:
                 out[member.name.split("csv/", 1)[1][:-4]] = tar.extractfile(member).read()
     missing = {w.split("csv/", 1)[1][:-4] for w in want} - set(out)
     if missing:
-        raise FileNotFoundError(f"pydataset lacks table(s) {sorted(missing)}")
+        raise MissingFileError(f"pydataset lacks table(s) {sorted(missing)}")
     return out
 
 

@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 
 from nasdb._task_sources import (FEATURE_DIM, SOURCE_LOADERS as _SOURCE_LOADERS, mnist_to_8x8)  # re-exported: part of the tasks API
-from nasdb.errors import InvalidTaskError, UnknownTaskError
 from nasdb.checks import RESERVED_NAME, reserved_message
+from nasdb.errors import ArgumentError, ConfigError, InvalidTaskError, UnknownTaskError
 from nasdb.tabular import MAX_CLASSES  # one limit for every kind of task
 from nasdb.tabular_suite import TABULAR_SPECS
 
@@ -134,7 +134,7 @@ class Task:
 
     def samples(self, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
         return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
 
     def to_arrow(self) -> pa.Table:
@@ -268,7 +268,7 @@ SUITES: dict[str, tuple[str, ...]] = {"digits": tuple(_SPECS), "tabular": tuple(
 
 def builtin_task_names(suite: str = "digits") -> list[str]:
     if suite not in SUITES:
-        raise ValueError(f"unknown task suite {suite!r}; known suites: {sorted(SUITES)}")
+        raise ArgumentError(f"unknown task suite {suite!r}; known suites: {sorted(SUITES)}")
     return list(SUITES[suite])
 
 
@@ -412,8 +412,8 @@ def _split_user(where: str, y: np.ndarray, classes: list[Any], seed: int, val_fr
 def _task_from_checked(name: str, where: str, x: np.ndarray, y_raw: Sequence[Any], seed: int,
                        val_fraction: float, test_fraction: float, description: str) -> Task:
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"need 0 < val_fraction, test_fraction and their sum < 1, got "
-                         f"{val_fraction=}, {test_fraction=}")
+        raise ArgumentError(f"need 0 < val_fraction, test_fraction and their sum < 1, got "
+                            f"{val_fraction=}, {test_fraction=}")
     y, classes = _encode_labels(where, y_raw)
     if len(classes) < 2:
         raise InvalidTaskError(f"{where}: a single class {classes[0]!r}; a task needs at least 2")
@@ -458,8 +458,8 @@ def task_from_table(name: str, data: Any, label: str, *, seed: int = 0, val_frac
     validate_task_name(name)
     where = where or f"task {name!r}"
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"need 0 < val_fraction, test_fraction and their sum < 1, got "
-                         f"{val_fraction=}, {test_fraction=}")
+        raise ArgumentError(f"need 0 < val_fraction, test_fraction and their sum < 1, got "
+                            f"{val_fraction=}, {test_fraction=}")
     table = tabular.as_arrow(where, data)
     kinds = tabular.check_table(where, table, label)
     y, classes = _encode_labels(where, table.column(label).to_pylist())

@@ -19,6 +19,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nasdb.errors import ArgumentError
+
 #: Hard caps, independent of the server's (smaller, configurable) limits.
 HARD_MAX_SAMPLES = 100_000
 HARD_MAX_ARCHITECTURES = 10_000
@@ -88,22 +90,22 @@ class TaskInput(_Strict):
         table = self.columns is not None or self.rows is not None or self.label is not None
         if table:
             if self.task is not None or inline:
-                raise ValueError("give one of `task`, inline samples `x` and `y`, or a table "
-                                 "(`columns`, `rows`, `label`), not several")
+                raise ArgumentError("give one of `task`, inline samples `x` and `y`, or a table "
+                                    "(`columns`, `rows`, `label`), not several")
             missing = [k for k in ("columns", "rows", "label") if getattr(self, k) is None]
             if missing:
-                raise ValueError(f"`{missing[0]}` is missing: a table needs `columns`, `rows` and `label`")
+                raise ArgumentError(f"`{missing[0]}` is missing: a table needs `columns`, `rows` and `label`")
             if self.label not in self.columns:
-                raise ValueError(f"label: column {self.label!r} is not among `columns`")
+                raise ArgumentError(f"label: column {self.label!r} is not among `columns`")
             return self
         if self.task is not None and inline:
-            raise ValueError("give either `task` or inline samples `x` and `y`, not both")
+            raise ArgumentError("give either `task` or inline samples `x` and `y`, not both")
         if self.task is None:
             if self.x is None or self.y is None:
                 missing = "x" if self.x is None else "y"
-                raise ValueError(f"`{missing}` is missing: give a `task` name, both `x` and `y`, or a table")
+                raise ArgumentError(f"`{missing}` is missing: give a `task` name, both `x` and `y`, or a table")
             if len(self.y) != len(self.x):
-                raise ValueError(f"`y` has {len(self.y)} labels but `x` has {len(self.x)} rows")
+                raise ArgumentError(f"`y` has {len(self.y)} labels but `x` has {len(self.x)} rows")
         return self
 
 

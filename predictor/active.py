@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from nasdb.errors import ArgumentError, ConfigError
 from predictor.config import PredictorConfig
 
 
@@ -31,10 +32,10 @@ class ActiveConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.pool, bool) or not isinstance(self.pool, int) or self.pool < 1:
-            raise ValueError(f"`pool` must be an integer >= 1, but got pool={self.pool!r}.")
+            raise ConfigError(f"`pool` must be an integer >= 1, but got pool={self.pool!r}.")
         if isinstance(self.diversity, bool) or not isinstance(self.diversity, (int, float)) or \
                 not np.isfinite(self.diversity) or self.diversity < 0:
-            raise ValueError(f"`diversity >= 0` must hold, but got diversity={self.diversity!r}.")
+            raise ConfigError(f"`diversity >= 0` must hold, but got diversity={self.diversity!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +90,7 @@ class UncertaintyProposer:
             return np.zeros((0, self.space.num_dimensions), dtype=np.int64)
         _, spread = self.engine.score_with_std(pool, self.engine.task_z_or_embed(self.store, task))
         if spread is None:
-            raise ValueError("uncertainty population needs an ensemble (ensemble_size >= 2), got a single predictor")
+            raise ArgumentError("uncertainty population needs an ensemble (ensemble_size >= 2), got a single predictor")
         return pool[diverse_top(pool, spread, n, self.config.diversity)]
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nasdb.errors import ArgumentError
 from nasdb.space import SearchSpace
 from predictor.model import PerformancePredictor
 
@@ -91,7 +92,7 @@ class BatchedAscent:
 
     def __init__(self, model: PerformancePredictor, space: SearchSpace):
         if model.encoding_size != space.encoding_size:
-            raise ValueError(f"predictor encoding size {model.encoding_size} != space {space.encoding_size}")
+            raise ArgumentError(f"predictor encoding size {model.encoding_size} != space {space.encoding_size}")
         self.model, self.space, self.layout = model, space, BlockLayout.of(space)
 
     # -- one step, per implementation --------------------------------------------------------
@@ -167,7 +168,7 @@ class CompiledAscent(BatchedAscent):
     def __init__(self, model: PerformancePredictor, space: SearchSpace):
         super().__init__(model, space)
         if not self.supports(model):
-            raise ValueError("CompiledAscent needs a stacked Linear/ReLU rho; use AutogradAscent")
+            raise ArgumentError("CompiledAscent needs a stacked Linear/ReLU rho; use AutogradAscent")
         layers = list(model.rho.layers)
         k = model.members
         with torch.no_grad():

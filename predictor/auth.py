@@ -29,6 +29,8 @@ from typing import Any, Awaitable, Callable
 
 from fastapi import HTTPException
 
+from nasdb.errors import ArgumentError
+
 logger = logging.getLogger(__name__)
 
 TOKEN_ENV = "NASDB_API_TOKEN"
@@ -60,8 +62,8 @@ def token_digest(token: str) -> str:
 def _check_token(token: str, where: str) -> str:
     token = token.strip()
     if len(token) < MIN_TOKEN_LENGTH:
-        raise ValueError(f"the API token from {where} has {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
-                         f"(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        raise ArgumentError(f"the API token from {where} has {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
+                            f"(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     return token
 
 
@@ -73,7 +75,7 @@ def read_token_file(path: str | os.PathLike) -> str:
             token = f.read()
         mode = os.stat(path).st_mode
     except OSError as e:
-        raise ValueError(f"cannot read the API token file {path!r}: {e.strerror or e}") from None
+        raise ArgumentError(f"cannot read the API token file {path!r}: {e.strerror or e}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         logger.warning("API token file %s is readable by other users; chmod 600 it", path)
     return _check_token(token, f"token file {path!r}")
@@ -89,8 +91,8 @@ def resolve_token_digest(*, token: str | None = None, token_file: str | os.PathL
     """
     if allow_unauthenticated:
         if not is_loopback(host or ""):
-            raise ValueError(f"allow_unauthenticated is only allowed when the HTTP host is loopback "
-                             f"(127.0.0.1, ::1, localhost), got host={host!r}; configure a token instead")
+            raise ArgumentError(f"allow_unauthenticated is only allowed when the HTTP host is loopback "
+                                f"(127.0.0.1, ::1, localhost), got host={host!r}; configure a token instead")
         if token or token_file or os.environ.get(TOKEN_ENV):
             logger.warning("allow_unauthenticated is set: the configured API token is ignored")
         return None
@@ -101,8 +103,8 @@ def resolve_token_digest(*, token: str | None = None, token_file: str | os.PathL
     env = os.environ.get(TOKEN_ENV)
     if env:
         return token_digest(_check_token(env, f"${TOKEN_ENV}"))
-    raise ValueError(f"no API token configured: set ${TOKEN_ENV}, pass a token file (--token-file), or "
-                     f"allow unauthenticated access on a loopback host only (--allow-unauthenticated)")
+    raise ArgumentError(f"no API token configured: set ${TOKEN_ENV}, pass a token file (--token-file), or "
+                        f"allow unauthenticated access on a loopback host only (--allow-unauthenticated)")
 
 
 def route_path(scope: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from nasdb.errors import ArgumentError, ConfigError
 from predictor.data import TaskData, TrainingData, quantile_rank
 
 GBM_ITERATIONS = 300
@@ -131,7 +132,7 @@ class PortfolioBaseline:
             z = np.asarray(z, dtype=np.float64).reshape(-1)
             names = [n for n in train.task_names if n in task_z]
             if not names:
-                raise ValueError(f"no training task has meta-features (training tasks: {train.task_names})")
+                raise ConfigError(f"no training task has meta-features (training tasks: {train.task_names})")
             dist = [float(np.linalg.norm(np.asarray(task_z[n], dtype=np.float64).reshape(-1) - z)) for n in names]
             nearest = names[min(range(len(names)), key=lambda i: (dist[i], names[i]))]
             archs, _, mean = distinct_architectures(train.tasks[nearest])
@@ -193,7 +194,7 @@ def held_out_picks(data: TrainingData, held_out: str, names: Iterable[str], z: n
     -> ``{name: {"architecture", "candidates", "rule", "source_task", "seconds"}}``.
     """
     if held_out not in data.tasks:
-        raise ValueError(f"held-out task {held_out!r} is not in the data ({', '.join(data.task_names)})")
+        raise ArgumentError(f"held-out task {held_out!r} is not in the data ({', '.join(data.task_names)})")
     train, out = data.without(held_out), {}
     for name in names:
         start, baseline = time.perf_counter(), BASELINES[name]
@@ -262,10 +263,10 @@ def parse_baselines(value: str | Iterable[str] | None, *, zero_shot: bool) -> tu
     out: list[str] = []
     for n in names:
         if n not in BASELINES:
-            raise ValueError(f"unknown baseline {n!r}; known: {', '.join(BASELINES)} (or none)")
+            raise ArgumentError(f"unknown baseline {n!r}; known: {', '.join(BASELINES)} (or none)")
         if BASELINES[n].zero_shot_only and not zero_shot:
-            raise ValueError(f"baseline {n!r} is zero-shot only (it picks one architecture, it ranks none); "
-                             f"a ranking report takes {', '.join(RANKERS)}")
+            raise ArgumentError(f"baseline {n!r} is zero-shot only (it picks one architecture, it ranks none); "
+                                f"a ranking report takes {', '.join(RANKERS)}")
         if n not in out:
             out.append(n)
     return tuple(out)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from nasdb.errors import ArgumentError, NotFoundError
 from nasdb.space import SearchSpace
 from predictor.config import PredictorConfig
 from predictor.model import PerformancePredictor, legacy_state_dict
@@ -58,7 +59,7 @@ def new_predictor_id(now: datetime | None = None) -> str:
 
 def _check_id(predictor_id: str) -> str:
     if not isinstance(predictor_id, str) or not predictor_id or "/" in predictor_id or predictor_id.startswith("."):
-        raise ValueError(f"not a predictor id: {predictor_id!r}")
+        raise ArgumentError(f"not a predictor id: {predictor_id!r}")
     return predictor_id
 
 
@@ -83,12 +84,12 @@ def save_predictor(store: Any, model: PerformancePredictor, space: SearchSpace, 
                    warm_start_parent: str | None = None, extra: dict[str, Any] | None = None) -> str:
     """Write a checkpoint of ``model`` into ``store`` and return its id (metadata last = commit)."""
     if model.encoding_size != space.encoding_size:
-        raise ValueError(f"model encoding size {model.encoding_size} does not match space {space.name!r} "
-                         f"({space.encoding_size})")
+        raise ArgumentError(f"model encoding size {model.encoding_size} does not match space {space.name!r} "
+                            f"({space.encoding_size})")
     predictor_id = _check_id(predictor_id or new_predictor_id())
     fs, folder = store.fs, store.path(PREDICTORS_DIR, predictor_id)
     if fs.exists(f"{folder}/{METADATA_FILE}"):
-        raise ValueError(f"predictor {predictor_id!r} already exists in the store")
+        raise ArgumentError(f"predictor {predictor_id!r} already exists in the store")
     fs.makedirs(folder, exist_ok=True)
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
@@ -130,11 +131,11 @@ def read_metadata(store: Any, predictor_id: str) -> dict[str, Any]:
     path = store.path(PREDICTORS_DIR, _check_id(predictor_id), METADATA_FILE)
     if not store.fs.exists(path):
         known = ", ".join(predictor_ids(store)) or "none"
-        raise KeyError(f"no predictor {predictor_id!r} in the store (known: {known})")
+        raise NotFoundError(f"no predictor {predictor_id!r} in the store (known: {known})")
     metadata = json.loads(_read(store.fs, path))
     if metadata.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"predictor {predictor_id!r} has checkpoint format {metadata['format_version']}, "
-                         f"newer than this nasdb reads ({FORMAT_VERSION})")
+        raise ArgumentError(f"predictor {predictor_id!r} has checkpoint format {metadata['format_version']}, "
+                            f"newer than this nasdb reads ({FORMAT_VERSION})")
     return metadata
 
 
@@ -143,7 +144,7 @@ def load_predictor(store: Any, predictor_id: str | None = None, *, device: str =
     if predictor_id is None:
         predictor_id = latest_predictor(store)
         if predictor_id is None:
-            raise KeyError("the store has no predictor yet (fit one first)")
+            raise NotFoundError("the store has no predictor yet (fit one first)")
     metadata = read_metadata(store, predictor_id)
     folder = store.path(PREDICTORS_DIR, predictor_id)
     legacy = metadata.get("format_version", 0) < 2

@@ -47,7 +47,7 @@ def _finite(param: click.Parameter, value: float) -> float:
 
 
 def run_standalone(command: click.Command, argv: list[str] | None, prog_name: str) -> int:
-    """Run ``command`` as ``python -m ...``: user errors become one line and exit status 1."""
+    """Run ``command`` as ``python -m ...``: user errors (NasdbError) become one line and exit status 1."""
     try:
         command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -55,9 +55,8 @@ def run_standalone(command: click.Command, argv: list[str] | None, prog_name: st
     except click.ClickException as e:
         click.echo(f"error: {e.format_message()}", err=True)
         return e.exit_code
-    except (NasdbError, ValueError, KeyError, FileNotFoundError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and not isinstance(e, NasdbError) and e.args else e
-        click.echo(f"error: {message}", err=True)
+    except NasdbError as e:  # anything else is a bug: its traceback shows
+        click.echo(f"error: {e}", err=True)
         return 1
     return 0
 

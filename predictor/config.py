@@ -22,6 +22,7 @@ import numbers
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from nasdb.errors import ArgumentError, ConfigError
 from nasdb.settings import from_settings
 
 AGGREGATES = ("sum", "mean")
@@ -34,16 +35,16 @@ PAPER_SGD = {"optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.5}
 
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive integer, but got {name}={value!r}.")
+        raise ArgumentError(f"`{name}` must be a positive integer, but got {name}={value!r}.")
 
 
 def _layer_sizes(name: str, value: Any) -> tuple[int, ...]:
     try:
         sizes = tuple(value)
     except TypeError:
-        raise ValueError(f"`{name}` must be a sequence of layer widths, but got {name}={value!r}.") from None
+        raise ArgumentError(f"`{name}` must be a sequence of layer widths, but got {name}={value!r}.") from None
     if not sizes or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in sizes):
-        raise ValueError(f"`{name}` must be a non-empty sequence of positive ints, but got {name}={value!r}.")
+        raise ArgumentError(f"`{name}` must be a non-empty sequence of positive ints, but got {name}={value!r}.")
     return sizes
 
 
@@ -86,38 +87,38 @@ class PredictorConfig:
         object.__setattr__(self, "phi_hidden", _layer_sizes("phi_hidden", self.phi_hidden))
         object.__setattr__(self, "rho_hidden", _layer_sizes("rho_hidden", self.rho_hidden))
         if self.aggregate not in AGGREGATES:
-            raise ValueError(f"`aggregate` must be one of {AGGREGATES}, but got aggregate={self.aggregate!r}.")
+            raise ConfigError(f"`aggregate` must be one of {AGGREGATES}, but got aggregate={self.aggregate!r}.")
         if self.loss not in LOSSES:
-            raise ValueError(f"`loss` must be one of {LOSSES}, but got loss={self.loss!r}.")
+            raise ConfigError(f"`loss` must be one of {LOSSES}, but got loss={self.loss!r}.")
         if self.meta_encoder not in META_ENCODERS:
-            raise ValueError(f"`meta_encoder` must be one of {META_ENCODERS}, "
-                             f"but got meta_encoder={self.meta_encoder!r}.")
+            raise ConfigError(f"`meta_encoder` must be one of {META_ENCODERS}, "
+                              f"but got meta_encoder={self.meta_encoder!r}.")
         if isinstance(self.ensemble_size, bool) or not isinstance(self.ensemble_size, int) or self.ensemble_size < 1:
-            raise ValueError(f"`ensemble_size >= 1` must hold, but got ensemble_size={self.ensemble_size!r}.")
+            raise ConfigError(f"`ensemble_size >= 1` must hold, but got ensemble_size={self.ensemble_size!r}.")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"`0 <= dropout < 1` must hold, but got dropout={self.dropout!r}.")
+            raise ConfigError(f"`0 <= dropout < 1` must hold, but got dropout={self.dropout!r}.")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}, but got optimizer={self.optimizer!r}.")
+            raise ConfigError(f"`optimizer` must be one of {OPTIMIZERS}, but got optimizer={self.optimizer!r}.")
         for name in ("feature_dim", "k_outer_iters", "k_inner_iters", "batch_size",
                      "sample_batch_size", "num_steps", "task_sample_budget"):
             _positive_int(name, getattr(self, name))
         _positive_int("max_classes", self.max_classes)
         if self.max_classes < 2:
-            raise ValueError(f"`max_classes >= 2` must hold, but got max_classes={self.max_classes}.")
+            raise ConfigError(f"`max_classes >= 2` must hold, but got max_classes={self.max_classes}.")
         if self.batch_size < 2:
-            raise ValueError(f"`batch_size >= 2` must hold (a mini-batch needs pairs), but got {self.batch_size}.")
+            raise ConfigError(f"`batch_size >= 2` must hold (a mini-batch needs pairs), but got {self.batch_size}.")
         if not self.margin > 0:
-            raise ValueError(f"`margin > 0` must hold, but got margin={self.margin!r}.")
+            raise ConfigError(f"`margin > 0` must hold, but got margin={self.margin!r}.")
         if not self.uncertainty_gap >= 0:
-            raise ValueError(f"`uncertainty_gap >= 0` must hold, but got uncertainty_gap={self.uncertainty_gap!r}.")
+            raise ConfigError(f"`uncertainty_gap >= 0` must hold, but got uncertainty_gap={self.uncertainty_gap!r}.")
         if not self.learning_rate > 0:
-            raise ValueError(f"`learning_rate > 0` must hold, but got learning_rate={self.learning_rate!r}.")
+            raise ConfigError(f"`learning_rate > 0` must hold, but got learning_rate={self.learning_rate!r}.")
         if not 0 <= self.momentum < 1:
-            raise ValueError(f"`0 <= momentum < 1` must hold, but got momentum={self.momentum!r}.")
+            raise ConfigError(f"`0 <= momentum < 1` must hold, but got momentum={self.momentum!r}.")
         if not self.weight_decay >= 0:
-            raise ValueError(f"`weight_decay >= 0` must hold, but got weight_decay={self.weight_decay!r}.")
+            raise ConfigError(f"`weight_decay >= 0` must hold, but got weight_decay={self.weight_decay!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"`seed` must be a non-negative integer, but got seed={self.seed!r}.")
+            raise ConfigError(f"`seed` must be a non-negative integer, but got seed={self.seed!r}.")
 
     # -- named constructors ---------------------------------------------------------------
     @classmethod
@@ -155,7 +156,7 @@ class PredictorConfig:
         try:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:
-            raise ValueError(f"predictor config JSON is malformed: {e}") from None
+            raise ConfigError(f"predictor config JSON is malformed: {e}") from None
 
     def replace(self, **changes: Any) -> "PredictorConfig":
         return replace(self, **changes)
@@ -165,7 +166,7 @@ def _positive_float(name: str, value: Any, *, allow_zero: bool = False) -> None:
     ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
     if not ok or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"`{name}` must be a finite number {bound}, but got {name}={value!r}.")
+        raise ArgumentError(f"`{name}` must be a finite number {bound}, but got {name}={value!r}.")
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ class SuggestConfig:
         _positive_float("kappa", self.kappa, allow_zero=True)
         if isinstance(self.start_smoothing, bool) or not isinstance(self.start_smoothing, (int, float)) \
                 or not 0 < self.start_smoothing < 1:
-            raise ValueError(f"`0 < start_smoothing < 1` must hold, but got start_smoothing={self.start_smoothing!r}.")
+            raise ConfigError(f"`0 < start_smoothing < 1` must hold, but got start_smoothing={self.start_smoothing!r}.")
 
     @property
     def k_num_starting_points(self) -> int:

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats
 
-from nasdb.errors import TaskHasNoSamplesError, UnknownTaskError
+from nasdb.errors import ArgumentError, TaskHasNoSamplesError, UnknownTaskError
 from nasdb.space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -140,8 +140,8 @@ def architecture_matrix(column: pa.ChunkedArray | pa.Array, num_dimensions: int,
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     bad = np.flatnonzero(lengths != num_dimensions)
     if bad.size:
-        raise ValueError(f"{what}: a stored architecture has {int(lengths[bad[0]])} entries, "
-                         f"the space has {num_dimensions} dimensions")
+        raise ArgumentError(f"{what}: a stored architecture has {int(lengths[bad[0]])} entries, "
+                            f"the space has {num_dimensions} dimensions")
     flat = pc.list_flatten(column).to_numpy(zero_copy_only=False)
     return flat.astype(np.int64).reshape(-1, num_dimensions)
 
@@ -162,9 +162,9 @@ def _resolve_space(store: Any, space: SearchSpace | str | None, rows: dict[str, 
             ids.setdefault(sid, []).append(name)
     if len(ids) > 1:
         detail = "; ".join(f"{sid}: {', '.join(names)}" for sid, names in sorted(ids.items()))
-        raise ValueError(f"the store holds experiments of {len(ids)} search spaces ({detail}); pass space_id")
+        raise ArgumentError(f"the store holds experiments of {len(ids)} search spaces ({detail}); pass space_id")
     if not ids:
-        raise ValueError("the store holds no ok experiments to train on")
+        raise ArgumentError("the store holds no ok experiments to train on")
     return store.space(next(iter(ids)))
 
 
@@ -181,10 +181,10 @@ def check_width(where: str, width: int, *, meta_encoder: str, feature_dim: int) 
     """Refuse a sample width the meta encoder cannot read: the ``samples`` encoder reads exactly
     ``feature_dim`` features, ``cells`` any width >= 1. ``where`` names the task (or the request)."""
     if meta_encoder == "samples" and width != feature_dim:
-        raise ValueError(f"{where} has {width} features, but this predictor's meta encoder ('samples') reads exactly "
-                         f"{feature_dim} (the 8x8 digits); fit with --meta-encoder cells to read tables of any width")
+        raise ArgumentError(f"{where} has {width} features, but this predictor's meta encoder ('samples') reads exactly "
+                            f"{feature_dim} (the 8x8 digits); fit with --meta-encoder cells to read tables of any width")
     if width < 1:
-        raise ValueError(f"{where} has no features")
+        raise ArgumentError(f"{where} has no features")
 
 
 #: Cells (rows x features) a ``cells`` meta encoder reads for one task's z at inference: its cost
@@ -211,9 +211,9 @@ def sample_width(config: Any, x: Any, where: str = "x", predictor_id: str | None
     shape = np.shape(x)
     if len(shape) == 2 and shape[1] != config.feature_dim and shape[0]:
         who = f"predictor {predictor_id!r}" if predictor_id else "this predictor"
-        raise ValueError(f"{where}: the task has {shape[1]} features, but {who} was fitted with the 'samples' meta "
-                         f"encoder, which reads exactly {config.feature_dim} (the 8x8 digits); fit a predictor with "
-                         f"--meta-encoder cells to read tables of any width")
+        raise ArgumentError(f"{where}: the task has {shape[1]} features, but {who} was fitted with the 'samples' meta "
+                            f"encoder, which reads exactly {config.feature_dim} (the 8x8 digits); fit a predictor with "
+                            f"--meta-encoder cells to read tables of any width")
     return config.feature_dim
 
 
@@ -226,8 +226,8 @@ def _task_samples(store: Any, name: str, *, use_meta_features: bool, feature_dim
         task = store.task(name)
     except TaskHasNoSamplesError:
         if use_meta_features:
-            raise ValueError(f"task {name!r} has no raw samples (an imported tabular benchmark), so its "
-                             f"meta-features cannot be learned; fit with --no-meta-features") from None
+            raise ArgumentError(f"task {name!r} has no raw samples (an imported tabular benchmark), so its "
+                                f"meta-features cannot be learned; fit with --no-meta-features") from None
         return np.zeros((0, feature_dim), dtype=np.float32), np.zeros(0, dtype=np.int64), 0
     except UnknownTaskError:
         raise UnknownTaskError(f"task {name!r} has experiments in the store but its samples are gone (neither "
@@ -236,8 +236,8 @@ def _task_samples(store: Any, name: str, *, use_meta_features: bool, feature_dim
     if use_meta_features:  # without meta-features the samples are never read: any width trains
         check_width(f"task {name!r}", int(x.shape[1]), meta_encoder=meta_encoder, feature_dim=feature_dim)
         if task.num_classes > max_classes:
-            raise ValueError(f"task {name!r} has {task.num_classes} classes; the predictor allows "
-                             f"max_classes={max_classes}")
+            raise ArgumentError(f"task {name!r} has {task.num_classes} classes; the predictor allows "
+                                f"max_classes={max_classes}")
     x, y = sample_budget(x, y, budget)
     return np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64), int(task.num_classes)
 
@@ -252,7 +252,7 @@ def choose_meta_encoder(data: "TrainingData", requested: str, *, current: str = 
     ``samples`` by default), so a digits-only store fits the same predictor as before.
     """
     if requested not in ENCODER_CHOICES:
-        raise ValueError(f"`meta_encoder` must be one of {ENCODER_CHOICES}, but got meta_encoder={requested!r}.")
+        raise ArgumentError(f"`meta_encoder` must be one of {ENCODER_CHOICES}, but got meta_encoder={requested!r}.")
     wide = {n: int(t.x.shape[1]) for n, t in data.tasks.items() if t.has_samples and t.x.shape[1] != feature_dim}
     if requested == "samples":
         for n, w in wide.items():
@@ -272,13 +272,13 @@ def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, fai
     """Build one task's block from its ok rows (a pyarrow table) and its stored samples; stale rows
     (fingerprints of other data than the task holds now) are skipped unless ``include_stale``."""
     if target not in TARGETS:
-        raise ValueError(f"`target` must be one of {TARGETS}, but got target={target!r}.")
+        raise ArgumentError(f"`target` must be one of {TARGETS}, but got target={target!r}.")
     mine = pc.equal(table.column("space_id"), space.space_id).to_numpy(zero_copy_only=False).astype(bool)
     other = int((~mine).sum())
     if not mine.any() and len(mine):
         found = sorted(pc.unique(table.column("space_id")).to_pylist())
-        raise ValueError(f"task {name!r}: its experiments are in search space(s) {found}, "
-                         f"not the requested {space.space_id}")
+        raise ArgumentError(f"task {name!r}: its experiments are in search space(s) {found}, "
+                            f"not the requested {space.space_id}")
     stopped = np.zeros(len(mine), dtype=bool)
     if not include_stopped and "stopped_early" in table.column_names:
         stopped = table.column("stopped_early").fill_null(False).to_numpy(zero_copy_only=False).astype(bool) & mine
@@ -304,7 +304,7 @@ def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, fai
                                     f"task {name!r}")
         u = space.encode_many(archs)  # (M, D)
     except ValueError as e:
-        raise ValueError(f"task {name!r}: a stored architecture does not fit space {space.name!r}: {e}") from None
+        raise ArgumentError(f"task {name!r}: a stored architecture does not fit space {space.name!r}: {e}") from None
     x, y, num_classes = _task_samples(store, name, use_meta_features=use_meta_features, feature_dim=feature_dim,
                                       max_classes=max_classes, meta_encoder=meta_encoder, budget=budget)
     kind = ("rank" if num_classes == 0 else "raw") if target == "auto" else target
@@ -358,7 +358,7 @@ def load_training_data(store: Any, *, space: SearchSpace | str | None = None, ta
     for an excluded or requested task the store does not know.
     """
     if target not in TARGETS:
-        raise ValueError(f"`target` must be one of {TARGETS}, but got target={target!r}.")
+        raise ArgumentError(f"`target` must be one of {TARGETS}, but got target={target!r}.")
     known = _store_task_names(store)
     exclude = list(exclude_tasks)
     for name in exclude + list(tasks or []):
@@ -369,12 +369,12 @@ def load_training_data(store: Any, *, space: SearchSpace | str | None = None, ta
     failed = {n: store.count(n, status="failed") for n in names}
     for n in names:
         if ok_rows[n].num_rows == 0 and failed[n] > 0:
-            raise ValueError(f"task {n!r} has only failed experiments ({failed[n]} failed, 0 ok)")
+            raise ArgumentError(f"task {n!r} has only failed experiments ({failed[n]} failed, 0 ok)")
     names = [n for n in names if ok_rows[n].num_rows > 0]
     if len(names) < min_tasks:
-        raise ValueError(f"fitting a predictor needs at least {min_tasks} tasks with experiments, got "
-                         f"{len(names)} ({', '.join(names) or 'none'}"
-                         f"{'; excluded: ' + ', '.join(exclude) if exclude else ''})")
+        raise ArgumentError(f"fitting a predictor needs at least {min_tasks} tasks with experiments, got "
+                            f"{len(names)} ({', '.join(names) or 'none'}"
+                            f"{'; excluded: ' + ', '.join(exclude) if exclude else ''})")
     resolved = _resolve_space(store, space, {n: ok_rows[n] for n in names})
     data = TrainingData(space=resolved)
     for n in names:
@@ -383,10 +383,10 @@ def load_training_data(store: Any, *, space: SearchSpace | str | None = None, ta
                             include_stopped=include_stopped, target=target, include_stale=include_stale,
                             meta_encoder=meta_encoder, budget=budget)
         if td.num_experiments < min_experiments:
-            raise ValueError(f"task {n!r} has {td.num_experiments} usable experiments, fewer than the mini-batch "
-                             f"of {min_experiments} (skipped: {td.skipped_nonfinite} non-finite, "
-                             f"{td.skipped_other_space} other space, {td.skipped_stopped} stopped early, "
-                             f"{td.skipped_stale} stale, {td.failed} failed)")
+            raise ArgumentError(f"task {n!r} has {td.num_experiments} usable experiments, fewer than the mini-batch "
+                                f"of {min_experiments} (skipped: {td.skipped_nonfinite} non-finite, "
+                                f"{td.skipped_other_space} other space, {td.skipped_stopped} stopped early, "
+                                f"{td.skipped_stale} stale, {td.failed} failed)")
         data.tasks[n] = td
     return data
 
@@ -401,7 +401,7 @@ def load_for_config(store: Any, config: Any, *, meta_encoder: str | None = None,
     """
     requested = meta_encoder or config.meta_encoder
     if requested not in ENCODER_CHOICES:
-        raise ValueError(f"`meta_encoder` must be one of {ENCODER_CHOICES}, but got meta_encoder={requested!r}.")
+        raise ArgumentError(f"`meta_encoder` must be one of {ENCODER_CHOICES}, but got meta_encoder={requested!r}.")
     use_meta = kwargs.pop("use_meta_features", config.use_meta_features)
     data = load_training_data(store, feature_dim=config.feature_dim, max_classes=config.max_classes,
                               use_meta_features=use_meta, meta_encoder="cells" if requested == "auto" else requested,

@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from nasdb.errors import ArgumentError
 from predictor.model import PerformancePredictor
 
 
@@ -23,7 +24,7 @@ def batch_embeddings(model: PerformancePredictor, tasks: dict[str, tuple[np.ndar
     the task's samples, so that the batches of a small task are different realizations too.
     """
     if model.phi is None:
-        raise ValueError("this predictor was built without meta-features: there is no z to plot")
+        raise ArgumentError("this predictor was built without meta-features: there is no z to plot")
     batch_size = batch_size or model.config.sample_batch_size
     rng = np.random.default_rng(seed)
     labels, zs = [], []

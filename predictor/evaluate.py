@@ -29,6 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from nasdb.errors import ArgumentError
 from predictor.baselines import BASELINES, RANKERS, parse_baselines, unique_architectures
 from predictor.config import LOSSES, PredictorConfig
 from predictor.data import TaskData, TrainingData, load_for_config
@@ -167,11 +168,11 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
     losses, meta_features = list(losses), [bool(m) for m in meta_features]
     for loss in losses:
         if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; known: {list(LOSSES)}")
+            raise ArgumentError(f"unknown loss {loss!r}; known: {list(LOSSES)}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"`repeats >= 1` must hold, but got repeats={repeats!r}.")
+        raise ArgumentError(f"`repeats >= 1` must hold, but got repeats={repeats!r}.")
     if not losses or not meta_features:
-        raise ValueError("pass at least one loss and one meta-features setting")
+        raise ArgumentError("pass at least one loss and one meta-features setting")
     base = config or PredictorConfig()
     if isinstance(store, (str, os.PathLike)):
         from nasdb.store import ExperimentStore
@@ -188,8 +189,8 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
         wanted = list(dict.fromkeys(held_out))
         missing = [t for t in wanted if t not in data.tasks]
         if missing or not wanted:
-            raise ValueError(f"held-out task(s) {missing or wanted} not among the loaded tasks "
-                             f"({len(data.tasks)}: {', '.join(data.task_names[:5])}, ...)")
+            raise ArgumentError(f"held-out task(s) {missing or wanted} not among the loaded tasks "
+                                f"({len(data.tasks)}: {', '.join(data.task_names[:5])}, ...)")
         held = [t for t in data.task_names if t in wanted]
     jobs = [("fit", name, base.replace(loss=loss, use_meta_features=meta, seed=base.seed + r).to_dict())
             for name in held for loss in losses for meta in meta_features for r in range(repeats)]

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nasdb.errors import ArgumentError
 from predictor.baselines import BASELINES, distinct_architectures, held_out_picks, parse_baselines, task_embeddings
 from predictor.config import PredictorConfig
 from predictor.data import TaskData, TrainingData, architecture_matrix, load_for_config
@@ -136,9 +137,9 @@ def evaluate_zero_shot(store: Any, out_dir: str | os.PathLike | None = None, *, 
     """
     baselines = parse_baselines(baselines, zero_shot=True)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"`seeds >= 1` must hold, but got seeds={seeds!r}.")
+        raise ArgumentError(f"`seeds >= 1` must hold, but got seeds={seeds!r}.")
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"`processes >= 1` must hold, but got processes={processes!r}.")
+        raise ArgumentError(f"`processes >= 1` must hold, but got processes={processes!r}.")
     base, suggest = config or PredictorConfig(), suggest_config or SuggestConfig()
     if isinstance(store, (str, os.PathLike)):
         from nasdb.store import ExperimentStore
@@ -150,8 +151,8 @@ def evaluate_zero_shot(store: Any, out_dir: str | os.PathLike | None = None, *, 
                                     target=target)
     sample_less = [n for n, t in data.tasks.items() if not t.has_samples]
     if sample_less:
-        raise ValueError(f"task {sample_less[0]!r} has no raw samples (an imported tabular benchmark): nothing can be "
-                         f"trained on it; judge zero-shot there with nasdb benchmark-report")
+        raise ArgumentError(f"task {sample_less[0]!r} has no raw samples (an imported tabular benchmark): nothing can be "
+                            f"trained on it; judge zero-shot there with nasdb benchmark-report")
     jobs = [(n, base.to_dict(), suggest.to_dict(), baselines, seeds) for n in data.task_names]
     logger.info("zero-shot: %d held-out tasks, baselines %s", len(jobs), list(baselines))
     start = time.perf_counter()

@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from nasdb.errors import ArgumentError
 from predictor.config import LOSSES
 
 
@@ -34,8 +35,8 @@ def l2_loss(scores: torch.Tensor, perf: torch.Tensor, *, mean: float, std: float
 
 def _check_shapes(scores: torch.Tensor, perf: torch.Tensor) -> None:
     if scores.shape != perf.shape or scores.ndim not in (1, 2):
-        raise ValueError(f"scores and accuracies must be matching vectors (B,) or (K, B), got "
-                         f"{tuple(scores.shape)} and {tuple(perf.shape)}")
+        raise ArgumentError(f"scores and accuracies must be matching vectors (B,) or (K, B), got "
+                            f"{tuple(scores.shape)} and {tuple(perf.shape)}")
 
 
 def _pair_hinges(scores: torch.Tensor, perf: torch.Tensor, margin: float, gap: float):
@@ -82,5 +83,5 @@ def prediction_loss(name: str, scores: torch.Tensor, perf: torch.Tensor, *, marg
     try:
         fn = LOSS_FUNCTIONS[name]
     except KeyError:
-        raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSS_FUNCTIONS)}") from None
+        raise ArgumentError(f"unknown loss {name!r}; known: {sorted(LOSS_FUNCTIONS)}") from None
     return fn(scores, perf, margin=margin, gap=gap, mean=mean, std=std)

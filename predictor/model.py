@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nasdb.errors import ArgumentError
 from nasdb.space import SearchSpace
 from predictor.config import PredictorConfig
 from predictor.features import ArchitectureFeatures
@@ -79,7 +80,7 @@ class PerformancePredictor(nn.Module):
             self.features = ArchitectureFeatures(space, structured=config.architecture_features)
             self.encoding_size = space.encoding_size
         elif isinstance(space, bool) or not isinstance(space, int) or space <= 0:
-            raise ValueError(f"`space` must be a SearchSpace or a positive encoding size, but got {space!r}.")
+            raise ArgumentError(f"`space` must be a SearchSpace or a positive encoding size, but got {space!r}.")
         else:  # a bare encoding size: no structure known, u alone
             self.features, self.encoding_size = None, space
         width = self.features.out_size if self.features is not None else self.encoding_size
@@ -104,17 +105,17 @@ class PerformancePredictor(nn.Module):
     def _check_samples(self, x: torch.Tensor, y: torch.Tensor) -> None:
         cfg = self.config
         if self.phi is None:
-            raise ValueError("this predictor was built without meta-features (use_meta_features=False)")
+            raise ArgumentError("this predictor was built without meta-features (use_meta_features=False)")
         if x.ndim < 2 or (cfg.meta_encoder == "samples" and x.shape[-1] != cfg.feature_dim):
             want = f"(N, {cfg.feature_dim})" if cfg.meta_encoder == "samples" else "(N, features)"
-            raise ValueError(f"task samples must have shape {want}, got {tuple(x.shape)}")
+            raise ArgumentError(f"task samples must have shape {want}, got {tuple(x.shape)}")
         if y.shape != x.shape[:-1]:
-            raise ValueError(f"labels must have shape {tuple(x.shape[:-1])}, got {tuple(y.shape)}")
+            raise ArgumentError(f"labels must have shape {tuple(x.shape[:-1])}, got {tuple(y.shape)}")
         if x.shape[-2] == 0 or x.shape[-1] == 0:
-            raise ValueError(f"meta-features need at least one sample and one feature, got {tuple(x.shape)}")
+            raise ArgumentError(f"meta-features need at least one sample and one feature, got {tuple(x.shape)}")
         if int(y.min()) < 0 or int(y.max()) >= cfg.max_classes:
-            raise ValueError(f"labels must lie in [0, max_classes={cfg.max_classes}), "
-                             f"got range [{int(y.min())}, {int(y.max())}]")
+            raise ArgumentError(f"labels must lie in [0, max_classes={cfg.max_classes}), "
+                                f"got range [{int(y.min())}, {int(y.max())}]")
 
     def _phi_sum(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Sum over samples of each member's per-sample embedding: (K, N, F), (K, N) -> (K, Z)."""
@@ -152,7 +153,7 @@ class PerformancePredictor(nn.Module):
         """
         n = x.shape[0]
         if n == 0:
-            raise ValueError("meta-features need at least one task sample, got 0")
+            raise ArgumentError("meta-features need at least one task sample, got 0")
         if self.cell_phi is not None:
             chunk = min(chunk, max(1, 65536 // max(1, x.shape[1])))  # cells, not rows, bound the memory
         mean = self.config.aggregate == "mean"
@@ -173,15 +174,15 @@ class PerformancePredictor(nn.Module):
     def member_scores(self, u: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """Every member's scores: ``u`` (B, D) or (K, B, D), ``z`` (K * Z,) or (B, K * Z) -> (K, B)."""
         if u.ndim not in (2, 3) or u.shape[-1] != self.encoding_size or (u.ndim == 3 and u.shape[0] != self.members):
-            raise ValueError(f"encodings must have shape (B, {self.encoding_size}), got {tuple(u.shape)}")
+            raise ArgumentError(f"encodings must have shape (B, {self.encoding_size}), got {tuple(u.shape)}")
         h = self.gate(u)  # (K, B, F)
         if self.phi is not None:
             if z is None:
-                raise ValueError("this predictor uses meta-features: pass z = embed_task(x, y)")
+                raise ArgumentError("this predictor uses meta-features: pass z = embed_task(x, y)")
             b = h.shape[1]
             if z.shape not in ((self.z_dim,), (b, self.z_dim)):
-                raise ValueError(f"meta-features must have shape ({self.z_dim},) or ({b}, {self.z_dim}), "
-                                 f"got {tuple(z.shape)}")
+                raise ArgumentError(f"meta-features must have shape ({self.z_dim},) or ({b}, {self.z_dim}), "
+                                    f"got {tuple(z.shape)}")
             z = z.reshape(-1, self.members, self.member_z_dim).transpose(0, 1).expand(-1, b, -1)  # (K, B, Z)
             h = torch.cat([h, z.to(h.dtype)], dim=-1)  # (K, B, F + Z)
         return self.rho(h).squeeze(-1)  # (K, B)
@@ -203,7 +204,7 @@ class PerformancePredictor(nn.Module):
             z = None
             if self.phi is not None:
                 if x is None or y is None:
-                    raise ValueError("this predictor uses meta-features: pass the task's samples x and y")
+                    raise ArgumentError("this predictor uses meta-features: pass the task's samples x and y")
                 z = self.task_embedding(torch.from_numpy(np.array(x, dtype=np.float32)).to(device),
                                         torch.from_numpy(np.array(y, dtype=np.int64)).to(device))
             scores = self.member_scores(torch.from_numpy(np.array(u, dtype=np.float32)).to(device), z)  # (K, B)

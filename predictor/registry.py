@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from nasdb.errors import AliasConflictError, UnknownPredictorError
+from nasdb.errors import AliasConflictError, ArgumentError, UnknownPredictorError
 from predictor.checkpoint import (METADATA_FILE, PREDICTORS_DIR, latest_predictor, list_predictors, predictor_ids,
                                   read_metadata)
 
@@ -42,8 +42,8 @@ _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 def check_alias(name: Any) -> str:
     """``name`` if it can be an alias (a lowercase letter, then up to 63 of a-z 0-9 _ -; not 'latest')."""
     if not isinstance(name, str) or not _ALIAS.fullmatch(name) or name == LATEST:
-        raise ValueError(f"not an alias name: {name!r} (a lowercase letter, then up to 63 of a-z 0-9 _ -; "
-                         f"{LATEST!r} is reserved)")
+        raise ArgumentError(f"not an alias name: {name!r} (a lowercase letter, then up to 63 of a-z 0-9 _ -; "
+                            f"{LATEST!r} is reserved)")
     return name
 
 
@@ -157,7 +157,7 @@ def select(store: Any, ref: str | None) -> Selection:
             raise UnknownPredictorError("the store has no predictor yet (fit one first: nasdb fit)")
         return Selection("pinned", pid)
     if not isinstance(ref, str) or not ref:
-        raise ValueError(f"not a predictor id, alias or {LATEST!r}: {ref!r}")
+        raise ArgumentError(f"not a predictor id, alias or {LATEST!r}: {ref!r}")
     if ref == LATEST:
         return Selection("latest")
     if _ALIAS.fullmatch(ref) and _read_alias(store, ref) is not None:

@@ -39,11 +39,11 @@ from ray import serve
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nasdb.errors import NasdbError, StoreError, UnknownTaskError
+from nasdb.errors import ArgumentError, NasdbError, PayloadTooLargeError, StoreError, UnknownTaskError
 from predictor._api_schema import (HARD_MAX_ITERS, ErrorResponse, HealthResponse, ModelResponse, PredictRequest,
                                    PredictResponse, SuggestRequest, SuggestResponse)
 from predictor.auth import RequestGuard, is_csv, is_loopback, resolve_token_digest, route_path
-from predictor.service import PayloadTooLargeError, ServeLimits, SuggestionService
+from predictor.service import ServeLimits, SuggestionService
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def build_api(service: SuggestionService, *, expected_digest: str | None, limits
         try:
             archs = json.loads(architectures or "")
         except ValueError:
-            raise ValueError("architectures: the query parameter must be a JSON list of choice-index lists") from None
+            raise ArgumentError("architectures: the query parameter must be a JSON list of choice-index lists") from None
         try:
             archs = PredictRequest.model_validate({"task": "csv", "architectures": archs}).architectures
         except ValidationError as e:
@@ -264,11 +264,11 @@ class SuggestionDeployment:
         torch.set_num_threads(torch_threads)  # tiny matmuls: threads cost more than they give
         if token_digest is None:
             if not allow_unauthenticated:
-                raise ValueError("no API token configured for the suggestion service")
+                raise ArgumentError("no API token configured for the suggestion service")
             host = _proxy_host()
             if not is_loopback(host or ""):
-                raise ValueError(f"allow_unauthenticated needs the Serve HTTP proxy on a loopback host, "
-                                 f"but it binds {host!r}; configure a token instead")
+                raise ArgumentError(f"allow_unauthenticated needs the Serve HTTP proxy on a loopback host, "
+                                    f"but it binds {host!r}; configure a token instead")
         store = ExperimentStore(store_root)
         store.require()
         self.service = SuggestionService(store, predictor_id=predictor_id, refresh_seconds=refresh_seconds,
@@ -289,9 +289,9 @@ def build_app(store_root: str, *, predictor_id: str | None = None, token_digest:
               suggest_defaults: dict[str, Any] | None = None, user_config: dict[str, Any] | None = None):
     """The bound Serve application (for serve.run); the token arrives as its digest only."""
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
-        raise ValueError(f"`replicas` must be a positive integer, but got replicas={replicas!r}.")
+        raise ArgumentError(f"`replicas` must be a positive integer, but got replicas={replicas!r}.")
     if not num_cpus > 0:
-        raise ValueError(f"`num_cpus` must be > 0, but got num_cpus={num_cpus!r}.")
+        raise ArgumentError(f"`num_cpus` must be > 0, but got num_cpus={num_cpus!r}.")
     options: dict[str, Any] = {"num_replicas": replicas, "ray_actor_options": {"num_cpus": num_cpus}}
     if user_config is not None:
         options["user_config"] = user_config
@@ -333,7 +333,7 @@ def app_builder(args: dict[str, Any]):
     """Application builder for ``serve run`` / ``serve deploy`` (import path ``predictor.serve:app_builder``)."""
     a = AppArgs.model_validate(dict(args))
     if a.predictor is not None and a.predictor_id is not None and a.predictor != a.predictor_id:
-        raise ValueError(f"give `predictor` or `predictor_id`, not both (got {a.predictor!r} and {a.predictor_id!r})")
+        raise ArgumentError(f"give `predictor` or `predictor_id`, not both (got {a.predictor!r} and {a.predictor_id!r})")
     # Without a token the replica itself checks that the proxy binds a loopback host.
     digest = None if a.allow_unauthenticated else resolve_token_digest(token_file=a.token_file)
     return build_app(a.store, predictor_id=a.predictor or a.predictor_id, token_digest=digest,
@@ -371,7 +371,7 @@ def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predic
     from predictor.registry import LATEST, select
 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise ValueError(f"`port` must be an integer in [1, 65535], but got port={port!r}.")
+        raise ArgumentError(f"`port` must be an integer in [1, 65535], but got port={port!r}.")
     digest = resolve_token_digest(token=token, token_file=token_file, allow_unauthenticated=allow_unauthenticated,
                                   host=host)
     store = ExperimentStore(store_root)
@@ -386,8 +386,8 @@ def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predic
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": REQUEST_TIMEOUT_S})
     actual = _http_config()
     if actual is not None and (str(actual.host), int(actual.port)) != (host, port):
-        raise ValueError(f"Ray Serve already runs on this cluster with HTTP {actual.host}:{actual.port}, not "
-                         f"{host}:{port}; stop it (serve shutdown) or use that address")
+        raise ArgumentError(f"Ray Serve already runs on this cluster with HTTP {actual.host}:{actual.port}, not "
+                            f"{host}:{port}; stop it (serve shutdown) or use that address")
     started = time.perf_counter()
     serve.run(app, name=app_name, route_prefix=route_prefix, blocking=False)
     logger.info("suggestion API up in %.1fs", time.perf_counter() - started)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from nasdb.errors import ArgumentError, ConfigError, PayloadTooLargeError
 from predictor._api_schema import PredictRequest, SuggestRequest, TaskInput
 from predictor.checkpoint import load_predictor
 from predictor.registry import Selection, select
@@ -28,10 +29,6 @@ logger = logging.getLogger(__name__)
 USER_CONFIG_KEYS = ("predictor_id", "refresh_seconds")
 #: How often a replica that follows an alias checks it when ``refresh_seconds`` is 0 (one small JSON read).
 ALIAS_POLL_SECONDS = 2.0
-
-
-class PayloadTooLargeError(ValueError):
-    """A request above a configured server limit (HTTP 413)."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +54,10 @@ class ServeLimits:
                      "max_table_rows", "max_csv_bytes"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, but got {name}={v!r}.")
+                raise ConfigError(f"`{name}` must be a positive integer, but got {name}={v!r}.")
         v = self.body_timeout_s
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"`body_timeout_s` must be a finite number of seconds > 0, but got body_timeout_s={v!r}.")
+            raise ConfigError(f"`body_timeout_s` must be a finite number of seconds > 0, but got body_timeout_s={v!r}.")
 
     @property
     def max_body_bytes(self) -> int:
@@ -73,7 +70,7 @@ class ServeLimits:
 
 def _check_refresh(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"`refresh_seconds` must be a finite number >= 0 (0 = off), but got {value!r}.")
+        raise ArgumentError(f"`refresh_seconds` must be a finite number >= 0 (0 = off), but got {value!r}.")
     return float(value)
 
 
@@ -94,8 +91,8 @@ class SuggestionService:
         self.limits = limits or ServeLimits()
         self.defaults = SuggestConfig(**(suggest_defaults or {}))
         if self.defaults.k_max_iters > self.limits.max_k_max_iters:
-            raise ValueError(f"default k_max_iters={self.defaults.k_max_iters} exceeds max_k_max_iters="
-                             f"{self.limits.max_k_max_iters}")
+            raise ArgumentError(f"default k_max_iters={self.defaults.k_max_iters} exceeds max_k_max_iters="
+                                f"{self.limits.max_k_max_iters}")
         self.replica: str | None = None  # set by the Serve deployment: which replica answered
         self._selection: Selection = select(store, predictor_id)
         self._load_lock = threading.Lock()
@@ -135,11 +132,11 @@ class SuggestionService:
         user_config = dict(user_config or {})
         unknown = sorted(set(user_config) - set(USER_CONFIG_KEYS))
         if unknown:
-            raise ValueError(f"unknown user_config keys {unknown}; known: {list(USER_CONFIG_KEYS)}")
+            raise ArgumentError(f"unknown user_config keys {unknown}; known: {list(USER_CONFIG_KEYS)}")
         if "predictor_id" in user_config:
             pid = user_config["predictor_id"]
             if pid is not None and not isinstance(pid, str):
-                raise ValueError(f"user_config predictor_id must be a string or null, got {pid!r}")
+                raise ArgumentError(f"user_config predictor_id must be a string or null, got {pid!r}")
             selection = select(self.store, pid or None)
             self._swap_to(selection)  # raises (and keeps the current predictor) when it cannot be loaded
             self._selection = selection
@@ -193,7 +190,7 @@ class SuggestionService:
         cfg = engine.config
         for i, row in enumerate(body.x):
             if len(row) != cfg.feature_dim:
-                raise ValueError(f"x[{i}]: expected {cfg.feature_dim} features, got {len(row)}")
+                raise ArgumentError(f"x[{i}]: expected {cfg.feature_dim} features, got {len(row)}")
         x, y = check_samples(np.asarray(body.x, dtype=np.float32), np.asarray(body.y, dtype=np.int64),
                              feature_dim=cfg.feature_dim, max_classes=cfg.max_classes)
         return engine.embed(x, y)
@@ -212,7 +209,7 @@ class SuggestionService:
     def csv_request(self, data: bytes, label: str | None) -> tuple[Any, str]:
         """A CSV upload as ``(table, label)``; ValueError naming what is wrong (no label, bad CSV)."""
         if not label:
-            raise ValueError("label: a CSV upload needs the query parameter ?label=COLUMN")
+            raise ArgumentError("label: a CSV upload needs the query parameter ?label=COLUMN")
         if len(data) > self.limits.max_csv_bytes:
             raise PayloadTooLargeError(f"body: {len(data)} bytes exceed the limit of {self.limits.max_csv_bytes}")
         return table_from_csv(data, where="table"), label
@@ -231,8 +228,8 @@ class SuggestionService:
 
     def _config(self, overrides: dict[str, Any]) -> SuggestConfig:
         if overrides.get("k_max_iters", 0) > self.limits.max_k_max_iters:
-            raise ValueError(f"k_max_iters: {overrides['k_max_iters']} exceeds the server's maximum of "
-                             f"{self.limits.max_k_max_iters}")
+            raise ArgumentError(f"k_max_iters: {overrides['k_max_iters']} exceeds the server's maximum of "
+                                f"{self.limits.max_k_max_iters}")
         return self.defaults.replace(**overrides)
 
     def _architectures(self, engine: SuggestionEngine, architectures: Any) -> np.ndarray:
@@ -243,7 +240,7 @@ class SuggestionService:
             try:
                 engine.space.validate(arch)
             except ValueError as e:
-                raise ValueError(f"architectures[{i}]: {e}") from None
+                raise ArgumentError(f"architectures[{i}]: {e}") from None
         return np.asarray(architectures, dtype=np.int64)
 
     @staticmethod

@@ -23,12 +23,12 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
-from nasdb.errors import TaskHasNoSamplesError
+from nasdb.errors import ArgumentError, TaskHasNoSamplesError
 from predictor.ascent import make_ascent, start_logits
 from predictor.baselines import shared_best
 from predictor.checkpoint import PredictorCheckpoint
 from predictor.config import SuggestConfig
-from predictor.data import TrainingData, architecture_matrix, quantile_rank, meta_rows, sample_width
+from predictor.data import TrainingData, architecture_matrix, meta_rows, quantile_rank, sample_width
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +159,8 @@ class SuggestionEngine:
                 z_rows.append(self._embed(*meta_rows(x, y, self.config)))
             self.tops[name] = top
         if not self.tops:
-            raise ValueError(f"predictor {checkpoint.predictor_id!r}: none of its training tasks "
-                             f"({', '.join(checkpoint.tasks) or 'none'}) has experiments in this store")
+            raise ArgumentError(f"predictor {checkpoint.predictor_id!r}: none of its training tasks "
+                                f"({', '.join(checkpoint.tasks) or 'none'}) has experiments in this store")
         self.task_names = list(self.tops)
         self.task_z = torch.stack(z_rows) if z_rows else None  # (T, Z)
         self.nn_distance = None  # max over training tasks of the distance to their nearest other training task
@@ -203,8 +203,8 @@ class SuggestionEngine:
         The spread is None for a single predictor (an old, format-1 checkpoint)."""
         archs = np.asarray(architectures)
         if archs.ndim != 2:
-            raise ValueError(f"architectures must be a list of {self.space.num_dimensions}-index lists, "
-                             f"got shape {archs.shape}")
+            raise ArgumentError(f"architectures must be a list of {self.space.num_dimensions}-index lists, "
+                                f"got shape {archs.shape}")
         if not len(archs):
             return np.zeros(0), (np.zeros(0) if self.model.members > 1 else None)
         members = self.model.member_scores(torch.as_tensor(self.space.encode_many(archs)), z).double()  # (K, N)
@@ -348,9 +348,9 @@ class SuggestionEngine:
         try:
             x, y = store.task(task).samples("train")
         except TaskHasNoSamplesError:
-            raise ValueError(f"task {task!r} has no raw samples (an imported tabular benchmark), so predictor "
-                             f"{self.predictor_id!r} cannot compute its meta-features; use a predictor fitted "
-                             f"with --no-meta-features") from None
+            raise ArgumentError(f"task {task!r} has no raw samples (an imported tabular benchmark), so predictor "
+                                f"{self.predictor_id!r} cannot compute its meta-features; use a predictor fitted "
+                                f"with --no-meta-features") from None
         return self.embed(x, y, where=f"task {task!r}")
 
     def predict(self, architectures: Any, z: torch.Tensor | None) -> np.ndarray:
@@ -364,24 +364,24 @@ def check_samples(x: Any, y: Any, *, feature_dim: int | None, max_classes: int) 
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim != 2 or (feature_dim is not None and x.shape[1] != feature_dim):
-        raise ValueError(f"x: samples must have shape (n, {feature_dim or 'features'}), got {x.shape}")
+        raise ArgumentError(f"x: samples must have shape (n, {feature_dim or 'features'}), got {x.shape}")
     if x.shape[1] == 0:
-        raise ValueError("x: at least one feature is needed, got 0")
+        raise ArgumentError("x: at least one feature is needed, got 0")
     if x.shape[0] == 0:
-        raise ValueError("x: at least one sample is needed, got 0")
+        raise ArgumentError("x: at least one sample is needed, got 0")
     if not (np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)):
-        raise ValueError(f"x: samples must be numbers, got dtype {x.dtype}")
+        raise ArgumentError(f"x: samples must be numbers, got dtype {x.dtype}")
     bad = np.argwhere(~np.isfinite(x))
     if len(bad):
         r, c = (int(v) for v in bad[0])
-        raise ValueError(f"x: non-finite value {x[r, c]} at row {r}, column {c}")
+        raise ArgumentError(f"x: non-finite value {x[r, c]} at row {r}, column {c}")
     if y.shape != (x.shape[0],):
-        raise ValueError(f"y: expected {x.shape[0]} labels (one per row of x), got shape {y.shape}")
+        raise ArgumentError(f"y: expected {x.shape[0]} labels (one per row of x), got shape {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"y: labels must be integers, got dtype {y.dtype}")
+        raise ArgumentError(f"y: labels must be integers, got dtype {y.dtype}")
     out = np.flatnonzero((y < 0) | (y >= max_classes))
     if out.size:
-        raise ValueError(f"y: label {int(y[out[0]])} at index {int(out[0])} is outside [0, {max_classes})")
+        raise ArgumentError(f"y: label {int(y[out[0]])} at index {int(out[0])} is outside [0, {max_classes})")
     return np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64)
 
 
@@ -435,7 +435,7 @@ def predict_scores(checkpoint: PredictorCheckpoint, x: Any, y: Any, architecture
             z = model.task_embedding(torch.as_tensor(x), torch.as_tensor(y))  # (Z,)
     archs = np.asarray(architectures)
     if archs.ndim != 2 or archs.shape[1] != checkpoint.space.num_dimensions:
-        raise ValueError(f"architectures must have shape (N, {checkpoint.space.num_dimensions}), got {archs.shape}")
+        raise ArgumentError(f"architectures must have shape (N, {checkpoint.space.num_dimensions}), got {archs.shape}")
     with torch.no_grad():
         return model(torch.as_tensor(checkpoint.space.encode_many(archs)), z).numpy().astype(np.float64)
 

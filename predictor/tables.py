@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from nasdb.errors import InvalidTaskError
+from nasdb.errors import ArgumentError, InvalidTaskError
 
 #: Rows of a sent table that are encoded (their train split, 60 %, covers the default sample budget).
 MAX_ENCODED_ROWS = 8192
@@ -123,8 +123,8 @@ def meta_samples(task: Any, config: Any, *, label: str | None = None, where: str
     label column when the task has more classes than the predictor's ``max_classes``."""
     if task.num_classes > config.max_classes:
         what = f"label column {label!r}" if label else f"{where}'s label"
-        raise ValueError(f"{what} has {task.num_classes} classes; this predictor reads at most "
-                         f"max_classes={config.max_classes}")
+        raise ArgumentError(f"{what} has {task.num_classes} classes; this predictor reads at most "
+                            f"max_classes={config.max_classes}")
     return task.samples("train")
 
 

@@ -21,6 +21,7 @@ import sys
 import tempfile
 from typing import Any, Iterable
 
+from nasdb.errors import ArgumentError
 from predictor.checkpoint import load_predictor, new_predictor_id, read_metadata, save_predictor
 from predictor.config import PredictorConfig
 from predictor.data import TrainingData, load_for_config
@@ -93,12 +94,12 @@ def _train_loop_per_worker(cfg: dict) -> dict | None:
 def _warm_start_state(store: Any, parent_id: str, config: PredictorConfig, data: TrainingData) -> dict:
     parent = load_predictor(store, parent_id)
     if parent.space.space_id != data.space.space_id:
-        raise ValueError(f"warm start from {parent_id!r}: its space {parent.space.space_id} differs from the "
-                         f"training data's space {data.space.space_id}")
+        raise ArgumentError(f"warm start from {parent_id!r}: its space {parent.space.space_id} differs from the "
+                            f"training data's space {data.space.space_id}")
     differing = [f for f in SHAPE_FIELDS if getattr(parent.config, f) != getattr(config, f)]
     if differing:
         detail = ", ".join(f"{f}={getattr(parent.config, f)!r} vs {getattr(config, f)!r}" for f in differing)
-        raise ValueError(f"warm start from {parent_id!r}: the network shape differs ({detail})")
+        raise ArgumentError(f"warm start from {parent_id!r}: the network shape differs ({detail})")
     return parent.model.state_dict()
 
 
@@ -120,7 +121,7 @@ def fit_predictor(store: Any, config: PredictorConfig | None = None, *, exclude_
     import ray
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"`workers >= 0` must hold, but got workers={workers!r}.")
+        raise ArgumentError(f"`workers >= 0` must hold, but got workers={workers!r}.")
     store = _open_store(store)
     if config is None:
         config = (PredictorConfig.from_dict(read_metadata(store, warm_start)["predictor"]["args"])

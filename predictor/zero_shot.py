@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from nasdb.errors import ArgumentError
 from predictor.checkpoint import load_predictor
 from predictor.suggest import SuggestConfig, Suggestion, engine_for
 
@@ -33,13 +34,13 @@ def load_cli_task(store: Any, *, task: str | None = None, data: str | Path | Non
     from nasdb.tasks import task_from_file
 
     if (task is None) == (data is None):
-        raise ValueError("give exactly one of --task NAME or --data FILE (with --label COL)")
+        raise ArgumentError("give exactly one of --task NAME or --data FILE (with --label COL)")
     if task is not None:
         if label is not None:
-            raise ValueError("--label goes with --data, not with --task")
+            raise ArgumentError("--label goes with --data, not with --task")
         return store.task(task)
     if label is None:
-        raise ValueError(f"--data {str(data)!r} needs --label COL naming the label column")
+        raise ArgumentError(f"--data {str(data)!r} needs --label COL naming the label column")
     return task_from_file(name or _task_name_for_file(data), data, label)
 
 
@@ -91,8 +92,8 @@ def train_suggestion(store: Any, task: Any, suggestion: Suggestion, space: Any, 
 def _register(store: Any, task: Any) -> None:
     if task.name in store.registered_tasks():
         if store.task(task.name).fingerprint() != task.fingerprint():
-            raise ValueError(f"task {task.name!r} is already registered in the store with other data; "
-                             f"rename the file or register it under another name")
+            raise ArgumentError(f"task {task.name!r} is already registered in the store with other data; "
+                                f"rename the file or register it under another name")
         return
     store.save_task(task)
 
@@ -119,8 +120,8 @@ def suggest_for_cli(store: Any, *, task: str | None = None, data: str | Path | N
     """
     if task is not None and _sample_less(store, task):
         if train:
-            raise ValueError(f"task {task!r} is an imported tabular benchmark: there is nothing to train, the value "
-                             f"of every configuration is in the table (see nasdb benchmark-report)")
+            raise ArgumentError(f"task {task!r} is an imported tabular benchmark: there is nothing to train, the value "
+                                f"of every configuration is in the table (see nasdb benchmark-report)")
         the_task = None
     else:
         the_task = load_cli_task(store, task=task, data=data, label=label, name=name)
@@ -159,7 +160,7 @@ def held_out_suggestions(store: Any, held_out: str, data: Any, config: Any, *, r
     import time
 
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"`repeats >= 1` must hold, but got repeats={repeats!r}.")
+        raise ArgumentError(f"`repeats >= 1` must hold, but got repeats={repeats!r}.")
     out = []
     for r in range(repeats):
         cfg = config.replace(seed=config.seed + r)
@@ -188,7 +189,7 @@ def fit_held_out(store: Any, held_out: str, data: Any, config: Any) -> tuple[Any
     from predictor.suggest import SuggestionEngine
 
     if held_out not in data.tasks:
-        raise ValueError(f"held-out task {held_out!r} is not in the training data ({', '.join(data.task_names)})")
+        raise ArgumentError(f"held-out task {held_out!r} is not in the training data ({', '.join(data.task_names)})")
     train, target = data.without(held_out), data.tasks[held_out]
     model, history = fit_in_process(train, config)
     checkpoint = PredictorCheckpoint(

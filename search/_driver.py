@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nasdb.errors import ArgumentError
 from search.agents import SearchAgent
 from search.evaluators import Evaluation, Evaluator, LookupEvaluator, TrainingEvaluator, Trial
 from search.result import SearchResult
@@ -329,8 +330,8 @@ class SearchDriver:
         if ckpt is None:
             return
         if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint {self.files.path('checkpoint.pt')} has format {ckpt.get('format')!r}, "
-                             f"expected {CHECKPOINT_FORMAT}")
+            raise ArgumentError(f"checkpoint {self.files.path('checkpoint.pt')} has format {ckpt.get('format')!r}, "
+                                f"expected {CHECKPOINT_FORMAT}")
         self.agent.load_state_dict(ckpt["agent"])
         self.evaluations = [Evaluation.from_dict(e) for e in ckpt["evaluations"]]
         self.pretrain_evaluations = [Evaluation.from_dict(e) for e in ckpt["pretrain_evaluations"]]

@@ -23,6 +23,8 @@ from scipy.special import ndtr, ndtri
 from scipy.stats import rankdata
 from threadpoolctl import ThreadpoolController
 
+from nasdb.errors import ArgumentError, ConfigError
+
 ACQUISITIONS = ("ucb", "ei")
 RESIDUALS = ("gp", "none")
 #: the GP's length scales (in changed dimensions, as fractions of the space's dimensions) and
@@ -39,13 +41,13 @@ def _number(name: str, value: Any, low: float, *, strict: bool = False) -> float
     ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) \
         and math.isfinite(value) and (value > low if strict else value >= low)
     if not ok:
-        raise ValueError(f"`{name} {'>' if strict else '>='} {low}` must hold, but got {name}={value!r}.")
+        raise ArgumentError(f"`{name} {'>' if strict else '>='} {low}` must hold, but got {name}={value!r}.")
     return float(value)
 
 
 def _count(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}, but got {name}={value!r}.")
+        raise ArgumentError(f"`{name}` must be an integer >= {low}, but got {name}={value!r}.")
     return int(value)
 
 
@@ -73,9 +75,9 @@ class AcquisitionConfig:
 
     def __post_init__(self) -> None:
         if self.acquisition not in ACQUISITIONS:
-            raise ValueError(f"unknown acquisition {self.acquisition!r}; known: {list(ACQUISITIONS)}")
+            raise ConfigError(f"unknown acquisition {self.acquisition!r}; known: {list(ACQUISITIONS)}")
         if self.residual not in RESIDUALS:
-            raise ValueError(f"unknown residual model {self.residual!r}; known: {list(RESIDUALS)}")
+            raise ConfigError(f"unknown residual model {self.residual!r}; known: {list(RESIDUALS)}")
         for name in ("beta", "xi"):
             object.__setattr__(self, name, _number(name, getattr(self, name), 0.0))
         object.__setattr__(self, "prior_weight", _number("prior_weight", self.prior_weight, 0.0, strict=True))

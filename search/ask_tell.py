@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from nasdb.errors import ArgumentError
 from nasdb.space import SearchSpace
 from search.agents import SearchAgent, Surrogate, agent_class, create_agent
 
@@ -30,7 +31,7 @@ class AskTellSearch:
                  surrogate: Surrogate | None = None, **args: Any):
         if isinstance(agent, SearchAgent):
             if space is not None or task is not None or surrogate is not None or args:
-                raise ValueError("a ready agent brings its own space, task and arguments; pass only the agent")
+                raise ArgumentError("a ready agent brings its own space, task and arguments; pass only the agent")
             self.agent = agent
         else:
             agent_class(agent)  # UnknownAgentError naming it
@@ -54,7 +55,7 @@ class AskTellSearch:
     def tell(self, architecture: Sequence[int], value: float) -> None:
         """Report ``architecture``'s value (higher is better; a failed evaluation: leave it untold)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"a told value must be a finite number, got {value!r}")
+            raise ArgumentError(f"a told value must be a finite number, got {value!r}")
         arch = tuple(int(v) for v in self.space.validate(architecture))
         self.agent.tell([arch], [float(value)])
         self.history.append((arch, float(value)))

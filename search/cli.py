@@ -8,15 +8,15 @@ from typing import Any
 import click
 
 from nasdb.cli.options import AGENT_NAMES, EVALUATOR_NAMES, choice_list_option, output_dir, task_list_option
-from nasdb.errors import NasdbError
+from nasdb.errors import ArgumentError, NasdbError
 from search.acquisition import ACQUISITIONS, AcquisitionConfig
 
 _STORE = click.option("--store", "store_root", envvar="NASDB_STORE", required=True,
                       help="Store root: a local path or a filesystem URI [env NASDB_STORE].")
 
 
-def _fail(e: Exception) -> click.ClickException:
-    return click.ClickException(str(e).strip("'\""))
+def _fail(e: NasdbError) -> click.ClickException:
+    return click.ClickException(str(e))
 
 
 #: ``--batch-size`` when not given (capped at the budget): benchmarks/batched_search.py measured it.
@@ -49,13 +49,13 @@ def _surrogate(agents: list[str], store_root: str, predictor_id: str | None) -> 
     (``ctx.obj["surrogates"]``: search/ does not import predictor/); None without the predictor agent."""
     if "predictor" not in agents:
         if predictor_id is not None:
-            raise ValueError(f"--predictor applies to the predictor agent only, not {', '.join(agents)}")
+            raise ArgumentError(f"--predictor applies to the predictor agent only, not {', '.join(agents)}")
         return None
     obj = click.get_current_context().obj
     make = obj.get("surrogates") if isinstance(obj, dict) else None
     if make is None:
-        raise ValueError("the predictor agent needs the predictor, which the nasdb CLI wires: run "
-                         "`nasdb search --agent predictor` (python -m search.run has no predictor)")
+        raise ArgumentError("the predictor agent needs the predictor, which the nasdb CLI wires: run "
+                            "`nasdb search --agent predictor` (python -m search.run has no predictor)")
     return make(store_root, predictor_id)
 
 
@@ -129,7 +129,7 @@ def search_command(store_root, agent, task, budget, pretrain_tasks, pretrain_sou
                             early_stop=early_stop_from_options(early_stop, early_stop_json),
                             batch_size=_batch_size(batch_size, budget), start_timeout=start_timeout,
                             surrogate=_surrogate([agent], store_root, predictor_id))
-    except (NasdbError, ValueError, KeyError) as e:
+    except NasdbError as e:
         raise _fail(e) from None
     click.echo(result.to_json() if as_json else result.summary())
 
@@ -176,7 +176,7 @@ def compare_command(store_root, tasks, budget, agents, evaluator, pretrain_tasks
                     surrogate=_surrogate(list(agents), store_root, predictor_id),
                     out_dir=out_dir, batch_size=_batch_size(batch_size, budget), agent_args={"rl": _agent_args(learning_rate, None),
                                                  "tnaml": _agent_args(learning_rate, pretrain_epochs)})
-    except (NasdbError, ValueError, KeyError) as e:
+    except NasdbError as e:
         raise _fail(e) from None
     click.echo(json.dumps(c.to_dict(), default=str) if as_json else c.to_markdown())
 

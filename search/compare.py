@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from nasdb.errors import ArgumentError
 from search._report import ZERO_SHOT_AGENT, markdown, write_report
 from search.result import SearchResult
 
@@ -180,18 +181,18 @@ def compare(store, tasks: Sequence[str] | str, budget: int = 100, *, agents: Seq
 
     names = _split_tasks(tasks, "test tasks")
     if names is None:
-        raise ValueError("compare needs at least one test task")
+        raise ArgumentError("compare needs at least one test task")
     agents = list(agents)
     if not agents:
-        raise ValueError("compare needs at least one agent")
+        raise ArgumentError("compare needs at least one agent")
     if len(set(agents)) != len(agents):
-        raise ValueError(f"agents are repeated: {agents}")
+        raise ArgumentError(f"agents are repeated: {agents}")
     first_n = int(first_n)
     if first_n < 1:
-        raise ValueError(f"first_n must be >= 1, got {first_n}")
+        raise ArgumentError(f"first_n must be >= 1, got {first_n}")
     fixed = _split_tasks(pretrain_tasks)
     if fixed is not None and set(fixed) & set(names):
-        raise ValueError(f"the pre-training tasks {fixed} include test tasks {sorted(set(fixed) & set(names))}")
+        raise ArgumentError(f"the pre-training tasks {fixed} include test tasks {sorted(set(fixed) & set(names))}")
     store = store if isinstance(store, ExperimentStore) else ExperimentStore(store)
     plans = {t: {} for t in names}
     for t in names:

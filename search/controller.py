@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from nasdb.errors import ArgumentError, ConfigError, NotFoundError
+
 
 @dataclass(frozen=True)
 class ControllerConfig:
@@ -31,11 +33,11 @@ class ControllerConfig:
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_layers", "action_embedding"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"controller {name} must be >= 1, got {getattr(self, name)!r}")
+                raise ConfigError(f"controller {name} must be >= 1, got {getattr(self, name)!r}")
         if self.task_embedding < 0:
-            raise ValueError(f"controller task_embedding must be >= 0, got {self.task_embedding!r}")
+            raise ConfigError(f"controller task_embedding must be >= 0, got {self.task_embedding!r}")
         if not self.init_range > 0:
-            raise ValueError(f"controller init_range must be > 0, got {self.init_range!r}")
+            raise ConfigError(f"controller init_range must be > 0, got {self.init_range!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,9 +62,9 @@ class Controller(nn.Module):
         self.config = config or ControllerConfig()
         self.sizes = [int(s) for s in sizes]
         if not self.sizes or min(self.sizes) < 2:
-            raise ValueError(f"every controller dimension needs >= 2 choices, got sizes {self.sizes}")
+            raise ArgumentError(f"every controller dimension needs >= 2 choices, got sizes {self.sizes}")
         if task_names and not self.config.task_embedding:
-            raise ValueError("task names given to a controller without task embeddings (task_embedding=0)")
+            raise ArgumentError("task names given to a controller without task embeddings (task_embedding=0)")
         c = self.config
         self.offsets = [0] + np.cumsum(self.sizes)[:-1].tolist()
         in_size = c.action_embedding + c.task_embedding
@@ -88,9 +90,9 @@ class Controller(nn.Module):
     def add_task(self, name: str, seed: int | None = None) -> int:
         """Append a new uniformly initialized task embedding (T-NAML Sec. 2.3); returns its index."""
         if not self.multitask:
-            raise ValueError(f"cannot add task {name!r}: this controller has no task embeddings")
+            raise ArgumentError(f"cannot add task {name!r}: this controller has no task embeddings")
         if name in self.task_names:
-            raise ValueError(f"task {name!r} already has an embedding in this controller")
+            raise ArgumentError(f"task {name!r} already has an embedding in this controller")
         gen = torch.Generator().manual_seed(int(seed) if seed is not None else len(self.task_names) + 1)
         row = torch.empty(1, self.config.task_embedding).uniform_(
             -self.config.init_range, self.config.init_range, generator=gen)
@@ -102,18 +104,18 @@ class Controller(nn.Module):
         try:
             return self.task_names.index(task)
         except ValueError:
-            raise KeyError(f"controller has no embedding for task {task!r}; known: {self.task_names}") from None
+            raise NotFoundError(f"controller has no embedding for task {task!r}; known: {self.task_names}") from None
 
     def _task_vectors(self, task: str | Sequence[str] | None, batch: int) -> torch.Tensor | None:
         if not self.multitask:
             if task is not None:
-                raise ValueError(f"task {task!r} given to a controller without task embeddings")
+                raise ArgumentError(f"task {task!r} given to a controller without task embeddings")
             return None
         if task is None:
-            raise ValueError("a multitask controller needs a task name")
+            raise ArgumentError("a multitask controller needs a task name")
         names = [task] * batch if isinstance(task, str) else list(task)
         if len(names) != batch:
-            raise ValueError(f"got {len(names)} task names for a batch of {batch}")
+            raise ArgumentError(f"got {len(names)} task names for a batch of {batch}")
         idx = torch.tensor([self.task_index(n) for n in names], dtype=torch.long)
         return self.task_table[idx]  # (B, T)
 
@@ -139,7 +141,7 @@ class Controller(nn.Module):
         """Per-dimension logits under teacher forcing: a list of ``D`` tensors ``(B, sizes[t])``."""
         actions = torch.as_tensor(np.asarray(architectures), dtype=torch.long)
         if actions.ndim != 2 or actions.shape[1] != len(self.sizes):
-            raise ValueError(f"expected architectures of shape (B, {len(self.sizes)}), got {tuple(actions.shape)}")
+            raise ArgumentError(f"expected architectures of shape (B, {len(self.sizes)}), got {tuple(actions.shape)}")
         x = self._step_inputs(actions, self._task_vectors(task, actions.shape[0]))  # (B, D, in)
         h, _ = self._hidden(x)  # (B, D, H)
         return [head(h[:, t]) for t, head in enumerate(self.heads)]
@@ -166,7 +168,7 @@ class Controller(nn.Module):
                ) -> tuple[np.ndarray, np.ndarray]:
         """Sample ``n`` architectures step by step; returns ``(architectures (n, D), log_probs (n,))``."""
         if n < 1:
-            raise ValueError(f"number of architectures to sample must be >= 1, got {n}")
+            raise ArgumentError(f"number of architectures to sample must be >= 1, got {n}")
         task_vec = self._task_vectors(task, n)
         x = self.start.expand(n, 1, -1)  # (n, 1, A)
         state, logp, out = None, torch.zeros(n), []

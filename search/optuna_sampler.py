@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from nasdb.errors import NasdbError, SpaceMismatchError
+from nasdb.errors import ArgumentError, NasdbError, SpaceMismatchError
 from nasdb.export_optuna import space_distributions
 from nasdb.space import SearchSpace
 from search.ask_tell import AskTellSearch
@@ -56,7 +56,7 @@ class NasdbSampler(BaseSampler):
 
     def before_trial(self, study: "optuna.Study", trial: Any) -> None:
         if len(study.directions) != 1:
-            raise ValueError(f"NasdbSampler searches one objective, the study has {len(study.directions)}")
+            raise ArgumentError(f"NasdbSampler searches one objective, the study has {len(study.directions)}")
         if not self._caught_up:
             self._tell_completed(study)
         self._asked[trial.number] = self.search.ask()

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from nasdb.errors import ConfigError
 from search.evaluators import Evaluation, NotTabulatedError, architecture_key
 
 
@@ -38,10 +39,10 @@ class TableTruth:
 
     def __post_init__(self) -> None:
         if len(self.architectures) != len(self.values) or not len(self.values):
-            raise ValueError(f"task {self.task!r}: need one value per configuration and at least one, got "
-                             f"{len(self.architectures)} configurations and {len(self.values)} values")
+            raise ConfigError(f"task {self.task!r}: need one value per configuration and at least one, got "
+                              f"{len(self.architectures)} configurations and {len(self.values)} values")
         if not np.all(np.isfinite(self.values)):
-            raise ValueError(f"task {self.task!r}: a configuration has a non-finite mean value")
+            raise ConfigError(f"task {self.task!r}: a configuration has a non-finite mean value")
         object.__setattr__(self, "_sorted", np.sort(self.values))
         object.__setattr__(self, "_index", {tuple(int(v) for v in a): i for i, a in enumerate(self.architectures)})
 

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from nasdb.errors import ArgumentError, ConfigError
 from search.controller import Controller
 
 
@@ -29,7 +30,7 @@ class RewardNormalizer:
 
     def __init__(self, decay: float = 0.01, scale: bool = False, eps: float = 1e-8):
         if not 0.0 < decay <= 1.0:
-            raise ValueError(f"EMA decay must be in (0, 1], got {decay!r}")
+            raise ArgumentError(f"EMA decay must be in (0, 1], got {decay!r}")
         self.decay, self.scale, self.eps = float(decay), bool(scale), float(eps)
         self.count, self._mean, self._var = 0, 0.0, 0.0
 
@@ -45,7 +46,7 @@ class RewardNormalizer:
         """Update the statistics with ``reward`` and return its advantage."""
         reward = float(reward)
         if not np.isfinite(reward):
-            raise ValueError(f"reward must be finite, got {reward!r}")
+            raise ArgumentError(f"reward must be finite, got {reward!r}")
         prev_mean, had = self.mean, self.count > 0
         a = self.decay
         self.count += 1
@@ -79,13 +80,13 @@ class ReinforceConfig:
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if self.entropy_weight < 0:
-            raise ValueError(f"entropy_weight must be >= 0, got {self.entropy_weight!r}")
+            raise ConfigError(f"entropy_weight must be >= 0, got {self.entropy_weight!r}")
         if not 0.0 < self.baseline_decay <= 1.0:
-            raise ValueError(f"baseline_decay must be in (0, 1], got {self.baseline_decay!r}")
+            raise ConfigError(f"baseline_decay must be in (0, 1], got {self.baseline_decay!r}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
+            raise ConfigError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

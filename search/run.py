@@ -146,7 +146,7 @@ def _tasks_with_rows(store, space_id: str) -> dict[str, int]:
 
 def _check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        raise ArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
 
 
@@ -154,7 +154,7 @@ def check_batch_size(batch_size: Any, budget: int) -> int:
     """A search batch: an integer from 1 to the budget (ValueError naming the value otherwise)."""
     batch_size = _check_int("batch size", batch_size, 1)
     if batch_size > budget:
-        raise ValueError(f"batch size {batch_size} is larger than the budget {budget}")
+        raise ArgumentError(f"batch size {batch_size} is larger than the budget {budget}")
     return batch_size
 
 
@@ -162,7 +162,7 @@ def check_seconds(name: str, value: Any) -> float:
     """A positive, finite number of seconds (ValueError naming the value otherwise)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
             or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        raise ArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
     return float(value)
 
 
@@ -173,9 +173,9 @@ def _split_tasks(tasks: Sequence[str] | str | None, what: str = "pre-training ta
     names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks)]
     names = [t for t in names if t]
     if not names:
-        raise ValueError(f"the list of {what} is empty")
+        raise ArgumentError(f"the list of {what} is empty")
     if len(set(names)) != len(names):
-        raise ValueError(f"{what} are repeated: {names}")
+        raise ArgumentError(f"{what} are repeated: {names}")
     return names
 
 
@@ -190,7 +190,7 @@ def _resolve_space(store, evaluator: str, task: str, space_id: str | None) -> An
         if len(ids) == 1:
             return store.space(ids[0])
         if len(ids) > 1 and default_space().space_id not in ids:
-            raise ValueError(f"task {task!r} has rows of {len(ids)} search spaces {ids}; pass space_id")
+            raise ArgumentError(f"task {task!r} has rows of {len(ids)} search spaces {ids}; pass space_id")
     space = default_space()
     return space
 
@@ -202,8 +202,8 @@ def _check_task(store: Any, name: str, evaluator: str) -> None:
         store.task(name)
     except TaskHasNoSamplesError:
         if evaluator != "lookup":
-            raise ValueError(f"task {name!r} is an imported tabular benchmark: there is nothing to train; "
-                             f"search it with --evaluator lookup") from None
+            raise ArgumentError(f"task {name!r} is an imported tabular benchmark: there is nothing to train; "
+                                f"search it with --evaluator lookup") from None
 
 
 def _fingerprints(store, tasks: list[str]) -> dict:
@@ -241,18 +241,18 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
     if progress_s is not None:
         progress_s = check_seconds("progress interval", progress_s)
     if evaluator not in EVALUATORS:
-        raise ValueError(f"unknown evaluator {evaluator!r}; known: {sorted(EVALUATORS)}")
+        raise ArgumentError(f"unknown evaluator {evaluator!r}; known: {sorted(EVALUATORS)}")
     names = _split_tasks(pretrain_tasks)
     if agent != "tnaml" and (names is not None or pretrain_budget is not None):
-        raise ValueError(f"pre-training tasks apply to the 'tnaml' agent only, not {agent!r}")
+        raise ArgumentError(f"pre-training tasks apply to the 'tnaml' agent only, not {agent!r}")
     if pretrain_source not in PRETRAIN_SOURCES:
-        raise ValueError(f"pretrain source must be one of {PRETRAIN_SOURCES}, got {pretrain_source!r}")
+        raise ArgumentError(f"pretrain source must be one of {PRETRAIN_SOURCES}, got {pretrain_source!r}")
     if epochs is not None:
         _check_int("epochs", epochs, 1)
     store = store if isinstance(store, ExperimentStore) else ExperimentStore(store)
     _check_task(store, task, evaluator)
     if names is not None and task in names:
-        raise ValueError(f"the pre-training tasks {names} include the target task {task!r}")
+        raise ArgumentError(f"the pre-training tasks {names} include the target task {task!r}")
     for t in names or ():
         _check_task(store, t, evaluator)
 
@@ -263,8 +263,8 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
         recipe = TrainRecipe.from_dict(fields).to_dict()
         early_stop = resolve_early_stop(early_stop, recipe["epochs"])
     elif early_stop not in (None, False):
-        raise ValueError(f"early stopping applies to the train evaluator only, not {evaluator!r} "
-                         "(the lookup evaluator trains nothing)")
+        raise ArgumentError(f"early stopping applies to the train evaluator only, not {evaluator!r} "
+                            "(the lookup evaluator trains nothing)")
     elif epochs is not None:
         recipe = TrainRecipe.from_dict({**TrainRecipe().to_dict(), **(recipe or {}), "epochs": epochs}).to_dict()
     space = _resolve_space(store, evaluator, task, space_id)
@@ -279,14 +279,14 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
             if names is None:
                 names = sorted(have)
                 if not names:
-                    raise ValueError(f"store {store.uri} has no offline children of tasks other than {task!r} "
-                                     f"(space {space.space_id}) to pre-train T-NAML on; populate it first")
+                    raise ArgumentError(f"store {store.uri} has no offline children of tasks other than {task!r} "
+                                        f"(space {space.space_id}) to pre-train T-NAML on; populate it first")
             empty = [t for t in names if not have.get(t)]
             if empty:
-                raise ValueError(f"pre-training tasks {empty} have no offline children (space {space.space_id}) in "
-                                 f"store {store.uri}; populate them first or use the live pretrain source")
+                raise ArgumentError(f"pre-training tasks {empty} have no offline children (space {space.space_id}) in "
+                                    f"store {store.uri}; populate them first or use the live pretrain source")
         elif names is None:
-            raise ValueError("live T-NAML pre-training needs explicit pre-training tasks (--pretrain-tasks)")
+            raise ArgumentError("live T-NAML pre-training needs explicit pre-training tasks (--pretrain-tasks)")
         args.update(pretrain_tasks=list(names), pretrain_source=pretrain_source, pretrain_budget=pretrain_budget)
         pretrain = {"source": pretrain_source, "tasks": list(names), "budget": pretrain_budget}
     # bad agent arguments, a missing surrogate or one over another space fail here
@@ -304,8 +304,8 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
         key = json.dumps(settings, sort_keys=True, default=str)
         run_id = f"{agent}-{task}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     elif not isinstance(run_id, str) or not _RUN_ID.match(run_id):
-        raise ValueError(f"run id {run_id!r} is not valid: use 1-128 letters, digits or '_.+-', starting with a "
-                         f"letter or digit (it names a folder in the store)")
+        raise ArgumentError(f"run id {run_id!r} is not valid: use 1-128 letters, digits or '_.+-', starting with a "
+                            f"letter or digit (it names a folder in the store)")
     every = checkpoint_every if checkpoint_every is not None else (1 if evaluator == "train" else 25)
     return SearchPlan(store.uri, run_id, task, budget, described, evaluator, parallel, space.space_id, recipe,
                       pretrain, _check_int("checkpoint_every", every, 1), bool(verbose),
@@ -353,7 +353,7 @@ def execute(plan: SearchPlan, *, as_actor: bool | None = None, address: str | No
 
     as_actor = plan.evaluator == "train" if as_actor is None else as_actor
     if as_actor and on_evaluation is not None:
-        raise ValueError("on_evaluation callbacks run in-process only; pass as_actor=False")
+        raise ArgumentError("on_evaluation callbacks run in-process only; pass as_actor=False")
     needs_ray = as_actor or plan.evaluator == "train"
     started = False
     if needs_ray:

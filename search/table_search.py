@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from nasdb.errors import ArgumentError, ConfigError
 from nasdb.space import SearchSpace
 from search.agents import SearchAgent, Surrogate, agent_class, create_agent
 from search.evaluators import Evaluation, LookupEvaluator, Trial
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def _int_at_least(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}, but got {name}={value!r}.")
+        raise ArgumentError(f"`{name}` must be an integer >= {low}, but got {name}={value!r}.")
     return int(value)
 
 
@@ -49,12 +50,12 @@ class TableSearchConfig:
     def __post_init__(self) -> None:
         agents = tuple(self.agents)
         if not agents or len(set(agents)) != len(agents):
-            raise ValueError(f"`agents` must be distinct agent names, at least one, but got agents={agents!r}.")
+            raise ConfigError(f"`agents` must be distinct agent names, at least one, but got agents={agents!r}.")
         for a in agents:
             agent_class(a)  # ValueError listing the known agents
         budgets = tuple(sorted({_int_at_least("budgets", b, 1) for b in self.budgets}))
         if not budgets:
-            raise ValueError("`budgets` must name at least one number of evaluations, but got budgets=().")
+            raise ConfigError("`budgets` must name at least one number of evaluations, but got budgets=().")
         object.__setattr__(self, "agents", agents)
         object.__setattr__(self, "budgets", budgets)
         _int_at_least("repeats", self.repeats, 1)
@@ -62,7 +63,7 @@ class TableSearchConfig:
         _int_at_least("pretrain_budget", self.pretrain_budget, 1)
         unknown = sorted(set(self.agent_args) - set(agents))
         if unknown:
-            raise ValueError(f"`agent_args` names agents that do not run: {unknown} (agents: {list(agents)})")
+            raise ConfigError(f"`agent_args` names agents that do not run: {unknown} (agents: {list(agents)})")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "agents": list(self.agents), "budgets": list(self.budgets)}
@@ -239,10 +240,10 @@ def _search_benchmark(store, space, held_out, pool, config, benchmark, zero_shot
     pool = list(dict.fromkeys(pool))
     missing = [t for t in held_out if t not in pool]
     if missing:
-        raise ValueError(f"held-out tasks {missing} are not among the benchmark's tasks {pool}")
+        raise ArgumentError(f"held-out tasks {missing} are not among the benchmark's tasks {pool}")
     lacking = [t for t in held_out if "predictor" in config.agents and not surrogates.get(t)]
     if lacking:
-        raise ValueError(f"the predictor agent needs a predictor fitted without each held-out task; none for {lacking}")
+        raise ArgumentError(f"the predictor agent needs a predictor fitted without each held-out task; none for {lacking}")
     evaluator = LookupEvaluator(store, space, tasks=pool)  # NotTabulatedError naming an empty task
     truths = {t: TableTruth.from_table(evaluator.table(t)) for t in held_out}
     judged_zs = {t: [judge_suggestion(truths[t], z) for z in (zero_shot or {}).get(t, [])] for t in held_out}
@@ -251,7 +252,7 @@ def _search_benchmark(store, space, held_out, pool, config, benchmark, zero_shot
     for task in held_out:
         others = [t for t in pool if t != task]
         if "tnaml" in config.agents and not others:
-            raise ValueError(f"T-NAML needs other tasks to pre-train on; the benchmark pool is only {pool}")
+            raise ArgumentError(f"T-NAML needs other tasks to pre-train on; the benchmark pool is only {pool}")
         runs[task] = {}
         for name in config.agents:
             runs[task][name] = []

@@ -16,8 +16,8 @@ import torch
 import cluster.child._batched as batched
 import cluster.child._batched_net as batched_net
 from cluster.child import ChildResult, TrainRecipe, child_plan, train_child, train_children
-from cluster.child._observer import ObserverError
 from cluster.early_stop import EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision, model_features
+from nasdb.errors import ObserverError
 
 from child_helpers import arch, poison_one_member
 

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from nasdb.errors import SchemaError, StoreError, UnknownTaskError
+from nasdb.errors import QueryError, SchemaError, StoreError, UnknownTaskError
 from nasdb.space import default_space
 from nasdb.store import (EXPERIMENT_SCHEMA, SCHEMA_VERSION, ExperimentRecord, ExperimentStore, ReadOnlyQueryError,
                          TaskExistsError, experiment_id)
@@ -204,9 +204,10 @@ def test_sandbox_blocks_file_access_the_guard_misses(store, tmp_path, monkeypatc
     monkeypatch.setattr("nasdb.store._store.check_read_only", lambda sql: sql)
     secret = tmp_path / "secret.csv"
     secret.write_text("a\n1\n")
-    with pytest.raises(duckdb.Error):
+    with pytest.raises(QueryError) as err:  # DuckDB's refusal, as the store's error
         store.query(f"SELECT * FROM read_csv('{secret}')")
-    with pytest.raises((duckdb.Error, ReadOnlyQueryError)):
+    assert isinstance(err.value.__cause__, duckdb.Error)
+    with pytest.raises((QueryError, ReadOnlyQueryError)):
         store.query("SET enable_external_access = true")
 
 

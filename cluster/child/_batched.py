@@ -26,8 +26,9 @@ from cluster.child._buckets import CostModel, make_buckets
 from cluster.child._child import (ChildPlan, ChildResult, TrainRecipe, check_seed, child_plan, resolve_device,
                                   train_child)
 from cluster.child._embeddings import EmbeddingBank, default_bank
-from cluster.child._observer import ObserverError, observe_complete, observe_epoch
+from cluster.child._observer import observe_complete, observe_epoch
 from cluster.early_stop import model_features
+from nasdb.errors import ArgumentError, ObserverError
 from nasdb.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -197,8 +198,8 @@ def train_batched(task: Any, plans: Sequence[ChildPlan], seeds: Sequence[int], r
     an :class:`ObserverError` (the observer's fault, not the children's) propagates.
     ``observer`` and ``features`` (N, F), one row per plan: see ``train_children``."""
     if observer is not None and (features is None or len(features) != len(plans)):
-        raise ValueError(f"an observer needs features with one row per plan ({len(plans)}), "
-                         f"got {None if features is None else np.shape(features)}")
+        raise ArgumentError(f"an observer needs features with one row per plan ({len(plans)}), "
+                            f"got {None if features is None else np.shape(features)}")
     cm = CostModel.for_device(dev, recipe.batch_size)
     data = _TaskData(task, bank, dev)
     results: list[ChildResult | None] = [None] * len(plans)
@@ -237,13 +238,13 @@ def train_children(task: Any, space: SearchSpace, architectures: Any, *, recipe:
     unchanged), and ``report_complete`` is called once per bucket.
     """
     if not isinstance(recipe, TrainRecipe):
-        raise ValueError(f"recipe must be a TrainRecipe, got {type(recipe).__name__}")
+        raise ArgumentError(f"recipe must be a TrainRecipe, got {type(recipe).__name__}")
     archs = np.asarray(architectures)
     if archs.ndim != 2 or archs.shape[1] != space.num_dimensions:
-        raise ValueError(f"architectures must have shape (N, {space.num_dimensions}), got {archs.shape}")
+        raise ArgumentError(f"architectures must have shape (N, {space.num_dimensions}), got {archs.shape}")
     seeds = np.zeros(len(archs), dtype=np.int64) if seeds is None else np.asarray(seeds)
     if seeds.shape != (len(archs),):
-        raise ValueError(f"seeds must have shape ({len(archs)},), got {seeds.shape}")
+        raise ArgumentError(f"seeds must have shape ({len(archs)},), got {seeds.shape}")
     seeds = [check_seed(s.item() if isinstance(s, np.generic) else s) for s in seeds]
     dev = resolve_device(device)
     bank = bank if bank is not None else default_bank()

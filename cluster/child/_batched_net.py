@@ -26,6 +26,7 @@ import torch
 
 from cluster.child._buckets import _profiles
 from cluster.child._child import ChildPlan, init_plan
+from nasdb.errors import ArgumentError
 
 _ACT = {"relu": torch.relu_, "tanh": torch.tanh_}
 _RELU_GRAD = torch.ops.aten.threshold_backward.grad_input  # what autograd uses, here in place
@@ -98,7 +99,7 @@ class _Bucket:
         buffers and step buffers start anew. Returns the map of other per-parameter state
         (Adam's moments, in :meth:`parameters` order) from the old layout to the new one."""
         if not members:
-            raise ValueError("a bucket must keep at least one member")
+            raise ArgumentError("a bucket must keep at least one member")
         old_rows, old_K = self.row, self.K
         self._layout([self.plans[m] for m in members])
 

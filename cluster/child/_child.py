@@ -35,8 +35,9 @@ from nasdb.settings import from_settings
 from nasdb.space import SearchSpace, parse_layer_choice
 
 from cluster.child._embeddings import EmbeddingBank, default_bank
-from cluster.child._observer import ObserverError, observe_complete, observe_epoch
+from cluster.child._observer import observe_complete, observe_epoch
 from cluster.early_stop import model_features
+from nasdb.errors import ArgumentError, ConfigError, ObserverError
 
 if TYPE_CHECKING:
     from cluster.early_stop import EpochObserver
@@ -65,14 +66,14 @@ class TrainRecipe:
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"TrainRecipe.{name} must be an int >= 1, got {v!r}")
+                raise ConfigError(f"TrainRecipe.{name} must be an int >= 1, got {v!r}")
             object.__setattr__(self, name, int(v))
         lr = self.learning_rate
         if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not (math.isfinite(lr) and lr > 0):
-            raise ValueError(f"TrainRecipe.learning_rate must be a finite float > 0, got {lr!r}")
+            raise ConfigError(f"TrainRecipe.learning_rate must be a finite float > 0, got {lr!r}")
         object.__setattr__(self, "learning_rate", float(lr))
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"TrainRecipe.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ConfigError(f"TrainRecipe.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,19 +141,19 @@ def space_layout(space: SearchSpace) -> SpaceLayout:
     expected = {"embedding"} | {f"layer{j}" for j in range(1, num_layers + 1)} | {
         f"enable{j}" for j in range(1, num_layers + 1)}
     if set(names) != expected:
-        raise ValueError(f"space {space.name!r} is not a child-network space: dimensions {names}, "
-                         f"expected embedding, layer1..layer{num_layers}, enable1..enable{num_layers}")
+        raise ArgumentError(f"space {space.name!r} is not a child-network space: dimensions {names}, "
+                            f"expected embedding, layer1..layer{num_layers}, enable1..enable{num_layers}")
     layer_dims = tuple(space.index(f"layer{j}") for j in range(1, num_layers + 1))
     gate_dims = tuple(space.index(f"enable{j}") for j in range(1, num_layers + 1))
     for g in gate_dims:
         if space.dimensions[g].choices != ("off", "on"):
-            raise ValueError(f"dimension {names[g]!r} must have choices ('off', 'on'), "
-                             f"got {space.dimensions[g].choices}")
+            raise ArgumentError(f"dimension {names[g]!r} must have choices ('off', 'on'), "
+                                f"got {space.dimensions[g].choices}")
     layers = tuple(tuple(parse_layer_choice(c) for c in space.dimensions[i].choices) for i in layer_dims)
     for i, choices in zip(layer_dims, layers):
         bad = [a for a, _ in choices if a not in ACTIVATIONS]
         if bad:
-            raise ValueError(f"dimension {names[i]!r}: unknown activation {bad[0]!r}; known {sorted(ACTIVATIONS)}")
+            raise ArgumentError(f"dimension {names[i]!r}: unknown activation {bad[0]!r}; known {sorted(ACTIVATIONS)}")
     return SpaceLayout(space.dimensions[space.index("embedding")].choices, layers, space.index("embedding"),
                        layer_dims, gate_dims, space.blocks)
 
@@ -181,7 +182,7 @@ def child_plan(space: SearchSpace, architecture: Any, bank: EmbeddingBank) -> Ch
     lay = space_layout(space)
     emb = lay.embeddings[arch[lay.embedding_dim]]
     if emb not in bank:
-        raise ValueError(f"embedding module {emb!r} is not in the bank {list(bank.names)}")
+        raise ArgumentError(f"embedding module {emb!r} is not in the bank {list(bank.names)}")
     layers = tuple((j, int(arch[d]), *lay.layers[j][arch[d]])
                    for j, (d, g) in enumerate(zip(lay.layer_dims, lay.gate_dims)) if arch[g] == 1)
     return ChildPlan(emb, bank.dims[emb], layers)
@@ -191,12 +192,12 @@ def check_relaxed_weights(space: SearchSpace, weights: Any) -> np.ndarray:
     """Per-block softmax weights u: shape (encoding_size,), finite, >= 0, each block sums to 1."""
     u = np.asarray(weights, dtype=np.float64)
     if u.shape != (space.encoding_size,):
-        raise ValueError(f"relaxed_weights must have shape ({space.encoding_size},), got {u.shape}")
+        raise ArgumentError(f"relaxed_weights must have shape ({space.encoding_size},), got {u.shape}")
     for d, block in zip(space.dimensions, space.blocks):
         b = u[block]
         if not np.all(np.isfinite(b)) or np.any(b < 0) or abs(b.sum() - 1.0) > 1e-4:
-            raise ValueError(f"dimension {d.name!r}: relaxed weights must be finite, >= 0 and sum to 1, "
-                             f"got {b.round(6).tolist()}")
+            raise ArgumentError(f"dimension {d.name!r}: relaxed weights must be finite, >= 0 and sum to 1, "
+                                f"got {b.round(6).tolist()}")
     return u.astype(np.float32)
 
 
@@ -229,15 +230,15 @@ class ChildNetwork(nn.Module):
                  relaxed_weights: Any = None, generator: torch.Generator | None = None):
         super().__init__()
         if (architecture is None) == (relaxed_weights is None):
-            raise ValueError("give exactly one of architecture (one-hot) and relaxed_weights (relaxed)")
+            raise ArgumentError("give exactly one of architecture (one-hot) and relaxed_weights (relaxed)")
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+            raise ArgumentError(f"num_classes must be an int >= 2, got {num_classes!r}")
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         self.layout, self.bank_names, self.num_classes = space_layout(space), bank.names, int(num_classes)
         missing = [e for e in self.layout.embeddings if e not in bank]
         if missing:
-            raise ValueError(f"embedding module(s) {missing} of space {space.name!r} are not in the bank "
-                             f"{list(bank.names)}")
+            raise ArgumentError(f"embedding module(s) {missing} of space {space.name!r} are not in the bank "
+                                f"{list(bank.names)}")
         self.relaxed = relaxed_weights is not None
         if not self.relaxed:
             self.plan = child_plan(space, architecture, bank)
@@ -318,7 +319,7 @@ class ChildNetwork(nn.Module):
     def load_one_hot_(self, other: "ChildNetwork") -> "ChildNetwork":
         """Copy a one-hot child's parameters into this relaxed supernet's chosen branches."""
         if not self.relaxed or other.relaxed:
-            raise ValueError("load_one_hot_ copies a one-hot child into a relaxed supernet")
+            raise ArgumentError("load_one_hot_ copies a one-hot child into a relaxed supernet")
         plan, n = other.plan, len(self.layout.layers[0])
         d_in = plan.widths
         for (j, i, _, w), wt, b, d in zip(plan.layers, other.weights, other.biases, d_in):
@@ -335,17 +336,17 @@ def resolve_device(device: Any) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"unknown device {device!r}: {e}") from None
+        raise ArgumentError(f"unknown device {device!r}: {e}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+        raise ArgumentError(f"device {device!r} asked for, but torch sees no CUDA GPU")
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+        raise ArgumentError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
     return dev
 
 
 def check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+        raise ArgumentError(f"seed must be an int in [0, 2**63), got {seed!r}")
     return int(seed)
 
 
@@ -381,13 +382,13 @@ def train_child(task: Any, space: SearchSpace, architecture: Any, *, recipe: Tra
     :class:`ObserverError`. Its features are ``model_features`` of ``architecture``.
     """
     if not isinstance(recipe, TrainRecipe):
-        raise ValueError(f"recipe must be a TrainRecipe, got {type(recipe).__name__}")
+        raise ArgumentError(f"recipe must be a TrainRecipe, got {type(recipe).__name__}")
     seed, dev = check_seed(seed), resolve_device(device)
     bank = bank if bank is not None else default_bank()
     if architecture is not None:
         space.validate(architecture)
     elif observer is not None:
-        raise ValueError("an early-stop observer needs the architecture (its features), got architecture=None")
+        raise ArgumentError("an early-stop observer needs the architecture (its features), got architecture=None")
     gen = torch.Generator().manual_seed(seed)
     net = ChildNetwork(space, task.num_classes, bank, generator=gen, relaxed_weights=relaxed_weights,
                        architecture=architecture if relaxed_weights is None else None)

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from nasdb.errors import ArgumentError, NotFoundError
 from nasdb.space import EMBEDDING_MODULES
 
 _NAME_RE = re.compile(r"^(identity|pca(\d+)|rff(\d+))$")
@@ -63,12 +64,12 @@ def parse_module_name(name: str, input_dim: int = 64) -> tuple[str, int]:
     """``'pca16' -> ('pca', 16)``; ValueError for names that are not identity/pca<k>/rff<D>."""
     m = _NAME_RE.match(str(name))
     if not m:
-        raise ValueError(f"unknown embedding module {name!r}: expected 'identity', 'pca<k>' or 'rff<D>'")
+        raise ArgumentError(f"unknown embedding module {name!r}: expected 'identity', 'pca<k>' or 'rff<D>'")
     if m.group(1) == "identity":
         return "identity", input_dim
     kind, size = ("pca", int(m.group(2))) if m.group(2) else ("rff", int(m.group(3)))
     if size < 1 or (kind == "pca" and size > input_dim):
-        raise ValueError(f"embedding module {name!r}: size must be in [1, {input_dim}] for pca, >= 1 for rff")
+        raise ArgumentError(f"embedding module {name!r}: size must be in [1, {input_dim}] for pca, >= 1 for rff")
     return kind, size
 
 
@@ -94,10 +95,10 @@ class EmbeddingBank:
 
     def __init__(self, modules: Sequence[EmbeddingModule], *, task: str | None = None):
         if not modules:
-            raise ValueError("an embedding bank needs at least one module")
+            raise ArgumentError("an embedding bank needs at least one module")
         names = [m.name for m in modules]
         if len(set(names)) != len(names):
-            raise ValueError(f"repeated embedding module names: {names}")
+            raise ArgumentError(f"repeated embedding module names: {names}")
         self.modules = tuple(modules)
         self._index = {m.name: i for i, m in enumerate(self.modules)}
         self._cache: OrderedDict[tuple[str, str], dict[str, np.ndarray]] = OrderedDict()
@@ -109,7 +110,7 @@ class EmbeddingBank:
         """Fit every module on ``x`` (N, F): one PCA shared by all ``pca<k>``, one draw per ``rff<D>``."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or len(x) < 2 or not np.all(np.isfinite(x)):
-            raise ValueError(f"embedding fit data must be a finite (N >= 2, F) array, got shape {x.shape}")
+            raise ArgumentError(f"embedding fit data must be a finite (N >= 2, F) array, got shape {x.shape}")
         parsed = [(str(n), *parse_module_name(n, x.shape[1])) for n in names]
         mean = x.mean(0)
         _, s, vt = np.linalg.svd(x - mean, full_matrices=False)  # vt: (F, F)
@@ -137,7 +138,7 @@ class EmbeddingBank:
         samples ``x`` (N, F), any F (see the module docstring for what each means)."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or len(x) < 2 or not np.all(np.isfinite(x)):
-            raise ValueError(f"embedding fit data must be a finite (N >= 2, F) array, got shape {x.shape}")
+            raise ArgumentError(f"embedding fit data must be a finite (N >= 2, F) array, got shape {x.shape}")
         n, f = x.shape
         rng = np.random.default_rng([seed, 17])
         fit = x if n <= _TASK_FIT_ROWS else x[np.sort(rng.choice(n, _TASK_FIT_ROWS, replace=False))]
@@ -176,7 +177,7 @@ class EmbeddingBank:
         key = task.fingerprint()
         if self.task is not None:
             if self.task != key:
-                raise ValueError(f"this embedding bank was fitted on task {self.task}, not on {key}")
+                raise ArgumentError(f"this embedding bank was fitted on task {self.task}, not on {key}")
             return self
         bank = self._task_banks.get(key)
         if bank is None:
@@ -203,7 +204,7 @@ class EmbeddingBank:
         try:
             return self.modules[self._index[name]]
         except KeyError:
-            raise KeyError(f"embedding bank has no module {name!r}; it has {list(self.names)}") from None
+            raise NotFoundError(f"embedding bank has no module {name!r}; it has {list(self.names)}") from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._index

@@ -12,13 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nasdb.errors import ObserverError
+
 if TYPE_CHECKING:
     from cluster.early_stop import EpochObserver
-
-
-class ObserverError(RuntimeError):
-    """The early-stop observer raised or answered malformed: its caller's fault, not the
-    child's, so it propagates out of training instead of failing the children."""
 
 
 def observe_epoch(observer: "EpochObserver", curves: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cluster.early_stop._stopper import EarlyStopConfig, EarlyStopper, StopDecision, StopRule
+from nasdb.errors import ArgumentError
 
 
 class CurvePredictorService:
@@ -32,7 +33,7 @@ class CurvePredictorService:
 
     def _stopper(self, key: str) -> EarlyStopper:
         if not isinstance(key, str) or not key:
-            raise ValueError(f"an early-stop key (task name) must be a non-empty string, got {key!r}")
+            raise ArgumentError(f"an early-stop key (task name) must be a non-empty string, got {key!r}")
         with self._lock:
             if key not in self._stoppers:
                 self._stoppers[key] = EarlyStopper(self.config)
@@ -91,7 +92,7 @@ class ActorEarlyStopper:
 
     def __init__(self, actor: Any, key: str, *, refresh_seconds: float = 1.0):
         if refresh_seconds < 0:
-            raise ValueError(f"refresh_seconds must be >= 0, got {refresh_seconds!r}")
+            raise ArgumentError(f"refresh_seconds must be >= 0, got {refresh_seconds!r}")
         self.actor = actor
         self.key = key
         self.refresh_seconds = float(refresh_seconds)

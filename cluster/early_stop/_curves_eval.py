@@ -22,6 +22,7 @@ import numpy as np
 from cluster.early_stop._features import model_feature_names, model_features
 from cluster.early_stop._srm import SequentialRegressor
 from cluster.early_stop._stopper import EarlyStopConfig, EarlyStopper
+from nasdb.errors import ArgumentError
 
 
 @dataclass
@@ -75,7 +76,7 @@ def load_full_curves(store: Any, task: str, *, recipe: Any = None, space_id: str
         else:
             usable.append(r)
     if not usable:
-        raise ValueError(f"task {task!r} has no complete learning curves in the store ({dict(skipped)} skipped)")
+        raise ArgumentError(f"task {task!r} has no complete learning curves in the store ({dict(skipped)} skipped)")
     space_id, _ = Counter(r["space_id"] for r in usable).most_common(1)[0]
     length, _ = Counter(len(r["val_curve"]) for r in usable if r["space_id"] == space_id).most_common(1)[0]
     keep = [r for r in usable if r["space_id"] == space_id and len(r["val_curve"]) == length]
@@ -100,11 +101,11 @@ def r2_by_tau(cs: CurveSet, *, repeats: int = 5, train_fraction: float = 0.5, ta
     """R^2 of the SRM's predicted ``y_T`` per ``tau`` on held-out curves (random splits, ``repeats``
     times), next to the last-seen-value heuristic (predict ``y_T = y_tau``)."""
     if repeats < 1 or not (0.0 < train_fraction < 1.0):
-        raise ValueError(f"need repeats >= 1 and 0 < train_fraction < 1, got {repeats} and {train_fraction}")
+        raise ArgumentError(f"need repeats >= 1 and 0 < train_fraction < 1, got {repeats} and {train_fraction}")
     n, T = cs.curves.shape
     n_train = int(round(train_fraction * n))
     if n_train < 5 or n - n_train < 2:
-        raise ValueError(f"task {cs.task!r}: {n} curves are too few to split {train_fraction:.0%} / rest")
+        raise ArgumentError(f"task {cs.task!r}: {n} curves are too few to split {train_fraction:.0%} / rest")
     taus = list(range(1, T)) if taus is None else sorted({int(t) for t in taus})
     rng = np.random.default_rng(seed)
     srm, last = np.zeros((repeats, len(taus))), np.zeros((repeats, len(taus)))
@@ -162,9 +163,9 @@ def simulate_early_stopping(cs: CurveSet, config: EarlyStopConfig | None = None,
     """Early stopping over ``orders`` random orders of the stored runs (the paper's Fig. 4)."""
     config = config or EarlyStopConfig()
     if orders < 1:
-        raise ValueError(f"orders must be >= 1, got {orders}")
+        raise ArgumentError(f"orders must be >= 1, got {orders}")
     if cs.num_curves <= config.burn_in:
-        raise ValueError(f"task {cs.task!r}: {cs.num_curves} curves leave nothing after burn_in={config.burn_in}")
+        raise ArgumentError(f"task {cs.task!r}: {cs.num_curves} curves leave nothing after burn_in={config.burn_in}")
     rng = np.random.default_rng(seed)
     runs = [simulate_order(cs, rng.permutation(cs.num_curves), config) for _ in range(orders)]
     speedups = np.array([r["speedup"] for r in runs])
@@ -227,7 +228,7 @@ def evaluate_curves(store: Any, task: str | None = None, out_dir: str | Path | N
                           f"last_seen_r2_{pct}pct": r2["last_seen_r2_mean"][j]})
         report["tasks"][name] = {**entry, "r2": r2, "simulation": sim}
     if not report["tasks"]:
-        raise ValueError(f"no task has enough complete curves to evaluate: {report['skipped_tasks']}")
+        raise ArgumentError(f"no task has enough complete curves to evaluate: {report['skipped_tasks']}")
     per = report["tasks"].values()
     report["summary"] = {
         **{f"r2_{pct}pct_mean": float(np.mean([t[f"r2_{pct}pct"] for t in per])) for pct in FRACTIONS},

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from nasdb.errors import ArgumentError
 from nasdb.space import SearchSpace, parse_layer_choice
 
 #: Architecture features of a space with ``layer<j>`` / ``enable<j>`` dimensions (the default space).
@@ -57,13 +58,13 @@ def architecture_features(space: SearchSpace, architectures: Any, num_params: An
     """
     archs = np.asarray(architectures)
     if archs.ndim != 2 or archs.shape[1] != space.num_dimensions:
-        raise ValueError(f"architectures must have shape (N, {space.num_dimensions}), got {archs.shape}")
+        raise ArgumentError(f"architectures must have shape (N, {space.num_dimensions}), got {archs.shape}")
     params = np.asarray(num_params, dtype=np.float64).reshape(-1)  # (N,)
     if params.shape[0] != archs.shape[0]:
-        raise ValueError(f"num_params has {params.shape[0]} entries for {archs.shape[0]} architectures")
+        raise ArgumentError(f"num_params has {params.shape[0]} entries for {archs.shape[0]} architectures")
     if not np.all(np.isfinite(params)) or np.any(params < 1):
         bad = params[~(np.isfinite(params) & (params >= 1))][0]
-        raise ValueError(f"num_params must be finite and >= 1, got {bad!r}")
+        raise ArgumentError(f"num_params must be finite and >= 1, got {bad!r}")
     archs = np.stack([space.validate(a) for a in archs]) if len(archs) else archs.astype(np.int64)
     log_params = np.log10(params)[:, None]  # (N, 1)
     pairs = _layer_dims(space)
@@ -97,7 +98,7 @@ def _recipe_dict(recipe: Any) -> Mapping[str, Any]:
         return recipe
     if hasattr(recipe, "to_dict"):
         return recipe.to_dict()
-    raise ValueError(f"a training recipe must be a dict or have to_dict(), got {type(recipe).__name__}")
+    raise ArgumentError(f"a training recipe must be a dict or have to_dict(), got {type(recipe).__name__}")
 
 
 def hparam_features(recipes: Any, n: int | None = None) -> np.ndarray:
@@ -113,10 +114,10 @@ def hparam_features(recipes: Any, n: int | None = None) -> np.ndarray:
         values = []
         for key in HPARAM_KEYS:
             if key not in d:
-                raise ValueError(f"training recipe lacks {key!r} (needed as a feature): {dict(d)!r}")
+                raise ArgumentError(f"training recipe lacks {key!r} (needed as a feature): {dict(d)!r}")
             v = float(d[key])
             if not math.isfinite(v) or v <= 0:
-                raise ValueError(f"recipe {key} must be finite and > 0, got {d[key]!r}")
+                raise ArgumentError(f"recipe {key} must be finite and > 0, got {d[key]!r}")
             values.append(v)
         lr, bs, epochs = values
         rows.append([math.log10(lr), math.log2(bs), epochs])
@@ -125,7 +126,7 @@ def hparam_features(recipes: Any, n: int | None = None) -> np.ndarray:
         if single:
             out = np.repeat(out, n, axis=0)
         elif out.shape[0] != n:
-            raise ValueError(f"got {out.shape[0]} recipes for {n} models")
+            raise ArgumentError(f"got {out.shape[0]} recipes for {n} models")
     return out
 
 
@@ -188,22 +189,22 @@ def curve_features(curves: Any, arch_features: Any, hparams: Any = None, *,
     """
     y = np.asarray(curves, dtype=np.float64)
     if y.ndim != 2 or y.shape[1] < 1:
-        raise ValueError(f"curves must have shape (N, tau) with tau >= 1, got {y.shape}")
+        raise ArgumentError(f"curves must have shape (N, tau) with tau >= 1, got {y.shape}")
     if not np.all(np.isfinite(y)):
-        raise ValueError(f"curves hold a non-finite value at (row, epoch) {tuple(np.argwhere(~np.isfinite(y))[0])}")
+        raise ArgumentError(f"curves hold a non-finite value at (row, epoch) {tuple(np.argwhere(~np.isfinite(y))[0])}")
     static = np.asarray(arch_features, dtype=np.float64)
     if static.ndim != 2 or static.shape[0] != y.shape[0]:
-        raise ValueError(f"features must have shape ({y.shape[0]}, F), got {static.shape}")
+        raise ArgumentError(f"features must have shape ({y.shape[0]}, F), got {static.shape}")
     parts = [y, np.diff(y, n=1, axis=1), np.diff(y, n=2, axis=1), static]  # (N, tau), (N, tau-1), (N, tau-2)
     if hparams is not None:
         hp = np.asarray(hparams, dtype=np.float64)
         hp = np.broadcast_to(hp, (y.shape[0], hp.shape[-1])) if hp.ndim == 1 else hp
         if hp.ndim != 2 or hp.shape[0] != y.shape[0]:
-            raise ValueError(f"hparams must have shape (H,) or ({y.shape[0]}, H), got {hp.shape}")
+            raise ArgumentError(f"hparams must have shape (H,) or ({y.shape[0]}, H), got {hp.shape}")
         parts.append(hp)
     if num_epochs is not None:
         parts.append(trend_features(y, num_epochs))
     out = np.concatenate(parts, axis=1)
     if not np.all(np.isfinite(out)):
-        raise ValueError("architecture/hyperparameter features hold a non-finite value")
+        raise ArgumentError("architecture/hyperparameter features hold a non-finite value")
     return out

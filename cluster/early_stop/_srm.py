@@ -22,6 +22,7 @@ from sklearn.model_selection import KFold
 from sklearn.svm import NuSVR
 
 from cluster.early_stop._features import curve_features
+from nasdb.errors import ArgumentError
 
 #: Fewest complete curves a fit accepts (K-fold search and LOO need a few points).
 MIN_TRAIN_CURVES = 5
@@ -156,15 +157,15 @@ class SequentialRegressor:
                  sigma_folds: int = 10, target: str = "final", model: str = "svr", features: str = "paper",
                  seed: int = 0):
         if search_trials < 0 or search_points < 0:
-            raise ValueError(f"search_trials and search_points must be >= 0, got {search_trials} and {search_points}")
+            raise ArgumentError(f"search_trials and search_points must be >= 0, got {search_trials} and {search_points}")
         if cv_folds < 2 or sigma_folds < 2:
-            raise ValueError(f"cv_folds and sigma_folds must be >= 2, got {cv_folds} and {sigma_folds}")
+            raise ArgumentError(f"cv_folds and sigma_folds must be >= 2, got {cv_folds} and {sigma_folds}")
         if target not in TARGETS:
-            raise ValueError(f"unknown regression target {target!r}; known: {TARGETS}")
+            raise ArgumentError(f"unknown regression target {target!r}; known: {TARGETS}")
         if model not in MODELS:
-            raise ValueError(f"unknown curve regression model {model!r}; known: {MODELS}")
+            raise ArgumentError(f"unknown curve regression model {model!r}; known: {MODELS}")
         if features not in FEATURE_SETS:
-            raise ValueError(f"unknown curve feature set {features!r}; known: {FEATURE_SETS}")
+            raise ArgumentError(f"unknown curve feature set {features!r}; known: {FEATURE_SETS}")
         self.model, self.features = model, features
         self.search_trials = int(search_trials)
         self.search_points = int(search_points)
@@ -203,15 +204,15 @@ class SequentialRegressor:
         y = np.asarray(curves, dtype=np.float64)
         static = np.asarray(features, dtype=np.float64)
         if y.ndim != 2 or y.shape[1] < 2:
-            raise ValueError(f"complete curves must have shape (N, T) with T >= 2 epochs, got {y.shape}")
+            raise ArgumentError(f"complete curves must have shape (N, T) with T >= 2 epochs, got {y.shape}")
         if y.shape[0] < MIN_TRAIN_CURVES:
-            raise ValueError(f"fitting needs at least {MIN_TRAIN_CURVES} complete curves, got {y.shape[0]}")
+            raise ArgumentError(f"fitting needs at least {MIN_TRAIN_CURVES} complete curves, got {y.shape[0]}")
         if static.ndim != 2 or static.shape[0] != y.shape[0]:
-            raise ValueError(f"features must have shape ({y.shape[0]}, F), got {static.shape}")
+            raise ArgumentError(f"features must have shape ({y.shape[0]}, F), got {static.shape}")
         n, num_epochs = y.shape
         taus = list(range(1, num_epochs)) if taus is None else sorted({int(t) for t in taus})
         if not taus or taus[0] < 1 or taus[-1] >= num_epochs:
-            raise ValueError(f"taus must lie in [1, {num_epochs - 1}] for {num_epochs}-epoch curves, got {taus}")
+            raise ArgumentError(f"taus must lie in [1, {num_epochs - 1}] for {num_epochs}-epoch curves, got {taus}")
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):  # ~30% of a fit
             return self._fit(y, static, taus, estimate_sigma, params)
 
@@ -261,13 +262,13 @@ class SequentialRegressor:
             raise RuntimeError("the sequential regressor is not fitted yet")
         y = np.asarray(curves, dtype=np.float64)
         if y.ndim != 2:
-            raise ValueError(f"partial curves must have shape (M, tau), got {y.shape}")
+            raise ArgumentError(f"partial curves must have shape (M, tau), got {y.shape}")
         tau = y.shape[1]
         if tau not in self.models:
-            raise ValueError(f"no regression model for tau={tau} observed epochs (fitted: {self.taus})")
+            raise ArgumentError(f"no regression model for tau={tau} observed epochs (fitted: {self.taus})")
         static = np.asarray(features, dtype=np.float64)
         if static.ndim != 2 or static.shape != (y.shape[0], self.num_features):
-            raise ValueError(f"features must have shape ({y.shape[0]}, {self.num_features}), got {static.shape}")
+            raise ArgumentError(f"features must have shape ({y.shape[0]}, {self.num_features}), got {static.shape}")
         if y.shape[0] == 0:
             return np.zeros(0), self.sigma.get(tau, math.nan)
         mean = self.models[tau].predict(self._inputs(y, static, self.num_epochs)) + self._offset(y)  # (M,)

@@ -26,6 +26,7 @@ import numpy as np
 from scipy.stats import norm
 
 from cluster.early_stop._srm import FEATURE_SETS, MIN_TRAIN_CURVES, MODELS, TARGETS, SequentialRegressor
+from nasdb.errors import ArgumentError, ConfigError
 from nasdb.settings import from_settings
 
 
@@ -73,7 +74,7 @@ class EarlyStopConfig:
         def integer(name: str, low: int) -> None:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ValueError(f"early-stop {name} must be an integer >= {low}, got {v!r}")
+                raise ConfigError(f"early-stop {name} must be an integer >= {low}, got {v!r}")
 
         integer("burn_in", MIN_TRAIN_CURVES)
         for name in ("top_n", "min_tau", "retrain_every"):
@@ -84,26 +85,26 @@ class EarlyStopConfig:
         integer("cv_folds", 2)
         integer("sigma_folds", 2)
         if self.target not in TARGETS:
-            raise ValueError(f"early-stop target must be one of {TARGETS}, got {self.target!r}")
+            raise ConfigError(f"early-stop target must be one of {TARGETS}, got {self.target!r}")
         if self.model not in MODELS:
-            raise ValueError(f"early-stop model must be one of {MODELS}, got {self.model!r}")
+            raise ConfigError(f"early-stop model must be one of {MODELS}, got {self.model!r}")
         if self.features not in FEATURE_SETS:
-            raise ValueError(f"early-stop features must be one of {FEATURE_SETS}, got {self.features!r}")
+            raise ConfigError(f"early-stop features must be one of {FEATURE_SETS}, got {self.features!r}")
         if not (0.0 < self.confidence < 1.0):
-            raise ValueError(f"early-stop confidence (Delta) must be in (0, 1), got {self.confidence!r}")
+            raise ConfigError(f"early-stop confidence (Delta) must be in (0, 1), got {self.confidence!r}")
         if not (math.isfinite(self.delta) and self.delta >= 0):
-            raise ValueError(f"early-stop delta must be finite and >= 0, got {self.delta!r}")
+            raise ConfigError(f"early-stop delta must be finite and >= 0, got {self.delta!r}")
         if not (math.isfinite(self.retune_growth) and self.retune_growth >= 1.0):
-            raise ValueError(f"early-stop retune_growth must be >= 1.0, got {self.retune_growth!r}")
+            raise ConfigError(f"early-stop retune_growth must be >= 1.0, got {self.retune_growth!r}")
         if self.max_train is not None:
             integer("max_train", self.burn_in)
         if self.num_epochs is not None:
             integer("num_epochs", 2)
             if self.min_tau >= self.num_epochs:
-                raise ValueError(f"early-stop min_tau={self.min_tau} leaves no epoch to stop at "
-                                 f"(num_epochs={self.num_epochs})")
+                raise ConfigError(f"early-stop min_tau={self.min_tau} leaves no epoch to stop at "
+                                  f"(num_epochs={self.num_epochs})")
         if self.top_n > self.burn_in:
-            raise ValueError(f"early-stop top_n={self.top_n} exceeds burn_in={self.burn_in}")
+            raise ConfigError(f"early-stop top_n={self.top_n} exceeds burn_in={self.burn_in}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,14 +126,14 @@ def resolve_early_stop(value: Any, epochs: int) -> EarlyStopConfig | None:
         try:
             value = EarlyStopConfig.from_dict(value)
         except TypeError as e:  # e.g. {"confidence": "high"}
-            raise ValueError(f"early-stop settings {value} hold a value of the wrong type ({e})") from None
+            raise ArgumentError(f"early-stop settings {value} hold a value of the wrong type ({e})") from None
     elif not isinstance(value, EarlyStopConfig):
-        raise ValueError(f"early_stop must be None, True, a dict of settings or an EarlyStopConfig, "
-                         f"got {type(value).__name__}")
+        raise ArgumentError(f"early_stop must be None, True, a dict of settings or an EarlyStopConfig, "
+                            f"got {type(value).__name__}")
     if value.num_epochs is not None and value.num_epochs != epochs:
-        raise ValueError(f"early-stop num_epochs={value.num_epochs} differs from the recipe's epochs={epochs}")
+        raise ArgumentError(f"early-stop num_epochs={value.num_epochs} differs from the recipe's epochs={epochs}")
     if epochs < 2:
-        raise ValueError(f"early stopping needs children of >= 2 epochs, the recipe has epochs={epochs}")
+        raise ArgumentError(f"early stopping needs children of >= 2 epochs, the recipe has epochs={epochs}")
     return replace(value, num_epochs=int(epochs))  # __post_init__ checks min_tau < epochs
 
 
@@ -177,7 +178,7 @@ def _as_curves(curves: Any, what: str) -> np.ndarray:
     if y.ndim == 1:
         y = y[None, :]
     if y.ndim != 2 or y.shape[1] < 1:
-        raise ValueError(f"{what} must have shape (N, epochs) with >= 1 epoch, got {np.shape(curves)}")
+        raise ArgumentError(f"{what} must have shape (N, epochs) with >= 1 epoch, got {np.shape(curves)}")
     return y
 
 
@@ -186,11 +187,11 @@ def _as_features(features: Any, n: int, num_features: int | None) -> np.ndarray:
     if f.ndim == 1:
         f = f[None, :]
     if f.ndim != 2 or f.shape[0] != n:
-        raise ValueError(f"features must have shape ({n}, F) for {n} curves, got {np.shape(features)}")
+        raise ArgumentError(f"features must have shape ({n}, F) for {n} curves, got {np.shape(features)}")
     if num_features is not None and f.shape[1] != num_features:
-        raise ValueError(f"features have {f.shape[1]} columns, the stopper was given {num_features} before")
+        raise ArgumentError(f"features have {f.shape[1]} columns, the stopper was given {num_features} before")
     if not np.all(np.isfinite(f)):
-        raise ValueError(f"features hold a non-finite value at (row, column) {tuple(np.argwhere(~np.isfinite(f))[0])}")
+        raise ArgumentError(f"features hold a non-finite value at (row, column) {tuple(np.argwhere(~np.isfinite(f))[0])}")
     return f
 
 
@@ -214,8 +215,8 @@ class StopRule:
         y = _as_curves(curves, "partial curves")
         n, tau = y.shape
         if self.num_epochs is not None and tau >= self.num_epochs:
-            raise ValueError(f"a partial curve has tau={tau} epochs but full curves have {self.num_epochs}: "
-                             "nothing left to stop")
+            raise ConfigError(f"a partial curve has tau={tau} epochs but full curves have {self.num_epochs}: "
+                              "nothing left to stop")
         f = _as_features(features, n, self.num_features)
         finite = np.all(np.isfinite(y), axis=1)  # (N,) False = diverged
         stop = ~finite
@@ -287,16 +288,16 @@ class EarlyStopper:
         y = _as_curves(curves, "complete curves")
         if not np.all(np.isfinite(y)):
             row = int(np.argwhere(~np.isfinite(y))[0][0])
-            raise ValueError(f"complete curve {row} holds a non-finite value; report only successful children")
+            raise ArgumentError(f"complete curve {row} holds a non-finite value; report only successful children")
         with self._lock:
             rule = self._rule
             if rule.num_epochs is not None and y.shape[1] != rule.num_epochs:
-                raise ValueError(f"complete curves have {y.shape[1]} epochs, expected {rule.num_epochs}")
+                raise ArgumentError(f"complete curves have {y.shape[1]} epochs, expected {rule.num_epochs}")
             if y.shape[1] < 2:
-                raise ValueError(f"complete curves need >= 2 epochs to stop anything, got {y.shape[1]}")
+                raise ArgumentError(f"complete curves need >= 2 epochs to stop anything, got {y.shape[1]}")
             if self.config.min_tau >= y.shape[1]:
-                raise ValueError(f"min_tau={self.config.min_tau} leaves no epoch to stop at in "
-                                 f"{y.shape[1]}-epoch curves")
+                raise ArgumentError(f"min_tau={self.config.min_tau} leaves no epoch to stop at in "
+                                    f"{y.shape[1]}-epoch curves")
             f = _as_features(features, y.shape[0], rule.num_features)
             self._curves.extend(y)
             self._features.extend(f)

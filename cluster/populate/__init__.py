@@ -9,8 +9,8 @@ the trainer actors, ``_pool.py`` keeps them busy through failures, ``_progress.p
 from cluster.populate._active import STRATEGIES, check_strategy, populate_by_strategy
 from cluster.populate._populate import DEFAULT_BATCH_SIZE_MODELS, populate, resolve_tasks
 from cluster.populate._progress import PopulateSummary, TaskSummary
-from cluster.populate._resources import (InsufficientResourcesError, ResourcePlan, plan_resources, shortfall,
-                                         wait_for_resources)
+from cluster.populate._resources import ResourcePlan, plan_resources, shortfall, wait_for_resources
+from nasdb.errors import InsufficientResourcesError
 
 __all__ = ["DEFAULT_BATCH_SIZE_MODELS", "InsufficientResourcesError", "PopulateSummary", "ResourcePlan", "STRATEGIES",
            "TaskSummary", "check_strategy", "plan_resources", "populate", "populate_by_strategy", "resolve_tasks",

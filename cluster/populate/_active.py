@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from cluster.populate._populate import populate
 from cluster.populate._progress import PopulateSummary
-from nasdb.errors import UnknownStrategyError
+from nasdb.errors import ArgumentError, UnknownStrategyError
 
 STRATEGIES = ("random", "uncertainty")
 
@@ -28,7 +28,7 @@ def check_strategy(strategy: str, rounds: Any) -> int:
     if strategy not in STRATEGIES:
         raise UnknownStrategyError(f"unknown populate strategy {strategy!r}; known: {list(STRATEGIES)}")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
+        raise ArgumentError(f"rounds must be an integer >= 1, got {rounds!r}")
     return rounds
 
 
@@ -42,10 +42,10 @@ def populate_by_strategy(store: Any, tasks: Sequence[str] | str | None, per_task
         return [populate(store, tasks, math.ceil(per_task * r / rounds), seed=seed, agent="random",
                          **populate_kwargs) for r in range(1, rounds + 1)]
     if proposer_factory is None:
-        raise ValueError("the uncertainty strategy needs the predictor, which the nasdb CLI wires: run "
-                         "`nasdb populate --strategy uncertainty` (python -m cluster.populate has no predictor)")
+        raise ArgumentError("the uncertainty strategy needs the predictor, which the nasdb CLI wires: run "
+                            "`nasdb populate --strategy uncertainty` (python -m cluster.populate has no predictor)")
     if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < rounds:
-        raise ValueError(f"per-task must be an integer >= rounds ({rounds}), got {per_task!r}")
+        raise ArgumentError(f"per-task must be an integer >= rounds ({rounds}), got {per_task!r}")
     out = []
     for r in range(1, rounds + 1):
         out.append(populate(store, tasks, math.ceil(per_task * r / rounds), seed=seed, agent="uncertainty",

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from cluster.child import WorkItem
+from nasdb.errors import ArgumentError, ConfigError
 from nasdb.space import SearchSpace
 
 #: Architectures drawn from the stream per step; any value gives the same plan.
@@ -33,10 +34,10 @@ class Chunk:
 
     def __post_init__(self) -> None:
         if not self.items:
-            raise ValueError(f"chunk {self.chunk_id} of task {self.task!r} has no work items")
+            raise ConfigError(f"chunk {self.chunk_id} of task {self.task!r} has no work items")
         others = {i.task for i in self.items} - {self.task}
         if others:
-            raise ValueError(f"chunk {self.chunk_id} of task {self.task!r} holds items of {sorted(others)}")
+            raise ConfigError(f"chunk {self.chunk_id} of task {self.task!r} holds items of {sorted(others)}")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -55,7 +56,7 @@ def sample_task_architectures(space: SearchSpace, task: str, n: int, seed: int) 
     consumed block by block, so the result is a prefix of the result for any larger ``n``.
     """
     if n < 0:
-        raise ValueError(f"number of architectures must be >= 0, got {n}")
+        raise ArgumentError(f"number of architectures must be >= 0, got {n}")
     rng = np.random.default_rng(task_stream_seed(seed, task))
     seen: set[tuple[int, ...]] = set()
     out: list[np.ndarray] = []
@@ -101,7 +102,7 @@ def make_chunks(items: Iterable[WorkItem], chunk_size: int, *, first_id: int = 0
     13, 13, 12, 12 rather than 16, 16, 16, 2), so no chunk is a tiny, poorly batched tail.
     """
     if chunk_size <= 0:
-        raise ValueError(f"chunk size (models trained together) must be > 0, got {chunk_size}")
+        raise ArgumentError(f"chunk size (models trained together) must be > 0, got {chunk_size}")
     by_task: dict[str, list[WorkItem]] = {}
     for item in items:
         by_task.setdefault(item.task, []).append(item)

@@ -21,11 +21,7 @@ from ray.exceptions import RayActorError
 
 from cluster.child import close_trainers
 from cluster.populate._plan import Chunk, split_chunk
-from nasdb.errors import NasdbError
-
-
-class PoolAborted(NasdbError):
-    """The pool cannot make progress: actors fail to start, or every attempt fails."""
+from nasdb.errors import ArgumentError, PoolAborted
 
 
 @dataclass
@@ -88,9 +84,9 @@ class TrainerPool:
                  on_note: Callable[[str], None] | None = None,
                  on_tick: Callable[[], None] | None = None):
         if workers <= 0:
-            raise ValueError(f"workers must be > 0, got {workers}")
+            raise ArgumentError(f"workers must be > 0, got {workers}")
         if max_attempts <= 0:
-            raise ValueError(f"max_attempts must be > 0, got {max_attempts}")
+            raise ArgumentError(f"max_attempts must be > 0, got {max_attempts}")
         self.make_actor, self.submit, self.workers = make_actor, submit, workers
         self.name_prefix, self.max_attempts = name_prefix, max_attempts
         self.chunk_timeout_s, self.start_timeout_s, self.poll_s = chunk_timeout_s, start_timeout_s, poll_s

@@ -27,10 +27,10 @@ import numpy as np
 
 from cluster.child import ChildTrainer, ChunkAck, WorkItem
 from cluster.populate._plan import Chunk, dedupe_tasks, make_chunks, plan_task
-from cluster.populate._pool import PoolAborted, TrainerPool
+from cluster.populate._pool import TrainerPool
 from cluster.populate._progress import PopulateSummary, Progress, TaskSummary
 from cluster.populate._resources import ResourcePlan, check_worker_shares, plan_resources
-from nasdb.errors import NasdbError, StoreError
+from nasdb.errors import ArgumentError, NasdbError, PoolAborted, StoreError, UnreachableError
 
 #: Child models one actor trains together (one ``train_children`` call, one file written).
 DEFAULT_BATCH_SIZE_MODELS = 16
@@ -47,7 +47,7 @@ def resolve_tasks(tasks: Sequence[str] | str | None = None, suite: str = "digits
         return builtin_task_names(suite)  # ValueError naming the known suites
     names = dedupe_tasks(tasks.split(",") if isinstance(tasks, str) else list(tasks))
     if not names:
-        raise ValueError("no task names given (--tasks is empty)")
+        raise ArgumentError("no task names given (--tasks is empty)")
     return names
 
 
@@ -80,11 +80,11 @@ def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"Ray address must look like host:port or ray://host:port, got {address!r}")
+        raise ArgumentError(f"Ray address must look like host:port or ray://host:port, got {address!r}")
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as e:
-        raise ConnectionError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
+        raise UnreachableError(f"cannot reach the Ray cluster at {address!r}: {e}") from None
 
 
 def _failed_record(item: WorkItem, space_id: str, recipe: dict, agent: str, run_id: str, error: str,
@@ -134,20 +134,20 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
     for what, value in (("per-task", per_task), ("batch-size-models", batch_size_models),
                         ("max-attempts", max_attempts), ("workers", 1 if workers is None else workers)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{what} must be a positive integer, got {value!r}")
+            raise ArgumentError(f"{what} must be a positive integer, got {value!r}")
         if value > MAX_SIZES.get(what, value):  # the plan (per task) or one actor's batch is held in memory
-            raise ValueError(f"{what} {value} is above the limit of {MAX_SIZES[what]:,}; run several smaller "
+            raise ArgumentError(f"{what} {value} is above the limit of {MAX_SIZES[what]:,}; run several smaller "
                              "populate runs instead (each resumes the last)")
     check_worker_shares(cpus_per_worker, gpus_per_worker)  # before Ray starts
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ArgumentError(f"seed must be a non-negative integer, got {seed!r}")
     recipe = TrainRecipe() if recipe is None else recipe
     if not isinstance(recipe, TrainRecipe):
-        raise ValueError(f"recipe must be a TrainRecipe, got {type(recipe).__name__}")
+        raise ArgumentError(f"recipe must be a TrainRecipe, got {type(recipe).__name__}")
     if recipe.epochs <= 0:
-        raise ValueError(f"epochs must be > 0, got {recipe.epochs}")
+        raise ArgumentError(f"epochs must be > 0, got {recipe.epochs}")
     if chunk_timeout_s is not None and chunk_timeout_s <= 0:
-        raise ValueError(f"chunk timeout must be > 0 seconds, got {chunk_timeout_s}")
+        raise ArgumentError(f"chunk timeout must be > 0 seconds, got {chunk_timeout_s}")
     early_stop = resolve_early_stop(early_stop, recipe.epochs)
     store = _check_store(store, create=create_store)
     names = resolve_tasks(tasks, suite)
@@ -183,7 +183,7 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
             ray.init(address=address)
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
-            raise ConnectionError(f"cannot start or reach Ray at {where}: {str(e).strip().splitlines()[0]}") from None
+            raise UnreachableError(f"cannot start or reach Ray at {where}: {str(e).strip().splitlines()[0]}") from None
     try:
         res = plan_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus_per_worker)
         store.save_space(space)

@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
+from nasdb.errors import NotFoundError
+
 
 def format_seconds(seconds: float) -> str:
     if not math.isfinite(seconds):
@@ -88,7 +90,7 @@ class PopulateSummary:
         for t in self.tasks:
             if t.task == name:
                 return t
-        raise KeyError(f"task {name!r} is not in this run's summary")
+        raise NotFoundError(f"task {name!r} is not in this run's summary")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -13,14 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from nasdb.errors import NasdbError
+from nasdb.errors import ArgumentError, InsufficientResourcesError
 
 #: Trainer actors per GPU when Ray reports GPUs and neither workers nor a GPU share is given.
 DEFAULT_WORKERS_PER_GPU = 4
-
-
-class InsufficientResourcesError(NasdbError, ValueError):
-    """The Ray cluster cannot hold the trainer actors asked for."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +43,11 @@ def check_worker_shares(cpus_per_worker: float, gpus_per_worker: float | None) -
     """ValueError naming a CPU or GPU share per actor that no cluster could grant (checked before Ray starts)."""
     if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, (int, float)) \
             or not 0 < cpus_per_worker < math.inf:
-        raise ValueError(f"cpus per worker must be a finite number > 0, got {cpus_per_worker}")
+        raise ArgumentError(f"cpus per worker must be a finite number > 0, got {cpus_per_worker}")
     if gpus_per_worker is not None and (
             isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float))
             or not 0 <= gpus_per_worker < math.inf or (gpus_per_worker > 1 and gpus_per_worker % 1)):
-        raise ValueError(f"gpus per worker must be 0, a fraction of 1 or a whole number, got {gpus_per_worker}")
+        raise ArgumentError(f"gpus per worker must be 0, a fraction of 1 or a whole number, got {gpus_per_worker}")
 
 
 def plan_resources(cluster: dict[str, float], workers: int | None = None, gpus_per_worker: float | None = None,
@@ -64,7 +60,7 @@ def plan_resources(cluster: dict[str, float], workers: int | None = None, gpus_p
     cpus, gpus = float(cluster.get("CPU", 0.0)), float(cluster.get("GPU", 0.0))
     has = f"the Ray cluster has {cpus:g} CPUs and {gpus:g} GPUs"
     if workers is not None and workers <= 0:
-        raise ValueError(f"workers must be > 0, got {workers}")
+        raise ArgumentError(f"workers must be > 0, got {workers}")
     check_worker_shares(cpus_per_worker, gpus_per_worker)
     use_gpu = gpus > 0 if gpus_per_worker is None else gpus_per_worker > 0
     if not use_gpu:

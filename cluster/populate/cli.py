@@ -8,7 +8,7 @@ import click
 
 from cluster.populate._active import STRATEGIES, check_strategy
 from nasdb.cli.options import task_list_option
-from nasdb.errors import NasdbError
+from nasdb.errors import ArgumentError, NasdbError
 
 
 def recipe_from_options(epochs: int | None, recipe_json: str | None):
@@ -19,7 +19,7 @@ def recipe_from_options(epochs: int | None, recipe_json: str | None):
         fields.update(_json_object("--recipe", recipe_json))  # TrainRecipe.from_dict names any unknown field
     if epochs is not None:
         if epochs <= 0:
-            raise ValueError(f"--epochs must be > 0, got {epochs}")
+            raise ArgumentError(f"--epochs must be > 0, got {epochs}")
         fields["epochs"] = epochs
     return TrainRecipe.from_dict(fields)
 
@@ -38,9 +38,9 @@ def _json_object(option: str, text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{option} is not JSON: {e}") from None
+        raise ArgumentError(f"{option} is not JSON: {e}") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{option} must be a JSON object, got {text!r}")
+        raise ArgumentError(f"{option} must be a JSON object, got {text!r}")
     return value
 
 
@@ -108,9 +108,8 @@ def populate_command(ctx, store_root, suite, tasks, per_task, epochs, recipe_jso
             chunk_timeout_s=chunk_timeout, address=address, retry_failed=retry_failed,
             early_stop=early_stop_from_options(early_stop, early_stop_json), create_store=False,
         )
-    except (NasdbError, ValueError, KeyError, ConnectionError) as e:
-        text = e.args[0] if isinstance(e, KeyError) and not isinstance(e, NasdbError) and e.args else str(e)
-        raise click.ClickException(str(text)) from None
+    except NasdbError as e:
+        raise click.ClickException(str(e)) from None
     for r, summary in enumerate(summaries, start=1):
         click.echo((f"round {r}/{len(summaries)}\n" if len(summaries) > 1 else "") + summary.format_table())
     summary = summaries[-1]

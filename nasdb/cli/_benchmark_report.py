@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import click
 
 from nasdb.cli.options import AGENT_NAMES, BENCHMARK_NAMES, choice_list_option, output_dir, task_list_option
+from nasdb.errors import ArgumentError
 from predictor.config import LOSSES, PredictorConfig, SuggestConfig
 
 logger = logging.getLogger(__name__)
@@ -53,15 +54,15 @@ def _one_thread(fn: Callable, *args: Any, **kwargs: Any) -> Any:
 def _resolve_tasks(store: Any, benchmark: str, tasks: Sequence[str] | None) -> tuple[list[str], list[str]]:
     pool = benchmark_tasks(store, benchmark)
     if not pool:
-        raise ValueError(f"store {store.uri} holds no task of benchmark {benchmark!r}; import it first "
-                         f"(nasdb import-benchmark {benchmark})")
+        raise ArgumentError(f"store {store.uri} holds no task of benchmark {benchmark!r}; import it first "
+                            f"(nasdb import-benchmark {benchmark})")
     if len(pool) < 2:
-        raise ValueError(f"benchmark {benchmark!r} has only {pool} in the store: a held-out task needs at least "
-                         f"one other task to fit the predictor on")
+        raise ArgumentError(f"benchmark {benchmark!r} has only {pool} in the store: a held-out task needs at least "
+                            f"one other task to fit the predictor on")
     held_out = list(tasks) if tasks else pool
     unknown = [t for t in held_out if t not in pool]
     if unknown:
-        raise ValueError(f"tasks {unknown} are not tasks of benchmark {benchmark!r} in the store ({', '.join(pool)})")
+        raise ArgumentError(f"tasks {unknown} are not tasks of benchmark {benchmark!r} in the store ({', '.join(pool)})")
     return held_out, pool
 
 

@@ -1,16 +1,15 @@
 """The ``nasdb`` admin command: ``nasdb [--store ROOT] COMMAND`` (ROOT also from $NASDB_STORE).
 
-Errors a user can cause (missing store, unknown task or experiment, bad SQL, bad flag) print
-one line, ``error: ...``, to stderr and exit non-zero; never a traceback (set NASDB_DEBUG=1 to
-see one for an unexpected error). Command groups of other packages are listed in
-``LAZY_COMMANDS`` and imported only when used, so ``nasdb --help`` stays fast and nasdb/
-does not import cluster/, predictor/ or search/ at load time.
+Errors a user can cause (missing store, unknown task or experiment, bad SQL, bad flag: a
+NasdbError, nasdb/errors.py, or a click usage error) print one line, ``error: ...``, to stderr
+and exit non-zero; anything else is a bug and shows its traceback. Command groups of other
+packages are listed in ``LAZY_COMMANDS`` and imported only when used, so ``nasdb --help``
+stays fast and does not import cluster/, predictor/ or search/.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from typing import Any
 
@@ -59,15 +58,8 @@ LAZY_HELP: dict[str, str] = {
     "benchmark-report": "Zero-shot percentile and regret against the searches on an imported benchmark.",
 }
 
-#: Exceptions that are the user's doing: shown as one line, exit status 1.
-USER_ERRORS: tuple[type[BaseException], ...] = (NasdbError, ValueError, KeyError, FileNotFoundError,
-                                                 FileExistsError, PermissionError, NotADirectoryError)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    import duckdb
-
-    return USER_ERRORS + (duckdb.Error,)
+#: Exceptions that are the user's doing: shown as one line, exit status 1 (anything else is a bug).
+USER_ERRORS: tuple[type[BaseException], ...] = (NasdbError,)
 
 
 def one_line(e: BaseException | str) -> str:
@@ -143,7 +135,7 @@ class NasdbGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except _user_errors() as e:
+        except USER_ERRORS as e:
             raise CliError(one_line(e)) from e
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
@@ -162,12 +154,6 @@ class NasdbGroup(click.Group):
             _exit(e.exit_code, standalone_mode)
         except click.exceptions.Abort:
             click.echo("error: aborted", err=True)
-            _exit(1, standalone_mode)
-        except Exception as e:
-            if os.environ.get("NASDB_DEBUG"):
-                raise
-            click.echo(f"error: unexpected {type(e).__name__}: {one_line(e)} (set NASDB_DEBUG=1 for the traceback)",
-                       err=True)
             _exit(1, standalone_mode)
         else:
             if standalone_mode:

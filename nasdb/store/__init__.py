@@ -6,11 +6,10 @@ writes and reads, ``_check.py`` and ``_maint.py`` verification and compaction, `
 guards of user SQL. ``testing.py`` holds the naive references the store's tests compare against.
 """
 
+from nasdb.errors import QueryTimeoutError, ReadOnlyQueryError, TaskExistsError
 from nasdb.store._read import sql_str
-from nasdb.store._schema import (EXPERIMENT_SCHEMA, SCHEMA_VERSION, ExperimentRecord, experiment_id,
-                                 table_from_columns)
-from nasdb.store._sql import QueryTimeoutError, ReadOnlyQueryError
-from nasdb.store._store import ExperimentStore, TaskExistsError, provenance_fingerprint
+from nasdb.store._schema import EXPERIMENT_SCHEMA, SCHEMA_VERSION, ExperimentRecord, experiment_id, table_from_columns
+from nasdb.store._store import ExperimentStore, provenance_fingerprint
 from nasdb.store._writer import ExperimentWriter
 
 __all__ = ["EXPERIMENT_SCHEMA", "SCHEMA_VERSION", "ExperimentRecord", "ExperimentStore",

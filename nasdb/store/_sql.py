@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, TypeVar
 
-from nasdb.errors import NasdbError
+from nasdb.errors import ArgumentError, QueryTimeoutError, ReadOnlyQueryError
 
 T = TypeVar("T")
 
@@ -41,10 +41,6 @@ _TOKEN = re.compile(
     r"""(?P<dollar>\$(?P<tag>\w*)\$.*?\$(?P=tag)\$)""",
     re.DOTALL,
 )
-
-
-class ReadOnlyQueryError(NasdbError, ValueError):
-    """A query that is not one read-only statement."""
 
 
 def _strip(sql: str) -> str:
@@ -102,16 +98,12 @@ def check_parsed(conn, sql: str) -> None:
         raise ReadOnlyQueryError(f"query is read-only: a {kind.name} statement is not allowed")
 
 
-class QueryTimeoutError(NasdbError, TimeoutError):
-    """A query stopped because it ran past its time limit."""
-
-
 def check_timeout(timeout: float | None) -> float | None:
     """``timeout`` if it is None or a positive, finite number of seconds; else ValueError naming it."""
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
-        raise ValueError(f"query timeout must be a positive number of seconds, got {timeout!r}")
+        raise ArgumentError(f"query timeout must be a positive number of seconds, got {timeout!r}")
     return float(timeout)
 
 

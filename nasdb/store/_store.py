@@ -31,7 +31,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nasdb.errors import InvalidTaskError, SchemaError, StoreError, TaskHasNoSamplesError, UnknownTaskError
+from nasdb.errors import (ArgumentError, InvalidTaskError, NotFoundError, QueryError, SchemaError, StoreError,
+                          TaskExistsError, TaskHasNoSamplesError, UnknownTaskError)
 from nasdb.store import _maint
 from nasdb.store._check import read_table
 from nasdb.store._fs import StoreFS, open_store_fs
@@ -59,10 +60,6 @@ def provenance_fingerprint(metadata: Mapping[str, Any]) -> str:
     (BENCHMARK_IDENTITY: package and version, dataset, metric...), which pins the table's rows."""
     key = json.dumps({k: metadata.get(k) for k in BENCHMARK_IDENTITY}, sort_keys=True, default=str)
     return hashlib.sha256(b"nasdb-benchmark-v1:" + key.encode()).hexdigest()[:16]
-
-
-class TaskExistsError(InvalidTaskError):
-    """A task name already taken by a registered or a built-in task."""
 
 
 def _builtin_names() -> list[str]:
@@ -110,9 +107,12 @@ class ExperimentStore:
         return self._sfs.exists(self.path(MARKER)) or self._sfs.exists(self.path("experiments"))
 
     def init(self) -> None:
-        """Create the layout; idempotent."""
-        for d in LAYOUT:
-            self._sfs.makedirs(self.path(d))
+        """Create the layout; idempotent. StoreError when the root cannot hold it (a file, no permission)."""
+        try:
+            for d in LAYOUT:
+                self._sfs.makedirs(self.path(d))
+        except (NotADirectoryError, FileExistsError, PermissionError) as e:
+            raise StoreError(f"store {self.uri!r} is not writable: cannot create its folders ({e.strerror or e})") from e
         if not self._sfs.exists(self.path(MARKER)):
             marker = {"format": "nasdb-store", "schema_version": SCHEMA_VERSION,
                       "created_at": datetime.now(timezone.utc).isoformat()}
@@ -144,7 +144,7 @@ class ExperimentStore:
         path = self.path("spaces", f"{space_id}.json")
         if not self._sfs.exists(path):
             known = ", ".join(self.spaces()) or "none"
-            raise KeyError(f"no search space {space_id!r} in the store (known: {known})")
+            raise NotFoundError(f"no search space {space_id!r} in the store (known: {known})")
         return SearchSpace.from_json(self._sfs.read_bytes(path).decode())
 
     def spaces(self) -> dict[str, Any]:
@@ -350,7 +350,7 @@ class ExperimentStore:
             columns = list(columns)
             unknown = [c for c in columns if c not in EXPERIMENT_SCHEMA.names]
             if unknown or not columns:
-                raise ValueError(f"unknown experiment column(s) {unknown or columns}; known: {EXPERIMENT_SCHEMA.names}")
+                raise ArgumentError(f"unknown experiment column(s) {unknown or columns}; known: {EXPERIMENT_SCHEMA.names}")
             select, full = ", ".join(f'"{c}"' for c in dict.fromkeys(columns)), True  # old files lack new columns
 
         def fn(conn, snap):
@@ -362,9 +362,9 @@ class ExperimentStore:
     def top_k(self, task: str, k: int = 10, metric: str = "val_accuracy", *, descending: bool = True) -> pa.Table:
         """The ``k`` best ok experiments of one task by ``metric`` (NaN/inf never rank)."""
         if metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+            raise ArgumentError(f"metric must be one of {METRICS}, got {metric!r}")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+            raise ArgumentError(f"k must be a positive int, got {k!r}")
 
         def fn(conn, snap):
             return top_k_rows(conn, self._sfs, snap, k, metric, descending)
@@ -405,7 +405,7 @@ class ExperimentStore:
             return lookup_rows(conn, self._sfs, snap, [experiment_id])
         rows = conform(self._read(None, fn)).to_pylist()
         if not rows:
-            raise KeyError(f"no experiment {experiment_id!r} in the store")
+            raise NotFoundError(f"no experiment {experiment_id!r} in the store")
         return rows[0]
 
     def query(self, sql: str, *, timeout: float | None = None) -> pa.Table:
@@ -413,7 +413,8 @@ class ExperimentStore:
 
         Refused (ReadOnlyQueryError) unless it is a single read; it runs in a DuckDB sandbox
         that can open only the store's experiment files and cannot change its settings.
-        Ctrl-C stops it, and so does ``timeout`` seconds (QueryTimeoutError; None: no limit).
+        Ctrl-C stops it, and so does ``timeout`` seconds (QueryTimeoutError; None: no limit). A
+        statement DuckDB refuses (a syntax error, an unknown column) raises QueryError.
         """
         sql = check_read_only(sql)
         timeout = check_timeout(timeout)
@@ -429,13 +430,16 @@ class ExperimentStore:
             conn.execute("SET enable_external_access = false")
             conn.execute("SET lock_configuration = true")
             return fetch(conn, sql)
-        return run_interruptible(lambda: self._reader.run(None, fn, fresh=True), lambda: running[0] if running else None,
-                                 timeout)
+        try:
+            return run_interruptible(lambda: self._reader.run(None, fn, fresh=True),
+                                     lambda: running[0] if running else None, timeout)
+        except duckdb.Error as e:  # what a bad file causes was retried by the reader: the statement's own fault
+            raise QueryError(str(e)) from e
 
     def export(self, out: str, *, format: str = "parquet", task: str | None = None) -> int:
         """Write the deduplicated experiments (all statuses) to a local file; returns the row count."""
         if format not in ("parquet", "csv"):
-            raise ValueError(f"export format must be 'parquet' or 'csv', got {format!r}")
+            raise ArgumentError(f"export format must be 'parquet' or 'csv', got {format!r}")
         table = self.experiments_arrow(task, status=None)
         conn = duckdb.connect()
         try:
@@ -481,5 +485,5 @@ def _status_where(status: str | None) -> str:
     if status is None:
         return ""
     if status not in ("ok", "failed"):
-        raise ValueError(f"status must be 'ok', 'failed' or None, got {status!r}")
+        raise ArgumentError(f"status must be 'ok', 'failed' or None, got {status!r}")
     return f"WHERE status = '{status}'"

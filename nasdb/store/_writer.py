@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from nasdb.errors import StoreError
+from nasdb.errors import ArgumentError, StoreError
 from nasdb.store._fs import StoreFS
 from nasdb.store._read import PARTITION_PREFIX, PART_PREFIX, PART_SUFFIX
 from nasdb.store._schema import ExperimentRecord, records_to_table, table_from_columns
@@ -77,11 +77,11 @@ class ExperimentWriter:
 
     def __init__(self, sfs: StoreFS, worker: str, *, flush_rows: int = 500, flush_seconds: float | None = 5.0):
         if not isinstance(worker, str) or not worker:
-            raise ValueError(f"worker must be a non-empty string, got {worker!r}")
+            raise ArgumentError(f"worker must be a non-empty string, got {worker!r}")
         if isinstance(flush_rows, bool) or not isinstance(flush_rows, int) or flush_rows < 1:
-            raise ValueError(f"flush_rows must be a positive int, got {flush_rows!r}")
+            raise ArgumentError(f"flush_rows must be a positive int, got {flush_rows!r}")
         if flush_seconds is not None and not flush_seconds > 0:
-            raise ValueError(f"flush_seconds must be > 0 or None, got {flush_seconds!r}")
+            raise ArgumentError(f"flush_seconds must be > 0 or None, got {flush_seconds!r}")
         self.sfs, self.worker = sfs, worker
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self.rows_written = self.files_written = 0

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from nasdb.errors import UnknownAgentError
+from nasdb.errors import ArgumentError, UnknownAgentError
 from nasdb.space import SearchSpace
 from search.agents._base import SearchAgent
 from search.agents._predictor import PredictorAgent, Surrogate
 from search.agents._random import RandomSearch
-from search.agents._rl import ControllerAgent, RLNAS
+from search.agents._rl import RLNAS, ControllerAgent
 from search.agents._tnaml import PRETRAIN_SOURCES, TNAML
 
 AGENTS: dict[str, type[SearchAgent]] = {"predictor": PredictorAgent, "random": RandomSearch, "rl": RLNAS,
@@ -34,15 +34,15 @@ def create_agent(name: str, space: SearchSpace, args: dict[str, Any] | None = No
     try:
         task = args.pop("task")
     except KeyError:
-        raise ValueError(f"agent {name!r} needs a 'task' argument") from None
+        raise ArgumentError(f"agent {name!r} needs a 'task' argument") from None
     if surrogate is not None:
         if cls is not PredictorAgent:
-            raise ValueError(f"a surrogate applies to the 'predictor' agent only, not {name!r}")
+            raise ArgumentError(f"a surrogate applies to the 'predictor' agent only, not {name!r}")
         args["surrogate"] = surrogate
     try:
         return cls(space, task, **args)
     except TypeError as e:
-        raise ValueError(f"bad arguments for agent {name!r}: {e}") from None
+        raise ArgumentError(f"bad arguments for agent {name!r}: {e}") from None
 
 
 __all__ = ["AGENTS", "ControllerAgent", "PRETRAIN_SOURCES", "PredictorAgent", "RLNAS", "RandomSearch", "SearchAgent",

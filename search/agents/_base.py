@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from nasdb.errors import ArgumentError
 from nasdb.space import SearchSpace
 
 
@@ -30,7 +31,7 @@ class SearchAgent(abc.ABC):
         if not isinstance(space, SearchSpace):
             raise TypeError(f"space must be a nasdb SearchSpace, got {type(space).__name__}")
         if not task or not isinstance(task, str):
-            raise ValueError(f"task must be a non-empty task name, got {task!r}")
+            raise ArgumentError(f"task must be a non-empty task name, got {task!r}")
         self.space, self.task, self.seed = space, task, int(seed)
         self.num_told = 0
 
@@ -73,7 +74,7 @@ class SearchAgent(abc.ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("describe") != self.describe():
-            raise ValueError(f"checkpoint of agent {state.get('describe')} does not match {self.describe()}")
+            raise ArgumentError(f"checkpoint of agent {state.get('describe')} does not match {self.describe()}")
         self.num_told = int(state["num_told"])
 
     # -- helpers -----------------------------------------------------------------------
@@ -81,12 +82,12 @@ class SearchAgent(abc.ABC):
         if task is None:
             return self.task
         if task not in self.tasks():
-            raise ValueError(f"agent {self.name!r} searches {self.tasks()}, not task {task!r}")
+            raise ArgumentError(f"agent {self.name!r} searches {self.tasks()}, not task {task!r}")
         return task
 
     def _check_n(self, n: int) -> int:
         if int(n) != n or n < 1:
-            raise ValueError(f"number of architectures to ask for must be an integer >= 1, got {n!r}")
+            raise ArgumentError(f"number of architectures to ask for must be an integer >= 1, got {n!r}")
         return int(n)
 
     def _check_results(self, architectures, rewards) -> tuple[np.ndarray, np.ndarray]:
@@ -94,9 +95,9 @@ class SearchAgent(abc.ABC):
             np.zeros((0, self.space.num_dimensions), dtype=np.int64)
         rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
         if len(rewards) != len(archs):
-            raise ValueError(f"got {len(archs)} architectures but {len(rewards)} rewards")
+            raise ArgumentError(f"got {len(archs)} architectures but {len(rewards)} rewards")
         if not np.all(np.isfinite(rewards)):
-            raise ValueError(f"rewards must be finite, got {rewards.tolist()}")
+            raise ArgumentError(f"rewards must be finite, got {rewards.tolist()}")
         return archs, rewards
 
     def __repr__(self) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from nasdb.errors import SpaceMismatchError
+from nasdb.errors import ArgumentError, SpaceMismatchError
 from nasdb.space import SearchSpace
 from search.acquisition import AcquisitionConfig, acquisition_values, posterior
 from search.agents._base import SearchAgent
@@ -64,14 +64,14 @@ class PredictorAgent(SearchAgent):
                  predictor: str | None = None, **acquisition: Any):
         super().__init__(space, task, seed=seed)
         if surrogate is None or not isinstance(surrogate, Surrogate):
-            raise ValueError("agent 'predictor' needs a surrogate (predictor.surrogate.SurrogateFactory; "
-                             "`nasdb search --agent predictor --predictor ID` wires one)")
+            raise ArgumentError("agent 'predictor' needs a surrogate (predictor.surrogate.SurrogateFactory; "
+                                "`nasdb search --agent predictor --predictor ID` wires one)")
         if surrogate.space_id != space.space_id:
             raise SpaceMismatchError(f"predictor {surrogate.predictor_id!r} scores search space {surrogate.space_id}, "
                                      f"but task {task!r} is searched in space {space.space_id}")
         if predictor is not None and predictor != surrogate.predictor_id:
-            raise ValueError(f"agent described with predictor {predictor!r} got a surrogate of "
-                             f"{surrogate.predictor_id!r}")
+            raise ArgumentError(f"agent described with predictor {predictor!r} got a surrogate of "
+                                f"{surrogate.predictor_id!r}")
         self.surrogate, self.config = surrogate, AcquisitionConfig(**acquisition)
         self._rng = np.random.default_rng(self.seed)
         self._archs: list[tuple[int, ...]] = []  # told, in order

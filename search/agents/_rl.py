@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nasdb.errors import ArgumentError
 from nasdb.space import SearchSpace
 from search.agents._base import SearchAgent
 from search.controller import Controller, ControllerConfig
@@ -57,8 +58,8 @@ class ControllerAgent(SearchAgent):
         super().load_state_dict(state)
         ckpt = state["controller"]
         if ckpt["sizes"] != self.controller.sizes:
-            raise ValueError(f"controller checkpoint has dimension sizes {ckpt['sizes']}, "
-                             f"this space has {self.controller.sizes}")
+            raise ArgumentError(f"controller checkpoint has dimension sizes {ckpt['sizes']}, "
+                                f"this space has {self.controller.sizes}")
         self.controller = Controller.from_checkpoint(ckpt)
         self.reinforce = Reinforce(self.controller, self.reinforce.config)
         self.reinforce.load_state_dict(state["reinforce"])

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from nasdb.errors import ArgumentError
 from nasdb.space import SearchSpace
 from search.agents._rl import ControllerAgent
 from search.controller import ControllerConfig
@@ -40,15 +41,15 @@ class TNAML(ControllerAgent):
                  task_embedding: int = 25):
         pretrain_tasks = list(pretrain_tasks)
         if task in pretrain_tasks:
-            raise ValueError(f"the pre-training tasks {pretrain_tasks} include the target task {task!r}")
+            raise ArgumentError(f"the pre-training tasks {pretrain_tasks} include the target task {task!r}")
         if len(set(pretrain_tasks)) != len(pretrain_tasks):
-            raise ValueError(f"pre-training tasks are repeated: {pretrain_tasks}")
+            raise ArgumentError(f"pre-training tasks are repeated: {pretrain_tasks}")
         if pretrain_source not in PRETRAIN_SOURCES:
-            raise ValueError(f"pretrain_source must be one of {PRETRAIN_SOURCES}, got {pretrain_source!r}")
+            raise ArgumentError(f"pretrain_source must be one of {PRETRAIN_SOURCES}, got {pretrain_source!r}")
         for name, v in (("pretrain_budget", pretrain_budget), ("pretrain_epochs", pretrain_epochs),
                         ("pretrain_batch", pretrain_batch), ("task_embedding", task_embedding)):
             if int(v) != v or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+                raise ArgumentError(f"{name} must be an integer >= 1, got {v!r}")
         self._args = dict(pretrain_tasks=pretrain_tasks, pretrain_source=pretrain_source,
                           pretrain_budget=int(pretrain_budget), pretrain_epochs=int(pretrain_epochs),
                           pretrain_batch=int(pretrain_batch), learning_rate=learning_rate,
@@ -91,7 +92,7 @@ class TNAML(ControllerAgent):
 
     def _tell(self, architectures: np.ndarray, rewards: np.ndarray, task: str) -> None:
         if task != self.task and self.transferred:
-            raise ValueError(f"pre-training result for task {task!r} told after transfer to {self.task!r}")
+            raise ArgumentError(f"pre-training result for task {task!r} told after transfer to {self.task!r}")
         super()._tell(architectures, rewards, task)
 
     def pretrain_rows(self, rows: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> int:
@@ -104,13 +105,13 @@ class TNAML(ControllerAgent):
         probability of children better than the task's running mean. Returns the number of updates.
         """
         if self.transferred:
-            raise ValueError(f"pre-training after transfer to {self.task!r} is not supported")
+            raise ArgumentError(f"pre-training after transfer to {self.task!r} is not supported")
         missing = [t for t in rows if t not in self.pretrain_tasks]
         if missing:
-            raise ValueError(f"rows for tasks {missing} that are not pre-training tasks {self.pretrain_tasks}")
+            raise ArgumentError(f"rows for tasks {missing} that are not pre-training tasks {self.pretrain_tasks}")
         data = {t: self._check_results(*rows[t]) for t in self.pretrain_tasks if t in rows and len(rows[t][1])}
         if not data:
-            raise ValueError(f"no stored rows to pre-train on for tasks {self.pretrain_tasks}")
+            raise ArgumentError(f"no stored rows to pre-train on for tasks {self.pretrain_tasks}")
         rng = np.random.default_rng(self.seed + 15485863)
         batch = self._args["pretrain_batch"]
         steps = 0

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from nasdb.errors import EvaluatorAborted, NotTabulatedError
 from search.evaluators._base import Evaluation, Evaluator, Trial, architecture_key, child_reward
-from search.evaluators._lookup import LookupEvaluator, NotTabulatedError, load_table
-from search.evaluators._training import (EvaluatorAborted, TrainingEvaluator, release_placement_groups,
-                                         shared_objects)
+from search.evaluators._lookup import LookupEvaluator, load_table
+from search.evaluators._training import TrainingEvaluator, release_placement_groups, shared_objects
 
 EVALUATORS: dict[str, type[Evaluator]] = {"train": TrainingEvaluator, "lookup": LookupEvaluator}
 

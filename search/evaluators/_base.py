@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nasdb.errors import ArgumentError
+
 
 @dataclass(frozen=True)
 class Trial:
@@ -125,7 +127,7 @@ class Evaluator(abc.ABC):
 
     def __init__(self, parallel: int = 1):
         if int(parallel) != parallel or parallel < 1:
-            raise ValueError(f"parallel (evaluations in flight) must be an integer >= 1, got {parallel!r}")
+            raise ArgumentError(f"parallel (evaluations in flight) must be an integer >= 1, got {parallel!r}")
         self.parallel = int(parallel)
 
     @property

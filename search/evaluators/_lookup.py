@@ -20,16 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from nasdb.errors import NasdbError
+from nasdb.errors import ArgumentError, NotTabulatedError
 from nasdb.space import SearchSpace
 from search.evaluators._base import Evaluation, Evaluator, Trial, architecture_key
 
 _COLUMNS = ["experiment_id", "space_id", "architecture", "relaxed_weights", "seed", "recipe", "val_accuracy",
             "test_accuracy", "train_seconds", "stopped_early"]
-
-
-class NotTabulatedError(NasdbError, KeyError):
-    """The lookup table has no row for a requested (task, architecture)."""
 
 
 def _recipe_key(recipe: Any) -> str:
@@ -87,8 +83,8 @@ def load_table(store, task: str, space: SearchSpace, recipe: dict | None = None)
         table = table.filter(pa.array([keys[r] == want for r in table.column("recipe").to_pylist()], pa.bool_()))
     elif len(set(keys.values())) > 1:
         found = sorted(set(keys.values()))
-        raise ValueError(f"task {task!r} has rows trained with {len(found)} recipes ({'; '.join(found)}); pick one "
-                         f"(e.g. --epochs) for the lookup evaluator")
+        raise ArgumentError(f"task {task!r} has rows trained with {len(found)} recipes ({'; '.join(found)}); pick one "
+                            f"(e.g. --epochs) for the lookup evaluator")
     if table.num_rows == 0:
         which = f" with recipe {_recipe_key(recipe)}" if recipe is not None else ""
         raise NotTabulatedError(
@@ -113,8 +109,8 @@ def _architectures(column: pa.ChunkedArray, num_dimensions: int, task: str) -> n
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     bad = np.flatnonzero(lengths != num_dimensions)
     if bad.size:
-        raise ValueError(f"task {task!r}: a stored architecture has {int(lengths[bad[0]])} entries, the space has "
-                         f"{num_dimensions} dimensions")
+        raise ArgumentError(f"task {task!r}: a stored architecture has {int(lengths[bad[0]])} entries, the space has "
+                            f"{num_dimensions} dimensions")
     return pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.int64).reshape(-1, num_dimensions)
 
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster.child import ChildTrainer, ChunkAck, WorkItem, close_trainers, stop_fields
-from cluster.populate import InsufficientResourcesError, shortfall
-from nasdb.errors import NasdbError
+from cluster.populate import shortfall
+from nasdb.errors import ArgumentError, EvaluatorAborted, InsufficientResourcesError
 from nasdb.space import SearchSpace
 from search.evaluators._base import Evaluation, Evaluator, Trial
 
@@ -42,10 +42,6 @@ def shared_objects(store, tasks: list[str]) -> dict[str, Any]:
         _BANK.clear()
         _BANK[key] = ray.put(default_bank())
     return {"bank": _BANK[key], "tasks": {t: ray.put(store.task(t)) for t in tasks}}
-
-
-class EvaluatorAborted(NasdbError):
-    """Every attempt to train a child fails: the trainer actors cannot start or keep dying."""
 
 
 def child_metrics(items: list[WorkItem], results: list, ack: ChunkAck) -> None:
@@ -94,7 +90,7 @@ class TrainingEvaluator(Evaluator):
         if not ray.is_initialized():
             raise RuntimeError("the training evaluator needs a running Ray instance (ray.init)")
         if int(max_attempts) != max_attempts or max_attempts < 1:
-            raise ValueError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+            raise ArgumentError(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
         self.plan = plan_resources(ray.cluster_resources(), parallel, gpus_per_trainer, cpus_per_trainer)
         self.store, self.space, self.recipe = store, space, dict(recipe)
         self.agent, self.run_id, self.max_attempts = agent, run_id, int(max_attempts)

@@ -24,6 +24,7 @@ from fastapi import File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from nasdb.cli.dashboard import _data as data, _html as h
+from nasdb.errors import ArgumentError
 
 #: An upload larger than this is refused (413) before it is read.
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
@@ -90,8 +91,8 @@ def create_app(store: Any, *, token_digest: str | None = None) -> Any:
     """The dashboard app over ``store`` (an ``ExperimentStore``); ``token_digest`` from ``resolve_token_digest``."""
     from fastapi_offline import FastAPIOffline
 
-    from nasdb.cli._main import _user_errors
-    from nasdb.errors import UnknownPredictorError, UnknownTaskError
+    from nasdb.cli._main import one_line
+    from nasdb.errors import NasdbError, UnknownPredictorError, UnknownTaskError
     from predictor.auth import RequestGuard
 
     st = CachedStore(store)
@@ -111,13 +112,10 @@ def create_app(store: Any, *, token_digest: str | None = None) -> Any:
         return HTMLResponse(h.error_page(status, message, active=active, store=uri), status_code=status)
 
     async def user_error(request: Request, e: Exception) -> Response:
-        from nasdb.cli._main import one_line
-
         status = 404 if isinstance(e, (UnknownPredictorError, UnknownTaskError)) else 400
         return fail(request, status, one_line(e))
 
-    for cls in _user_errors():
-        app.add_exception_handler(cls, user_error)
+    app.add_exception_handler(NasdbError, user_error)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict[str, str]:
@@ -301,11 +299,11 @@ def create_app(store: Any, *, token_digest: str | None = None) -> Any:
     def _suggest(task: str, label: str, predictor: str, upload: UploadFile | None) -> dict[str, Any]:
         csv_bytes = upload.file.read(MAX_UPLOAD_BYTES + 1) if upload is not None and upload.filename else None
         if csv_bytes is not None and len(csv_bytes) > MAX_UPLOAD_BYTES:
-            raise ValueError(f"the upload is larger than {MAX_UPLOAD_BYTES} bytes")
+            raise ArgumentError(f"the upload is larger than {MAX_UPLOAD_BYTES} bytes")
         if csv_bytes is None and not task:
-            raise ValueError("pick a task or upload a CSV file")
+            raise ArgumentError("pick a task or upload a CSV file")
         if csv_bytes is not None and task:
-            raise ValueError("give a task or a CSV file, not both")
+            raise ArgumentError("give a task or a CSV file, not both")
         with lock:
             return data.suggest(st, task=task or None, csv_bytes=csv_bytes,
                                 filename=upload.filename if upload is not None else None, label=label or None,

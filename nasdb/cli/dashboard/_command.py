@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from nasdb.errors import ArgumentError
+
 
 def token_for(host: str, token_file: str | None) -> str | None:
     """The token digest requests are checked against; None on loopback without a token file."""
@@ -22,8 +24,8 @@ def token_for(host: str, token_file: str | None) -> str | None:
     if is_loopback(host) and token_file is None:
         return None
     if token_file is None and not os.environ.get(TOKEN_ENV):
-        raise ValueError(f"no API token configured for --host {host}, which is not loopback: set ${TOKEN_ENV} or pass "
-                         f"--token-file (on 127.0.0.1 the dashboard needs none)")
+        raise ArgumentError(f"no API token configured for --host {host}, which is not loopback: set ${TOKEN_ENV} or pass "
+                            f"--token-file (on 127.0.0.1 the dashboard needs none)")
     return resolve_token_digest(token_file=token_file, host=host)
 
 

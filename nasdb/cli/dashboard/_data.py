@@ -17,6 +17,7 @@ import tempfile
 import threading
 from typing import Any
 
+from nasdb.errors import ArgumentError
 from nasdb.store import sql_str
 
 #: Quantiles of a task's box plot: whiskers at 5% and 95%, box at the quartiles.
@@ -169,9 +170,9 @@ def suggest(store: Any, *, task: str | None = None, csv_bytes: bytes | None = No
     if csv_bytes is None:
         return suggest_for_cli(store, task=task, predictor_id=predictor)
     if not csv_bytes.strip():
-        raise ValueError(f"the uploaded file {filename or 'upload.csv'!r} is empty")
+        raise ArgumentError(f"the uploaded file {filename or 'upload.csv'!r} is empty")
     if not label:
-        raise ValueError("an uploaded table needs its label column: fill in 'label column'")
+        raise ArgumentError("an uploaded table needs its label column: fill in 'label column'")
     stem = os.path.splitext(os.path.basename(filename or "upload.csv"))[0] or "upload"
     with tempfile.TemporaryDirectory(prefix="nasdb-upload-") as tmp:
         path = os.path.join(tmp, "upload.csv")
@@ -186,7 +187,7 @@ def suggest(store: Any, *, task: str | None = None, csv_bytes: bytes | None = No
                 raise
             from nasdb.cli._main import one_line  # a reading error: name the upload, not the temporary file
 
-            raise ValueError(one_line(e).replace(repr(path), repr(filename)).replace(path, str(filename))) from e
+            raise ArgumentError(one_line(e).replace(repr(path), repr(filename)).replace(path, str(filename))) from e
 
 
 def finite(v: Any) -> bool:
