@@ -2,9 +2,9 @@
 
 Each checkpoint is three files: ``model.pt`` (the state_dict), ``config.json`` (the
 PredictorConfig) and ``metadata.json`` (space, tasks, loss, data snapshot, metrics, time,
-warm-start parent). ``metadata.json`` is written last, through a temporary name, and is the
-commit marker: a folder without it is an interrupted write and readers ignore it. Paths go
-through ``store.path`` / ``store.fs`` (fsspec) so a non-local store root works the same way.
+warm-start parent). Each is written atomically through the store's artifact area
+``predictors`` (any store root, local or fsspec); ``metadata.json`` is written last and is the
+commit marker: a folder without it is an interrupted write and readers ignore it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from nasdb.errors import ArgumentError, NotFoundError
+from nasdb.errors import ArgumentError, NotFoundError, UnknownPredictorError
 from nasdb.space import SearchSpace
 from predictor.config import PredictorConfig
 from predictor.model import PerformancePredictor, legacy_state_dict
@@ -31,23 +31,6 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2
 PREDICTORS_DIR = "predictors"
 MODEL_FILE, CONFIG_FILE, METADATA_FILE = "model.pt", "config.json", "metadata.json"
-
-
-# -- file access through the store's fsspec filesystem --------------------------------------
-def _write(fs: Any, path: str, data: bytes) -> None:
-    with fs.open(path, "wb") as f:
-        f.write(data)
-
-
-def _read(fs: Any, path: str) -> bytes:
-    with fs.open(path, "rb") as f:
-        return f.read()
-
-
-def _subdirs(fs: Any, path: str) -> list[str]:
-    if not fs.exists(path):
-        return []
-    return [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(path, detail=True) if e.get("type") == "directory"]
 
 
 # -- ids --------------------------------------------------------------------------------------
@@ -87,14 +70,13 @@ def save_predictor(store: Any, model: PerformancePredictor, space: SearchSpace, 
         raise ArgumentError(f"model encoding size {model.encoding_size} does not match space {space.name!r} "
                             f"({space.encoding_size})")
     predictor_id = _check_id(predictor_id or new_predictor_id())
-    fs, folder = store.fs, store.path(PREDICTORS_DIR, predictor_id)
-    if fs.exists(f"{folder}/{METADATA_FILE}"):
+    area = store.artifacts(PREDICTORS_DIR)
+    if area.has(f"{predictor_id}/{METADATA_FILE}"):
         raise ArgumentError(f"predictor {predictor_id!r} already exists in the store")
-    fs.makedirs(folder, exist_ok=True)
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
-    _write(fs, f"{folder}/{MODEL_FILE}", buf.getvalue())
-    _write(fs, f"{folder}/{CONFIG_FILE}", model.config.to_json().encode())
+    area.put(f"{predictor_id}/{MODEL_FILE}", buf.getvalue())
+    area.put(f"{predictor_id}/{CONFIG_FILE}", model.config.to_json().encode())
     metadata = {
         "format_version": FORMAT_VERSION,
         "predictor_id": predictor_id,
@@ -111,9 +93,8 @@ def save_predictor(store: Any, model: PerformancePredictor, space: SearchSpace, 
         "torch_version": torch.__version__,
         **(extra or {}),
     }
-    tmp = f"{folder}/.{METADATA_FILE}.tmp"
-    _write(fs, tmp, json.dumps(metadata, indent=2, sort_keys=True, default=_json_default).encode())
-    fs.mv(tmp, f"{folder}/{METADATA_FILE}")  # a rename on local disks: the commit
+    metadata_json = json.dumps(metadata, indent=2, sort_keys=True, default=_json_default).encode()
+    area.put(f"{predictor_id}/{METADATA_FILE}", metadata_json)  # the commit
     logger.info("saved predictor %s (%s, %d tasks)", predictor_id, model.config.loss, len(tasks))
     return predictor_id
 
@@ -127,12 +108,12 @@ def _json_default(value: Any) -> Any:
 
 
 def read_metadata(store: Any, predictor_id: str) -> dict[str, Any]:
-    """The metadata of a committed checkpoint; KeyError naming the id when there is none."""
-    path = store.path(PREDICTORS_DIR, _check_id(predictor_id), METADATA_FILE)
-    if not store.fs.exists(path):
+    """The metadata of a committed checkpoint; UnknownPredictorError naming the id when there is none."""
+    area, key = store.artifacts(PREDICTORS_DIR), f"{_check_id(predictor_id)}/{METADATA_FILE}"
+    if not area.has(key):
         known = ", ".join(predictor_ids(store)) or "none"
-        raise NotFoundError(f"no predictor {predictor_id!r} in the store (known: {known})")
-    metadata = json.loads(_read(store.fs, path))
+        raise UnknownPredictorError(f"no predictor {predictor_id!r} in the store (known: {known})")
+    metadata = json.loads(area.get(key))
     if metadata.get("format_version", 0) > FORMAT_VERSION:
         raise ArgumentError(f"predictor {predictor_id!r} has checkpoint format {metadata['format_version']}, "
                             f"newer than this nasdb reads ({FORMAT_VERSION})")
@@ -146,13 +127,13 @@ def load_predictor(store: Any, predictor_id: str | None = None, *, device: str =
         if predictor_id is None:
             raise NotFoundError("the store has no predictor yet (fit one first)")
     metadata = read_metadata(store, predictor_id)
-    folder = store.path(PREDICTORS_DIR, predictor_id)
+    area = store.artifacts(PREDICTORS_DIR)
     legacy = metadata.get("format_version", 0) < 2
-    config_text = _read(store.fs, f"{folder}/{CONFIG_FILE}").decode()
+    config_text = area.get(f"{predictor_id}/{CONFIG_FILE}").decode()
     config = PredictorConfig.legacy(json.loads(config_text)) if legacy else PredictorConfig.from_json(config_text)
     space = SearchSpace.from_dict(metadata["space"]["spec"])
     model = PerformancePredictor(space, config)
-    state = torch.load(io.BytesIO(_read(store.fs, f"{folder}/{MODEL_FILE}")), map_location=device, weights_only=True)
+    state = torch.load(io.BytesIO(area.get(f"{predictor_id}/{MODEL_FILE}")), map_location=device, weights_only=True)
     model.load_state_dict(legacy_state_dict(state) if legacy else state)
     model.to(device).eval()
     return PredictorCheckpoint(predictor_id, model, config, space, metadata)
@@ -160,9 +141,8 @@ def load_predictor(store: Any, predictor_id: str | None = None, *, device: str =
 
 def predictor_ids(store: Any) -> list[str]:
     """Ids of committed checkpoints, oldest first (ids sort by creation time)."""
-    root = store.path(PREDICTORS_DIR)
-    return sorted(d for d in _subdirs(store.fs, root)
-                  if not d.startswith(".") and store.fs.exists(f"{root}/{d}/{METADATA_FILE}"))
+    area = store.artifacts(PREDICTORS_DIR)
+    return [d for d in area.list(folders=True) if not d.startswith(".") and area.has(f"{d}/{METADATA_FILE}")]
 
 
 def list_predictors(store: Any) -> list[dict[str, Any]]:

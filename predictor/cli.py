@@ -10,14 +10,12 @@ import click
 
 from nasdb.cli.options import copy_to_stdout, is_stdout, out_folder, task_list_option
 from nasdb.errors import NasdbError
-from predictor.config import LOSSES, OPTIMIZERS, PredictorConfig, SuggestConfig
+from predictor.config import LOSSES, OPTIMIZERS, TARGETS, PredictorConfig, SuggestConfig
 
-#: predictor.data.TARGETS, spelled out so that ``nasdb --help`` need not import numpy, pyarrow and scipy
-TARGETS = ("auto", "raw", "rank")
 _TARGET = click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
                        help="What the predictor fits per task: raw accuracy, its within-task quantile rank, or "
                             "auto (rank for imported benchmarks, raw otherwise).")
-#: predictor.data.ENCODER_CHOICES, spelled out for the same reason
+#: predictor.data.ENCODER_CHOICES, spelled out so that the help need not import numpy, pyarrow and scipy
 META_ENCODERS = ("auto", "samples", "cells")
 _META_ENCODER = click.option(
     "--meta-encoder", type=click.Choice(META_ENCODERS), default="auto", show_default=True,
@@ -115,9 +113,9 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
                   batch_size=batch_size, ensemble_size=ensemble_size)
     if no_meta_features:
         changes["use_meta_features"] = False
-    pid = fit_predictor(store, base.replace(**changes), exclude_tasks=exclude or (), tasks=tasks or None,
-                        workers=workers, warm_start=warm_start, space_id=space_id, target=target,
-                        include_stopped=include_stopped, meta_encoder=meta_encoder)
+    config = base.replace(**changes, target=target, include_stopped=include_stopped)
+    pid = fit_predictor(store, config, exclude_tasks=exclude or (), tasks=tasks or None, workers=workers,
+                        warm_start=warm_start, space_id=space_id, meta_encoder=meta_encoder)
     metadata = read_metadata(store, pid)
     if as_json:
         click.echo(json.dumps(metadata, indent=2, sort_keys=True))
@@ -177,7 +175,8 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
     if processes < 1:
         raise click.BadParameter(f"must be >= 1, got {processes}", param_hint="--processes")
     store = _open(store_root)
-    config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size, ensemble_size=ensemble_size))
+    config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size, ensemble_size=ensemble_size),
+                             target=target, include_stopped=include_stopped)
     if zero_shot and held_out:
         raise click.UsageError("--held-out is a --loto option (--zero-shot takes --tasks)")
     if zero_shot:
@@ -190,8 +189,7 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
         config = config.replace(**_kv(loss=losses[0] if losses else None),
                                 use_meta_features=not (no_meta_features or meta == "without"))
         rows = evaluate_zero_shot(store, out_folder(out_dir, "reports/zero-shot"), config=config, tasks=tasks or None,
-                                  processes=processes, include_stopped=include_stopped, seeds=seeds, target=target,
-                                  meta_encoder=meta_encoder,
+                                  processes=processes, seeds=seeds, meta_encoder=meta_encoder,
                                   baselines=DEFAULT_BASELINES if baselines is None else baselines)
         if rows and rows[0].get("meta_encoder"):  # the encoder the fits used
             config = config.replace(meta_encoder=rows[0]["meta_encoder"])
@@ -203,7 +201,7 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
     settings = {"both": (True, False), "with": (True,), "without": (False,)}["without" if no_meta_features else meta]
     rows = evaluate_loto(store, losses=losses or LOSSES, repeats=3 if repeats is None else repeats,
                          meta_features=settings, out_dir=out_folder(out_dir, "reports/loto"), config=config, tasks=tasks or None,
-                         processes=processes, target=target, include_stopped=include_stopped, meta_encoder=meta_encoder,
+                         processes=processes, meta_encoder=meta_encoder,
                          baselines=RANKERS if baselines is None else baselines, held_out=held_out or None)
     if rows and rows[0].get("meta_encoder"):  # the encoder the fits used (--meta-encoder auto resolves per store)
         config = config.replace(meta_encoder=rows[0]["meta_encoder"])

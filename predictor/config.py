@@ -17,11 +17,10 @@ uncertainty gap 0.01). Two deliberate departures:
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from nasdb.checks import positive_float, positive_int
 from nasdb.errors import ArgumentError, ConfigError
 from nasdb.settings import from_settings
 
@@ -29,13 +28,10 @@ AGGREGATES = ("sum", "mean")
 LOSSES = ("l2", "linear", "quadratic")
 META_ENCODERS = ("samples", "cells")
 OPTIMIZERS = ("sgd", "adam")
+#: What the predictor fits per task (predictor/data.py): "auto" is "rank" for imported benchmarks, else "raw".
+TARGETS = ("auto", "raw", "rank")
 #: The paper's optimizer setting (Sec. 5.1): SGD with momentum 0.5, learning rate 1e-4.
 PAPER_SGD = {"optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.5}
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ArgumentError(f"`{name}` must be a positive integer, but got {name}={value!r}.")
 
 
 def _layer_sizes(name: str, value: Any) -> tuple[int, ...]:
@@ -82,6 +78,9 @@ class PredictorConfig:
     task_sample_budget: int = 4096  # rows of a task's train split read (a seeded subset above it; predictor/data.py)
     num_steps: int = 3000  # optimizer steps per worker
     seed: int = 0
+    # -- training data (predictor/data.py) ------------------------------------------------
+    target: str = "auto"  # fitted per task: raw accuracy, its within-task quantile rank, or auto (TARGETS)
+    include_stopped: bool = False  # also train on children stopped early (their accuracy is partial)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phi_hidden", _layer_sizes("phi_hidden", self.phi_hidden))
@@ -101,8 +100,8 @@ class PredictorConfig:
             raise ConfigError(f"`optimizer` must be one of {OPTIMIZERS}, but got optimizer={self.optimizer!r}.")
         for name in ("feature_dim", "k_outer_iters", "k_inner_iters", "batch_size",
                      "sample_batch_size", "num_steps", "task_sample_budget"):
-            _positive_int(name, getattr(self, name))
-        _positive_int("max_classes", self.max_classes)
+            positive_int(name, getattr(self, name), error=ConfigError)
+        positive_int("max_classes", self.max_classes, error=ConfigError)
         if self.max_classes < 2:
             raise ConfigError(f"`max_classes >= 2` must hold, but got max_classes={self.max_classes}.")
         if self.batch_size < 2:
@@ -119,6 +118,10 @@ class PredictorConfig:
             raise ConfigError(f"`weight_decay >= 0` must hold, but got weight_decay={self.weight_decay!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"`seed` must be a non-negative integer, but got seed={self.seed!r}.")
+        if self.target not in TARGETS:
+            raise ConfigError(f"`target` must be one of {TARGETS}, but got target={self.target!r}.")
+        if not isinstance(self.include_stopped, bool):
+            raise ConfigError(f"`include_stopped` must be a bool, but got include_stopped={self.include_stopped!r}.")
 
     # -- named constructors ---------------------------------------------------------------
     @classmethod
@@ -162,13 +165,6 @@ class PredictorConfig:
         return replace(self, **changes)
 
 
-def _positive_float(name: str, value: Any, *, allow_zero: bool = False) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ArgumentError(f"`{name}` must be a finite number {bound}, but got {name}={value!r}.")
-
-
 @dataclass(frozen=True)
 class SuggestConfig:
     """Algorithm 2's settings. Defaults: the paper's (Sec. 5.3) where it gives them.
@@ -207,12 +203,12 @@ class SuggestConfig:
 
     def __post_init__(self) -> None:
         for name in ("top_per_task", "closest_tasks", "k_max_iters", "check_every"):
-            _positive_int(name, getattr(self, name))
+            positive_int(name, getattr(self, name), error=ConfigError)
             object.__setattr__(self, name, int(getattr(self, name)))
-        _positive_float("step_size", self.step_size)
-        _positive_float("tolerance", self.tolerance, allow_zero=True)
-        _positive_float("far_factor", self.far_factor)
-        _positive_float("kappa", self.kappa, allow_zero=True)
+        positive_float("step_size", self.step_size, error=ConfigError)
+        positive_float("tolerance", self.tolerance, allow_zero=True, error=ConfigError)
+        positive_float("far_factor", self.far_factor, error=ConfigError)
+        positive_float("kappa", self.kappa, allow_zero=True, error=ConfigError)
         if isinstance(self.start_smoothing, bool) or not isinstance(self.start_smoothing, (int, float)) \
                 or not 0 < self.start_smoothing < 1:
             raise ConfigError(f"`0 < start_smoothing < 1` must hold, but got start_smoothing={self.start_smoothing!r}.")

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 from scipy import stats
 
 from nasdb.errors import ArgumentError, TaskHasNoSamplesError, UnknownTaskError
+from predictor.config import TARGETS
 from nasdb.space import SearchSpace
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 #: by mu_k and sigma_k in the L2 loss); ``rank`` its quantile rank within the task, in [0, 1]
 #: (robust to heavy tails: a few diverged configurations no longer set sigma_k); ``auto``:
 #: ``rank`` for imported benchmark tasks (no samples), ``raw`` otherwise.
-TARGETS = ("auto", "raw", "rank")
 #: The meta-feature encoders (predictor.config.META_ENCODERS) and ``auto``: see choose_meta_encoder.
 ENCODER_CHOICES = ("auto", "samples", "cells")
 #: The seed of the row subset of a task above its sample budget (the same rows on every read).
@@ -397,7 +397,8 @@ def load_for_config(store: Any, config: Any, *, meta_encoder: str | None = None,
 
     ``meta_encoder``: ``auto``, ``samples``, ``cells``, or None for the config's own. Returns the
     data, the config with the encoder it uses, and why (for the fit's output). ``kwargs`` go to
-    load_training_data (space, tasks, exclude_tasks, min_experiments, min_tasks, target, ...).
+    load_training_data (space, tasks, exclude_tasks, min_experiments, min_tasks, ...); the target and
+    whether stopped children count come from the config (``target``, ``include_stopped``).
     """
     requested = meta_encoder or config.meta_encoder
     if requested not in ENCODER_CHOICES:
@@ -405,7 +406,8 @@ def load_for_config(store: Any, config: Any, *, meta_encoder: str | None = None,
     use_meta = kwargs.pop("use_meta_features", config.use_meta_features)
     data = load_training_data(store, feature_dim=config.feature_dim, max_classes=config.max_classes,
                               use_meta_features=use_meta, meta_encoder="cells" if requested == "auto" else requested,
-                              budget=config.task_sample_budget, **kwargs)
+                              budget=config.task_sample_budget, target=config.target,
+                              include_stopped=config.include_stopped, **kwargs)
     if not use_meta:
         return data, config, "no meta-features"
     encoder, reason = choose_meta_encoder(data, requested, current=config.meta_encoder,

@@ -29,6 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from nasdb.checks import markdown_table
 from nasdb.errors import ArgumentError
 from predictor.baselines import BASELINES, RANKERS, parse_baselines, unique_architectures
 from predictor.config import LOSSES, PredictorConfig
@@ -149,15 +150,14 @@ def _nan_stats(values: list[float]) -> tuple[float, float]:
 def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
                   meta_features: Iterable[bool] = (True, False), out_dir: str | os.PathLike | None = None, *,
                   config: PredictorConfig | None = None, tasks: Iterable[str] | None = None,
-                  space_id: str | None = None, processes: int = 1, target: str = "auto",
-                  include_stopped: bool = False, baselines: str | Iterable[str] = RANKERS,
+                  space_id: str | None = None, processes: int = 1, baselines: str | Iterable[str] = RANKERS,
                   meta_encoder: str | None = None, held_out: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Leave-one-task-out report rows (one per task x loss x meta-features), written as CSV + markdown.
 
     ``config`` sets everything but the loss, the meta-features switch and the seed (base seed
     + repeat index). With ``out_dir`` the report goes to ``loto.csv``, ``loto_runs.csv`` (every
     single fit) and ``loto.md``. Tasks without samples (imported benchmarks) need
-    ``meta_features=(False,)``; ``target`` and ``include_stopped``: see predictor/data.py.
+    ``meta_features=(False,)``; ``config.target`` and ``config.include_stopped``: see predictor/data.py.
     ``baselines``: rankers of predictor/baselines.py fitted once per held-out task (deterministic,
     so not per repeat); their Spearman and Pearson go into every row of the task
     (``<name>_spearman``, ``<name>_pearson``). ``held_out``: only these tasks are held out (each
@@ -182,8 +182,7 @@ def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
     # meta_encoder: auto | samples | cells | None (the config's); predictor/data.py choose_meta_encoder
     data, base, _ = load_for_config(store, base, meta_encoder=meta_encoder, space=space_id, tasks=tasks,
                                     min_experiments=base.batch_size, min_tasks=3,
-                                    use_meta_features=any(meta_features), include_stopped=include_stopped,
-                                    target=target)
+                                    use_meta_features=any(meta_features))
     held = data.task_names
     if held_out is not None:
         wanted = list(dict.fromkeys(held_out))
@@ -242,20 +241,21 @@ def markdown_report(rows: list[dict[str, Any]], config: PredictorConfig | None =
     settings = list(dict.fromkeys((r["loss"], r["meta_features"]) for r in rows))
     head = [_setting(loss, meta) for loss, meta in settings]
     baselines = [b for b in BASELINES if rows and f"{b}_spearman" in rows[0]]
-    lines = ["| task | archs | noise ceiling | " + " | ".join(head + baselines) + " |",
-             "|---|---:|---:|" + "---:|" * (len(head) + len(baselines))]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     index = {(r["task"], r["loss"], r["meta_features"]): r for r in rows}
+    table = []
     for t in tasks:
         first = index[(t, *settings[0])]
         cells = [f"{_fmt(index[(t, *s)]['spearman_mean'])} ± {_fmt(index[(t, *s)]['spearman_std'])}" for s in settings]
         cells += [_fmt(first[f"{b}_spearman"]) for b in baselines]
-        lines.append(f"| {t} | {first['architectures']} | {_fmt(first['noise_ceiling'])} | " + " | ".join(cells) + " |")
+        table.append([t, str(first["architectures"]), _fmt(first["noise_ceiling"]), *cells])
     means = [_nan_stats([index[(t, *s)]["spearman_mean"] for t in tasks])[0] for s in settings]
     means += [_nan_stats([index[(t, *settings[0])][f"{b}_spearman"] for t in tasks])[0] for b in baselines]
     ceilings = [index[(t, *settings[0])]["noise_ceiling"] for t in tasks]
     ceil_mean = _nan_stats([c for c in ceilings if c is not None])[0] if any(c is not None for c in ceilings) else None
-    lines.append(f"| **mean** | | {_fmt(ceil_mean)} | " + " | ".join(f"**{_fmt(m)}**" for m in means) + " |")
+    table.append(["**mean**", "", _fmt(ceil_mean), *(f"**{_fmt(m)}**" for m in means)])
+    header = ["task", "archs", "noise ceiling", *head, *baselines]
+    lines = markdown_table(header, table, right=range(1, len(header)))
     text = "Leave-one-task-out Spearman rank correlation (predicted vs. mean validation accuracy over seeds)\n\n"
     if config is not None:
         text += f"Predictor: `{config.to_json()}` (the loss, meta-features and seed vary per column and repeat)\n\n"

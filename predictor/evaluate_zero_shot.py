@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from nasdb.checks import markdown_table
 from nasdb.errors import ArgumentError
 from predictor.baselines import BASELINES, distinct_architectures, held_out_picks, parse_baselines, task_embeddings
 from predictor.config import PredictorConfig
@@ -127,9 +128,9 @@ def _zero_shot_task(held_out: str, config_dict: dict, suggest_dict: dict, baseli
 
 def evaluate_zero_shot(store: Any, out_dir: str | os.PathLike | None = None, *, config: PredictorConfig | None = None,
                        suggest_config: SuggestConfig | None = None, tasks: Iterable[str] | None = None,
-                       space_id: str | None = None, processes: int = 1, include_stopped: bool = False,
+                       space_id: str | None = None, processes: int = 1,
                        baselines: str | Iterable[str] = DEFAULT_BASELINES, seeds: int = 2,
-                       target: str = "auto", meta_encoder: str | None = None) -> list[dict[str, Any]]:
+                       meta_encoder: str | None = None) -> list[dict[str, Any]]:
     """One row per held-out task: the suggestion's and each baseline pick's accuracy and percentile.
 
     ``config``: the predictor (one fit per task, seed ``config.seed``); ``seeds``: training
@@ -147,8 +148,7 @@ def evaluate_zero_shot(store: Any, out_dir: str | os.PathLike | None = None, *, 
         store = ExperimentStore(str(store))
     # meta_encoder: auto | samples | cells | None (the config's); predictor/data.py choose_meta_encoder
     data, base, _ = load_for_config(store, base, meta_encoder=meta_encoder, space=space_id, tasks=tasks,
-                                    min_experiments=base.batch_size, min_tasks=3, include_stopped=include_stopped,
-                                    target=target)
+                                    min_experiments=base.batch_size, min_tasks=3)
     sample_less = [n for n, t in data.tasks.items() if not t.has_samples]
     if sample_less:
         raise ArgumentError(f"task {sample_less[0]!r} has no raw samples (an imported tabular benchmark): nothing can be "
@@ -182,12 +182,13 @@ def zero_shot_markdown(rows: list[dict[str, Any]], config: PredictorConfig | Non
     """Per task: val percentile (and accuracy) of the suggestion and of each baseline pick, then the summary."""
     methods = ["suggestion"] + [b for b in BASELINES if rows and f"{b}_val_percentile" in rows[0]]
     head = [f"{m} val pct (acc)" for m in methods] + [f"{m} test pct" for m in methods]
-    lines = ["| task | archs | best stored val | " + " | ".join(head) + " |", "|---|---:|---:|" + "---:|" * len(head)]
+    table = []
     for r in rows:
         cells = [f"{_f(r[f'{m}_val_percentile'])} ({_f(r[f'{m}_val_accuracy'], '{:.3f}')})" for m in methods]
         cells += [_f(r[f"{m}_test_percentile"]) for m in methods]
-        lines.append(f"| {r['task']} | {r['architectures']} | {_f(r['best_stored_val'], '{:.3f}')} | "
-                     + " | ".join(cells) + " |")
+        table.append([r["task"], str(r["architectures"]), _f(r["best_stored_val"], "{:.3f}"), *cells])
+    header = ["task", "archs", "best stored val", *head]
+    lines = markdown_table(header, table, right=range(1, len(header)))
     text = ("Zero-shot on held-out tasks: percentile of each pick's mean accuracy among the task's stored "
             "architectures' means (100 = at least as good as all of them); suggestion = Algorithm 2 with the "
             "predictor fitted without the task; trained picks: mean over their training seeds\n\n")

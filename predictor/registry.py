@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -47,40 +46,18 @@ def check_alias(name: Any) -> str:
     return name
 
 
-def _alias_path(store: Any, name: str) -> str:
-    return store.path(ALIASES_DIR, f"{name}.json")
-
-
 def _read_alias(store: Any, name: str) -> dict[str, Any] | None:
     try:
-        with store.fs.open(_alias_path(store, name), "rb") as f:
-            return json.loads(f.read())
+        return json.loads(store.artifacts(ALIASES_DIR).get(f"{name}.json"))
     except FileNotFoundError:
         return None
 
 
-def _write_atomic(store: Any, path: str, data: bytes) -> None:
-    folder, _, name = path.rpartition("/")
-    store.fs.makedirs(folder, exist_ok=True)
-    tmp = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with store.fs.open(tmp, "wb") as f:
-            f.write(data)
-        store.fs.mv(tmp, path)  # a rename on local disks: readers see the old alias or the new one
-    finally:
-        if store.fs.exists(tmp):
-            store.fs.rm(tmp)
-
-
 def aliases(store: Any) -> dict[str, dict[str, Any]]:
     """Every alias of the store, by name: ``{name: record}`` (see the module docstring)."""
-    root = store.path(ALIASES_DIR)
-    if not store.fs.exists(root):
-        return {}
     out = {}
-    for entry in store.fs.ls(root, detail=True):
-        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
-        if entry.get("type") == "file" and name.endswith(".json") and _ALIAS.fullmatch(name[:-5]):
+    for name in store.artifacts(ALIASES_DIR).list(folders=False):
+        if name.endswith(".json") and _ALIAS.fullmatch(name[:-5]):
             record = _read_alias(store, name[:-5])
             if record is not None:  # None: removed while listing
                 out[name[:-5]] = record
@@ -191,14 +168,15 @@ def promote(store: Any, predictor_id: str, alias: str = DEFAULT_ALIAS) -> dict[s
     history = [{"predictor_id": predictor_id, "promoted_at": now}] + list((current or {}).get("history", []))
     record = {"alias": alias, "predictor_id": predictor_id, "space_id": space_id, "promoted_at": now,
               "previous": (current or {}).get("predictor_id"), "history": history[:HISTORY_KEPT]}
-    _write_atomic(store, _alias_path(store, alias), json.dumps(record, indent=1, sort_keys=True).encode())
+    # atomic: readers see the old alias or the new one
+    store.artifacts(ALIASES_DIR).put(f"{alias}.json", json.dumps(record, indent=1, sort_keys=True).encode())
     return record
 
 
 def unalias(store: Any, alias: str) -> dict[str, Any]:
     """Remove ``alias``; returns the record it had. Servers following it keep their predictor."""
     record = alias_record(store, alias)
-    store.fs.rm(_alias_path(store, alias))
+    store.artifacts(ALIASES_DIR).delete(f"{alias}.json")
     return record
 
 
@@ -218,9 +196,9 @@ def delete_predictor(store: Any, predictor_id: str) -> None:
     every reader already ignores.
     """
     check_deletable(store, predictor_id)
-    folder = store.path(PREDICTORS_DIR, predictor_id)
-    store.fs.rm(f"{folder}/{METADATA_FILE}")
-    store.fs.rm(folder, recursive=True)
+    area = store.artifacts(PREDICTORS_DIR)
+    area.delete(f"{predictor_id}/{METADATA_FILE}")
+    area.delete(predictor_id)
 
 
 # -- listing ------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from nasdb.checks import positive_int
 from nasdb.errors import ArgumentError, ConfigError, PayloadTooLargeError
 from predictor._api_schema import PredictRequest, SuggestRequest, TaskInput
 from predictor.checkpoint import load_predictor
@@ -52,9 +53,7 @@ class ServeLimits:
     def __post_init__(self) -> None:
         for name in ("max_samples", "max_architectures", "max_k_max_iters", "max_requests_per_client",
                      "max_table_rows", "max_csv_bytes"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ConfigError(f"`{name}` must be a positive integer, but got {name}={v!r}.")
+            positive_int(name, getattr(self, name), error=ConfigError)
         v = self.body_timeout_s
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
             raise ConfigError(f"`body_timeout_s` must be a finite number of seconds > 0, but got body_timeout_s={v!r}.")

@@ -106,14 +106,14 @@ def _warm_start_state(store: Any, parent_id: str, config: PredictorConfig, data:
 def fit_predictor(store: Any, config: PredictorConfig | None = None, *, exclude_tasks: Iterable[str] = (),
                   tasks: Iterable[str] | None = None, workers: int = 2, warm_start: str | None = None,
                   space_id: str | None = None, report_every: int = 100, use_gpu: bool | None = None,
-                  target: str = "auto", include_stopped: bool = False, meta_encoder: str | None = None) -> str:
+                  meta_encoder: str | None = None) -> str:
     """Fit a predictor on ``store`` with a Ray Train job of ``workers`` workers; return its checkpoint id.
 
     Uses the running Ray, else starts or joins one (``ray.init(address=$RAY_ADDRESS or None)``)
     and shuts it down at the end. ``workers=0`` is Ray Train's local mode: the loop runs in
     this process (no DDP). With ``warm_start`` the network starts from that checkpoint's
     weights; when ``config`` is None it is the parent's config (else the default).
-    ``target`` and ``include_stopped``: see predictor/data.py (tasks without samples need
+    ``config.target`` and ``config.include_stopped``: see predictor/data.py (tasks without samples need
     ``config.use_meta_features=False``). ``meta_encoder``: ``auto`` (cells when a task is not
     ``feature_dim`` wide, predictor/data.py choose_meta_encoder), ``samples``, ``cells``, or None
     for the config's; the choice and its reason go into the checkpoint's metadata.
@@ -128,8 +128,7 @@ def fit_predictor(store: Any, config: PredictorConfig | None = None, *, exclude_
                   if warm_start else PredictorConfig())
     exclude = list(exclude_tasks)
     data, config, reason = load_for_config(store, config, meta_encoder=meta_encoder, space=space_id, tasks=tasks,
-                                           exclude_tasks=exclude, min_experiments=config.batch_size,
-                                           include_stopped=include_stopped, target=target)
+                                           exclude_tasks=exclude, min_experiments=config.batch_size)
     init_state = _warm_start_state(store, warm_start, config, data) if warm_start else None
     started_ray = not ray.is_initialized()
     if started_ray:

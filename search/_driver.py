@@ -26,7 +26,6 @@ import io
 import json
 import sys
 import time
-import uuid
 from typing import Any, Callable
 
 import numpy as np
@@ -49,27 +48,22 @@ def _rng_for(run_id: str, index: int) -> np.random.Generator:
 
 
 class _Files:
-    """The run's files in the store (``store.fs`` is fsspec): temp name then rename, write-once keys elsewhere."""
+    """The run's files, ``<run_id>/<name>`` in the store's artifact area ``search`` (each written atomically)."""
 
     def __init__(self, store, run_id: str):
-        self.store, self.fs = store, store.fs
-        self.dir = store.path("search", run_id)
+        self.area, self.run_id = store.artifacts("search"), run_id
 
     def path(self, name: str) -> str:
-        return f"{self.dir}/{name}"
+        return self.area.path(f"{self.run_id}/{name}")
 
     def exists(self, name: str) -> bool:
-        return bool(self.fs.exists(self.path(name)))
+        return self.area.has(f"{self.run_id}/{name}")
 
     def write(self, name: str, data: bytes) -> None:
-        self.fs.makedirs(self.dir, exist_ok=True)
-        tmp = self.path(f".{name}.{uuid.uuid4().hex[:8]}.tmp")
-        with self.fs.open(tmp, "wb") as f:
-            f.write(data)
-        self.fs.mv(tmp, self.path(name))
+        self.area.put(f"{self.run_id}/{name}", data)
 
     def read(self, name: str) -> bytes:
-        return self.fs.cat_file(self.path(name))
+        return self.area.get(f"{self.run_id}/{name}")
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         import torch

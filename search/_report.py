@@ -8,6 +8,8 @@ import math
 import os
 from typing import TYPE_CHECKING, Any, Sequence
 
+from nasdb.checks import markdown_table
+
 if TYPE_CHECKING:
     from search.compare import Comparison
 
@@ -29,8 +31,7 @@ def _num(v: Any, fmt: str = "{:.4f}") -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    return "\n".join(markdown_table(header, rows))
 
 
 def markdown(c: Comparison) -> str:

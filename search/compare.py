@@ -19,8 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
+from nasdb.checks import mean_std
 from nasdb.errors import ArgumentError
 from search._report import ZERO_SHOT_AGENT, markdown, write_report
 from search.result import SearchResult
@@ -28,13 +27,6 @@ from search.result import SearchResult
 #: Seconds between a running search's progress lines in a comparison (populate logs every 10 s too).
 PROGRESS_SECONDS = 10.0
 DEFAULT_AGENTS = ("rl", "tnaml", "random")
-
-
-def _mean_std(values: Sequence[float]) -> dict[str, float]:
-    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    if not v.size:
-        return {"n": 0, "mean": math.nan, "std": math.nan}
-    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std())}
 
 
 def stored_zero_shot(store, task: str, agent: str = ZERO_SHOT_AGENT) -> list[float]:
@@ -65,8 +57,8 @@ class Comparison:
         for t in self.tasks:
             r = self.results[t].get("rl")
             best = r.best if r else None
-            first = r.first(self.first_n) if r else _mean_std([])
-            zs = _mean_std(self.zero_shot.get(t, []))
+            first = r.first(self.first_n) if r else mean_std([])
+            zs = mean_std(self.zero_shot.get(t, []))
             rows.append({"task": t, f"rl_first{self.first_n}_mean": first["mean"],
                          f"rl_first{self.first_n}_std": first["std"],
                          "rl_best_test": best.test_accuracy if best else math.nan,
@@ -82,9 +74,9 @@ class Comparison:
             row: dict[str, Any] = {"task": t}
             for a in ("tnaml", "random", "rl"):
                 r = self.results[t].get(a)
-                f = r.first(self.first_n) if r else _mean_std([])
+                f = r.first(self.first_n) if r else mean_std([])
                 row[f"{a}_first{self.first_n}_mean"], row[f"{a}_first{self.first_n}_std"] = f["mean"], f["std"]
-            zs = _mean_std(self.zero_shot.get(t, []))
+            zs = mean_std(self.zero_shot.get(t, []))
             row["zero_shot_mean"], row["zero_shot_std"] = zs["mean"], zs["std"]
             rows.append(row)
         return rows

@@ -119,12 +119,4 @@ def judge_search(truth: TableTruth, evaluations: Sequence[Evaluation], budgets: 
     return out
 
 
-def mean_std(values: Sequence[float | None]) -> dict[str, float]:
-    """``{"n", "mean", "std"}`` over the finite values (population std; NaN when there are none)."""
-    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
-    if not v.size:
-        return {"n": 0, "mean": math.nan, "std": math.nan}
-    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std())}
-
-
-__all__ = ["TableTruth", "incumbent", "judge_search", "mean_std"]
+__all__ = ["TableTruth", "incumbent", "judge_search"]

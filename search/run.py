@@ -25,7 +25,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from nasdb.errors import NasdbError, TaskHasNoSamplesError
+from nasdb.checks import int_at_least
+from nasdb.errors import ArgumentError, NasdbError, TaskHasNoSamplesError
 from search.agents import PRETRAIN_SOURCES, agent_class, create_agent
 from search.evaluators import EVALUATORS, Evaluation, LookupEvaluator, child_reward
 from search.result import SearchResult
@@ -106,11 +107,7 @@ class SearchPlan:
 
 def search_run_ids(store) -> set[str]:
     """Run ids of the search runs in the store (folders under ``<root>/search/``)."""
-    root = store.path("search")
-    if not store.fs.exists(root):
-        return set()
-    return {e["name"].rstrip("/").rsplit("/", 1)[-1] for e in store.fs.ls(root, detail=True)
-            if e["type"] == "directory"}
+    return set(store.artifacts("search").list(folders=True))
 
 
 def _offline(run_id: str, searches: set[str]) -> bool:
@@ -144,15 +141,9 @@ def _tasks_with_rows(store, space_id: str) -> dict[str, int]:
     return counts
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ArgumentError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
 def check_batch_size(batch_size: Any, budget: int) -> int:
     """A search batch: an integer from 1 to the budget (ValueError naming the value otherwise)."""
-    batch_size = _check_int("batch size", batch_size, 1)
+    batch_size = int_at_least("batch size", batch_size, 1)
     if batch_size > budget:
         raise ArgumentError(f"batch size {batch_size} is larger than the budget {budget}")
     return batch_size
@@ -222,9 +213,14 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
                 surrogate: Callable[[str], Any] | None = None) -> SearchPlan:
     """Check every input against the store and return the run's plan; raises before any work.
 
+    ``store``: an ExperimentStore or its root. ``evaluator``: "train" (real children on Ray
+    trainer actors, ``parallel`` in flight, rows tagged agent/run_id) or "lookup" (a tabulated
+    benchmark in the store). ``early_stop`` (train evaluator): None (off), True, a dict of
+    settings or a ``cluster.early_stop.EarlyStopConfig``; its ``num_epochs`` is the recipe's
+    epochs. ``batch_size``: children the agent proposes at once, trained in one batched-trainer
+    call per actor and told in one REINFORCE update (1, the default: one child at a time).
     ``surrogate`` (the predictor agent, required there): ``surrogate(task)`` -> its
     ``search.agents.Surrogate``, e.g. ``predictor.surrogate.SurrogateFactory(store_root, predictor_id)``.
-
     ``start_timeout``: seconds the trainer actors may wait for free resources before the run
     fails naming the shortfall. ``progress_s``: print a progress line (children done, best,
     rate, ETA) at most this often; ``verbose`` prints one line per child instead."""
@@ -233,9 +229,9 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
     from nasdb.store import ExperimentStore
 
     agent_class(agent)  # ValueError listing the known agents
-    budget = _check_int("budget", budget, 1)
-    parallel = _check_int("parallel", parallel, 1)
-    seed = _check_int("seed", seed, 0)
+    budget = int_at_least("budget", budget, 1)
+    parallel = int_at_least("parallel", parallel, 1)
+    seed = int_at_least("seed", seed, 0)
     batch_size = check_batch_size(batch_size, budget)
     start_timeout = check_seconds("start timeout", start_timeout)
     if progress_s is not None:
@@ -248,7 +244,7 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
     if pretrain_source not in PRETRAIN_SOURCES:
         raise ArgumentError(f"pretrain source must be one of {PRETRAIN_SOURCES}, got {pretrain_source!r}")
     if epochs is not None:
-        _check_int("epochs", epochs, 1)
+        int_at_least("epochs", epochs, 1)
     store = store if isinstance(store, ExperimentStore) else ExperimentStore(store)
     _check_task(store, task, evaluator)
     if names is not None and task in names:
@@ -272,7 +268,7 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
     args = {"task": task, "seed": seed, **(agent_args or {})}
     pretrain = None
     if agent == "tnaml":
-        pretrain_budget = _check_int("pretrain budget", pretrain_budget if pretrain_budget is not None else 1000, 1)
+        pretrain_budget = int_at_least("pretrain budget", pretrain_budget if pretrain_budget is not None else 1000, 1)
         if pretrain_source == "store":
             have = {t: n for t, n in _tasks_with_rows(store, space.space_id).items() if t != task} \
                 if store.exists() else {}
@@ -308,7 +304,7 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
                             f"letter or digit (it names a folder in the store)")
     every = checkpoint_every if checkpoint_every is not None else (1 if evaluator == "train" else 25)
     return SearchPlan(store.uri, run_id, task, budget, described, evaluator, parallel, space.space_id, recipe,
-                      pretrain, _check_int("checkpoint_every", every, 1), bool(verbose),
+                      pretrain, int_at_least("checkpoint_every", every, 1), bool(verbose),
                       None if early_stop is None else early_stop.to_dict(), batch_size,
                       start_timeout_s=start_timeout, progress_s=progress_s,
                       fingerprints=_fingerprints(store, [task] + list(pretrain["tasks"] if pretrain and
@@ -316,33 +312,17 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
                       if evaluator == "train" else None, surrogate=surrogate)
 
 
-def run_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Sequence[str] | str | None = None,
-               pretrain_source: str = "store", pretrain_budget: int | None = None, parallel: int = 1, seed: int = 0,
-               epochs: int | None = None, recipe: dict | None = None, evaluator: str = "train",
-               run_id: str | None = None, agent_args: dict | None = None, space_id: str | None = None,
-               checkpoint_every: int | None = None, verbose: bool = False, as_actor: bool | None = None,
-               address: str | None = None, early_stop: Any = None, batch_size: int = 1,
-               on_evaluation: Callable[[Evaluation, int], None] | None = None, start_timeout: float = 60.0,
-               progress_s: float | None = None, surrogate: Callable[[str], Any] | None = None) -> SearchResult:
+def run_search(store, agent: str, task: str, budget: int, *, as_actor: bool | None = None, address: str | None = None,
+               on_evaluation: Callable[[Evaluation, int], None] | None = None, **settings: Any) -> SearchResult:
     """Search ``budget`` child models of ``task`` with ``agent`` ("predictor", "random", "rl", "tnaml"); resumable.
 
-    ``store``: an ExperimentStore or its root. ``evaluator``: "train" (real children on Ray
-    trainer actors, ``parallel`` in flight, rows tagged agent/run_id) or "lookup" (a tabulated
-    benchmark in the store). ``as_actor`` (default: with "train") runs the loop as a Ray actor;
-    Ray is started (``address``, else RAY_ADDRESS, else local) if it is not running.
+    ``plan_search(store, agent, task, budget, **settings)`` checks the run's settings (see there:
+    the evaluator, pre-training, recipe, early stopping, batch size, ...) before anything starts;
+    ``execute`` runs the plan. ``as_actor`` (default: with the train evaluator) runs the loop as a
+    Ray actor; Ray is started (``address``, else RAY_ADDRESS, else local) if it is not running.
     ``on_evaluation(evaluation, n)`` is called in-process only (``as_actor=False``).
-    ``early_stop`` (train evaluator): None (off), True, a dict of settings or a
-    ``cluster.early_stop.EarlyStopConfig``; its ``num_epochs`` is the recipe's epochs.
-    ``batch_size``: children the agent proposes at once, trained in one batched-trainer call per
-    actor and told in one REINFORCE update (1, the default: one child at a time).
-    ``surrogate``: the predictor agent's predictor (see ``plan_search``).
     """
-    plan = plan_search(store, agent, task, budget, pretrain_tasks=pretrain_tasks, pretrain_source=pretrain_source,
-                       pretrain_budget=pretrain_budget, parallel=parallel, seed=seed, epochs=epochs, recipe=recipe,
-                       evaluator=evaluator, run_id=run_id, agent_args=agent_args, space_id=space_id,
-                       checkpoint_every=checkpoint_every, verbose=verbose, early_stop=early_stop,
-                       batch_size=batch_size, start_timeout=start_timeout, progress_s=progress_s,
-                       surrogate=surrogate)
+    plan = plan_search(store, agent, task, budget, **settings)
     return execute(plan, as_actor=as_actor, address=address, on_evaluation=on_evaluation)
 
 

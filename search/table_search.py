@@ -20,19 +20,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from nasdb.checks import int_at_least, mean_std
 from nasdb.errors import ArgumentError, ConfigError
 from nasdb.space import SearchSpace
 from search.agents import SearchAgent, Surrogate, agent_class, create_agent
 from search.evaluators import Evaluation, LookupEvaluator, Trial
-from search.regret import TableTruth, judge_search, mean_std
+from search.regret import TableTruth, judge_search
 
 logger = logging.getLogger(__name__)
-
-
-def _int_at_least(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ArgumentError(f"`{name}` must be an integer >= {low}, but got {name}={value!r}.")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -53,14 +48,14 @@ class TableSearchConfig:
             raise ConfigError(f"`agents` must be distinct agent names, at least one, but got agents={agents!r}.")
         for a in agents:
             agent_class(a)  # ValueError listing the known agents
-        budgets = tuple(sorted({_int_at_least("budgets", b, 1) for b in self.budgets}))
+        budgets = tuple(sorted({int_at_least("budgets", b, 1, error=ConfigError) for b in self.budgets}))
         if not budgets:
             raise ConfigError("`budgets` must name at least one number of evaluations, but got budgets=().")
         object.__setattr__(self, "agents", agents)
         object.__setattr__(self, "budgets", budgets)
-        _int_at_least("repeats", self.repeats, 1)
-        _int_at_least("seed", self.seed, 0)
-        _int_at_least("pretrain_budget", self.pretrain_budget, 1)
+        int_at_least("repeats", self.repeats, 1, error=ConfigError)
+        int_at_least("seed", self.seed, 0, error=ConfigError)
+        int_at_least("pretrain_budget", self.pretrain_budget, 1, error=ConfigError)
         unknown = sorted(set(self.agent_args) - set(agents))
         if unknown:
             raise ConfigError(f"`agent_args` names agents that do not run: {unknown} (agents: {list(agents)})")

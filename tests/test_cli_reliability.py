@@ -82,8 +82,8 @@ def test_commands_other_than_init_refuse_a_missing_store(tmp_path):
 @pytest.mark.parametrize("args, match", [
     (["--per-task", "1000000000"], "per-task 1000000000 is above the limit of 100,000"),
     (["--per-task", "2", "--batch-size-models", "100000"], "batch-size-models 100000 is above the limit of 1,024"),
-    (["--per-task", "2", "--cpus-per-worker", "nan"], "cpus per worker must be a finite number > 0, got nan"),
-    (["--per-task", "2", "--cpus-per-worker", "0"], "cpus per worker must be a finite number > 0, got 0"),
+    (["--per-task", "2", "--cpus-per-worker", "nan"], "`cpus per worker` must be a finite number > 0, but got nan"),
+    (["--per-task", "2", "--cpus-per-worker", "0"], "`cpus per worker` must be a finite number > 0, but got 0"),
     (["--per-task", "2", "--gpus-per-worker", "-1"], "gpus per worker must be 0, a fraction of 1"),
     (["--per-task", "2", "--gpus-per-worker", "1.5"], "gpus per worker must be 0, a fraction of 1"),
 ])

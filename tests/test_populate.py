@@ -181,7 +181,7 @@ def test_a_broken_curve_predictor_turns_early_stopping_off_instead_of_failing_ch
 
 
 @pytest.mark.parametrize("args, match", [
-    (["--early-stop-config", '{"burn_in": 3}'], "early-stop burn_in must be an integer >= 5, got 3"),
+    (["--early-stop-config", '{"burn_in": 3}'], "`burn_in` must be an integer >= 5, but got burn_in=3"),
     (["--early-stop-config", '{"nope": 1}'], "unknown early-stop settings ['nope']"),
     (["--early-stop-config", "{"], "--early-stop-config is not JSON"),
     (["--early-stop", "--epochs", "1"], "early stopping needs children of >= 2 epochs"),
@@ -197,8 +197,8 @@ def test_bad_early_stop_settings_are_one_line_errors(tmp_path, args, match):
 
 # -- bad input: refused before any work starts ---------------------------------------------
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(per_task=0), ValueError, r"per-task must be a positive integer, got 0"),
-    (dict(workers=0), ValueError, r"workers must be a positive integer, got 0"),
+    (dict(per_task=0), ValueError, r"`per-task` must be a positive integer, but got 0"),
+    (dict(workers=0), ValueError, r"`workers` must be a positive integer, but got workers=0"),
     (dict(tasks=[ONE, "no_such_task"]), UnknownTaskError, r"unknown task 'no_such_task'"),
     (dict(tasks=None, suite="imagenet"), ValueError, r"unknown task suite 'imagenet'"),
     (dict(workers=64), InsufficientResourcesError, r"asked for 64 workers .* has 2 CPUs and 0 GPUs"),
@@ -231,7 +231,7 @@ def test_unwritable_store_and_bad_epochs_are_refused(ray_cluster, tmp_path):
     runner = CliRunner()
     ExperimentStore(str(tmp_path / "s")).init()  # the CLI refuses a store that does not exist (issue 15)
     for args, match in [(["--epochs", "0"], "--epochs must be > 0, got 0"),
-                        (["--per-task", "-3"], "per-task must be a positive integer, got -3"),
+                        (["--per-task", "-3"], "`per-task` must be a positive integer, but got -3"),
                         (["--tasks", "nope"], "unknown task 'nope'")]:
         res = runner.invoke(populate_command, ["--store", str(tmp_path / "s"), "--tasks", ONE,
                                                "--per-task", "2", *args])

@@ -92,9 +92,9 @@ def test_interrupted_mid_batch_resumes_without_losing_or_repeating_a_child(tmp_p
     assert [e.to_dict() for e in resumed.evaluations] == [e.to_dict() for e in ref.evaluations]
 
 
-@pytest.mark.parametrize("batch_size, match", [(0, "batch size must be an integer >= 1, got 0"),
+@pytest.mark.parametrize("batch_size, match", [(0, "`batch size` must be an integer >= 1, but got 0"),
                                                (13, "batch size 13 is larger than the budget 12"),
-                                               ("4", "batch size must be an integer >= 1, got '4'")])
+                                               ("4", "`batch size` must be an integer >= 1, but got '4'")])
 def test_bad_batch_sizes_are_refused(bench, batch_size, match):
     with pytest.raises(ValueError, match=match):
         plan_search(bench, "rl", T1, 12, evaluator="lookup", batch_size=batch_size)

@@ -80,7 +80,7 @@ def test_plan_with_early_stopping_is_another_run_and_refusals(tmp_path):
     assert on.run_id != off.run_id and on.run_id.startswith(f"rl-{TASK}-")
     assert plan_search(root, "rl", TASK, 3, epochs=EPOCHS, early_stop=False).run_id == off.run_id
     assert plan_search(root, "rl", TASK, 3, epochs=EPOCHS, early_stop=True).early_stop["burn_in"] == 100
-    for kwargs, match in [(dict(early_stop={"burn_in": 2}), "burn_in must be an integer >= 5, got 2"),
+    for kwargs, match in [(dict(early_stop={"burn_in": 2}), "`burn_in` must be an integer >= 5, but got burn_in=2"),
                           (dict(early_stop={"min_tau": 4}), "min_tau=4 leaves no epoch to stop at"),
                           (dict(early_stop={"bogus": 1}), r"unknown early-stop settings \['bogus'\]"),
                           (dict(early_stop=True, epochs=1), "needs children of >= 2 epochs"),

@@ -197,15 +197,15 @@ def test_compare_reads_stored_zero_shot_rows(tmp_path):
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(agent="bogus"), ValueError, r"unknown search agent 'bogus'; known: \['predictor', 'random', 'rl', 'tnaml'\]"),
     (dict(task="no_such_task"), UnknownTaskError, "no_such_task"),
-    (dict(budget=0), ValueError, "budget must be an integer >= 1, got 0"),
-    (dict(budget=-3), ValueError, "budget must be an integer >= 1, got -3"),
+    (dict(budget=0), ValueError, "`budget` must be an integer >= 1, but got budget=0"),
+    (dict(budget=-3), ValueError, "`budget` must be an integer >= 1, but got budget=-3"),
     (dict(agent="tnaml", pretrain_tasks=f"{T2},{T1}"), ValueError,
      rf"pre-training tasks \['{T2}', '{T1}'\] include the target task '{T1}'"),
     (dict(agent="rl", pretrain_tasks=T2), ValueError, "apply to the 'tnaml' agent only"),
     (dict(agent="tnaml", pretrain_tasks=U), ValueError,
      rf"pre-training tasks \['{U}'\] have no offline"),
     (dict(evaluator="magic"), ValueError, "unknown evaluator 'magic'"),
-    (dict(parallel=0), ValueError, "parallel must be an integer >= 1"),
+    (dict(parallel=0), ValueError, "`parallel` must be an integer >= 1"),
     (dict(task=U), NotTabulatedError, f"task '{U}' has no stored rows"),
 ])
 def test_bad_input_is_refused_before_any_work(bench, kwargs, error, match):
@@ -281,4 +281,4 @@ def test_module_entry_point_for_ray_job_submit(bench):
     bad = subprocess.run([sys.executable, "-m", "search.run", "--store", bench, "--agent", "rl", "--task",
                           T1, "--budget", "0", "--evaluator", "lookup"], capture_output=True, text=True,
                          timeout=300)
-    assert bad.returncode == 1 and bad.stderr.strip() == "Error: budget must be an integer >= 1, got 0"
+    assert bad.returncode == 1 and bad.stderr.strip() == "Error: `budget` must be an integer >= 1, but got budget=0."

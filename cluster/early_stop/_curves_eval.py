@@ -22,6 +22,7 @@ import numpy as np
 from cluster.early_stop._features import model_feature_names, model_features
 from cluster.early_stop._srm import SequentialRegressor
 from cluster.early_stop._stopper import EarlyStopConfig, EarlyStopper
+from nasdb.checks import markdown_table
 from nasdb.errors import ArgumentError
 
 
@@ -255,28 +256,25 @@ def format_markdown(report: dict[str, Any]) -> str:
              f"{report.get('features', 'paper')} features), target `{report['target']}`; R^2 on a random half "
              f"of each task's full curves (trained on the other half, {report['repeats']} splits). Early stopping "
              f"simulated over {report['orders']} random orders: burn-in {cfg['burn_in']}, Delta={cfg['confidence']}, "
-             f"delta={cfg['delta']}, top_n={cfg['top_n']}, retrain every {cfg['retrain_every']}.", "",
-             "| task | curves | epochs | R^2 at 10% (tau) | R^2 at 25% (tau) | R^2 at 50% (tau) "
-             "| last-seen R^2 at 25% | speedup (min-max) | best kept | stopped |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"delta={cfg['delta']}, top_n={cfg['top_n']}, retrain every {cfg['retrain_every']}.", ""]
+    rows = []
     for name, t in report["tasks"].items():
         s = t["simulation"]
-        r2s = " | ".join(f"{t[f'r2_{p}pct']:.3f} ({t[f'tau_{p}pct']})" if f"r2_{p}pct" in t else "n/a"
-                         for p in FRACTIONS)
-        lines.append(f"| {name} | {t['num_curves']} | {t['num_epochs']} | {r2s} | "
-                     f"{t['last_seen_r2_25pct']:.3f} | {s['speedup_mean']:.2f}x ({s['speedup_min']:.2f}-"
-                     f"{s['speedup_max']:.2f}) | {s['best_kept_orders']}/{s['orders']} | {s['stopped_mean']:.0f} |")
+        r2s = [f"{t[f'r2_{p}pct']:.3f} ({t[f'tau_{p}pct']})" if f"r2_{p}pct" in t else "n/a" for p in FRACTIONS]
+        rows.append([name, str(t["num_curves"]), str(t["num_epochs"]), *r2s, f"{t['last_seen_r2_25pct']:.3f}",
+                     f"{s['speedup_mean']:.2f}x ({s['speedup_min']:.2f}-{s['speedup_max']:.2f})",
+                     f"{s['best_kept_orders']}/{s['orders']}", f"{s['stopped_mean']:.0f}"])
+    lines += markdown_table(["task", "curves", "epochs", "R^2 at 10% (tau)", "R^2 at 25% (tau)", "R^2 at 50% (tau)",
+                             "last-seen R^2 at 25%", "speedup (min-max)", "best kept", "stopped"], rows)
     sm = report["summary"]
     lines += ["", f"Mean over tasks: R^2 at 10/25/50% of the curve "
               f"{' / '.join(format(sm.get(f'r2_{p}pct_mean', math.nan), '.3f') for p in FRACTIONS)}; simulated speedup "
               f"{sm['speedup_mean']:.2f}x; best model fully trained in {sm['best_kept_orders']} orders.", ""]
-    lines += ["## R^2 against observed epochs", "", "| tau | " + " | ".join(report["tasks"]) + " |",
-              "|---|" + "---|" * len(report["tasks"])]
     first = next(iter(report["tasks"].values()))
-    for j, tau in enumerate(first["r2"]["taus"]):
-        cells = [f"{t['r2']['r2_mean'][j]:.3f} (last {t['r2']['last_seen_r2_mean'][j]:.2f})"
-                 if j < len(t["r2"]["taus"]) else "" for t in report["tasks"].values()]
-        lines.append(f"| {tau} | " + " | ".join(cells) + " |")
+    rows = [[str(tau)] + [f"{t['r2']['r2_mean'][j]:.3f} (last {t['r2']['last_seen_r2_mean'][j]:.2f})"
+                          if j < len(t["r2"]["taus"]) else "" for t in report["tasks"].values()]
+            for j, tau in enumerate(first["r2"]["taus"])]
+    lines += ["## R^2 against observed epochs", ""] + markdown_table(["tau", *report["tasks"]], rows)
     if report["skipped_tasks"]:
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in report["skipped_tasks"].items())]
     return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ import numpy as np
 from scipy.stats import norm
 
 from cluster.early_stop._srm import FEATURE_SETS, MIN_TRAIN_CURVES, MODELS, TARGETS, SequentialRegressor
+from nasdb.checks import int_at_least
 from nasdb.errors import ArgumentError, ConfigError
 from nasdb.settings import from_settings
 
@@ -72,9 +73,7 @@ class EarlyStopConfig:
 
     def __post_init__(self) -> None:
         def integer(name: str, low: int) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ConfigError(f"early-stop {name} must be an integer >= {low}, got {v!r}")
+            int_at_least(name, getattr(self, name), low, error=ConfigError)
 
         integer("burn_in", MIN_TRAIN_CURVES)
         for name in ("top_n", "min_tau", "retrain_every"):

@@ -20,22 +20,18 @@ import os
 import socket
 import time
 import uuid
-from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from cluster.child import ChildTrainer, ChunkAck, WorkItem
+from cluster.populate._config import PopulateConfig
 from cluster.populate._plan import Chunk, dedupe_tasks, make_chunks, plan_task
 from cluster.populate._pool import TrainerPool
 from cluster.populate._progress import PopulateSummary, Progress, TaskSummary
-from cluster.populate._resources import ResourcePlan, check_worker_shares, plan_resources
+from cluster.populate._resources import ResourcePlan, plan_resources
 from nasdb.errors import ArgumentError, NasdbError, PoolAborted, StoreError, UnreachableError
 
-#: Child models one actor trains together (one ``train_children`` call, one file written).
-DEFAULT_BATCH_SIZE_MODELS = 16
-#: Upper bounds of sizes held in memory: the plan of one task, the child models one actor trains at once.
-MAX_SIZES = {"per-task": 100_000, "batch-size-models": 1_024}
 
 
 
@@ -100,59 +96,39 @@ def _failed_record(item: WorkItem, space_id: str, recipe: dict, agent: str, run_
     )
 
 
-def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, recipe: Any = None,
-             workers: int | None = None, seed: int = 0, agent: str = "random", run_id: str | None = None,
-             progress: bool = True, suite: str = "digits", batch_size_models: int = DEFAULT_BATCH_SIZE_MODELS,
-             gpus_per_worker: float | None = None, cpus_per_worker: float = 1.0, max_attempts: int = 3,
-             chunk_timeout_s: float | None = None, address: str | None = None,
+def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int | None = None, *,
+             config: PopulateConfig | None = None, progress: bool = True, address: str | None = None,
              on_chunk_done: Callable[[ChunkAck, TrainerPool], None] | None = None,
-             retry_failed: bool = False, trainer_cls: type = ChildTrainer,
-             early_stop: Any = None, create_store: bool = True,
-             proposer: Callable[[str, int, np.ndarray], np.ndarray] | None = None) -> PopulateSummary:
-    """Train ``per_task`` uniformly sampled architectures per task on a pool of Ray actors.
+             trainer_cls: type = ChildTrainer, create_store: bool = True,
+             proposer: Callable[[str, int, np.ndarray], np.ndarray] | None = None, **settings: Any) -> PopulateSummary:
+    """Train ``config.per_task`` uniformly sampled architectures per task on a pool of Ray actors.
 
+    ``config``: a PopulateConfig, or built from ``per_task`` and ``settings`` (its fields).
     ``store`` is an ExperimentStore or its root (created if missing, unless ``create_store`` is
-    False: the CLI's choice, so a mistyped path is refused); ``tasks`` None means all of ``suite``.
+    False: the CLI's choice, so a mistyped path is refused); ``tasks`` None means all of the suite.
     Every input is checked before any actor starts. Uses the running Ray instance, else
     ``ray.init(address)`` (``RAY_ADDRESS`` or a new local cluster), shut down at the end;
     Ray is not started at all when every planned experiment is already in the store. Planned ids
     include the fingerprints of each task's data and of the embedding bank (schema v3), so rows
     trained on other data (or written before v3, without fingerprints) do not count as done.
-    ``retry_failed`` trains again the planned experiments whose only rows are failed (an ok
-    row then wins on read). ``on_chunk_done(ack, pool)`` runs in the driver after every
-    chunk (tests kill actors there); ``trainer_cls`` replaces the actor class (a subclass).
-    ``early_stop``: None (off), True, a dict of settings or a ``cluster.early_stop.EarlyStopConfig``
-    (its ``num_epochs`` is the recipe's epochs). ``proposer(task, n, stored)`` (active population,
-    cluster/populate/_active.py): the task's plan is its rows of ``agent`` so far plus ``n`` more
-    architectures the proposer picks, none of the task's ``stored`` (M, D) architectures.
+    ``on_chunk_done(ack, pool)`` runs in the driver after every chunk (tests kill actors there);
+    ``trainer_cls`` replaces the actor class (tests: a subclass that fails on purpose).
+    ``proposer(task, n, stored)`` (active population, cluster/populate/_active.py): the task's plan
+    is its rows of ``config.agent`` so far plus ``n`` more architectures the proposer picks, none
+    of the task's ``stored`` (M, D) architectures.
     """
-    from cluster.child import TrainRecipe, default_bank
-    from cluster.early_stop import resolve_early_stop
+    from cluster.child import default_bank
     from nasdb.space import default_space
 
     t0 = time.monotonic()
-    for what, value in (("per-task", per_task), ("batch-size-models", batch_size_models),
-                        ("max-attempts", max_attempts), ("workers", 1 if workers is None else workers)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ArgumentError(f"{what} must be a positive integer, got {value!r}")
-        if value > MAX_SIZES.get(what, value):  # the plan (per task) or one actor's batch is held in memory
-            raise ArgumentError(f"{what} {value} is above the limit of {MAX_SIZES[what]:,}; run several smaller "
-                             "populate runs instead (each resumes the last)")
-    check_worker_shares(cpus_per_worker, gpus_per_worker)  # before Ray starts
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ArgumentError(f"seed must be a non-negative integer, got {seed!r}")
-    recipe = TrainRecipe() if recipe is None else recipe
-    if not isinstance(recipe, TrainRecipe):
-        raise ArgumentError(f"recipe must be a TrainRecipe, got {type(recipe).__name__}")
-    if recipe.epochs <= 0:
-        raise ArgumentError(f"epochs must be > 0, got {recipe.epochs}")
-    if chunk_timeout_s is not None and chunk_timeout_s <= 0:
-        raise ArgumentError(f"chunk timeout must be > 0 seconds, got {chunk_timeout_s}")
-    early_stop = resolve_early_stop(early_stop, recipe.epochs)
+    if config is None:
+        config = PopulateConfig(per_task=per_task, **settings)
+    elif per_task is not None or settings:
+        raise ArgumentError("pass the populate settings as a PopulateConfig or as arguments, not both")
     store = _check_store(store, create=create_store)
-    names = resolve_tasks(tasks, suite)
+    names = resolve_tasks(tasks, config.suite)
     loaded = {name: store.task(name) for name in names}  # UnknownTaskError / InvalidTaskError now
-    run_id = run_id or f"populate-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    run_id, recipe, early_stop = config.run_id, config.recipe, config.early_stop
 
     space, recipe_dict = default_space(), recipe.to_dict()
     bank_fp = default_bank().fingerprint()  # part of every id (schema v3), as the task data's fingerprint
@@ -160,10 +136,11 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
     for name in names:
         fingerprints = {"task_fingerprint": loaded[name].fingerprint(), "bank_fingerprint": bank_fp}
         if proposer is None:
-            items = plan_task(space, name, per_task, seed=seed, recipe=recipe_dict, **fingerprints)
+            items = plan_task(space, name, config.per_task, seed=config.seed, recipe=recipe_dict, **fingerprints)
         else:
-            items = _proposed(store, space, name, per_task, proposer, agent, seed, recipe_dict, fingerprints)
-        done = store.done_ids(name, status="ok" if retry_failed else None)
+            items = _proposed(store, space, name, config.per_task, proposer, config.agent, config.seed, recipe_dict,
+                              fingerprints)
+        done = store.done_ids(name, status="ok" if config.retry_failed else None)
         pending = [i for i in items if i.experiment_id not in done]
         planned[name] = {i.experiment_id for i in items}
         summaries.append(TaskSummary(name, planned=len(items), skipped=len(items) - len(pending)))
@@ -172,7 +149,7 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
     if not todo:
         return PopulateSummary(run_id, summaries, time.monotonic() - t0, workers=0, device="none",
                                early_stop=es_settings)
-    chunks = make_chunks(todo, batch_size_models)
+    chunks = make_chunks(todo, config.batch_size_models)
 
     import ray
 
@@ -185,10 +162,11 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, re
             where = address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
             raise UnreachableError(f"cannot start or reach Ray at {where}: {str(e).strip().splitlines()[0]}") from None
     try:
-        res = plan_resources(ray.cluster_resources(), workers, gpus_per_worker, cpus_per_worker)
+        res = plan_resources(ray.cluster_resources(), config.workers, config.gpus_per_worker, config.cpus_per_worker)
         store.save_space(space)
-        job = _Job(store, space, recipe_dict, res, agent=agent, run_id=run_id, trainer_cls=trainer_cls,
-                   retry_failed=retry_failed, max_attempts=max_attempts, chunk_timeout_s=chunk_timeout_s,
+        job = _Job(store, space, recipe_dict, res, agent=config.agent, run_id=run_id, trainer_cls=trainer_cls,
+                   retry_failed=config.retry_failed, max_attempts=config.max_attempts,
+                   chunk_timeout_s=config.chunk_timeout_s,
                    on_chunk_done=on_chunk_done, progress=Progress(summaries, enabled=progress),
                    early_stop=early_stop)
         job.run(chunks, {name: loaded[name] for name in {c.task for c in chunks}})

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from nasdb.checks import positive_float
 from nasdb.errors import ArgumentError, InsufficientResourcesError
 
 #: Trainer actors per GPU when Ray reports GPUs and neither workers nor a GPU share is given.
@@ -41,9 +42,7 @@ def _floor4(x: float) -> float:
 
 def check_worker_shares(cpus_per_worker: float, gpus_per_worker: float | None) -> None:
     """ValueError naming a CPU or GPU share per actor that no cluster could grant (checked before Ray starts)."""
-    if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, (int, float)) \
-            or not 0 < cpus_per_worker < math.inf:
-        raise ArgumentError(f"cpus per worker must be a finite number > 0, got {cpus_per_worker}")
+    positive_float("cpus per worker", cpus_per_worker)
     if gpus_per_worker is not None and (
             isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float))
             or not 0 <= gpus_per_worker < math.inf or (gpus_per_worker > 1 and gpus_per_worker % 1)):

@@ -24,7 +24,7 @@ import click
 
 from nasdb.cli.options import AGENT_NAMES, BENCHMARK_NAMES, choice_list_option, output_dir, task_list_option
 from nasdb.errors import ArgumentError
-from predictor.config import LOSSES, PredictorConfig, SuggestConfig
+from predictor.config import LOSSES, TARGETS, PredictorConfig, SuggestConfig
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +68,15 @@ def _resolve_tasks(store: Any, benchmark: str, tasks: Sequence[str] | None) -> t
 
 def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | None = None, repeats: int = 5,
                          budgets: Sequence[int] = (10, 100), agents: Sequence[str] = ("random", "rl", "tnaml"),
-                         predictor: Any = None, suggest: Any = None, target: str = "auto", seed: int = 0,
+                         predictor: Any = None, suggest: Any = None, seed: int = 0,
                          pretrain_budget: int = 1000, out_dir: str | None = None,
                          say: Callable[[str], None] = logger.info,
                          baselines: str | Sequence[str] = ("portfolio", "gbm")) -> Any:
     """The report of ``nasdb benchmark-report`` as a ``search.table_search.BenchmarkReport``.
 
     ``predictor``: a PredictorConfig (meta-features are switched off: the tasks have no
-    samples; repeat r uses seed ``predictor.seed + r``); ``suggest``: a SuggestConfig;
+    samples; repeat r uses seed ``predictor.seed + r``; ``predictor.target``: what is fitted);
+    ``suggest``: a SuggestConfig;
     ``baselines``: names of predictor/baselines.py (one deterministic pick per held-out task).
     Every input is checked before the first fit.
     """
@@ -97,7 +98,7 @@ def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | N
     space = store.space(store.task_metadata(pool[0])["space_id"])
     data = load_training_data(store, space=space, tasks=pool, min_experiments=cfg.batch_size, min_tasks=2,
                               feature_dim=cfg.feature_dim, max_classes=cfg.max_classes, use_meta_features=False,
-                              target=target)
+                              target=cfg.target)
     say(f"loaded {len(pool)} tasks of {benchmark} ({sum(t.num_experiments for t in data.tasks.values())} rows, "
         f"{time.perf_counter() - started:.0f}s); zero-shot: {len(held_out)} held-out x {repeats} fits of "
         f"{cfg.num_steps} steps")
@@ -127,7 +128,7 @@ def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | N
                               on_run=on_run, baselines=picks, surrogates=surrogates)
     report.settings.update(store=store.uri, predictor=cfg.to_dict(), suggest=suggest.to_dict(),
                            baselines={b: BASELINES[b].describe() for b in baselines},
-                           target=target, targets=targets,
+                           target=cfg.target, targets=targets,
                            zero_shot_seconds=zs_seconds, seconds=time.perf_counter() - started)
     if out_dir is not None:
         report.write(out_dir)
@@ -155,7 +156,7 @@ def _ints(text: str, what: str) -> list[int]:
                     show_default=True, help="Searches to run (predictor: the predictor agent, with each repeat's fit).")
 @click.option("--steps", type=int, default=None, help=f"Predictor optimizer steps per fit [{PredictorConfig().num_steps}].")
 @click.option("--loss", type=click.Choice(LOSSES), default=None, help=f"Predictor loss [{PredictorConfig().loss}].")
-@click.option("--target", type=click.Choice(["auto", "raw", "rank"]), default="auto", show_default=True,
+@click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
               help="What the predictor fits per task (auto: the quantile rank for imported benchmarks).")
 @click.option("--max-iters", "k_max_iters", type=int, default=None, help=f"Gradient-ascent steps [{SuggestConfig().k_max_iters}].")
 @click.option("--pretrain-budget", type=int, default=1000, show_default=True,
@@ -179,14 +180,14 @@ def benchmark_report_command(store_root, benchmark, tasks, repeats, budgets, age
     store = ExperimentStore(store_root)
     store.require()
     predictor = PredictorConfig(**{k: v for k, v in (("num_steps", steps), ("loss", loss)) if v is not None},
-                                use_meta_features=False, seed=seed)
+                                use_meta_features=False, seed=seed, target=target)
     suggest = SuggestConfig(**({"k_max_iters": k_max_iters} if k_max_iters is not None else {}))
     out_dir = out_dir or f"reports/benchmark-{benchmark}"
     with output_dir(out_dir) as folder:  # "-": the report only goes to stdout
         report = run_benchmark_report(
             store, benchmark, tasks=list(tasks) if tasks else None, repeats=repeats,
             budgets=_ints(budgets, "--budgets"), agents=list(agents or ()), predictor=predictor, suggest=suggest,
-            target=target, seed=seed, pretrain_budget=pretrain_budget, baselines=baselines, out_dir=folder,
+            seed=seed, pretrain_budget=pretrain_budget, baselines=baselines, out_dir=folder,
             say=lambda line: click.echo(line, err=True))
     click.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.to_markdown())
     written = "not written (--out -)" if folder != out_dir else f"written to {out_dir}"

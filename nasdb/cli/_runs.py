@@ -41,10 +41,9 @@ def _kind(run_id: str) -> str:
     return next((kind for prefix, kind in _KINDS if run_id.startswith(prefix)), "rows")
 
 
-def _read_json(store: Any, path: str) -> dict[str, Any] | None:
+def _read_json(store: Any, key: str) -> dict[str, Any] | None:
     try:
-        with store.fs.open(path, "rb") as f:
-            return json.loads(f.read())
+        return json.loads(store.artifacts("search").get(key))
     except FileNotFoundError:
         return None
 
@@ -54,9 +53,8 @@ def _row_runs(store: Any) -> dict[str, dict[str, Any]]:
 
 
 def _search_run(store: Any, run_id: str, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    folder = store.path("search", run_id)
-    plan = _read_json(store, f"{folder}/run.json") or {}
-    result = _read_json(store, f"{folder}/result.json")
+    plan = _read_json(store, f"{run_id}/run.json") or {}
+    result = _read_json(store, f"{run_id}/result.json")
     own, pre = rows.pop(run_id, None), rows.pop(f"{run_id}.pretrain", None)
     agent = (plan.get("agent") or {}).get("name", "?")
     evaluator = (plan.get("evaluator") or {}).get("name", "?")

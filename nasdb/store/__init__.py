@@ -7,11 +7,12 @@ guards of user SQL. ``testing.py`` holds the naive references the store's tests 
 """
 
 from nasdb.errors import QueryTimeoutError, ReadOnlyQueryError, TaskExistsError
+from nasdb.store._artifacts import AREAS, ArtifactArea
 from nasdb.store._read import sql_str
 from nasdb.store._schema import EXPERIMENT_SCHEMA, SCHEMA_VERSION, ExperimentRecord, experiment_id, table_from_columns
 from nasdb.store._store import ExperimentStore, provenance_fingerprint
 from nasdb.store._writer import ExperimentWriter
 
-__all__ = ["EXPERIMENT_SCHEMA", "SCHEMA_VERSION", "ExperimentRecord", "ExperimentStore",
+__all__ = ["AREAS", "EXPERIMENT_SCHEMA", "ArtifactArea", "SCHEMA_VERSION", "ExperimentRecord", "ExperimentStore",
            "ExperimentWriter", "QueryTimeoutError", "ReadOnlyQueryError", "TaskExistsError", "experiment_id",
            "provenance_fingerprint", "sql_str", "table_from_columns"]

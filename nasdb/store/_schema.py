@@ -34,7 +34,7 @@ SCHEMA_VERSION = 3
 SCHEMA_VERSION_KEY = b"nasdb.schema_version"
 STATUSES = ("ok", "failed")
 
-#: Column order of every experiments file (the contract in DESIGN.md "The store").
+#: Column order of every experiments file (the contract of the store's readers and writers).
 EXPERIMENT_SCHEMA = pa.schema(
     [
         ("experiment_id", pa.string()),

@@ -1,15 +1,19 @@
 """The experiment store: an append-only, lock-free Parquet database read through in-memory DuckDB.
 
-Layout under the root (a local folder or any fsspec URI; DESIGN.md "The store")::
+Layout under the root (a local folder or any fsspec URI; README, "Store layout")::
 
     store.json                      marker written by init()
     spaces/<space_id>.json          search spaces
     tasks/<task>/                   registered tasks: samples.parquet + metadata.json
                                     (imported benchmarks, nasdb.benchmarks: metadata.json only)
     experiments/task=<task>/part-<writer>-<seq>.parquet
-    predictors/<id>/                predictor checkpoints (written by predictor/, via path() and fs)
+    predictors/<id>/                predictor checkpoints (predictor/checkpoint.py)
     aliases/<name>.json             predictor aliases such as champion (predictor/registry.py)
+    search/<run_id>/                a search run's plan, agent checkpoint and result (search/_driver.py)
     quarantine/                     files verify() found unreadable, at their relative path
+
+The last three areas hold whole-file artifacts, written through ``artifacts(area)``
+(nasdb/store/_artifacts.py): each file atomically, the commit file last.
 
 One row per trained child model: the "database of model training experiments" of
 task-aware-performance-prediction.md Sec. 3.2, to which new tasks only add rows (Sec. 3).
@@ -34,6 +38,7 @@ import pyarrow.parquet as pq
 from nasdb.errors import (ArgumentError, InvalidTaskError, NotFoundError, QueryError, SchemaError, StoreError,
                           TaskExistsError, TaskHasNoSamplesError, UnknownTaskError)
 from nasdb.store import _maint
+from nasdb.store._artifacts import ArtifactArea
 from nasdb.store._check import read_table
 from nasdb.store._fs import StoreFS, open_store_fs
 from nasdb.store._queries import lookup_rows, top_k_rows
@@ -102,6 +107,10 @@ class ExperimentStore:
     def path(self, *parts: str) -> str:
         """fs-native path under the root (use with ``self.fs``), e.g. ``path("predictors", pid)``."""
         return self._sfs.join(*parts)
+
+    def artifacts(self, area: str) -> ArtifactArea:
+        """The artifact area ``area`` (``predictors``, ``aliases``, ``search``): atomic put, get, list, delete."""
+        return ArtifactArea(self._sfs, area)
 
     def exists(self) -> bool:
         return self._sfs.exists(self.path(MARKER)) or self._sfs.exists(self.path("experiments"))
