@@ -61,7 +61,7 @@ def _surrogate(agents: list[str], store_root: str, predictor_id: str | None) -> 
 
 def _predictor_args(agent: str, acquisition: str | None, beta: float | None) -> dict:
     if agent != "predictor" and (acquisition is not None or beta is not None):
-        raise ValueError(f"--acquisition and --beta apply to the predictor agent only, not {agent}")
+        raise ArgumentError(f"--acquisition and --beta apply to the predictor agent only, not {agent}")
     return {"acquisition": acquisition, "beta": beta}
 
 

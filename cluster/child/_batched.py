@@ -6,7 +6,7 @@ and each bucket is trained as one batched network (cluster/child/_batched_net.py
 hand-written backward pass into preallocated buffers and one fused Adam call per step. Every
 member draws its init and its per-epoch mini-batch order from its own seeded generator
 exactly as ``train_child`` does, so batched and one-at-a-time runs agree up to float rounding
-(tests/test_child.py).
+(tests/cluster/test_child.py).
 
 Members leave their bucket as soon as they fail (a non-finite loss) or an early-stop observer
 stops them (cluster/early_stop/_stopper.py): their rows are sliced out of the weights and Adam state,

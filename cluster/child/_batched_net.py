@@ -42,7 +42,7 @@ class _Bucket:
     the computing members' weights form one (N_on, P_j, P_j+1) tensor (one bmm per slot), the
     activation runs per contiguous segment. The classifier's input and the logits are in
     ``order[-1]``. Writing the backward by hand into preallocated buffers (:class:`_Step`;
-    checked against autograd in tests/test_child.py) drops the graph bookkeeping, allocation
+    checked against autograd in tests/cluster/test_child.py) drops the graph bookkeeping, allocation
     and copies that dominate tiny models' steps.
     """
 

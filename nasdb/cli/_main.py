@@ -39,7 +39,7 @@ LAZY_COMMANDS: dict[str, str] = {
 }
 
 #: The help line of each lazy command, so that ``nasdb --help`` lists them without importing their
-#: modules (torch, Ray: seconds). tests/test_cli_conventions.py checks that every command has one.
+#: modules (torch, Ray: seconds). tests/nasdb/cli/test_cli_conventions.py checks that every command has one.
 LAZY_HELP: dict[str, str] = {
     "populate": "Train random architectures per task on Ray actors; rows go to the store.",
     "curves": "Learning-curve prediction and simulated early stopping on stored runs.",

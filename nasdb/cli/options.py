@@ -6,7 +6,7 @@
   to a temporary folder and the report text (markdown or JSON) is what the command prints
   (``output_dir``); a picture goes to stdout as PNG bytes.
 - Closed sets of values are ``click.Choice`` (agents, evaluators, benchmarks), spelled out
-  here so that listing commands imports neither torch nor Ray; tests/test_cli_conventions.py
+  here so that listing commands imports neither torch nor Ray; tests/nasdb/cli/test_cli_conventions.py
   checks them against the registries they mirror.
 
 Public (no leading underscore) because predictor/, search/ and cluster/ command modules use it.

@@ -14,7 +14,7 @@ from nasdb.space import SearchSpace
 class SearchAgent(abc.ABC):
     """A strategy that proposes architectures of ``space`` for ``task`` and learns from rewards.
 
-    Contract (tested for every agent in tests/test_search_controller.py, ``test_agent_contract_*``):
+    Contract (tested for every agent in tests/search/test_search_controller.py, ``test_agent_contract_*``):
     - ``ask(n)`` returns an ``(n, num_dimensions)`` int64 array of valid architectures; it may be
       called several times before the matching ``tell`` (several evaluations in flight).
     - ``tell(architectures, rewards)`` takes architectures this agent proposed, in any order

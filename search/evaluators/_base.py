@@ -113,7 +113,7 @@ class Evaluation:
 class Evaluator(abc.ABC):
     """Evaluates trials with up to ``parallel`` in flight; results come back in completion order.
 
-    Contract (``test_evaluator_contract`` in tests/test_search_ray.py and tests/test_search_run.py):
+    Contract (``test_evaluator_contract`` in tests/search/test_search_ray.py and tests/search/test_search_run.py):
     - ``submit(trial)`` never blocks on the evaluation itself; at most ``parallel`` trials are
       pending, and submitting more raises ``RuntimeError``.
     - ``results()`` blocks until at least one pending trial is done and returns the done ones

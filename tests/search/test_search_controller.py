@@ -162,7 +162,7 @@ def test_tnaml_pretraining_transfers_a_prior_to_a_new_task():
 
 # -- the contract every agent keeps (one suite, parametrized over the registry) -----------------
 class LinearSurrogate:
-    """The predictor agent's stand-in predictor (tests/test_predictor_agent.py has the real one)."""
+    """The predictor agent's stand-in predictor (tests/search/test_predictor_agent.py has the real one)."""
 
     predictor_id = "linear"
 

@@ -1,6 +1,6 @@
 """Ask/tell in the Python API and the Optuna sampler on top of it (issue 18), with real Optuna studies.
 
-The predictor agent runs on a fake linear surrogate (tests/test_search_controller.py's), so
+The predictor agent runs on a fake linear surrogate (tests/search/test_search_controller.py's), so
 these tests need neither a store nor Ray; studies use in-memory and SQLite storage.
 """
 

@@ -431,7 +431,7 @@ def test_serve_deploy_config_updates_the_predictor_in_place(server, http, store,
     token_file = tmp_path / "api_token"
     token_file.write_text(TOKEN)
     token_file.chmod(0o600)
-    config = yaml.safe_load((Path(__file__).parents[1] / "predictor" / "serve_config.example.yaml").read_text())
+    config = yaml.safe_load((Path(__file__).parents[2] / "predictor" / "serve_config.example.yaml").read_text())
     url = urlparse(server.url)
     config["http_options"].update(host=url.hostname, port=url.port)  # the running proxy's
     app = config["applications"][0]
