@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from nasdb.benchmarks import import_benchmark
 from nasdb.cli import main
 from nasdb.store import ExperimentStore
+from predictor.config import PredictorConfig
 from predictor.testing import TRAIN_TASKS, shared_tiny_store
 from search import run_search
 
@@ -50,7 +51,7 @@ def test_list_has_every_kind_with_rows_tasks_and_status(store):
     assert search["command"].startswith(f"nasdb search --agent random --task {TASK} --budget 6 --evaluator lookup")
     fit = runs[pid]
     assert fit["kind"] == "fit" and fit["tasks"] == list(TRAIN_TASKS) and fit["rows"] == 36
-    assert fit["command"].startswith("nasdb fit --loss l2")
+    assert fit["command"].startswith(f"nasdb fit --loss {PredictorConfig().loss}")  # the tiny store's fit: the default
     imported = next(r for r in runs.values() if r["kind"] == "import-benchmark")
     assert imported["tasks"] == [TASK] and imported["rows"] == imported_rows > 0 and imported["status"] == "ok"
     tiny = runs["tiny-store"]
