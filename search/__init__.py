@@ -25,6 +25,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'search' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 __all__ = ["AGENTS", "AcquisitionConfig", "AskTellSearch", "EVALUATORS", "Comparison", "Controller",
            "ControllerConfig", "Evaluation", "Evaluator", "LookupEvaluator", "NotTabulatedError", "PredictorAgent",
            "RLNAS", "RandomSearch", "Reinforce", "ReinforceConfig", "RewardNormalizer", "SearchAgent", "SearchPlan",
