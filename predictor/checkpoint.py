@@ -4,7 +4,10 @@ Each checkpoint is three files: ``model.pt`` (the state_dict), ``config.json`` (
 PredictorConfig) and ``metadata.json`` (space, tasks, loss, data snapshot, metrics, time,
 warm-start parent). Each is written atomically through the store's artifact area
 ``predictors`` (any store root, local or fsspec); ``metadata.json`` is written last and is the
-commit marker: a folder without it is an interrupted write and readers ignore it.
+commit marker: a folder without it is an interrupted write and readers ignore it. Reading the
+metadata needs no torch: ``read_metadata``, ``predictor_ids``, ``list_predictors`` and
+``latest_predictor`` live in nasdb/records.py (for ``nasdb runs`` and the dashboard) and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -20,17 +23,18 @@ from typing import Any
 
 import torch
 
-from nasdb.errors import ArgumentError, NotFoundError, UnknownPredictorError
+from nasdb.errors import ArgumentError, NotFoundError
+from nasdb.records import (CONFIG_FILE, FORMAT_VERSION, METADATA_FILE, MODEL_FILE, PREDICTORS_DIR, check_predictor_id,
+                           latest_predictor, list_predictors, predictor_ids, read_metadata)
 from nasdb.space import SearchSpace
 from predictor.config import PredictorConfig
 from predictor.model import PerformancePredictor, legacy_state_dict
 
 logger = logging.getLogger(__name__)
 
-#: 2: the deep ensemble (stacked member weights); format-1 checkpoints (one predictor) still load.
-FORMAT_VERSION = 2
-PREDICTORS_DIR = "predictors"
-MODEL_FILE, CONFIG_FILE, METADATA_FILE = "model.pt", "config.json", "metadata.json"
+__all__ = ["CONFIG_FILE", "FORMAT_VERSION", "METADATA_FILE", "MODEL_FILE", "PREDICTORS_DIR", "PredictorCheckpoint",
+           "latest_predictor", "list_predictors", "load_predictor", "new_predictor_id", "predictor_ids",
+           "read_metadata", "save_predictor"]
 
 
 # -- ids --------------------------------------------------------------------------------------
@@ -38,12 +42,6 @@ def new_predictor_id(now: datetime | None = None) -> str:
     """Time-sortable id: UTC timestamp to the microsecond, then a short random hash."""
     now = now or datetime.now(timezone.utc)
     return f"{now:%Y%m%dT%H%M%S%fZ}-{hashlib.sha256(os.urandom(16)).hexdigest()[:8]}"
-
-
-def _check_id(predictor_id: str) -> str:
-    if not isinstance(predictor_id, str) or not predictor_id or "/" in predictor_id or predictor_id.startswith("."):
-        raise ArgumentError(f"not a predictor id: {predictor_id!r}")
-    return predictor_id
 
 
 # -- save / load --------------------------------------------------------------------------------
@@ -69,7 +67,7 @@ def save_predictor(store: Any, model: PerformancePredictor, space: SearchSpace, 
     if model.encoding_size != space.encoding_size:
         raise ArgumentError(f"model encoding size {model.encoding_size} does not match space {space.name!r} "
                             f"({space.encoding_size})")
-    predictor_id = _check_id(predictor_id or new_predictor_id())
+    predictor_id = check_predictor_id(predictor_id or new_predictor_id())
     area = store.artifacts(PREDICTORS_DIR)
     if area.has(f"{predictor_id}/{METADATA_FILE}"):
         raise ArgumentError(f"predictor {predictor_id!r} already exists in the store")
@@ -107,19 +105,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def read_metadata(store: Any, predictor_id: str) -> dict[str, Any]:
-    """The metadata of a committed checkpoint; UnknownPredictorError naming the id when there is none."""
-    area, key = store.artifacts(PREDICTORS_DIR), f"{_check_id(predictor_id)}/{METADATA_FILE}"
-    if not area.has(key):
-        known = ", ".join(predictor_ids(store)) or "none"
-        raise UnknownPredictorError(f"no predictor {predictor_id!r} in the store (known: {known})")
-    metadata = json.loads(area.get(key))
-    if metadata.get("format_version", 0) > FORMAT_VERSION:
-        raise ArgumentError(f"predictor {predictor_id!r} has checkpoint format {metadata['format_version']}, "
-                            f"newer than this nasdb reads ({FORMAT_VERSION})")
-    return metadata
-
-
 def load_predictor(store: Any, predictor_id: str | None = None, *, device: str = "cpu") -> PredictorCheckpoint:
     """Load a checkpoint (the latest when ``predictor_id`` is None); the model is in eval mode."""
     if predictor_id is None:
@@ -137,29 +122,3 @@ def load_predictor(store: Any, predictor_id: str | None = None, *, device: str =
     model.load_state_dict(legacy_state_dict(state) if legacy else state)
     model.to(device).eval()
     return PredictorCheckpoint(predictor_id, model, config, space, metadata)
-
-
-def predictor_ids(store: Any) -> list[str]:
-    """Ids of committed checkpoints, oldest first (ids sort by creation time)."""
-    area = store.artifacts(PREDICTORS_DIR)
-    return [d for d in area.list(folders=True) if not d.startswith(".") and area.has(f"{d}/{METADATA_FILE}")]
-
-
-def list_predictors(store: Any) -> list[dict[str, Any]]:
-    """One summary per committed checkpoint, oldest first: id, time, loss, tasks, metrics, parent."""
-    out = []
-    for pid in predictor_ids(store):
-        try:
-            m = read_metadata(store, pid)
-        except (ValueError, KeyError) as e:
-            logger.warning("skipping unreadable predictor %s: %s", pid, e)
-            continue
-        out.append({k: m.get(k) for k in ("predictor_id", "created_at", "loss", "use_meta_features", "tasks",
-                                          "metrics", "warm_start_parent")} | {"space_id": m["space"]["id"]})
-    return out
-
-
-def latest_predictor(store: Any) -> str | None:
-    """Id of the most recent committed checkpoint, or None when there is none."""
-    ids = predictor_ids(store)
-    return ids[-1] if ids else None

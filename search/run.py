@@ -27,6 +27,7 @@ import numpy as np
 
 from nasdb.checks import int_at_least
 from nasdb.errors import ArgumentError, NasdbError, TaskHasNoSamplesError
+from nasdb.records import search_run_ids
 from search.agents import PRETRAIN_SOURCES, agent_class, create_agent
 from search.evaluators import EVALUATORS, Evaluation, LookupEvaluator, child_reward
 from search.result import SearchResult
@@ -103,11 +104,6 @@ class SearchPlan:
             archs = np.array([rows[i]["architecture"] for i in keep], dtype=np.int64).reshape(len(keep), -1)
             out[t] = (archs, np.array([_row_reward(rows[i]) for i in keep], dtype=np.float64))
         return out
-
-
-def search_run_ids(store) -> set[str]:
-    """Run ids of the search runs in the store (folders under ``<root>/search/``)."""
-    return set(store.artifacts("search").list(folders=True))
 
 
 def _offline(run_id: str, searches: set[str]) -> bool:

@@ -12,8 +12,8 @@ Nothing new is recorded: a run is assembled from what the jobs already write.
 - ``<store>/predictors/<id>/metadata.json`` of a fit: its tasks, snapshot, metrics and time.
 
 The command line shown is rebuilt from those records (the jobs do not store argv), so it
-names the run's settings rather than quoting what was typed. A CLI module: it may read
-search/ and predictor/ records (tests/test_layering.py).
+names the run's settings rather than quoting what was typed. The search and predictor records
+are read through nasdb/records.py, so listing runs imports neither torch nor Ray.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from nasdb.cli._format import echo_json, echo_pairs, echo_table
+from nasdb.records import list_predictors, read_metadata, search_run_ids
 
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 _ROWS_SQL = """
@@ -113,9 +114,6 @@ def _fit_run(meta: dict[str, Any]) -> dict[str, Any]:
 
 def collect_runs(store: Any) -> list[dict[str, Any]]:
     """Every run of ``store``, oldest first (see the module docstring for where each comes from)."""
-    from predictor.checkpoint import list_predictors, read_metadata
-    from search.run import search_run_ids
-
     rows = _row_runs(store)
     runs = [_search_run(store, run_id, rows) for run_id in sorted(search_run_ids(store))]
     runs += [_rows_run(run_id, r) for run_id, r in rows.items()]

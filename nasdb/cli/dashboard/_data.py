@@ -17,6 +17,7 @@ import tempfile
 import threading
 from typing import Any
 
+from nasdb import records
 from nasdb.errors import ArgumentError
 from nasdb.store import sql_str
 
@@ -54,9 +55,7 @@ def runs(store: Any) -> list[dict[str, Any]]:
 
 
 def search_run_ids(store: Any) -> list[str]:
-    from search.run import search_run_ids as ids
-
-    return sorted(ids(store))
+    return sorted(records.search_run_ids(store))
 
 
 def curves(store: Any, *, task: str | None = None, run_ids: list[str] | None = None,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -72,3 +74,15 @@ def test_show_one_run_and_unknown_runs(store):
     assert bad.output == "error: no run 'nope' in the store; see nasdb runs list\n"
     bad = _cli(st, "list", "--kind", "nope", ok=False)
     assert bad.output.startswith("error: Invalid value for '--kind'") and bad.output.count("\n") == 1
+
+
+def test_collecting_runs_imports_neither_torch_nor_ray(store):
+    """The predictor metadata and search run ids come through nasdb.records (issue 20: the first
+    /runs of the dashboard no longer pays torch's import)."""
+    st, pid, result, _ = store
+    code = ("import sys\nfrom nasdb.cli.dashboard import _data\nfrom nasdb.store import ExperimentStore\n"
+            f"runs = _data.runs(ExperimentStore({st.root!r}))\n"
+            "print(sorted(r['run_id'] for r in runs if r['kind'] in ('fit', 'search')))\n"
+            "print('HEAVY', [m for m in ('torch', 'ray') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines() == [str(sorted([pid, result.run_id])), "HEAVY []"], out.stdout + out.stderr
