@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from nasdb.errors import ArgumentError
 from nasdb.space import SearchSpace

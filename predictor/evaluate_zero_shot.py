@@ -197,7 +197,7 @@ def zero_shot_markdown(rows: list[dict[str, Any]], config: PredictorConfig | Non
     text += "\n".join(lines) + "\n"
     if rows:
         med = {m: float(np.nanmedian([r[f"{m}_val_percentile"] for r in rows])) for m in methods}
-        summary = [f"median val percentile: " + ", ".join(f"{m} {_f(v)}" for m, v in med.items())]
+        summary = ["median val percentile: " + ", ".join(f"{m} {_f(v)}" for m, v in med.items())]
         summary += [f"suggestion >= {b} on {sum(_ge(r, b) for r in rows)}/{len(rows)} tasks" for b in methods[1:]]
         text += "\n" + "; ".join(summary) + ".\n"
     return text
