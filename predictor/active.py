@@ -13,12 +13,15 @@ weighted batch selection).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from nasdb.errors import ArgumentError, ConfigError
 from predictor.config import PredictorConfig
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class UncertaintyProposer:
     (Algorithm 1), once, at construction: one round's refit (a new task is scored through its
     meta-features until its own rows fill a batch). ``seed`` seeds the fit and the candidate pools."""
 
-    def __init__(self, store: Any, config: ActiveConfig | None = None, *, seed: int = 0):
+    def __init__(self, store: ExperimentStore, config: ActiveConfig | None = None, *, seed: int = 0):
         from predictor.checkpoint import PredictorCheckpoint
         from predictor.data import load_for_config
         from predictor.fit import fit_in_process

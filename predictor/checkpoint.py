@@ -19,7 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -29,6 +29,9 @@ from nasdb.records import (CONFIG_FILE, FORMAT_VERSION, METADATA_FILE, MODEL_FIL
 from nasdb.space import SearchSpace
 from predictor.config import PredictorConfig
 from predictor.model import PerformancePredictor, legacy_state_dict
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +63,10 @@ class PredictorCheckpoint:
         return list(self.metadata.get("tasks", []))
 
 
-def save_predictor(store: Any, model: PerformancePredictor, space: SearchSpace, *, predictor_id: str | None = None,
-                   tasks: list[str], data_snapshot: dict[str, Any], metrics: dict[str, Any],
-                   warm_start_parent: str | None = None, extra: dict[str, Any] | None = None) -> str:
+def save_predictor(store: ExperimentStore, model: PerformancePredictor, space: SearchSpace, *,
+                   predictor_id: str | None = None, tasks: list[str], data_snapshot: dict[str, Any],
+                   metrics: dict[str, Any], warm_start_parent: str | None = None,
+                   extra: dict[str, Any] | None = None) -> str:
     """Write a checkpoint of ``model`` into ``store`` and return its id (metadata last = commit)."""
     if model.encoding_size != space.encoding_size:
         raise ArgumentError(f"model encoding size {model.encoding_size} does not match space {space.name!r} "
@@ -105,7 +109,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def load_predictor(store: Any, predictor_id: str | None = None, *, device: str = "cpu") -> PredictorCheckpoint:
+def load_predictor(store: ExperimentStore, predictor_id: str | None = None, *,
+                   device: str = "cpu") -> PredictorCheckpoint:
     """Load a checkpoint (the latest when ``predictor_id`` is None); the model is in eval mode."""
     if predictor_id is None:
         predictor_id = latest_predictor(store)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,9 @@ from scipy import stats
 from nasdb.errors import ArgumentError, TaskHasNoSamplesError, UnknownTaskError
 from predictor.config import TARGETS
 from nasdb.space import SearchSpace
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 logger = logging.getLogger(__name__)
 
@@ -146,12 +149,12 @@ def architecture_matrix(column: pa.ChunkedArray | pa.Array, num_dimensions: int,
     return flat.astype(np.int64).reshape(-1, num_dimensions)
 
 
-def _store_task_names(store: Any) -> list[str]:
+def _store_task_names(store: ExperimentStore) -> list[str]:
     """Tasks with experiments in the store, and registered tasks (which may have none yet)."""
     return sorted(set(store.task_stats().column("task").to_pylist()) | set(store.registered_tasks()))
 
 
-def _resolve_space(store: Any, space: SearchSpace | str | None, rows: dict[str, Any]) -> SearchSpace:
+def _resolve_space(store: ExperimentStore, space: SearchSpace | str | None, rows: dict[str, Any]) -> SearchSpace:
     if isinstance(space, SearchSpace):
         return space
     if isinstance(space, str):
@@ -217,7 +220,7 @@ def sample_width(config: Any, x: Any, where: str = "x", predictor_id: str | None
     return config.feature_dim
 
 
-def _task_samples(store: Any, name: str, *, use_meta_features: bool, feature_dim: int, max_classes: int,
+def _task_samples(store: ExperimentStore, name: str, *, use_meta_features: bool, feature_dim: int, max_classes: int,
                   meta_encoder: str = "samples",
                   budget: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """The task's training split ``(x (N, F), y (N,), num_classes)``, at most ``budget`` rows; empty for a
@@ -265,7 +268,7 @@ def choose_meta_encoder(data: "TrainingData", requested: str, *, current: str = 
     return current, f"auto: every task has {feature_dim} features"
 
 
-def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, failed: int, feature_dim: int,
+def load_task_data(store: ExperimentStore, name: str, space: SearchSpace, table: Any, *, failed: int, feature_dim: int,
                    max_classes: int, use_meta_features: bool = True, include_stopped: bool = False,
                    target: str = "auto", include_stale: bool = False, meta_encoder: str = "samples",
                    budget: int | None = None) -> TaskData:
@@ -318,7 +321,7 @@ def load_task_data(store: Any, name: str, space: SearchSpace, table: Any, *, fai
                     target=fitted.astype(np.float32))
 
 
-def _stale(store: Any, name: str, table: pa.Table) -> np.ndarray:
+def _stale(store: ExperimentStore, name: str, table: pa.Table) -> np.ndarray:
     """(M,) bool: rows whose fingerprints differ from the task's data and the embedding bank now."""
     from nasdb.fingerprints import stale_mask
 
@@ -334,17 +337,16 @@ def _stale(store: Any, name: str, table: pa.Table) -> np.ndarray:
     return stale_mask(tfp, bfp, store.task_fingerprint(name), bank_now)
 
 
-def _ok_rows(store: Any, name: str) -> pa.Table:
+def _ok_rows(store: ExperimentStore, name: str) -> pa.Table:
     """The task's ok rows, only the columns read here (a benchmark task holds ~250k rows)."""
     return store.experiments_arrow(name, status="ok", columns=_COLUMNS)
 
 
-def load_training_data(store: Any, *, space: SearchSpace | str | None = None, tasks: Iterable[str] | None = None,
-                       exclude_tasks: Iterable[str] = (), min_experiments: int = 2, min_tasks: int = 2,
-                       feature_dim: int = 64, max_classes: int = 10, use_meta_features: bool = True,
-                       include_stopped: bool = False, target: str = "auto",
-                       include_stale: bool = False, meta_encoder: str = "samples",
-                       budget: int | None = None) -> TrainingData:
+def load_training_data(store: ExperimentStore, *, space: SearchSpace | str | None = None,
+                       tasks: Iterable[str] | None = None, exclude_tasks: Iterable[str] = (), min_experiments: int = 2,
+                       min_tasks: int = 2, feature_dim: int = 64, max_classes: int = 10, use_meta_features: bool = True,
+                       include_stopped: bool = False, target: str = "auto", include_stale: bool = False,
+                       meta_encoder: str = "samples", budget: int | None = None) -> TrainingData:
     """Read the training set from ``store``: every task with experiments (or ``tasks``), minus ``exclude_tasks``.
 
     ``use_meta_features=False`` admits tasks without samples (imported benchmarks);
@@ -391,7 +393,7 @@ def load_training_data(store: Any, *, space: SearchSpace | str | None = None, ta
     return data
 
 
-def load_for_config(store: Any, config: Any, *, meta_encoder: str | None = None, **kwargs: Any
+def load_for_config(store: ExperimentStore, config: Any, *, meta_encoder: str | None = None, **kwargs: Any
                     ) -> tuple[TrainingData, Any, str]:
     """``load_training_data`` for a PredictorConfig, with the meta encoder chosen by ``choose_meta_encoder``.
 

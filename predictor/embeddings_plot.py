@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import torch
 
 from nasdb.errors import ArgumentError
 from predictor.model import PerformancePredictor
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 
 def batch_embeddings(model: PerformancePredictor, tasks: dict[str, tuple[np.ndarray, np.ndarray]], *,
@@ -80,7 +83,7 @@ def plot_embeddings(labels: list[str], z: np.ndarray, out_dir: str | os.PathLike
     return paths
 
 
-def plot_predictor_embeddings(store: Any, out_dir: str | os.PathLike, predictor_id: str | None = None, *,
+def plot_predictor_embeddings(store: ExperimentStore, out_dir: str | os.PathLike, predictor_id: str | None = None, *,
                               extra_tasks: Iterable[str] = (), n_batches: int = 10, seed: int = 0) -> list[Path]:
     """Plot the z of a stored predictor's training tasks plus ``extra_tasks`` (e.g. held-out ones, starred)."""
     from predictor.checkpoint import load_predictor

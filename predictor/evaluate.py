@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from predictor.baselines import BASELINES, RANKERS, parse_baselines, unique_arch
 from predictor.config import LOSSES, PredictorConfig
 from predictor.data import TaskData, TrainingData, load_for_config
 from predictor.fit import fit_in_process, rank_correlations
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +150,7 @@ def _nan_stats(values: list[float]) -> tuple[float, float]:
     return (float(v.mean()), float(v.std())) if len(v) else (math.nan, math.nan)
 
 
-def evaluate_loto(store: Any, losses: Iterable[str] = LOSSES, repeats: int = 3,
+def evaluate_loto(store: ExperimentStore | str | os.PathLike, losses: Iterable[str] = LOSSES, repeats: int = 3,
                   meta_features: Iterable[bool] = (True, False), out_dir: str | os.PathLike | None = None, *,
                   config: PredictorConfig | None = None, tasks: Iterable[str] | None = None,
                   space_id: str | None = None, processes: int = 1, baselines: str | Iterable[str] = RANKERS,

@@ -25,7 +25,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +37,9 @@ from predictor.baselines import BASELINES, distinct_architectures, held_out_pick
 from predictor.config import PredictorConfig
 from predictor.data import TaskData, TrainingData, architecture_matrix, load_for_config
 from predictor.suggest import SuggestConfig
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ def _init_worker(data: TrainingData, store_uri: str) -> None:
     _STATE.update(data=data, store=ExperimentStore(store_uri))
 
 
-def stored_reference(store: Any, task: TaskData, space: Any) -> dict[str, Any]:
+def stored_reference(store: ExperimentStore, task: TaskData, space: Any) -> dict[str, Any]:
     """The task's stored architectures as the predictor is judged on them: distinct (A, D) with their mean
     val accuracy over seeds (A,) from the training data (predictor/data.py's row filters), their mean test
     accuracy (A,) from the store's rows of the same architectures, and the most common recipe of those rows."""
@@ -126,9 +129,9 @@ def _zero_shot_task(held_out: str, config_dict: dict, suggest_dict: dict, baseli
     return row
 
 
-def evaluate_zero_shot(store: Any, out_dir: str | os.PathLike | None = None, *, config: PredictorConfig | None = None,
-                       suggest_config: SuggestConfig | None = None, tasks: Iterable[str] | None = None,
-                       space_id: str | None = None, processes: int = 1,
+def evaluate_zero_shot(store: ExperimentStore | str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+                       config: PredictorConfig | None = None, suggest_config: SuggestConfig | None = None,
+                       tasks: Iterable[str] | None = None, space_id: str | None = None, processes: int = 1,
                        baselines: str | Iterable[str] = DEFAULT_BASELINES, seeds: int = 2,
                        meta_encoder: str | None = None) -> list[dict[str, Any]]:
     """One row per held-out task: the suggestion's and each baseline pick's accuracy and percentile.
@@ -169,7 +172,7 @@ def evaluate_zero_shot(store: Any, out_dir: str | os.PathLike | None = None, *, 
     return rows
 
 
-def _uri(store: Any) -> str:
+def _uri(store: ExperimentStore) -> str:
     """How a worker process reopens the store (``ExperimentStore.uri``; the root on older stores)."""
     return getattr(store, "uri", None) or str(store.root)
 

@@ -22,11 +22,14 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nasdb.errors import AliasConflictError, ArgumentError, UnknownPredictorError
 from predictor.checkpoint import (METADATA_FILE, PREDICTORS_DIR, latest_predictor, list_predictors, predictor_ids,
                                   read_metadata)
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 ALIASES_DIR = "aliases"
 #: The reference that follows the newest checkpoint of any kind; never an alias name.
@@ -46,14 +49,14 @@ def check_alias(name: Any) -> str:
     return name
 
 
-def _read_alias(store: Any, name: str) -> dict[str, Any] | None:
+def _read_alias(store: ExperimentStore, name: str) -> dict[str, Any] | None:
     try:
         return json.loads(store.artifacts(ALIASES_DIR).get(f"{name}.json"))
     except FileNotFoundError:
         return None
 
 
-def aliases(store: Any) -> dict[str, dict[str, Any]]:
+def aliases(store: ExperimentStore) -> dict[str, dict[str, Any]]:
     """Every alias of the store, by name: ``{name: record}`` (see the module docstring)."""
     out = {}
     for name in store.artifacts(ALIASES_DIR).list(folders=False):
@@ -64,12 +67,12 @@ def aliases(store: Any) -> dict[str, dict[str, Any]]:
     return dict(sorted(out.items()))
 
 
-def _known(store: Any) -> str:
+def _known(store: ExperimentStore) -> str:
     names = list(aliases(store))
     return f"aliases: {', '.join(names) or 'none'}"
 
 
-def alias_record(store: Any, name: str) -> dict[str, Any]:
+def alias_record(store: ExperimentStore, name: str) -> dict[str, Any]:
     """The record of alias ``name``; UnknownPredictorError naming it when there is none."""
     record = _read_alias(store, check_alias(name))
     if record is None:
@@ -77,13 +80,13 @@ def alias_record(store: Any, name: str) -> dict[str, Any]:
     return record
 
 
-def aliases_of(store: Any, predictor_id: str) -> list[str]:
+def aliases_of(store: ExperimentStore, predictor_id: str) -> list[str]:
     """The aliases that point at ``predictor_id``."""
     return [name for name, r in aliases(store).items() if r.get("predictor_id") == predictor_id]
 
 
 # -- resolving a reference ---------------------------------------------------------------------------
-def resolve(store: Any, ref: str) -> str:
+def resolve(store: ExperimentStore, ref: str) -> str:
     """The predictor id ``ref`` designates now: an alias, ``latest``, or an id (checked to exist)."""
     return select(store, ref).target(store)
 
@@ -104,7 +107,7 @@ class Selection:
     def alias(self) -> str | None:
         return self.name if self.kind == "alias" else None
 
-    def target(self, store: Any) -> str:
+    def target(self, store: ExperimentStore) -> str:
         """The predictor id this selection designates now."""
         if self.kind == "alias":
             return alias_record(store, self.name)["predictor_id"]
@@ -119,7 +122,7 @@ class Selection:
         return {"alias": f"alias {self.name}", "latest": "the latest predictor"}.get(self.kind, f"pinned {self.name}")
 
 
-def select(store: Any, ref: str | None) -> Selection:
+def select(store: ExperimentStore, ref: str | None) -> Selection:
     """Parse a ``--predictor`` / ``predictor:`` value.
 
     None: the ``champion`` alias when the store has one, else the newest checkpoint, pinned
@@ -147,13 +150,13 @@ def select(store: Any, ref: str | None) -> Selection:
 
 
 # -- changing aliases and checkpoints -------------------------------------------------------------
-def _checkpoint(store: Any, predictor_id: str) -> dict[str, Any]:
+def _checkpoint(store: ExperimentStore, predictor_id: str) -> dict[str, Any]:
     if not isinstance(predictor_id, str) or predictor_id not in predictor_ids(store):
         raise UnknownPredictorError(f"no predictor {predictor_id!r} in the store (see nasdb predictors list)")
     return read_metadata(store, predictor_id)
 
 
-def promote(store: Any, predictor_id: str, alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
+def promote(store: ExperimentStore, predictor_id: str, alias: str = DEFAULT_ALIAS) -> dict[str, Any]:
     """Point ``alias`` at ``predictor_id`` (creating the alias) and return its new record."""
     check_alias(alias)
     space_id = _checkpoint(store, predictor_id)["space"]["id"]
@@ -173,14 +176,14 @@ def promote(store: Any, predictor_id: str, alias: str = DEFAULT_ALIAS) -> dict[s
     return record
 
 
-def unalias(store: Any, alias: str) -> dict[str, Any]:
+def unalias(store: ExperimentStore, alias: str) -> dict[str, Any]:
     """Remove ``alias``; returns the record it had. Servers following it keep their predictor."""
     record = alias_record(store, alias)
     store.artifacts(ALIASES_DIR).delete(f"{alias}.json")
     return record
 
 
-def check_deletable(store: Any, predictor_id: str) -> None:
+def check_deletable(store: ExperimentStore, predictor_id: str) -> None:
     """UnknownPredictorError for an unknown id, AliasConflictError while an alias points at it."""
     _checkpoint(store, predictor_id)
     held = aliases_of(store, predictor_id)
@@ -189,7 +192,7 @@ def check_deletable(store: Any, predictor_id: str) -> None:
                                  f"predictor to it or unalias it first")
 
 
-def delete_predictor(store: Any, predictor_id: str) -> None:
+def delete_predictor(store: ExperimentStore, predictor_id: str) -> None:
     """Remove a checkpoint; refused while an alias points at it.
 
     The commit marker (metadata.json) goes first, so an interrupted delete leaves a folder
@@ -202,7 +205,7 @@ def delete_predictor(store: Any, predictor_id: str) -> None:
 
 
 # -- listing ------------------------------------------------------------------------------------------
-def summaries(store: Any) -> list[dict[str, Any]]:
+def summaries(store: ExperimentStore) -> list[dict[str, Any]]:
     """``list_predictors`` with each predictor's aliases, oldest first."""
     by_pid: dict[str, list[str]] = {}
     for name, r in aliases(store).items():
@@ -210,7 +213,7 @@ def summaries(store: Any) -> list[dict[str, Any]]:
     return [s | {"aliases": by_pid.get(s["predictor_id"], [])} for s in list_predictors(store)]
 
 
-def details(store: Any, ref: str) -> dict[str, Any]:
+def details(store: ExperimentStore, ref: str) -> dict[str, Any]:
     """One predictor's full metadata (minus bulky task embeddings), its aliases and how ``ref`` named it."""
     selection = select(store, ref)
     pid = selection.target(store)

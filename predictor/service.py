@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from predictor.checkpoint import load_predictor
 from predictor.registry import Selection, select
 from predictor.suggest import SuggestConfig, SuggestionEngine, check_samples
 from predictor.tables import meta_samples, table_from_csv, table_from_rows, task_from_request
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ class SuggestionService:
     predictor.registry.select.
     """
 
-    def __init__(self, store: Any, *, predictor_id: str | None = None, refresh_seconds: float = 0.0,
+    def __init__(self, store: ExperimentStore, *, predictor_id: str | None = None, refresh_seconds: float = 0.0,
                  limits: ServeLimits | None = None, suggest_defaults: dict[str, Any] | None = None):
         self.store = store
         self.limits = limits or ServeLimits()

@@ -10,7 +10,7 @@ predictor/); ``EnsembleSurrogate`` offers it for one task from a ``SuggestionEng
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ import torch
 from predictor.ascent import start_logits
 from predictor.config import SuggestConfig
 from predictor.suggest import SuggestionEngine
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 #: gradient-ascent steps from a search's best result (Algorithm 2's own run takes k_max_iters)
 SEARCH_ASCENT_ITERS = 200
@@ -36,7 +39,7 @@ class EnsembleSurrogate:
         self._candidates: np.ndarray | None = None
 
     @classmethod
-    def for_task(cls, store: Any, task: str, predictor_id: str | None = None,
+    def for_task(cls, store: ExperimentStore, task: str, predictor_id: str | None = None,
                  config: SuggestConfig | None = None) -> "EnsembleSurrogate":
         """The store's predictor ``predictor_id`` (default: the registry's default) for ``task`` of the store."""
         from predictor.checkpoint import load_predictor

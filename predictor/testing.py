@@ -6,9 +6,12 @@ store's writer, a predictor fitted by Algorithm 1 in-process and saved as a chec
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 TINY_TASKS = ("digits_loops", "digits_parity", "digits_mod3", "digits_confusable4")
 
@@ -38,7 +41,7 @@ def build_tiny_store(root: str, tasks: Sequence[str] = TINY_TASKS, *, num_archit
     return store
 
 
-def fit_tiny_predictor(store: Any, tasks: Sequence[str], *, num_steps: int = 300, seed: int = 0,
+def fit_tiny_predictor(store: ExperimentStore, tasks: Sequence[str], *, num_steps: int = 300, seed: int = 0,
                        **config: Any) -> str:
     """Fit a small predictor on ``tasks`` of ``store`` in-process and save it; returns its id."""
     from predictor.checkpoint import save_predictor

@@ -19,12 +19,15 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from nasdb.errors import ArgumentError
 from predictor.checkpoint import load_predictor, new_predictor_id, read_metadata, save_predictor
 from predictor.config import PredictorConfig
 from predictor.data import TrainingData, load_for_config
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ SHAPE_FIELDS = ("phi_hidden", "rho_hidden", "use_meta_features", "gating", "feat
                 "meta_encoder", "architecture_features", "ensemble_size")
 
 
-def _open_store(store: Any) -> Any:
+def _open_store(store: ExperimentStore | str | os.PathLike) -> ExperimentStore:
     if isinstance(store, (str, os.PathLike)):
         from nasdb.store import ExperimentStore
 
@@ -91,7 +94,7 @@ def _train_loop_per_worker(cfg: dict) -> dict | None:
     return {"predictor_id": pid, "metrics": metrics}
 
 
-def _warm_start_state(store: Any, parent_id: str, config: PredictorConfig, data: TrainingData) -> dict:
+def _warm_start_state(store: ExperimentStore, parent_id: str, config: PredictorConfig, data: TrainingData) -> dict:
     parent = load_predictor(store, parent_id)
     if parent.space.space_id != data.space.space_id:
         raise ArgumentError(f"warm start from {parent_id!r}: its space {parent.space.space_id} differs from the "
@@ -103,10 +106,10 @@ def _warm_start_state(store: Any, parent_id: str, config: PredictorConfig, data:
     return parent.model.state_dict()
 
 
-def fit_predictor(store: Any, config: PredictorConfig | None = None, *, exclude_tasks: Iterable[str] = (),
-                  tasks: Iterable[str] | None = None, workers: int = 2, warm_start: str | None = None,
-                  space_id: str | None = None, report_every: int = 100, use_gpu: bool | None = None,
-                  meta_encoder: str | None = None) -> str:
+def fit_predictor(store: ExperimentStore | str | os.PathLike, config: PredictorConfig | None = None, *,
+                  exclude_tasks: Iterable[str] = (), tasks: Iterable[str] | None = None, workers: int = 2,
+                  warm_start: str | None = None, space_id: str | None = None, report_every: int = 100,
+                  use_gpu: bool | None = None, meta_encoder: str | None = None) -> str:
     """Fit a predictor on ``store`` with a Ray Train job of ``workers`` workers; return its checkpoint id.
 
     Uses the running Ray, else starts or joins one (``ray.init(address=$RAY_ADDRESS or None)``)
@@ -141,8 +144,8 @@ def fit_predictor(store: Any, config: PredictorConfig | None = None, *, exclude_
             ray.shutdown()
 
 
-def _run_trainer(store: Any, data: TrainingData, config: PredictorConfig, init_state: dict | None, *, workers: int,
-                 warm_start: str | None, exclude: list[str], report_every: int, use_gpu: bool | None,
+def _run_trainer(store: ExperimentStore, data: TrainingData, config: PredictorConfig, init_state: dict | None, *,
+                 workers: int, warm_start: str | None, exclude: list[str], report_every: int, use_gpu: bool | None,
                  reason: str | None = None) -> str:
     import ray
     from ray.train import RunConfig, ScalingConfig

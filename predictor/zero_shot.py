@@ -14,11 +14,14 @@ import math
 import re
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nasdb.errors import ArgumentError
 from predictor.checkpoint import load_predictor
 from predictor.suggest import SuggestConfig, Suggestion, engine_for
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 AGENT = "zero-shot"
 
@@ -28,7 +31,7 @@ def _task_name_for_file(path: str | Path) -> str:
     return f"user_{stem}"[:64]
 
 
-def load_cli_task(store: Any, *, task: str | None = None, data: str | Path | None = None,
+def load_cli_task(store: ExperimentStore, *, task: str | None = None, data: str | Path | None = None,
                   label: str | None = None, name: str | None = None) -> Any:
     """The task of ``--task NAME`` or ``--data FILE --label COL`` (exactly one), as a nasdb Task."""
     from nasdb.tasks import task_from_file
@@ -63,7 +66,7 @@ def record_from_result(task: str, space: Any, architecture: Any, seed: int, reci
         bank_fingerprint=bank_fingerprint)
 
 
-def train_suggestion(store: Any, task: Any, suggestion: Suggestion, space: Any, *, recipe: Any = None,
+def train_suggestion(store: ExperimentStore, task: Any, suggestion: Suggestion, space: Any, *, recipe: Any = None,
                      seed: int = 0) -> dict[str, Any]:
     """Train the suggested architecture on ``task`` and append its row (agent ``zero-shot``).
 
@@ -89,7 +92,7 @@ def train_suggestion(store: Any, task: Any, suggestion: Suggestion, space: Any, 
             "recipe": recipe.to_dict(), "seed": seed}
 
 
-def _register(store: Any, task: Any) -> None:
+def _register(store: ExperimentStore, task: Any) -> None:
     if task.name in store.registered_tasks():
         if store.task(task.name).fingerprint() != task.fingerprint():
             raise ArgumentError(f"task {task.name!r} is already registered in the store with other data; "
@@ -102,14 +105,15 @@ def _json_float(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _sample_less(store: Any, task: str) -> bool:
+def _sample_less(store: ExperimentStore, task: str) -> bool:
     """Whether ``task`` is a registered task without samples (an imported tabular benchmark); reads metadata only."""
     return task in store.registered_tasks() and store.task_metadata(task).get("source") == "benchmark"
 
 
-def suggest_for_cli(store: Any, *, task: str | None = None, data: str | Path | None = None, label: str | None = None,
-                    predictor_id: str | None = None, train: bool = False, config: SuggestConfig | None = None,
-                    recipe: Any = None, seed: int = 0, name: str | None = None) -> dict[str, Any]:
+def suggest_for_cli(store: ExperimentStore, *, task: str | None = None, data: str | Path | None = None,
+                    label: str | None = None, predictor_id: str | None = None, train: bool = False,
+                    config: SuggestConfig | None = None, recipe: Any = None, seed: int = 0,
+                    name: str | None = None) -> dict[str, Any]:
     """Everything ``nasdb suggest`` prints, as one JSON-able dict.
 
     Keys: ``task``, ``source`` ("store" or the file), the suggestion's fields (predictor_id,
@@ -143,7 +147,7 @@ def suggest_for_cli(store: Any, *, task: str | None = None, data: str | Path | N
     return out
 
 
-def held_out_suggestions(store: Any, held_out: str, data: Any, config: Any, *, repeats: int = 1,
+def held_out_suggestions(store: ExperimentStore, held_out: str, data: Any, config: Any, *, repeats: int = 1,
                          suggest_config: SuggestConfig | None = None,
                          on_fit: Any = None) -> list[dict[str, Any]]:
     """Zero-shot suggestions for a held-out task (Sec. 5.3 on a table): per repeat, fit without it, suggest.
@@ -177,7 +181,7 @@ def held_out_suggestions(store: Any, held_out: str, data: Any, config: Any, *, r
     return out
 
 
-def fit_held_out(store: Any, held_out: str, data: Any, config: Any) -> tuple[Any, Any, Any]:
+def fit_held_out(store: ExperimentStore, held_out: str, data: Any, config: Any) -> tuple[Any, Any, Any]:
     """Fit in-process on every task of ``data`` but ``held_out``; -> (SuggestionEngine, z of held_out, FitHistory).
 
     The engine is Algorithm 2 over the fitted predictor (an unsaved checkpoint named

@@ -21,7 +21,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from nasdb.records import search_run_ids
 from search.agents import PRETRAIN_SOURCES, agent_class, create_agent
 from search.evaluators import EVALUATORS, Evaluation, LookupEvaluator, child_reward
 from search.result import SearchResult
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 
@@ -182,7 +185,7 @@ def _resolve_space(store, evaluator: str, task: str, space_id: str | None) -> An
     return space
 
 
-def _check_task(store: Any, name: str, evaluator: str) -> None:
+def _check_task(store: ExperimentStore, name: str, evaluator: str) -> None:
     """UnknownTaskError for a task the store does not know; an imported benchmark task (no
     samples, nasdb.benchmarks) is searched only through its table."""
     try:

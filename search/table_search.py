@@ -16,7 +16,7 @@ import math
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from nasdb.space import SearchSpace
 from search.agents import SearchAgent, Surrogate, agent_class, create_agent
 from search.evaluators import Evaluation, LookupEvaluator, Trial
 from search.regret import TableTruth, judge_search
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +207,7 @@ class BenchmarkReport:
         return paths
 
 
-def search_benchmark(store: Any, space: SearchSpace, held_out: Sequence[str], pool: Sequence[str],
+def search_benchmark(store: ExperimentStore, space: SearchSpace, held_out: Sequence[str], pool: Sequence[str],
                      config: TableSearchConfig | None = None, *, benchmark: str = "",
                      zero_shot: dict[str, list[dict[str, Any]]] | None = None,
                      on_run: Callable[[str, str, dict], None] | None = None,

@@ -15,7 +15,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from cluster.early_stop._srm import SequentialRegressor
 from cluster.early_stop._stopper import EarlyStopConfig, EarlyStopper
 from nasdb.checks import markdown_table
 from nasdb.errors import ArgumentError
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 
 @dataclass
@@ -50,7 +53,7 @@ class CurveSet:
         return self.curves[:, -1]
 
 
-def load_full_curves(store: Any, task: str, *, recipe: Any = None, space_id: str | None = None) -> CurveSet:
+def load_full_curves(store: ExperimentStore, task: str, *, recipe: Any = None, space_id: str | None = None) -> CurveSet:
     """The fully trained curves of ``task`` in ``store``: status ok, not stopped early, finite, of
     the most common length and search space (other rows are counted in ``skipped``).
 
@@ -186,7 +189,7 @@ def _tau_at(fraction: float, taus: list[int], T: int) -> int:
     return min(taus, key=lambda t: abs(t - want))
 
 
-def evaluate_curves(store: Any, task: str | None = None, out_dir: str | Path | None = None, *,
+def evaluate_curves(store: ExperimentStore, task: str | None = None, out_dir: str | Path | None = None, *,
                     config: EarlyStopConfig | None = None, repeats: int = 5, orders: int = 10,
                     search_trials: int = 12, target: str | None = None, model: str | None = None,
                     features: str | None = None, seed: int = 0, progress: Any = None) -> dict[str, Any]:

@@ -14,11 +14,14 @@ twice and the budget holds.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cluster.populate._populate import populate
 from cluster.populate._progress import PopulateSummary
 from nasdb.errors import ArgumentError, UnknownStrategyError
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 STRATEGIES = ("random", "uncertainty")
 
@@ -32,9 +35,10 @@ def check_strategy(strategy: str, rounds: Any) -> int:
     return rounds
 
 
-def populate_by_strategy(store: Any, tasks: Sequence[str] | str | None, per_task: int, *, strategy: str = "random",
-                         rounds: int = 1, proposer_factory: Callable[[Any, int], Any] | None = None,
-                         seed: int = 0, **populate_kwargs: Any) -> list[PopulateSummary]:
+def populate_by_strategy(store: ExperimentStore | str, tasks: Sequence[str] | str | None, per_task: int, *,
+                         strategy: str = "random", rounds: int = 1,
+                         proposer_factory: Callable[[Any, int], Any] | None = None, seed: int = 0,
+                         **populate_kwargs: Any) -> list[PopulateSummary]:
     """``populate`` by ``strategy``; one summary per round. ``proposer_factory(store, round)`` ->
     ``proposer(task, n, stored) -> (n, D)``, rebuilt (refitted) before every uncertainty round."""
     rounds = check_strategy(strategy, rounds)

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -32,7 +32,8 @@ from cluster.populate._progress import PopulateSummary, Progress, TaskSummary
 from cluster.populate._resources import ResourcePlan, plan_resources
 from nasdb.errors import ArgumentError, NasdbError, PoolAborted, StoreError, UnreachableError
 
-
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 
 def resolve_tasks(tasks: Sequence[str] | str | None = None, suite: str = "digits") -> list[str]:
@@ -47,7 +48,7 @@ def resolve_tasks(tasks: Sequence[str] | str | None = None, suite: str = "digits
     return names
 
 
-def _check_store(store: Any, *, create: bool = True) -> Any:
+def _check_store(store: ExperimentStore | str, *, create: bool = True) -> Any:
     """The store, initialized (or, unless ``create``, required to exist) and proven writable;
     StoreError (one line) if it is not usable."""
     from nasdb.store import ExperimentStore
@@ -96,7 +97,7 @@ def _failed_record(item: WorkItem, space_id: str, recipe: dict, agent: str, run_
     )
 
 
-def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int | None = None, *,
+def populate(store: ExperimentStore | str, tasks: Sequence[str] | str | None, per_task: int | None = None, *,
              config: PopulateConfig | None = None, progress: bool = True, address: str | None = None,
              on_chunk_done: Callable[[ChunkAck, TrainerPool], None] | None = None,
              trainer_cls: type = ChildTrainer, create_store: bool = True,
@@ -184,7 +185,7 @@ def populate(store: Any, tasks: Sequence[str] | str | None, per_task: int | None
     )
 
 
-def _proposed(store: Any, space: Any, task: str, per_task: int, proposer: Callable, agent: str, seed: int,
+def _proposed(store: ExperimentStore, space: Any, task: str, per_task: int, proposer: Callable, agent: str, seed: int,
               recipe: dict, fingerprints: dict) -> list[WorkItem]:
     """The task's rows of ``agent`` so far (as work items: done) plus ``per_task`` minus their count
     new architectures from ``proposer``; a rerun after an interruption proposes only what is missing."""
@@ -205,7 +206,7 @@ def _proposed(store: Any, space: Any, task: str, per_task: int, proposer: Callab
 class _Job:
     """One populate run on a live Ray cluster: the pool, its callbacks and the give-up rows."""
 
-    def __init__(self, store: Any, space: Any, recipe: dict, res: ResourcePlan, *, agent: str, run_id: str,
+    def __init__(self, store: ExperimentStore, space: Any, recipe: dict, res: ResourcePlan, *, agent: str, run_id: str,
                  trainer_cls: type, retry_failed: bool, max_attempts: int, chunk_timeout_s: float | None,
                  on_chunk_done: Callable | None, progress: Progress, early_stop: Any = None):
         import ray
