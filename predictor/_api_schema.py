@@ -121,7 +121,8 @@ class SuggestRequest(TaskInput):
     closest_tasks: int | None = Field(None, ge=1, le=50, strict=True,
                                       description="Closest training tasks to start from (default 2).")
     kappa: Annotated[float, Field(strict=True, ge=0, le=100, allow_inf_nan=False)] | None = Field(
-        None, description="The pick maximizes mean - kappa * std over the candidates (default 0: the mean).")
+        None, description="The pick maximizes mean - kappa * std over the candidates, std the members' spread of "
+                          "its gap to the portfolio pick (default 2; 0: the mean).")
 
     def overrides(self) -> dict[str, Any]:
         keys = ("k_max_iters", "step_size", "top_per_task", "closest_tasks", "kappa")
@@ -145,7 +146,8 @@ class CandidateOut(BaseModel):
     start_architecture: list[int]
     start_score: float
     std: float | None = Field(None, description="The ensemble members' spread of `score` (null: one predictor).")
-    lcb: float = Field(description="score - kappa * std, the ranking key.")
+    lcb: float = Field(description="score - kappa * (members' spread of its gap to the portfolio pick): "
+                                   "the ranking key.")
     source: str = Field(description="'ascent' (Algorithm 2), 'start' (a starting point) or 'portfolio'.")
 
 
@@ -171,7 +173,8 @@ class SuggestResponse(BaseModel):
     seconds: float
     config: dict[str, Any]
     std: float | None = Field(None, description="The ensemble members' spread of `score` (null: one predictor).")
-    lcb: float | None = Field(None, description="score - kappa * std: what the pick maximized.")
+    lcb: float | None = Field(None, description="score - kappa * (members' spread of its gap to the portfolio pick): "
+                                                "what the pick maximized.")
     pick_source: str = Field(description="Where the pick came from: 'ascent', 'start' or 'portfolio'.")
     portfolio: list[int] | None = Field(None, description="The portfolio pick, the floor of the suggestion.")
 

@@ -237,7 +237,7 @@ def embeddings_command(store_root, predictor_id, extra, batches, out_dir):
 @click.option("--train", is_flag=True, help="Train the suggestion and store its row (agent zero-shot).")
 @click.option("--max-iters", "k_max_iters", type=int, default=None, help=f"Gradient-ascent steps [{SuggestConfig().k_max_iters}].")
 @click.option("--kappa", type=float, default=None,
-              help=f"Pick the candidate with the best mean - kappa * std of the ensemble's scores "
+              help=f"Pick the candidate with the best mean - kappa * std, std of its gap to the portfolio pick "
                    f"[{SuggestConfig().kappa}].")
 @click.option("--json", "as_json", is_flag=True, help="Print the suggestion as JSON.")
 def suggest_command(store_root, task, data, label, predictor_id, train, k_max_iters, kappa, as_json):

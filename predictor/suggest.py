@@ -45,7 +45,7 @@ class Candidate:
     start_architecture: list[int]
     start_score: float  # predictor score of the start architecture (one-hot)
     std: float | None = None  # the members' spread of ``score`` (None: a single predictor)
-    lcb: float = 0.0  # score - kappa * std: the ranking key
+    lcb: float = 0.0  # score - kappa * (spread of its gap to the portfolio pick): the ranking key
     source: str = "ascent"  # "ascent" (Algorithm 2's result), "start" (a starting point) or "portfolio"
 
 
@@ -68,7 +68,7 @@ class Suggestion:
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
     std: float | None = None  # the members' spread of ``score`` (None: a single predictor)
-    lcb: float | None = None  # score - kappa * std, what the pick maximized
+    lcb: float | None = None  # score - kappa * (spread of its gap to the portfolio pick): what the pick maximized
     pick_source: str = "ascent"  # where the pick came from (Candidate.source)
     portfolio: list[int] | None = None  # the portfolio pick, the floor the suggestion is held to
 
@@ -205,11 +205,16 @@ class SuggestionEngine:
         if archs.ndim != 2:
             raise ArgumentError(f"architectures must be a list of {self.space.num_dimensions}-index lists, "
                                 f"got shape {archs.shape}")
-        if not len(archs):
-            return np.zeros(0), (np.zeros(0) if self.model.members > 1 else None)
-        members = self.model.member_scores(torch.as_tensor(self.space.encode_many(archs)), z).double()  # (K, N)
-        std = members.std(dim=0, unbiased=False).numpy() if self.model.members > 1 else None
-        return members.mean(dim=0).numpy(), std
+        members = self.member_scores(archs, z)  # (K, N)
+        return members.mean(axis=0), (members.std(axis=0) if self.model.members > 1 else None)
+
+    @torch.no_grad()
+    def member_scores(self, architectures: np.ndarray, z: torch.Tensor | None) -> np.ndarray:
+        """Every member's score of discrete architectures (N, num_dimensions) -> (K, N) float64."""
+        if not len(architectures):
+            return np.zeros((self.model.members, 0))
+        u = torch.as_tensor(self.space.encode_many(architectures))
+        return self.model.member_scores(u, z).double().numpy()
 
     def score_architectures(self, architectures: Any, z: torch.Tensor | None) -> np.ndarray:
         """Predictor scores (the ensemble's mean) of discrete architectures (N, num_dimensions) -> (N,)."""
@@ -280,6 +285,22 @@ class SuggestionEngine:
         return np.asarray(archs, dtype=np.int64).reshape(-1, self.space.num_dimensions), origin
 
     # -- Algorithm 2 -----------------------------------------------------------------------------
+    @staticmethod
+    def _floor_bounds(members: np.ndarray, kappa: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Mean, spread and lower bound of each candidate's score from the members' scores (K, N), the portfolio
+        pick last (issue 16's floor).
+
+        The bound is ``mean - kappa * std`` where std is the members' spread of the candidate's *gap to the
+        portfolio pick*, member by member: a ranking loss leaves each member's offset free, and the offsets,
+        not the members' disagreement, dominate the spread of raw scores; in a gap they cancel. So a
+        candidate displaces the portfolio pick (bound = its mean) only when the members agree it is better.
+        """
+        scores = members.mean(axis=0)
+        if len(members) < 2:  # a single predictor has no spread: rank by its score
+            return scores, None, scores
+        gap = members - members[:, -1:]
+        return scores, members.std(axis=0), scores - kappa * gap.std(axis=0)
+
     def suggest_z(self, z: torch.Tensor | None, config: SuggestConfig | None = None) -> Suggestion:
         """Algorithm 2 for a task with meta-features ``z`` (None for a predictor without them)."""
         config = config or SuggestConfig()
@@ -298,8 +319,7 @@ class SuggestionEngine:
         pool = np.concatenate([found, archs, portfolio[None, :]])  # (2S + 1, num_dimensions)
         sources = ["ascent"] * len(found) + ["start"] * len(archs) + ["portfolio"]
         rows = list(range(len(found))) * 2 + [None]
-        scores, std = self.score_with_std(pool, z)  # (2S + 1,)
-        lcb = scores - config.kappa * std if std is not None else scores
+        scores, std, lcb = self._floor_bounds(self.member_scores(pool, z), config.kappa)  # (2S + 1,) each
         order = sorted(range(len(pool)), key=lambda i: (-lcb[i], -scores[i], i))
         seen: set[tuple[int, ...]] = set()
         candidates, best_u = [], None

@@ -20,7 +20,7 @@ from predictor.ascent import PAD_LOGIT, AutogradAscent, BlockLayout, CompiledAsc
 from predictor.checkpoint import load_predictor
 from predictor.config import PredictorConfig
 from predictor.model import PerformancePredictor
-from predictor.suggest import (SuggestConfig, check_samples, engine_for, predict_scores,
+from predictor.suggest import (SuggestConfig, SuggestionEngine, check_samples, engine_for, predict_scores,
                                suggest_architecture, suggest_for_task)
 from predictor.testing import HELD_OUT_TASK, TRAIN_TASKS, fit_tiny_predictor, shared_tiny_store
 from predictor.zero_shot import format_suggestion, suggest_for_cli
@@ -171,8 +171,17 @@ def test_suggestion_for_a_held_out_task(tiny):
     assert s.candidates[0].architecture == s.architecture
     archs = [tuple(c.architecture) for c in s.candidates]
     assert len(set(archs)) == len(archs) and 1 <= len(archs) <= 21  # ascent results, starts, the portfolio
-    # the pick maximizes the ensemble's lower bound mean - kappa * std over every candidate, the portfolio included
-    assert s.std is not None and s.std >= 0 and s.lcb == pytest.approx(s.score - s.config["kappa"] * s.std)
+    # the pick maximizes mean - kappa * std over every candidate, the portfolio included, std the members' spread
+    # of the candidate's gap to the portfolio pick (so the portfolio's bound is its mean)
+    engine = engine_for(ck, store)
+    members = engine.member_scores(np.asarray([c.architecture for c in s.candidates]), engine.embed(x, y))
+    gaps = members - members[:, [c.architecture for c in s.candidates].index(list(s.portfolio))][:, None]
+    kappa = s.config["kappa"]
+    assert kappa == SuggestConfig().kappa > 0
+    for c, m, g in zip(s.candidates, members.T, gaps.T):
+        assert c.score == pytest.approx(m.mean()) and c.std == pytest.approx(m.std())
+        assert c.lcb == pytest.approx(m.mean() - kappa * g.std())
+    assert s.std is not None and s.std >= 0 and s.lcb == s.candidates[0].lcb
     assert [c.lcb for c in s.candidates] == sorted((c.lcb for c in s.candidates), reverse=True)
     assert tuple(s.portfolio) in archs and {c.source for c in s.candidates} <= {"ascent", "start", "portfolio"}
     assert tuple(s.portfolio) == tuple(engine_for(ck, store).tops[s.nearest_tasks[0]["task"]].architectures[0])
@@ -287,3 +296,19 @@ def test_cli_suggest_from_a_data_file(tiny, tmp_path):
         suggest_for_cli(store, task=HELD_OUT_TASK, data=str(path), label="label")
     with pytest.raises(ValueError, match="--label"):
         suggest_for_cli(store, data=str(path))
+
+
+def test_the_floor_bound_lets_a_candidate_displace_the_portfolio_only_when_the_members_agree():
+    # 3 members with very different offsets (a ranking loss leaves them free); the portfolio pick is the last column
+    offsets = np.array([[0.0], [5.0], [-3.0]])
+    agreed = np.array([[1.0], [1.1], [0.9]])  # every member: ~1 above the portfolio
+    disputed = np.array([[4.0], [-1.5], [-1.0]])  # a higher mean gap (0.5), but the members disagree
+    members = offsets + np.hstack([agreed, disputed, np.zeros((3, 1))])  # (K, 3)
+    scores, std, lcb = SuggestionEngine._floor_bounds(members, kappa=2.0)
+    assert np.allclose(scores, members.mean(axis=0)) and np.allclose(std, members.std(axis=0))
+    assert lcb[2] == pytest.approx(scores[2])  # the portfolio's bound is its mean: its gap to itself is 0
+    assert lcb[0] > lcb[2] > lcb[1]  # the agreed gain displaces it; the disputed one does not
+    # kappa 0 ranks by the mean; one member has no spread and ranks by its score
+    assert np.allclose(SuggestionEngine._floor_bounds(members, kappa=0.0)[2], scores)
+    one = SuggestionEngine._floor_bounds(members[:1], kappa=2.0)
+    assert one[1] is None and np.allclose(one[2], members[0])
