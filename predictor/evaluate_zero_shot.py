@@ -84,7 +84,7 @@ def percentile(values: np.ndarray, value: float) -> float:
     return math.nan if not math.isfinite(value) or not len(v) else 100.0 * float(np.mean(v <= value))
 
 
-def _judge(arch: list[int], ref: dict[str, Any], task: Any, space: Any, seeds: int) -> dict[str, Any]:
+def judge_pick(arch: list[int], ref: dict[str, Any], task: Any, space: Any, seeds: int) -> dict[str, Any]:
     """A pick's mean val/test accuracy: the stored means when the task holds it, else trained with ``seeds`` seeds."""
     hit = np.flatnonzero((ref["architectures"] == np.asarray(arch)).all(axis=1))
     if len(hit):
@@ -122,7 +122,7 @@ def _zero_shot_task(held_out: str, config_dict: dict, suggest_dict: dict, baseli
         row.update(portfolio_rule=chosen["portfolio"]["rule"], portfolio_source_task=chosen["portfolio"]["source_task"])
     picks = {"suggestion": suggestion.architecture, **{b: p["architecture"] for b, p in chosen.items()}}
     for name, arch in picks.items():
-        row.update({f"{name}_{k}": v for k, v in _judge(arch, ref, task, data.space, seeds).items()})
+        row.update({f"{name}_{k}": v for k, v in judge_pick(arch, ref, task, data.space, seeds).items()})
     row["seconds"] = time.perf_counter() - start
     logger.info("zero-shot %s: suggestion at percentile %.1f (%s)", held_out, row["suggestion_val_percentile"],
                 ", ".join(f"{b} {row[f'{b}_val_percentile']:.1f}" for b in baselines))
@@ -222,5 +222,5 @@ def write_zero_shot_report(rows: list[dict[str, Any]], out_dir: Path, config: Pr
     (out_dir / "zero_shot.md").write_text(zero_shot_markdown(rows, config))
 
 
-__all__ = ["DEFAULT_BASELINES", "evaluate_zero_shot", "percentile", "stored_reference", "write_zero_shot_report",
-           "zero_shot_markdown"]
+__all__ = ["DEFAULT_BASELINES", "evaluate_zero_shot", "judge_pick", "percentile", "stored_reference",
+           "write_zero_shot_report", "zero_shot_markdown"]
