@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -29,6 +29,9 @@ from predictor.baselines import shared_best
 from predictor.checkpoint import PredictorCheckpoint
 from predictor.config import SuggestConfig
 from predictor.data import TrainingData, architecture_matrix, meta_rows, quantile_rank, sample_width
+
+if TYPE_CHECKING:
+    from nasdb.store import ExperimentStore
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +112,7 @@ def task_top(architectures: np.ndarray, accuracy: np.ndarray, target: str = "raw
     return _TaskTop(uniq[order], mean[order], normalized)
 
 
-def _top_architectures(store: Any, task: str, space: Any, target: str = "raw") -> _TaskTop | None:
+def _top_architectures(store: ExperimentStore, task: str, space: Any, target: str = "raw") -> _TaskTop | None:
     """The task's top architectures from the store (rows of children stopped early left out, as in training)."""
     table = store.experiments_arrow(task, status="ok", columns=["space_id", "stopped_early", "architecture",
                                                                 "val_accuracy"])
@@ -130,7 +133,7 @@ class SuggestionEngine:
     Thread-safe for concurrent requests: its state is read-only after construction.
     """
 
-    def __init__(self, checkpoint: PredictorCheckpoint, store: Any, data: TrainingData | None = None):
+    def __init__(self, checkpoint: PredictorCheckpoint, store: ExperimentStore, data: TrainingData | None = None):
         """``data``: the checkpoint's training data when at hand (an in-process fit, e.g. leave-one-task-out),
         so the training tasks' top architectures come from it instead of a second read of the store."""
         self.checkpoint = checkpoint
@@ -355,7 +358,7 @@ class SuggestionEngine:
         """Algorithm 2 for a task given by its samples (ignored by a predictor without meta-features)."""
         return self.suggest_z(self.embed(x, y) if self.use_meta_features else None, config)
 
-    def task_z_or_embed(self, store: Any, task: str) -> torch.Tensor | None:
+    def task_z_or_embed(self, store: ExperimentStore, task: str) -> torch.Tensor | None:
         """z of a task in the store: the cached one for a training task, else from its train split."""
         if not self.use_meta_features:
             try:
@@ -415,7 +418,7 @@ def _store_key(store: Any) -> str:
     return str(getattr(store, "root", None) or id(store))
 
 
-def engine_for(checkpoint: PredictorCheckpoint, store: Any) -> SuggestionEngine:
+def engine_for(checkpoint: PredictorCheckpoint, store: ExperimentStore) -> SuggestionEngine:
     """The cached engine of ``checkpoint`` over ``store`` (training-task embeddings computed once)."""
     key = (_store_key(store), checkpoint.predictor_id)
     with _ENGINES_LOCK:
@@ -430,13 +433,13 @@ def engine_for(checkpoint: PredictorCheckpoint, store: Any) -> SuggestionEngine:
     return engine
 
 
-def suggest_architecture(checkpoint: PredictorCheckpoint, store: Any, x: Any, y: Any,
+def suggest_architecture(checkpoint: PredictorCheckpoint, store: ExperimentStore, x: Any, y: Any,
                          config: SuggestConfig | None = None) -> Suggestion:
     """Algorithm 2 for a new task given by its samples ``x`` (N, 64) and labels ``y`` (N,)."""
     return engine_for(checkpoint, store).suggest(x, y, config)
 
 
-def suggest_for_task(checkpoint: PredictorCheckpoint, store: Any, task: str,
+def suggest_for_task(checkpoint: PredictorCheckpoint, store: ExperimentStore, task: str,
                      config: SuggestConfig | None = None) -> Suggestion:
     """Algorithm 2 for a task of the store (built-in or registered), from its training split."""
     engine = engine_for(checkpoint, store)
