@@ -427,6 +427,8 @@ def test_serve_deploy_config_updates_the_predictor_in_place(server, http, store,
     from predictor.checkpoint import predictor_ids
 
     st, _ = store
+    if len(predictor_ids(st)) < 2:  # run on its own, without the hot-swap test's second fit
+        fit_tiny_predictor(st, TRAIN_TASKS, num_steps=40, seed=2)
     first, second = predictor_ids(st)[:2]
     token_file = tmp_path / "api_token"
     token_file.write_text(TOKEN)
