@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from nasdb.errors import AliasConflictError, ArgumentError, UnknownPredictorError
-from predictor.checkpoint import (METADATA_FILE, PREDICTORS_DIR, latest_predictor, list_predictors, predictor_ids,
-                                  read_metadata)
+from nasdb.records import (METADATA_FILE, PREDICTORS_DIR, latest_predictor, list_predictors, predictor_ids,
+                           read_metadata)
 
 if TYPE_CHECKING:
     from nasdb.store import ExperimentStore

@@ -76,13 +76,15 @@ def test_show_one_run_and_unknown_runs(store):
     assert bad.output.startswith("error: Invalid value for '--kind'") and bad.output.count("\n") == 1
 
 
-def test_collecting_runs_imports_neither_torch_nor_ray(store):
-    """The predictor metadata and search run ids come through nasdb.records (issue 20: the first
-    /runs of the dashboard no longer pays torch's import)."""
+def test_collecting_runs_and_predictors_imports_neither_torch_nor_ray(store):
+    """The predictor metadata, aliases and search run ids come through nasdb.records (issue 20: the
+    first /runs and /predictors of the dashboard do not pay torch's import)."""
     st, pid, result, _ = store
     code = ("import sys\nfrom nasdb.cli.dashboard import _data\nfrom nasdb.store import ExperimentStore\n"
-            f"runs = _data.runs(ExperimentStore({st.root!r}))\n"
-            "print(sorted(r['run_id'] for r in runs if r['kind'] in ('fit', 'search')))\n"
+            f"store = ExperimentStore({st.root!r})\n"
+            "print(sorted(r['run_id'] for r in _data.runs(store) if r['kind'] in ('fit', 'search')))\n"
+            "print([p['predictor_id'] for p in _data.predictors(store)])\n"
             "print('HEAVY', [m for m in ('torch', 'ray') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.splitlines() == [str(sorted([pid, result.run_id])), "HEAVY []"], out.stdout + out.stderr
+    assert out.stdout.splitlines() == [str(sorted([pid, result.run_id])), str([pid]), "HEAVY []"], \
+        out.stdout + out.stderr
