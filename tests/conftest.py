@@ -120,6 +120,24 @@ def own_ray_cluster():
         start_ray()
 
 
+@pytest.fixture
+def cli(monkeypatch):
+    """``cli(*args, code=0)``: the ``nasdb`` CLI in process (no NASDB_STORE from the environment), checking the
+    exit code and returning click's result."""
+    from click.testing import CliRunner
+
+    from nasdb.cli import main
+
+    monkeypatch.delenv("NASDB_STORE", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, code: int = 0):
+        result = runner.invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == code, (args, result.output)
+        return result
+    return invoke
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "own_ray: the test starts, kills or restarts its own Ray cluster "
                                        "(fixture own_ray_cluster) instead of sharing the session's")

@@ -13,10 +13,8 @@ import math
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from scipy import stats
 
-from nasdb.cli import main
 from nasdb.space import default_space
 from predictor.baselines import BASELINES, RANKERS, parse_baselines, rank_rows
 from predictor.data import TaskData, TrainingData, quantile_rank
@@ -116,18 +114,6 @@ def store_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("baselines") / "store")
     build_tiny_store(root, TASKS, num_architectures=30, epochs=2)
     return root
-
-
-@pytest.fixture
-def cli(monkeypatch):
-    monkeypatch.delenv("NASDB_STORE", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == code, (args, result.output)
-        return result
-    return invoke
 
 
 def _finite(*values) -> bool:

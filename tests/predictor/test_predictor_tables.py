@@ -12,10 +12,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 from sklearn.datasets import load_iris, load_wine
 
-from nasdb.cli import main
 from nasdb.store import ExperimentStore
 from predictor.checkpoint import load_predictor
 from predictor.config import PredictorConfig
@@ -83,18 +81,6 @@ def test_sample_budget_is_a_seeded_subset_and_cells_bound_rows_by_width():
 
 
 # -- nasdb suggest --data on a table -------------------------------------------------------------------------
-@pytest.fixture
-def cli(monkeypatch):
-    monkeypatch.delenv("NASDB_STORE", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == code, (args, result.output)
-        return result
-    return invoke
-
-
 def test_cli_suggests_for_a_csv_table_and_finds_its_nearest_task(table_store, cli, tmp_path):
     store, pid = table_store
     path = tmp_path / "wine.csv"

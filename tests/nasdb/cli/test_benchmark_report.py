@@ -15,10 +15,8 @@ import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from nasdb.benchmarks import import_benchmark
-from nasdb.cli import main
 from nasdb.store import ExperimentRecord, ExperimentStore
 from predictor.config import PredictorConfig
 from predictor.data import TaskData, load_training_data, quantile_rank
@@ -49,18 +47,6 @@ def full_root(tmp_path_factory):
     store.init()
     import_benchmark(store, "hpolib", tasks=["naval_propulsion", "protein_structure"])
     return root
-
-
-@pytest.fixture
-def cli(monkeypatch):
-    monkeypatch.delenv("NASDB_STORE", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str, code: int = 0):
-        result = runner.invoke(main, list(args), catch_exceptions=False)
-        assert result.exit_code == code, (args, result.output)
-        return result
-    return invoke
 
 
 def _one_line(result, *fragments: str) -> None:
