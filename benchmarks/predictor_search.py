@@ -82,7 +82,7 @@ def main() -> None:
     space = store.space(store.task_metadata(pool[0])["space_id"])
     cfg = PredictorConfig(num_steps=args.steps, use_meta_features=False, seed=0)
     data = load_training_data(store, space=space, tasks=pool, min_experiments=cfg.batch_size, min_tasks=2,
-                              feature_dim=cfg.feature_dim, max_classes=cfg.max_classes, use_meta_features=False,
+                              feature_dim=cfg.feature_dim, use_meta_features=False,
                               target="auto")
     surrogates = {}
     for t in held_out:

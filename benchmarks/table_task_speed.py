@@ -75,7 +75,7 @@ def _steps(store: ExperimentStore, pid: str, data: bytes) -> dict[str, float]:
     t1 = time.perf_counter()
     task = task_from_request(table, "label")
     t2 = time.perf_counter()
-    z = engine.embed(*meta_samples(task, engine.config, label="label"), where="table")
+    z = engine.embed(*meta_samples(task, engine.config), where="table")
     t3 = time.perf_counter()
     engine.suggest_z(z)
     t4 = time.perf_counter()

@@ -220,7 +220,7 @@ def sample_width(config: Any, x: Any, where: str = "x", predictor_id: str | None
     return config.feature_dim
 
 
-def _task_samples(store: ExperimentStore, name: str, *, use_meta_features: bool, feature_dim: int, max_classes: int,
+def _task_samples(store: ExperimentStore, name: str, *, use_meta_features: bool, feature_dim: int,
                   meta_encoder: str = "samples",
                   budget: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """The task's training split ``(x (N, F), y (N,), num_classes)``, at most ``budget`` rows; empty for a
@@ -238,9 +238,6 @@ def _task_samples(store: ExperimentStore, name: str, *, use_meta_features: bool,
     x, y = task.samples("train")
     if use_meta_features:  # without meta-features the samples are never read: any width trains
         check_width(f"task {name!r}", int(x.shape[1]), meta_encoder=meta_encoder, feature_dim=feature_dim)
-        if task.num_classes > max_classes:
-            raise ArgumentError(f"task {name!r} has {task.num_classes} classes; the predictor allows "
-                                f"max_classes={max_classes}")
     x, y = sample_budget(x, y, budget)
     return np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64), int(task.num_classes)
 
@@ -269,7 +266,7 @@ def choose_meta_encoder(data: "TrainingData", requested: str, *, current: str = 
 
 
 def load_task_data(store: ExperimentStore, name: str, space: SearchSpace, table: Any, *, failed: int, feature_dim: int,
-                   max_classes: int, use_meta_features: bool = True, include_stopped: bool = False,
+                   use_meta_features: bool = True, include_stopped: bool = False,
                    target: str = "auto", include_stale: bool = False, meta_encoder: str = "samples",
                    budget: int | None = None) -> TaskData:
     """Build one task's block from its ok rows (a pyarrow table) and its stored samples; stale rows
@@ -309,7 +306,7 @@ def load_task_data(store: ExperimentStore, name: str, space: SearchSpace, table:
     except ValueError as e:
         raise ArgumentError(f"task {name!r}: a stored architecture does not fit space {space.name!r}: {e}") from None
     x, y, num_classes = _task_samples(store, name, use_meta_features=use_meta_features, feature_dim=feature_dim,
-                                      max_classes=max_classes, meta_encoder=meta_encoder, budget=budget)
+                                      meta_encoder=meta_encoder, budget=budget)
     kind = ("rank" if num_classes == 0 else "raw") if target == "auto" else target
     values = acc[finite]
     fitted = quantile_rank(values) if kind == "rank" else values
@@ -344,7 +341,7 @@ def _ok_rows(store: ExperimentStore, name: str) -> pa.Table:
 
 def load_training_data(store: ExperimentStore, *, space: SearchSpace | str | None = None,
                        tasks: Iterable[str] | None = None, exclude_tasks: Iterable[str] = (), min_experiments: int = 2,
-                       min_tasks: int = 2, feature_dim: int = 64, max_classes: int = 10, use_meta_features: bool = True,
+                       min_tasks: int = 2, feature_dim: int = 64, use_meta_features: bool = True,
                        include_stopped: bool = False, target: str = "auto", include_stale: bool = False,
                        meta_encoder: str = "samples", budget: int | None = None) -> TrainingData:
     """Read the training set from ``store``: every task with experiments (or ``tasks``), minus ``exclude_tasks``.
@@ -381,7 +378,7 @@ def load_training_data(store: ExperimentStore, *, space: SearchSpace | str | Non
     data = TrainingData(space=resolved)
     for n in names:
         td = load_task_data(store, n, resolved, ok_rows.pop(n), failed=failed[n], feature_dim=feature_dim,
-                            max_classes=max_classes, use_meta_features=use_meta_features,
+                            use_meta_features=use_meta_features,
                             include_stopped=include_stopped, target=target, include_stale=include_stale,
                             meta_encoder=meta_encoder, budget=budget)
         if td.num_experiments < min_experiments:
@@ -406,7 +403,7 @@ def load_for_config(store: ExperimentStore, config: Any, *, meta_encoder: str | 
     if requested not in ENCODER_CHOICES:
         raise ArgumentError(f"`meta_encoder` must be one of {ENCODER_CHOICES}, but got meta_encoder={requested!r}.")
     use_meta = kwargs.pop("use_meta_features", config.use_meta_features)
-    data = load_training_data(store, feature_dim=config.feature_dim, max_classes=config.max_classes,
+    data = load_training_data(store, feature_dim=config.feature_dim,
                               use_meta_features=use_meta, meta_encoder="cells" if requested == "auto" else requested,
                               budget=config.task_sample_budget, target=config.target,
                               include_stopped=config.include_stopped, **kwargs)
@@ -416,4 +413,18 @@ def load_for_config(store: ExperimentStore, config: Any, *, meta_encoder: str | 
                                           feature_dim=config.feature_dim)
     if encoder != config.meta_encoder:
         logger.info("meta encoder %r (%s)", encoder, reason)
-    return data, config.replace(meta_encoder=encoder), reason
+    return data, config.replace(meta_encoder=encoder, max_classes=label_slots(data, config.max_classes)), reason
+
+
+def label_slots(data: TrainingData, max_classes: int) -> int:
+    """The one-hot label width a fit needs: ``max_classes``, widened to the training task with the
+    most classes (a table task has up to nasdb.tabular.MAX_CLASSES), so no task is refused."""
+    return max([max_classes] + [t.num_classes for t in data.tasks.values()])
+
+
+def fold_labels(y: np.ndarray, max_classes: int) -> np.ndarray:
+    """Labels of a task with more classes than a fitted predictor has label slots, folded into them
+    (class c reads as c mod max_classes): phi never saw more classes, and folding keeps every sample
+    (its feature values) in the task's meta-features instead of refusing the task."""
+    y = np.asarray(y, dtype=np.int64)
+    return y % max_classes if y.size and int(y.max()) >= max_classes else y

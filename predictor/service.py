@@ -205,7 +205,7 @@ class SuggestionService:
         task = task_from_request(table, label, where="table")
         if not engine.use_meta_features:
             return None
-        x, y = meta_samples(task, engine.config, label=label)
+        x, y = meta_samples(task, engine.config)
         return engine.embed(x, y, where="table")
 
     def csv_request(self, data: bytes, label: str | None) -> tuple[Any, str]:

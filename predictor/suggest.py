@@ -28,7 +28,8 @@ from predictor.ascent import make_ascent, start_logits
 from predictor.baselines import shared_best
 from predictor.checkpoint import PredictorCheckpoint
 from predictor.config import SuggestConfig
-from predictor.data import TrainingData, architecture_matrix, meta_rows, quantile_rank, sample_width
+from predictor.data import (TrainingData, architecture_matrix, fold_labels, meta_rows, quantile_rank,
+                            sample_width)
 
 if TYPE_CHECKING:
     from nasdb.store import ExperimentStore
@@ -374,7 +375,7 @@ class SuggestionEngine:
             raise ArgumentError(f"task {task!r} has no raw samples (an imported tabular benchmark), so predictor "
                                 f"{self.predictor_id!r} cannot compute its meta-features; use a predictor fitted "
                                 f"with --no-meta-features") from None
-        return self.embed(x, y, where=f"task {task!r}")
+        return self.embed(x, fold_labels(y, self.config.max_classes), where=f"task {task!r}")
 
     def predict(self, architectures: Any, z: torch.Tensor | None) -> np.ndarray:
         return self.score_architectures(architectures, z)

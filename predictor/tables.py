@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from nasdb.errors import ArgumentError, InvalidTaskError
+from predictor.data import fold_labels
 
 #: Rows of a sent table that are encoded (their train split, 60 %, covers the default sample budget).
 MAX_ENCODED_ROWS = 8192
@@ -117,15 +118,11 @@ def _image_shaped(table: pa.Table, label: str) -> bool:
     return image_shaped(table, [c for c in table.column_names if c != label])
 
 
-def meta_samples(task: Any, config: Any, *, label: str | None = None, where: str = "the table"
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The train split of ``task`` as the predictor's meta-features read it; ValueError naming the
-    label column when the task has more classes than the predictor's ``max_classes``."""
-    if task.num_classes > config.max_classes:
-        what = f"label column {label!r}" if label else f"{where}'s label"
-        raise ArgumentError(f"{what} has {task.num_classes} classes; this predictor reads at most "
-                            f"max_classes={config.max_classes}")
-    return task.samples("train")
+def meta_samples(task: Any, config: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The train split of ``task`` as the predictor's meta-features read it: a task with more classes
+    than the predictor's ``max_classes`` has its labels folded into them (predictor/data.py fold_labels)."""
+    x, y = task.samples("train")
+    return x, fold_labels(y, config.max_classes)
 
 
 __all__ = ["MAX_ENCODED_ROWS", "meta_samples", "table_from_csv", "table_from_rows", "task_from_request"]

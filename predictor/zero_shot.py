@@ -136,7 +136,7 @@ def suggest_for_cli(store: ExperimentStore, *, task: str | None = None, data: st
     else:  # a table of any width: its preprocessing as for `nasdb tasks add` (predictor/tables.py)
         from predictor.tables import meta_samples
 
-        x, y = meta_samples(the_task, checkpoint.config, label=label) if engine.use_meta_features else (None, None)
+        x, y = meta_samples(the_task, checkpoint.config) if engine.use_meta_features else (None, None)
         z = engine.embed(x, y, where=f"--data {str(data)!r}")
     suggestion = engine.suggest_z(z, config)
     out = {"task": task if the_task is None else the_task.name, "source": "store" if task is not None else str(data),

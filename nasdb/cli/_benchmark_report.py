@@ -97,7 +97,7 @@ def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | N
     suggest = suggest or SuggestConfig()
     space = store.space(store.task_metadata(pool[0])["space_id"])
     data = load_training_data(store, space=space, tasks=pool, min_experiments=cfg.batch_size, min_tasks=2,
-                              feature_dim=cfg.feature_dim, max_classes=cfg.max_classes, use_meta_features=False,
+                              feature_dim=cfg.feature_dim, use_meta_features=False,
                               target=cfg.target)
     say(f"loaded {len(pool)} tasks of {benchmark} ({sum(t.num_experiments for t in data.tasks.values())} rows, "
         f"{time.perf_counter() - started:.0f}s); zero-shot: {len(held_out)} held-out x {repeats} fits of "

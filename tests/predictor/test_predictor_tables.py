@@ -17,8 +17,11 @@ from sklearn.datasets import load_iris, load_wine
 from nasdb.store import ExperimentStore
 from predictor.checkpoint import load_predictor
 from predictor.config import PredictorConfig
-from predictor.data import load_for_config, load_training_data, meta_rows, sample_budget
-from predictor.testing import TABLE_TRAIN_TASKS, TRAIN_TASKS, shared_table_store, shared_tiny_store
+from predictor.config import SuggestConfig
+from predictor.data import fold_labels, load_for_config, load_training_data, meta_rows, sample_budget
+from predictor.suggest import suggest_for_task
+from predictor.testing import (TABLE_TRAIN_TASKS, TRAIN_TASKS, build_tiny_store, fit_tiny_predictor, shared_table_store,
+                               shared_tiny_store)
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +98,32 @@ def test_cli_suggests_for_a_csv_table_and_finds_its_nearest_task(table_store, cl
     assert "nearest training tasks: tab_wine" in text
 
 
+def test_a_table_with_more_classes_than_the_predictor_reads_is_folded_not_refused(table_store, cli, tmp_path):
+    store, pid = table_store
+    assert load_predictor(store, pid).config.max_classes == 10
+    twenty = pd.concat([_iris()] * 2, ignore_index=True).assign(target=lambda d: np.arange(len(d)) % 20)
+    path = tmp_path / "twenty.csv"
+    twenty.to_csv(path, index=False)
+    out = json.loads(cli("--store", store.root, "suggest", "--data", str(path), "--label", "target",
+                         "--max-iters", "10", "--json").stdout)
+    assert out["predictor_id"] == pid and len(out["architecture"]) == 15 and np.isfinite(out["score"])
+    assert fold_labels(np.array([0, 9, 10, 19]), 10).tolist() == [0, 9, 0, 9]
+
+
+def test_a_fit_widens_its_label_slots_to_the_task_with_most_classes(tmp_path):
+    """tab_males_industry has 12 classes: a fit on it gets 12 label slots instead of refusing it."""
+    tasks = ["tab_males_industry", "tab_iris"]
+    store = build_tiny_store(str(tmp_path / "store"), tasks, num_architectures=8, epochs=1)
+    data, cfg, _ = load_for_config(store, PredictorConfig(batch_size=8, meta_encoder="cells"), tasks=tasks,
+                                   min_experiments=8)
+    assert cfg.max_classes == 12 and data.tasks["tab_males_industry"].num_classes == 12
+    pid = fit_tiny_predictor(store, tasks, num_steps=5, meta_encoder="cells", ensemble_size=2)
+    checkpoint = load_predictor(store, pid)
+    assert checkpoint.config.max_classes == 12
+    suggestion = suggest_for_task(checkpoint, store, "tab_males_industry", SuggestConfig(k_max_iters=5))
+    assert len(suggestion.architecture) == 15
+
+
 def _iris() -> pd.DataFrame:
     return load_iris(as_frame=True).frame
 
@@ -109,15 +138,13 @@ def _bad_tables() -> list[tuple[str, pd.DataFrame, str, str]]:
     mixed.loc[3, "m"] = "n/a?"
     inf = iris.copy()
     inf.loc[5, "sepal length (cm)"] = np.inf
-    twenty = pd.concat([iris] * 2, ignore_index=True).assign(target=lambda d: np.arange(len(d)) % 20)
     return [("label missing", iris, "nope", "label column 'nope' not found"),
             ("label constant", constant, "target", "label column 'target' is constant"),
             ("over 100 classes", many, "target", "label column 'target' has 150 distinct values"),
             ("under 50 rows", iris.iloc[::4], "target", "38 rows"),
             ("all-missing column", empty, "target", "column 'blank' is all missing"),
             ("mixed types", mixed, "target", "column 'm' mixes numbers and text"),
-            ("infinite value", inf, "target", "column 'sepal length (cm)' has an infinite value"),
-            ("more classes than the predictor reads", twenty, "target", "label column 'target' has 20 classes")]
+            ("infinite value", inf, "target", "column 'sepal length (cm)' has an infinite value")]
 
 
 @pytest.mark.parametrize("case", _bad_tables(), ids=lambda c: c[0])

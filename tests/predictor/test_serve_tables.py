@@ -100,6 +100,14 @@ def test_a_json_table_with_text_and_missing_values_is_encoded_like_tasks_add(ser
     assert r.json()["nearest_tasks"][0]["task"] in TABLE_TRAIN_TASKS
 
 
+def test_a_table_with_more_classes_than_the_predictor_reads_is_answered(server, http):
+    """20 classes against a predictor fitted with 10 label slots: folded (predictor/data.py fold_labels)."""
+    twenty = pd.concat([wine_frame()] * 2, ignore_index=True).assign(target=lambda d: np.arange(len(d)) % 20)
+    r = http.post(f"{server.url}/v1/suggest", json={**_table(twenty), "k_max_iters": 10}, headers=AUTH, timeout=60)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["architecture"]) == 15 and r.json()["nearest_tasks"]
+
+
 def _bad_csv() -> list[tuple[str, dict, bytes, int, str]]:
     """(id, query, CSV body, status, text the detail must contain)."""
     wine = wine_frame()
@@ -143,7 +151,7 @@ def test_a_bad_csv_upload_is_a_4xx_naming_the_column(server, http, case):
 def _bad_json() -> list[tuple[str, str, dict, int, str]]:
     """(id, path, body, status, text the detail must contain)."""
     wine = _table(wine_frame())
-    many = _table(pd.concat([wine_frame()] * 2, ignore_index=True).assign(target=lambda d: np.arange(len(d)) % 20))
+    many = _table(pd.concat([wine_frame()] * 2, ignore_index=True).assign(target=lambda d: np.arange(len(d))))
     mixed = {**wine, "rows": [list(r) for r in wine["rows"]]}
     mixed["rows"][3][0] = "strong"
     return [("label not among the columns", "/v1/suggest", {**wine, "label": "nope"}, 422, "label: column 'nope'"),
@@ -151,7 +159,7 @@ def _bad_json() -> list[tuple[str, str, dict, int, str]]:
             ("rows missing", "/v1/suggest", {"columns": wine["columns"], "label": "target"}, 422, "`rows` is missing"),
             ("ragged row", "/v1/suggest", {**wine, "rows": wine["rows"][:60] + [[1.0]]}, 422, "rows[60] has 1 values"),
             ("mixed types", "/v1/suggest", mixed, 422, "column 'alcohol' mixes numbers and text"),
-            ("more classes than the predictor reads", "/v1/suggest", many, 422, "label column 'target' has 20 classes"),
+            ("over 100 classes", "/v1/suggest", many, 422, "label column 'target' has 356 distinct values"),
             ("too many rows", "/v1/suggest", {**wine, "rows": wine["rows"] * 6}, 413, "rows: 1068 rows"),
             ("duplicate column", "/v1/suggest", {**wine, "columns": ["hue"] + wine["columns"][1:]}, 422,
              "column 'hue' appears more than once"),
