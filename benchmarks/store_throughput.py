@@ -7,11 +7,19 @@ fsync). The clock runs from the moment every process is ready until the last wri
 
     python benchmarks/store_throughput.py                  # the full run (about 2-4 minutes)
     python benchmarks/store_throughput.py --rows 50000 --throughput-rows 20000   # a quick one
+    python benchmarks/store_throughput.py --s3 --rows 160000 --flush-rows 1000     # issue 14's load figure
+
+``--s3`` runs the 16 writers against a real S3-protocol server on loopback (moto's, through s3fs
+over HTTP; ``nasdb.s3_testing``) while a reader process reads every object whole as soon as it
+is listed (a partial object fails its Parquet footer or its listed size) and counts the store's
+rows; afterwards the bucket must hold exactly ``--rows`` rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -108,6 +116,69 @@ def measure_append(root: str, writers: int, rows: int, num_tasks: int, flush_row
     return total / (max(e for e, _ in ends) - t0), total / sum(c for _, c in ends)
 
 
+def audit_reader(root: str, stop_file: str, out_file: str) -> None:
+    """Until ``stop_file`` exists (then one last pass): list the experiments objects and read each
+    new one whole, once, as soon as it is listed. Writes a summary as JSON to ``out_file``."""
+    import pyarrow.parquet as pq
+
+    from nasdb.store import ExperimentStore
+
+    store = ExperimentStore(root)
+    seen: dict[str, int] = {}
+    partial: list[str] = []
+    listed: list[int] = []
+    while True:
+        last = os.path.exists(stop_file)
+        store.fs.invalidate_cache()
+        for key, info in sorted(store.fs.find(store.path("experiments"), detail=True).items()):
+            if key in seen or not key.endswith(".parquet"):
+                continue
+            data = store.fs.cat_file(key)
+            try:
+                if len(data) != int(info["size"]):
+                    raise ValueError(f"listed {info['size']} bytes, read {len(data)}")
+                seen[key] = pq.read_table(io.BytesIO(data)).num_rows
+            except Exception as e:  # a partial or corrupt object, visible to a reader
+                partial.append(f"{key}: {e}")
+                seen[key] = 0
+        listed.append(len(seen))
+        if last:
+            break
+    with open(out_file, "w") as f:
+        json.dump({"listings": len(listed), "objects_seen_per_listing": listed, "objects": len(seen),
+                   "object_rows": sum(seen.values()), "partial": partial}, f)
+
+
+def measure_s3(rows: int, writers: int, num_tasks: int, flush_rows: int) -> dict[str, Any]:
+    """``writers`` processes append ``rows`` to an s3:// store on loopback while two readers run:
+    ``audit_reader`` (every object whole) and the store's own ``count()`` in a loop."""
+    from nasdb.s3_testing import loopback_s3
+    from nasdb.store import ExperimentStore
+    from nasdb.store.testing import count_reader
+
+    with tempfile.TemporaryDirectory(prefix="nasdb-s3-bench-") as tmp, loopback_s3("nasdb-bench"):
+        root = "s3://nasdb-bench/throughput"  # endpoint and credentials are in os.environ: children inherit them
+        ExperimentStore(root).init()
+        ctx = mp.get_context("spawn")
+        stop, audit_out, count_out = (os.path.join(tmp, n) for n in ("stop", "audit.json", "counts.json"))
+        readers = [ctx.Process(target=audit_reader, args=(root, stop, audit_out)),
+                   ctx.Process(target=count_reader, args=(root, stop, count_out))]
+        for r in readers:
+            r.start()
+        while not os.path.exists(count_out + ".ready"):
+            time.sleep(0.1)
+        load = os.getloadavg()[0]
+        rate, per_cpu = measure_append(root, writers, rows, num_tasks, flush_rows)
+        open(stop, "w").close()
+        for r in readers:
+            r.join()
+        with open(audit_out) as f, open(count_out) as g:
+            audit, counts = json.load(f), json.load(g)["counts"]
+        return {"writers": writers, "rows": rows, "rows_per_s": rate, "rows_per_cpu_s": per_cpu, "load_before": load,
+                "load_after": os.getloadavg()[0], "count": ExperimentStore(root).count(), **audit,
+                "counts": counts, "counts_monotone": all(a <= b for a, b in zip(counts, counts[1:]))}
+
+
 def measure_top_k(root: str, num_tasks: int, repeats: int) -> dict[str, float]:
     """p50 latency (ms) of top-10 of one task: fresh ExperimentStore each time, and one warm store."""
     from nasdb.store import ExperimentStore
@@ -165,7 +236,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--root", default=None, help="folder for the stores (default: a temp folder, removed after)")
     ap.add_argument("--query-only", action="store_true", help="reuse the 16-writer store under --root")
+    ap.add_argument("--s3", action="store_true", help="only the 16 writers, on s3:// (moto on loopback), audited")
     args = ap.parse_args()
+    if args.s3:
+        r = measure_s3(args.rows, 16, args.tasks, args.flush_rows)
+        brief = {k: (f"{len(v)} values, distinct: {sorted(set(v))}" if k in ("counts", "objects_seen_per_listing")
+                     else v) for k, v in r.items()}
+        print(json.dumps(brief, indent=1))
+        print(f"\nMachine: {machine()}")
+        ok = r["count"] == r["object_rows"] == (args.rows // 16) * 16 and not r["partial"] and r["counts_monotone"]
+        sys.exit(0 if ok else 1)
 
     base = args.root or tempfile.mkdtemp(prefix="nasdb-bench-")
     os.makedirs(base, exist_ok=True)
