@@ -118,7 +118,7 @@ def main() -> None:
             cmd = [sys.executable, "-m", "cluster.populate", "--store", uri, "--tasks", args.tasks,
                    "--per-task", str(args.per_task), "--epochs", str(args.epochs), "--workers", "2",
                    "--batch-size-models", str(args.batch_size_models), "--address", cluster.address,
-                   "--no-progress", "--summary-json", os.path.join(tmp, "summary.json")]
+                   "--summary-json", os.path.join(tmp, "summary.json")]  # progress lines and notes to the log
             run_env = {**os.environ, "PYTHONPATH": os.path.abspath(repo)}
             t0 = time.monotonic()
             log = open(os.path.join(tmp, "driver1.log"), "w")
