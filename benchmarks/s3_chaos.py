@@ -1,12 +1,13 @@
 """Populate on s3:// through chaos: a trainer actor kill -9'd mid-run, then the driver killed, then the command rerun.
 
 Issue 14's chaos figure: afterwards the bucket holds exactly the planned rows, no experiment id
-twice in the deduplicated view, and nothing was written to a local folder. The bucket is
+twice (reported both for the store's deduplicated read and for the raw objects), and nothing was
+written to the working folder of the driver and the cluster. The bucket is
 moto's S3 server on loopback (``nasdb.s3_testing``), reached through s3fs over HTTP; the
 cluster is a ``ray.cluster_utils.Cluster`` of this process, so it outlives the killed driver
 (``python -m cluster.populate --address ...``, as under ``ray job submit``).
 
-    python benchmarks/s3_chaos.py                      # 2 tasks x 40, 2 epochs: about 2 minutes quiet
+    python benchmarks/s3_chaos.py                      # 2 tasks x 40, 2 epochs: 45-65 s at load 7-12
 
 The run fails (exit 1) unless the chaos really happened: a trainer process was found and killed
 while rows were still missing, and the driver was killed before the bucket held every planned row.

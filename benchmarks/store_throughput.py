@@ -7,12 +7,13 @@ fsync). The clock runs from the moment every process is ready until the last wri
 
     python benchmarks/store_throughput.py                  # the full run (about 2-4 minutes)
     python benchmarks/store_throughput.py --rows 50000 --throughput-rows 20000   # a quick one
-    python benchmarks/store_throughput.py --s3 --rows 160000 --flush-rows 1000     # issue 14's load figure
+    python benchmarks/store_throughput.py --s3 --rows 160000 --flush-rows 500      # issue 14's load figure
 
-``--s3`` runs the 16 writers against a real S3-protocol server on loopback (moto's, through s3fs
-over HTTP; ``nasdb.s3_testing``) while a reader process reads every object whole as soon as it
-is listed (a partial object fails its Parquet footer or its listed size) and counts the store's
-rows; afterwards the bucket must hold exactly ``--rows`` rows.
+``--s3`` runs only the 16 writers, against a real S3-protocol server on loopback (moto's, through
+s3fs over HTTP; ``nasdb.s3_testing``), while two reader processes run: one reads every object
+whole as soon as it is listed (a partial object fails its listed size or its Parquet decode), the
+other counts the store's rows in a loop. It exits 1 unless the bucket then holds exactly
+``--rows`` rows, no object was partial and no count went down.
 """
 
 from __future__ import annotations
@@ -166,6 +167,8 @@ def measure_s3(rows: int, writers: int, num_tasks: int, flush_rows: int) -> dict
         for r in readers:
             r.start()
         while not os.path.exists(count_out + ".ready"):
+            if not readers[1].is_alive():
+                raise RuntimeError(f"the counting reader exited with code {readers[1].exitcode} before its first count")
             time.sleep(0.1)
         load = os.getloadavg()[0]
         rate, per_cpu = measure_append(root, writers, rows, num_tasks, flush_rows)
