@@ -100,7 +100,7 @@ class SearchDriver:
         self.wall_before, self.sessions, self._since_checkpoint = 0.0, 1, 0
         self._curve_actor = None  # the run's curve predictor (early stopping), started on first use
         self._progress_base: tuple[int, float, float] | None = None  # (children, since, last line) of _progress
-        self._pending: dict[str, Any] | None = None  # the batch in training: {"run_id", "trials"} (checkpointed)
+        self._pending: dict[str, Any] | None = None  # batches in training: {"run_id", "batches"} (checkpointed)
 
     # -- public ------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -180,33 +180,56 @@ class SearchDriver:
 
     def _loop_batched(self, evaluator: Evaluator, tasks: list[str], budget: int, evals: list[Evaluation],
                       run_id: str, phase: str | None) -> None:
-        """Batches of ``plan.batch_size`` children: the agent proposes a batch (one task per batch),
-        the checkpoint records it before training (agent state, evaluations so far and the batch's
-        trials), the evaluator trains it at once (one batched-trainer call per actor) and the agent
-        learns from the whole batch in one tell (one REINFORCE update, T-NAML Sec. 4 / Zoph & Le).
-        A run interrupted mid-batch resumes with that same batch: its stored children are read
-        back, the others trained, none twice."""
-        next_index = max((e.index for e in evals), default=-1) + 1
+        """Batches of ``plan.batch_size`` children, one per trainer actor, ``evaluator.parallel`` in
+        flight: the agent proposes a batch (one task per batch), the checkpoint records it before it
+        trains (agent state, evaluations so far and the batches in flight), one actor trains it at
+        once (one batched-trainer call, one flush) and the agent learns from the whole batch in one
+        tell (one REINFORCE update, the batch of samples per update of Zoph & Le and T-NAML Sec. 4)
+        as soon as it returns, while the other actors train on: no actor waits for another's batch.
+        A run interrupted with batches in flight resumes with those same batches: their stored
+        children are read back, the others trained, none twice."""
         base = seed_base(run_id)
+        flying = self._pending_batches(run_id)
+        resumed = list(flying)  # sent first, as actors are free (a resumed run may have fewer)
+        next_index = max([e.index for e in evals] + [t.index for b in flying for t in b], default=-1) + 1
         while len(evals) < budget:
-            resume = self._pending is not None and self._pending["run_id"] == run_id
-            if resume:
-                trials = [Trial(**{**t, "architecture": tuple(t["architecture"])}) for t in self._pending["trials"]]
-            else:
-                n = min(self.plan.batch_size, budget - len(evals))
+            pending = sum(len(b) for b in flying)
+            while evaluator.num_busy < evaluator.parallel and (resumed or len(evals) + pending < budget):
+                if resumed:
+                    evaluator.submit_batch(resumed.pop(0), resume=True)
+                    continue
+                n = min(self.plan.batch_size, budget - len(evals) - pending)
                 task = tasks[0] if len(tasks) == 1 else tasks[int(_rng_for(run_id, next_index).integers(len(tasks)))]
                 archs = self.agent.ask(n, task=task)  # (n, D)
                 trials = [self._trial(task, next_index + i, tuple(int(v) for v in a), base + next_index + i)
                           for i, a in enumerate(archs)]
-                self._pending = {"run_id": run_id, "trials": [t.to_dict() for t in trials]}
+                next_index += n
+                pending += n
+                flying.append(trials)
+                self._set_pending(run_id, flying)
                 self._checkpoint()
-            next_index = max(next_index, trials[-1].index + 1)
-            batch = evaluator.evaluate_batch(trials, resume=resume)
-            self._pending = None
-            self.agent.tell([e.architecture for e in batch], [e.reward for e in batch], task=batch[0].task)
-            for ev in batch:
-                evals.append(ev)
-                self._report(ev, evals, phase)
+                evaluator.submit_batch(trials)
+            done = evaluator.batch_results()
+            if not done:
+                raise RuntimeError(f"the {evaluator.name} evaluator returned no batch while {len(flying)} were in flight")
+            for batch in done:
+                flying = [b for b in flying if b[0].index != batch[0].index]
+                self._set_pending(run_id, flying)
+                self.agent.tell([e.architecture for e in batch], [e.reward for e in batch], task=batch[0].task)
+                for ev in batch:
+                    evals.append(ev)
+                    self._report(ev, evals, phase)
+
+    def _set_pending(self, run_id: str, flying: list[list[Trial]]) -> None:
+        self._pending = {"run_id": run_id, "batches": [[t.to_dict() for t in b] for b in flying]} if flying else None
+
+    def _pending_batches(self, run_id: str) -> list[list[Trial]]:
+        """The batches of ``run_id`` in flight at the last checkpoint (a checkpoint of one batch at a
+        time, ``{"trials": [...]}``, reads as one batch)."""
+        if self._pending is None or self._pending["run_id"] != run_id:
+            return []
+        batches = self._pending.get("batches", [self._pending.get("trials", [])])
+        return [[Trial(**{**t, "architecture": tuple(t["architecture"])}) for t in b] for b in batches if b]
 
     def _tell(self, ev: Evaluation, evals: list[Evaluation], phase: str | None) -> None:
         self.agent.tell([ev.architecture], [ev.reward], task=ev.task)
@@ -340,8 +363,8 @@ class SearchDriver:
         if self.plan.evaluator != "train":
             return
         known = {e.experiment_id for e in evals}
-        if self._pending is not None:  # the interrupted batch is evaluated again (its stored rows read back)
-            known |= {t["experiment_id"] for t in self._pending["trials"]}
+        # batches in flight when the run was interrupted are evaluated again (their stored rows read back)
+        known |= {t.experiment_id for b in self._pending_batches(run_id) for t in b}
         table = self.store.experiments_arrow(task, status=None)
         cols = ["experiment_id", "run_id", "architecture", "seed", "val_accuracy", "test_accuracy", "status",
                 "error", "train_seconds", "stopped_early", "predicted_final", "epochs"]

@@ -23,8 +23,9 @@ def _fail(e: NasdbError) -> click.ClickException:
 DEFAULT_BATCH_SIZE = 16
 
 _BATCH = click.option("--batch-size", type=int, default=None,
-                      help=f"Children proposed, trained (one batched call per trainer actor) and learned from at "
-                           f"once; 1 = one at a time [default: {DEFAULT_BATCH_SIZE}, at most the budget].")
+                      help=f"Children proposed, trained (one batched-trainer call on one trainer actor) and learned "
+                           f"from at once; each actor trains its own batch; 1 = one at a time "
+                           f"[default: {DEFAULT_BATCH_SIZE}, at most the budget].")
 
 
 _START_TIMEOUT = click.option(

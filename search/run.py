@@ -55,7 +55,7 @@ class SearchPlan:
     checkpoint_every: int = 1
     verbose: bool = False
     early_stop: dict | None = None  # EarlyStopConfig settings (train evaluator), None = off
-    batch_size: int = 1  # children proposed, trained and told together (1: one at a time, as before)
+    batch_size: int = 1  # children proposed, trained on one actor and told together (1: one at a time, as before)
     start_timeout_s: float = 60.0  # trainer actors that cannot start within it fail the run (no silent hang)
     progress_s: float | None = None  # a progress line at most this often (None: only with ``verbose``)
     #: train evaluator: {"tasks": {task: data fingerprint}, "bank": embedding bank fingerprint}, part of
@@ -217,7 +217,8 @@ def plan_search(store, agent: str, task: str, budget: int, *, pretrain_tasks: Se
     benchmark in the store). ``early_stop`` (train evaluator): None (off), True, a dict of
     settings or a ``cluster.early_stop.EarlyStopConfig``; its ``num_epochs`` is the recipe's
     epochs. ``batch_size``: children the agent proposes at once, trained in one batched-trainer
-    call per actor and told in one REINFORCE update (1, the default: one child at a time).
+    call on one actor (each of the ``parallel`` actors trains its own batch, none waits for
+    another's) and told in one REINFORCE update (1, the default: one child at a time).
     ``surrogate`` (the predictor agent, required there): ``surrogate(task)`` -> its
     ``search.agents.Surrogate``, e.g. ``predictor.surrogate.SurrogateFactory(store_root, predictor_id)``.
     ``start_timeout``: seconds the trainer actors may wait for free resources before the run

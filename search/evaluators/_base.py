@@ -111,7 +111,7 @@ class Evaluation:
 
 
 class Evaluator(abc.ABC):
-    """Evaluates trials with up to ``parallel`` in flight; results come back in completion order.
+    """Evaluates trials on up to ``parallel`` workers; results come back in completion order.
 
     Contract (``test_evaluator_contract`` in tests/search/test_search_ray.py and tests/search/test_search_run.py):
     - ``submit(trial)`` never blocks on the evaluation itself; at most ``parallel`` trials are
@@ -119,6 +119,13 @@ class Evaluator(abc.ABC):
     - ``results()`` blocks until at least one pending trial is done and returns the done ones
       (an empty list when nothing is pending). Every submitted trial comes back exactly once,
       as an ``Evaluation`` (a child that fails to train comes back with status "failed").
+    - ``submit_batch(trials)`` hands a search batch to one worker, evaluated together (the
+      training evaluator: one batched-trainer call and one flush); at most ``parallel`` batches
+      are in flight (``num_busy``), more raises ``RuntimeError``. ``batch_results()`` blocks until
+      at least one batch is done and returns the done batches, each in the order submitted.
+      ``resume``: the batch was in flight before an interruption, so some of its children may
+      already be stored (the training evaluator reads those back, never retrains them).
+      A search uses either trials or batches, not both at once.
     - A problem with the request itself (e.g. an architecture the lookup table lacks) raises.
     - ``close()`` releases resources (actors); evaluators are context managers.
     """
@@ -129,11 +136,17 @@ class Evaluator(abc.ABC):
         if int(parallel) != parallel or parallel < 1:
             raise ArgumentError(f"parallel (evaluations in flight) must be an integer >= 1, got {parallel!r}")
         self.parallel = int(parallel)
+        self._batches: list[list[Trial]] = []  # the default batch methods' queue (see submit_batch)
 
     @property
     @abc.abstractmethod
     def num_pending(self) -> int:
         """Trials submitted and not yet returned by ``results``."""
+
+    @property
+    def num_busy(self) -> int:
+        """Workers holding a submitted batch not yet returned by ``batch_results``."""
+        return len(self._batches)
 
     @abc.abstractmethod
     def _submit(self, trial: Trial) -> None:
@@ -161,11 +174,22 @@ class Evaluator(abc.ABC):
                 done[ev.index] = ev
         return [done[t.index] for t in trials]
 
-    def evaluate_batch(self, trials: list[Trial], resume: bool = False) -> list[Evaluation]:
-        """Evaluate a search batch at once; results in the order of ``trials``. ``resume``: the
-        batch was submitted before an interruption, so some of its children may already be done
-        (the training evaluator then skips the stored ones). By default: ``evaluate``."""
-        return self.evaluate(trials)
+    def submit_batch(self, trials: list[Trial], resume: bool = False) -> None:
+        """Hand ``trials`` to one worker, evaluated together (see the class docstring)."""
+        if not trials:
+            raise ArgumentError("a batch needs at least one trial, got none")
+        if self.num_busy >= self.parallel:
+            raise RuntimeError(f"{self.name} evaluator already has {self.num_busy} batches in flight "
+                               f"(parallel={self.parallel})")
+        self._submit_batch(list(trials), resume)
+
+    def _submit_batch(self, trials: list[Trial], resume: bool) -> None:
+        """By default a batch is queued and evaluated by ``evaluate`` when its results are asked for."""
+        self._batches.append(trials)
+
+    def batch_results(self) -> list[list[Evaluation]]:
+        """The done batches (see the class docstring); by default the oldest queued one."""
+        return [self.evaluate(self._batches.pop(0))] if self._batches else []
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "args": {"parallel": self.parallel}}

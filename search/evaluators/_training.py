@@ -4,8 +4,9 @@ The actors are populate's ``ChildTrainer`` (cluster/child/_trainer.py), so searc
 by the same code, to the same store, as the offline phase, tagged with this run's agent and
 run id. ``TrainerPool`` (cluster/populate/_pool.py) is not used: it runs a fixed list of chunks to the
 end, while a search decides its next architecture only after a result returns. This module
-keeps ``parallel`` actors busy with one trial each and, like the pool, replaces an actor that
-is lost and retries its trial (idempotent: the retry skips an id that already reached the store).
+keeps ``parallel`` actors busy with one trial, or one search batch (one call of the batched
+trainer, one flush), each and, like the pool, replaces an actor that is lost and retries its
+chunk (idempotent: the retry skips an id that already reached the store).
 With early stopping the actors share the search run's curve-predictor actor (``early_stop``):
 a child predicted to end below the best so far stops and comes back with ``stopped_early``
 and ``predicted_final`` (accelerating-nas-performance-prediction-baker.md Sec. 3).
@@ -59,16 +60,18 @@ class _Slot:
     index: int
     generation: int
     handle: Any
-    trial: Trial | None = None
+    trials: list[Trial] | None = None  # the chunk in training: one trial (submit) or a search batch
+    batch: bool = False  # submitted by submit_batch (comes back from batch_results)
     ref: Any = None
     attempts: int = 0
 
 
 class TrainingEvaluator(Evaluator):
-    """Trains each trial's child with ``recipe`` on one of ``parallel`` Ray actors.
+    """Trains each trial's child (or each batch's children, at once) with ``recipe`` on one of
+    ``parallel`` Ray actors.
 
     Needs a running Ray instance (``ray.init``). ``agent`` and ``run_id`` tag the rows. A trial
-    whose actor is lost is retried up to ``max_attempts`` times, then comes back "failed".
+    or batch whose actor is lost is retried up to ``max_attempts`` times, then comes back "failed".
     ``shared`` (from ``shared_objects``) lets the actors skip fitting the embedding bank.
     ``early_stop``: the handle of a curve-predictor actor (cluster/early_stop/_actor.py) the actors
     share, or None to train every child to the end. The actors' resources are reserved first, as
@@ -150,52 +153,76 @@ class TrainingEvaluator(Evaluator):
     # -- evaluator ---------------------------------------------------------------------
     @property
     def num_pending(self) -> int:
-        return sum(s.trial is not None for s in self._slots)
+        return sum(len(s.trials) for s in self._slots if s.trials is not None)
+
+    @property
+    def num_busy(self) -> int:
+        return sum(s.trials is not None for s in self._slots)
 
     def _submit(self, trial: Trial) -> None:
-        slot = next(s for s in self._slots if s.trial is None)
-        slot.trial, slot.attempts = trial, 0
-        self._send(slot, retry=False)
+        self._assign([trial], batch=False, check_store=False)
 
-    def _send(self, slot: _Slot, retry: bool) -> None:
-        t = slot.trial
-        item = WorkItem(t.task, t.index, tuple(int(v) for v in t.architecture), int(t.seed), t.experiment_id)
-        slot.ref = slot.handle.train_chunk.remote(t.task, [item], t.index, retry)
+    def _submit_batch(self, trials: list[Trial], resume: bool) -> None:
+        """The whole batch to one actor: one call of the batched trainer (cluster.child.train_children:
+        with early stopping, stopped members leave their bucket at once) and one flush."""
+        if len({t.task for t in trials}) != 1:
+            raise ArgumentError(f"a batch trains children of one task, got {sorted({t.task for t in trials})}")
+        self._assign(trials, batch=True, check_store=resume)
+
+    def _assign(self, trials: list[Trial], batch: bool, check_store: bool) -> None:
+        slot = next(s for s in self._slots if s.trials is None)
+        slot.trials, slot.batch, slot.attempts = trials, batch, 0
+        self._send(slot, check_store)
+
+    def _send(self, slot: _Slot, check_store: bool) -> None:
+        items = [WorkItem(t.task, t.index, tuple(int(v) for v in t.architecture), int(t.seed), t.experiment_id)
+                 for t in slot.trials]
+        slot.ref = slot.handle.train_chunk.remote(slot.trials[0].task, items, slot.trials[0].index, check_store)
         slot.attempts += 1
 
     def results(self) -> list[Evaluation]:
+        return [ev for chunk in self._done_chunks(batch=False) for ev in chunk]
+
+    def batch_results(self) -> list[list[Evaluation]]:
+        return self._done_chunks(batch=True)
+
+    def _done_chunks(self, batch: bool) -> list[list[Evaluation]]:
+        """Block until at least one chunk submitted as a trial (``batch`` False) or as a batch is
+        done; -> the done ones, each in its trials' order (a retried chunk is not done yet)."""
         import ray
 
-        out: list[Evaluation] = []
-        while not out and self.num_pending:
-            refs = [s.ref for s in self._slots if s.trial is not None]
-            done, _ = ray.wait(refs, num_returns=1)
+        out: list[list[Evaluation]] = []
+        while not out:
+            busy = {s.ref: s for s in self._slots if s.trials is not None and s.batch == batch}
+            if not busy:
+                break
+            done, _ = ray.wait(list(busy), num_returns=1)
             for ref in done:
-                slot = next(s for s in self._slots if s.ref is not None and s.ref == ref)
-                ev = self._collect(slot, ref)
-                if ev is not None:
-                    out.append(ev)
+                evs = self._collect(busy[ref], ref)
+                if evs is not None:
+                    out.append(evs)
         return out
 
-    def _collect(self, slot: _Slot, ref: Any) -> Evaluation | None:
+    def _collect(self, slot: _Slot, ref: Any) -> list[Evaluation] | None:
+        """The chunk's evaluations, or None when it was sent again (its actor lost or the call raised)."""
         import ray
         from ray.exceptions import RayActorError
 
-        trial = slot.trial
+        trials = slot.trials
         try:
             ack: ChunkAck = ray.get(ref)
-        except RayActorError as e:  # the actor died: a new one retries the trial
+        except RayActorError as e:  # the actor died: a new one retries the chunk
             text = str(e).strip()
             error = f"trainer actor lost: {text.splitlines()[-1][:200] if text else type(e).__name__}"
-            attempts = slot.attempts
+            attempts, batch = slot.attempts, slot.batch
             slot = self._replace(slot)
-            slot.trial, slot.attempts = trial, attempts
-            return self._retry_or_fail(slot, trial, error)
+            slot.trials, slot.attempts, slot.batch = trials, attempts, batch
+            return self._retry_or_fail(slot, error)
         except Exception as e:  # noqa: BLE001 - the call raised inside a live actor
-            return self._retry_or_fail(slot, trial, f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}")
-        slot.trial, slot.ref = None, None
+            return self._retry_or_fail(slot, f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}")
+        slot.trials, slot.ref = None, None
         self._successes += 1
-        return self._evaluation(slot, ack, trial)
+        return [self._evaluation(slot, ack, t) for t in trials]
 
     @staticmethod
     def _evaluation(slot: _Slot, ack: ChunkAck, trial: Trial) -> Evaluation:
@@ -211,69 +238,17 @@ class TrainingEvaluator(Evaluator):
         status = "ok" if trial.experiment_id in ack.ok_ids else "failed"
         return Evaluation.of(trial, status=status, **metrics)
 
-    def evaluate_batch(self, trials: list[Trial], resume: bool = False) -> list[Evaluation]:
-        """A search batch in one call of the batched trainer per actor: ``trials`` are split into
-        ``parallel`` contiguous chunks, each actor trains its chunk at once (cluster.child.train_children;
-        with early stopping, stopped members leave their bucket at once) and writes its rows in one flush.
-        An actor lost mid-chunk is replaced and the chunk retried with the store checked first, as is
-        every chunk of a ``resume``d batch: children already stored are read back, never retrained."""
-        import numpy as np
-        import ray
-        from ray.exceptions import RayActorError
-
-        if self.num_pending:
-            raise RuntimeError(f"evaluate_batch() needs an idle evaluator, but {self.num_pending} trials are in flight")
-        if not trials:
-            return []
-        parts = np.array_split(np.arange(len(trials)), min(self.parallel, len(trials)))
-        inflight: dict[Any, tuple[int, list[Trial], int]] = {}  # ref -> (slot index, chunk, attempts)
-
-        def send(index: int, chunk: list[Trial], attempts: int, check_store: bool) -> None:
-            items = [WorkItem(t.task, t.index, tuple(int(v) for v in t.architecture), int(t.seed), t.experiment_id)
-                     for t in chunk]
-            ref = self._slots[index].handle.train_chunk.remote(chunk[0].task, items, chunk[0].index, check_store)
-            inflight[ref] = (index, chunk, attempts)
-
-        for index, part in enumerate(parts):
-            send(index, [trials[i] for i in part], 1, resume)
-        done: dict[int, Evaluation] = {}
-        while inflight:
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            for ref in ready:
-                index, chunk, attempts = inflight.pop(ref)
-                try:
-                    ack: ChunkAck = ray.get(ref)
-                except RayActorError as e:  # the actor died: a new one retries the chunk
-                    text = str(e).strip()
-                    error = f"trainer actor lost: {text.splitlines()[-1][:200] if text else type(e).__name__}"
-                    self._replace(self._slots[index])
-                except Exception as e:  # noqa: BLE001 - the call raised inside a live actor
-                    error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}"
-                else:
-                    self._successes += 1
-                    done.update((t.index, self._evaluation(self._slots[index], ack, t)) for t in chunk)
-                    continue
-                self._failures += 1
-                if self._successes == 0 and self._failures >= 4 * self.max_attempts:
-                    raise EvaluatorAborted(f"{self._failures} training attempts failed and none succeeded; "
-                                           f"last: {error}")
-                if attempts < self.max_attempts:
-                    send(index, chunk, attempts + 1, True)
-                else:
-                    done.update((t.index, Evaluation.failed(t, f"gave up after {attempts} attempts; last: {error}"))
-                                for t in chunk)
-        return [done[t.index] for t in trials]
-
-    def _retry_or_fail(self, slot: _Slot, trial: Trial, error: str) -> Evaluation | None:
+    def _retry_or_fail(self, slot: _Slot, error: str) -> list[Evaluation] | None:
+        """Send the slot's chunk again (the store checked first: no child trains twice), or after
+        ``max_attempts`` give its trials up as failed."""
         self._failures += 1
         if self._successes == 0 and self._failures >= 4 * self.max_attempts:
             raise EvaluatorAborted(f"{self._failures} training attempts failed and none succeeded; last: {error}")
         if slot.attempts < self.max_attempts:
-            slot.trial = trial
-            self._send(slot, retry=True)
+            self._send(slot, check_store=True)
             return None
-        slot.trial, slot.ref = None, None
-        return Evaluation.failed(trial, f"gave up after {slot.attempts} attempts; last: {error}")
+        trials, slot.trials, slot.ref = slot.trials, None, None
+        return [Evaluation.failed(t, f"gave up after {slot.attempts} attempts; last: {error}") for t in trials]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "args": {"parallel": self.parallel, "recipe": self.recipe,

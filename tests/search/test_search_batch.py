@@ -2,8 +2,9 @@
 
 Lookup runs (no Ray) on the small tabulated benchmark of test_search_run.py check that batch size
 1 reproduces the one-at-a-time search exactly, one REINFORCE update per batch, resume after an
-interruption mid-batch, and the refusals. One Ray run trains real children in batches on 2
-trainer actors and resumes a batch of which only one actor's rows reached the store.
+interruption mid-batch (one batch or two in flight), and the refusals. One Ray run trains real
+children in batches on 2 trainer actors, a batch per actor, and resumes with the rows of one
+batch lost.
 """
 
 from __future__ import annotations
@@ -72,11 +73,15 @@ class Interrupt(Exception):
     pass
 
 
-def test_interrupted_mid_batch_resumes_without_losing_or_repeating_a_child(tmp_path):
+@pytest.mark.parametrize("parallel, in_flight", [(1, [[4, 5, 6, 7]]), (2, [[4, 5, 6, 7], [8, 9, 10]])])
+@pytest.mark.parametrize("old_format", [False, True])
+def test_interrupted_mid_batch_resumes_without_losing_or_repeating_a_child(tmp_path, parallel, in_flight, old_format):
+    if old_format and parallel > 1:
+        pytest.skip("the checkpoint of one batch at a time held a single batch")
     ref_root, cut_root = str(tmp_path / "ref"), str(tmp_path / "cut")
     tabulate(ref_root)
     tabulate(cut_root)
-    kw = dict(evaluator="lookup", run_id="b1", batch_size=4, agent_args={"learning_rate": 1e-2})
+    kw = dict(evaluator="lookup", run_id="b1", batch_size=4, parallel=parallel, agent_args={"learning_rate": 1e-2})
     ref = run_search(ref_root, "rl", T1, 11, **kw)
 
     def stop(ev, n):
@@ -85,8 +90,13 @@ def test_interrupted_mid_batch_resumes_without_losing_or_repeating_a_child(tmp_p
 
     with pytest.raises(Interrupt):
         run_search(cut_root, "rl", T1, 11, on_evaluation=stop, **kw)
-    ckpt = torch.load(ExperimentStore(cut_root).path("search", "b1", "checkpoint.pt"), weights_only=False)
-    assert len(ckpt["evaluations"]) == 4 and [t["index"] for t in ckpt["pending"]["trials"]] == [4, 5, 6, 7]
+    path = ExperimentStore(cut_root).path("search", "b1", "checkpoint.pt")
+    ckpt = torch.load(path, weights_only=False)
+    assert len(ckpt["evaluations"]) == 4
+    assert [[t["index"] for t in b] for b in ckpt["pending"]["batches"]] == in_flight  # the batches in flight
+    if old_format:  # as written before several batches could be in flight
+        ckpt["pending"] = {"run_id": "b1", "trials": ckpt["pending"]["batches"][0]}
+        torch.save(ckpt, path)
     resumed = run_search(cut_root, "rl", T1, 11, **kw)
     assert resumed.sessions == 2
     assert [e.to_dict() for e in resumed.evaluations] == [e.to_dict() for e in ref.evaluations]
@@ -115,7 +125,7 @@ def test_cli_batch_size(bench):
 
 
 # -- real children on Ray -------------------------------------------------------------------------
-def test_batched_training_search_resumes_a_partly_stored_batch(tmp_path, ray_cluster):
+def test_batched_training_search_resumes_its_batches_in_flight(tmp_path, ray_cluster):
     ray = ray_cluster  # the session's shared local cluster (tests/conftest.py)
     from search._driver import SearchDriver
     from search.evaluators import shared_objects
@@ -136,20 +146,21 @@ def test_batched_training_search_resumes_a_partly_stored_batch(tmp_path, ray_clu
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(actor.run.remote())
     rows = [r for r in store.experiments_arrow(TASK, status=None).to_pylist() if r["run_id"] == "batched"]
-    assert len(rows) == 8 and len({r["worker"] for r in rows}) == 2  # 2 batches x 2 actors, one flush each
+    assert len(rows) == 8 and len({r["worker"] for r in rows}) == 2  # 2 batches in flight, one per actor
     files = glob.glob(os.path.join(root, "experiments", f"task={TASK}", "*.parquet"))
-    second = {r["experiment_id"]: r for r in rows if r["seed"] - min(x["seed"] for x in rows) >= 4}
-    # as if one actor had died before its flush: drop the file of one chunk of batch 2
-    lost = next(f for f in files if len(_ids(f)) == 2 and _ids(f) <= set(second))
-    kept = set(second) - _ids(lost)
-    os.remove(lost)
+    assert sorted(len(_ids(f)) for f in files) == [4, 4]  # one flush per batch
+    # as if one actor had died before its flush: drop the file of one batch
+    lost = _ids(files[0])
+    kept = {r["experiment_id"]: r for r in rows if r["experiment_id"] not in lost}
+    os.remove(files[0])
     result = execute(plan)
     after = [r for r in store.experiments_arrow(TASK, status=None).to_pylist() if r["run_id"] == "batched"]
     assert result.num_evaluations == 8 and sorted(e.index for e in result.evaluations) == list(range(8))
     assert len(after) == len({r["experiment_id"] for r in after}) == 8  # none lost, none twice
     by_id = {r["experiment_id"]: r for r in after}
     for eid in kept:  # read back, not retrained: same writer as before the crash
-        assert by_id[eid]["worker"] == second[eid]["worker"]
+        assert by_id[eid]["worker"] == kept[eid]["worker"]
+    assert not {by_id[eid]["worker"] for eid in lost} & {r["worker"] for r in rows}  # retrained by new actors
     for e in result.evaluations:
         assert e.val_accuracy == pytest.approx(by_id[e.experiment_id]["val_accuracy"])
 
