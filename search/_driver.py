@@ -211,7 +211,8 @@ class SearchDriver:
                 evaluator.submit_batch(trials)
             done = evaluator.batch_results()
             if not done:
-                raise RuntimeError(f"the {evaluator.name} evaluator returned no batch while {len(flying)} were in flight")
+                raise RuntimeError(f"the {evaluator.name} evaluator returned no batch while {len(flying)} "
+                                   f"were in flight")
             for batch in done:
                 flying = [b for b in flying if b[0].index != batch[0].index]
                 self._set_pending(run_id, flying)
