@@ -152,7 +152,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @_INCLUDE_STOPPED
 @_META_ENCODER
 @task_list_option("--task", "--tasks", "tasks", help="Only these tasks [every task in the store].")
-@task_list_option("--held-out", "held_out", help="--loto: hold out only these tasks, each fit still training on "
+@task_list_option("--held-out", "held_out", help="Hold out only these tasks, each fit still training on "
                                                   "all the others [each task in turn].")
 @click.option("--steps", type=int, default=None, help="Optimizer steps per fit.")
 @click.option("--batch-size", type=int, default=None, help="Experiments per mini-batch.")
@@ -177,8 +177,6 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
     store = _open(store_root)
     config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size, ensemble_size=ensemble_size),
                              target=target, include_stopped=include_stopped)
-    if zero_shot and held_out:
-        raise click.UsageError("--held-out is a --loto option (--zero-shot takes --tasks)")
     if zero_shot:
         from predictor.evaluate_zero_shot import DEFAULT_BASELINES, evaluate_zero_shot, zero_shot_markdown
 
@@ -190,7 +188,8 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
                                 use_meta_features=not (no_meta_features or meta == "without"))
         rows = evaluate_zero_shot(store, out_folder(out_dir, "reports/zero-shot"), config=config, tasks=tasks or None,
                                   processes=processes, seeds=seeds, meta_encoder=meta_encoder,
-                                  baselines=DEFAULT_BASELINES if baselines is None else baselines)
+                                  baselines=DEFAULT_BASELINES if baselines is None else baselines,
+                                  held_out=held_out or None)
         if rows and rows[0].get("meta_encoder"):  # the encoder the fits used
             config = config.replace(meta_encoder=rows[0]["meta_encoder"])
         click.echo(json.dumps(rows, indent=1, default=str) if as_json else zero_shot_markdown(rows, config))

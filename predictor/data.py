@@ -122,6 +122,18 @@ class TrainingData:
         """The same data minus one task (leave-one-task-out), sharing the arrays."""
         return TrainingData(space=self.space, tasks={n: t for n, t in self.tasks.items() if n != name})
 
+    def held_out(self, wanted: Iterable[str] | None) -> list[str]:
+        """The tasks a leave-one-task-out run holds out in turn: every task, or only ``wanted``
+        (each fit still trains on all the others); ArgumentError naming any that is not loaded."""
+        if wanted is None:
+            return self.task_names
+        wanted = list(dict.fromkeys(wanted))
+        missing = [t for t in wanted if t not in self.tasks]
+        if missing or not wanted:
+            raise ArgumentError(f"held-out task(s) {missing or wanted} not among the loaded tasks "
+                                f"({len(self.tasks)}: {', '.join(self.task_names[:5])}, ...)")
+        return [t for t in self.task_names if t in wanted]
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Row counts per task: what the predictor was trained on (stored with the checkpoint)."""
         return {name: t.snapshot() for name, t in self.tasks.items()}

@@ -186,14 +186,7 @@ def evaluate_loto(store: ExperimentStore | str | os.PathLike, losses: Iterable[s
     data, base, _ = load_for_config(store, base, meta_encoder=meta_encoder, space=space_id, tasks=tasks,
                                     min_experiments=base.batch_size, min_tasks=3,
                                     use_meta_features=any(meta_features))
-    held = data.task_names
-    if held_out is not None:
-        wanted = list(dict.fromkeys(held_out))
-        missing = [t for t in wanted if t not in data.tasks]
-        if missing or not wanted:
-            raise ArgumentError(f"held-out task(s) {missing or wanted} not among the loaded tasks "
-                                f"({len(data.tasks)}: {', '.join(data.task_names[:5])}, ...)")
-        held = [t for t in data.task_names if t in wanted]
+    held = data.held_out(held_out)
     jobs = [("fit", name, base.replace(loss=loss, use_meta_features=meta, seed=base.seed + r).to_dict())
             for name in held for loss in losses for meta in meta_features for r in range(repeats)]
     jobs += [("baseline", name, b) for name in held for b in baselines]

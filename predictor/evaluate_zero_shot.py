@@ -133,11 +133,12 @@ def evaluate_zero_shot(store: ExperimentStore | str | os.PathLike, out_dir: str 
                        config: PredictorConfig | None = None, suggest_config: SuggestConfig | None = None,
                        tasks: Iterable[str] | None = None, space_id: str | None = None, processes: int = 1,
                        baselines: str | Iterable[str] = DEFAULT_BASELINES, seeds: int = 2,
-                       meta_encoder: str | None = None) -> list[dict[str, Any]]:
+                       meta_encoder: str | None = None, held_out: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """One row per held-out task: the suggestion's and each baseline pick's accuracy and percentile.
 
     ``config``: the predictor (one fit per task, seed ``config.seed``); ``seeds``: training
-    seeds of each trained pick. With ``out_dir``: ``zero_shot.csv`` and ``zero_shot.md``.
+    seeds of each trained pick; ``held_out``: only these tasks are held out, each fit still
+    training on all the other ``tasks``. With ``out_dir``: ``zero_shot.csv`` and ``zero_shot.md``.
     """
     baselines = parse_baselines(baselines, zero_shot=True)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
@@ -156,7 +157,7 @@ def evaluate_zero_shot(store: ExperimentStore | str | os.PathLike, out_dir: str 
     if sample_less:
         raise ArgumentError(f"task {sample_less[0]!r} has no raw samples (an imported tabular benchmark): nothing can be "
                             f"trained on it; judge zero-shot there with nasdb benchmark-report")
-    jobs = [(n, base.to_dict(), suggest.to_dict(), baselines, seeds) for n in data.task_names]
+    jobs = [(n, base.to_dict(), suggest.to_dict(), baselines, seeds) for n in data.held_out(held_out)]
     logger.info("zero-shot: %d held-out tasks, baselines %s", len(jobs), list(baselines))
     start = time.perf_counter()
     if processes > 1:

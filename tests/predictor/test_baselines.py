@@ -142,13 +142,16 @@ def test_unknown_baseline_is_one_line(store_root, cli):
     assert err.startswith("error: ") and "\n" not in err and "unknown baseline 'forest'" in err
     result = cli("--store", store_root, "evaluate", "--zero-shot", "--loss", "l2", "--loss", "linear", code=2)
     assert "at most one --loss" in result.output
+    err = cli("--store", store_root, "evaluate", "--zero-shot", "--held-out", "nope", *FAST, code=1).stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err and "held-out task(s) ['nope'] not among" in err
 
 
 def test_zero_shot_report_percentiles(store_root, cli, tmp_path):
+    held = sorted(TASKS)[:2]  # each fit still trains on every other task
     out = cli("--store", store_root, "evaluate", "--zero-shot", "--loss", "linear", *FAST, "--seeds", "1",
-              "--baselines", "portfolio,gbm", "--out", str(tmp_path), "--json").stdout
+              "--baselines", "portfolio,gbm", "--held-out", ",".join(held), "--out", str(tmp_path), "--json").stdout
     rows = json.loads(out)
-    assert [r["task"] for r in rows] == sorted(TASKS)
+    assert [r["task"] for r in rows] == held
     for r in rows:
         assert r["architectures"] == 30 and r["portfolio_rule"] == "nearest-task"
         assert r["portfolio_source_task"] in TASKS and r["portfolio_source_task"] != r["task"]
