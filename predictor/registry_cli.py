@@ -23,6 +23,14 @@ def _store(ctx: click.Context) -> Any:
     return store
 
 
+def _answer(as_json: bool, record: dict[str, Any], text: str) -> None:
+    """A command's result: the record as JSON, or one line of text."""
+    if as_json:
+        echo_json(record)
+    else:
+        click.echo(text)
+
+
 def _headline(metrics: dict[str, Any] | None) -> Any:
     """The one figure a list shows: held-out (LOTO) Spearman when evaluated, else the training Spearman."""
     metrics = metrics or {}
@@ -90,11 +98,8 @@ def promote_cmd(ctx: click.Context, predictor_id: str, alias: str, as_json: bool
     from predictor.registry import promote
 
     record = promote(_store(ctx), predictor_id, alias)
-    if as_json:
-        echo_json(record)
-    else:
-        was = f" (was {record['previous']})" if record["previous"] else ""
-        click.echo(f"alias {alias} -> {predictor_id}{was}")
+    was = f" (was {record['previous']})" if record["previous"] else ""
+    _answer(as_json, record, f"alias {alias} -> {predictor_id}{was}")
 
 
 @predictors_group.command("unalias")
@@ -106,10 +111,7 @@ def unalias_cmd(ctx: click.Context, alias: str, as_json: bool) -> None:
     from predictor.registry import unalias
 
     record = unalias(_store(ctx), alias)
-    if as_json:
-        echo_json(record)
-    else:
-        click.echo(f"removed alias {alias} (was {record['predictor_id']})")
+    _answer(as_json, record, f"removed alias {alias} (was {record['predictor_id']})")
 
 
 @predictors_group.command("delete")
@@ -126,7 +128,4 @@ def delete_cmd(ctx: click.Context, predictor_id: str, yes: bool, as_json: bool) 
     if not yes:
         click.confirm(f"delete predictor {predictor_id}?", abort=True)
     delete_predictor(store, predictor_id)
-    if as_json:
-        echo_json({"deleted": predictor_id})
-    else:
-        click.echo(f"deleted predictor {predictor_id}")
+    _answer(as_json, {"deleted": predictor_id}, f"deleted predictor {predictor_id}")
