@@ -333,6 +333,16 @@ def _load_tabular_task(name: str) -> Task:
     return task_from_table(name, table, spec.label, seed=seed, source=spec.source, description=spec.description)
 
 
+def load_tabular_candidate(name: str) -> Task:
+    """Any candidate of the tabular suite, dropped ones included (to measure its noise ceiling,
+    benchmarks/task_ceilings.py); UnknownTaskError for a name that is no candidate."""
+    from nasdb.tabular_suite import candidate_names
+
+    if name not in candidate_names():
+        raise UnknownTaskError(f"unknown tabular candidate {name!r}")
+    return _load_tabular_task(name)
+
+
 def load_builtin_task(name: str) -> Task:
     """Build one built-in task; the raw sources are loaded once per process."""
     if name in TABULAR_SPECS:
@@ -559,5 +569,5 @@ def task_from_file(name: str, path: str | Path, label: str, *, seed: int = 0, va
 
 
 __all__ = ["FEATURE_DIM", "SPLITS", "SUITES", "Task", "builtin_split_indices", "builtin_task_names",
-           "builtin_task_info", "load_builtin_task", "mnist_to_8x8", "task_from_arrays", "task_from_file", "task_from_table",
+           "builtin_task_info", "load_builtin_task", "load_tabular_candidate", "mnist_to_8x8", "task_from_arrays", "task_from_file", "task_from_table",
            "validate_task_name"]

