@@ -39,7 +39,7 @@ from ray import serve
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nasdb.errors import ArgumentError, NasdbError, PayloadTooLargeError, StoreError, UnknownTaskError
+from nasdb.errors import ArgumentError, NasdbError, PayloadTooLargeError, StoreError, UnknownTaskError, UnreachableError
 from predictor._api_schema import (HARD_MAX_ITERS, ErrorResponse, HealthResponse, ModelResponse, PredictRequest,
                                    PredictResponse, SuggestRequest, SuggestResponse)
 from predictor.auth import RequestGuard, is_csv, is_loopback, resolve_token_digest, route_path
@@ -383,7 +383,7 @@ def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predic
                     refresh_seconds=refresh_seconds, limits=limits, suggest_defaults=suggest_defaults)
     if not ray.is_initialized():
         ray.init(address=ray_address, include_dashboard=False, logging_level=logging.WARNING)
-    serve.start(http_options={"host": host, "port": port, "request_timeout_s": REQUEST_TIMEOUT_S})
+    restarted = _start_serve({"host": host, "port": port, "request_timeout_s": REQUEST_TIMEOUT_S})
     actual = _http_config()
     if actual is not None and (str(actual.host), int(actual.port)) != (host, port):
         raise ArgumentError(f"Ray Serve already runs on this cluster with HTTP {actual.host}:{actual.port}, not "
@@ -393,7 +393,45 @@ def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predic
     logger.info("suggestion API up in %.1fs", time.perf_counter() - started)
     prefix = "" if route_prefix == "/" else route_prefix.rstrip("/")
     url_host = f"[{host}]" if ":" in host else host
+    if restarted:  # serve.start did not wait for the restarted proxy: wait for the API itself
+        _wait_until_healthy(f"http://{'127.0.0.1' if host == '0.0.0.0' else url_host}:{port}{prefix}/v1/health")
     return ServerInfo(f"http://{url_host}:{port}{prefix}", pid, replicas, digest is not None, app_name)
+
+
+def _start_serve(http_options: dict[str, Any], attempts: int = 3) -> bool:
+    """``serve.start``, retried when the controller kills an HTTP proxy that was slow to become
+    ready (its ready check allows 5 s; on a loaded node the proxy's worker can take longer, and
+    the controller restarts it with a longer allowance). True when a retry was needed."""
+    from ray.exceptions import ActorDiedError
+
+    for attempt in range(attempts):
+        try:
+            serve.start(http_options=http_options)
+            return attempt > 0
+        except ActorDiedError as e:
+            if "ProxyActor" not in str(e) or attempt == attempts - 1:
+                raise
+            logger.warning("Ray Serve's HTTP proxy was restarted while starting; waiting for it (try %d of %d)",
+                           attempt + 2, attempts)
+    return True
+
+
+def _wait_until_healthy(url: str, timeout_s: float = 120.0) -> None:
+    """Poll the API's health route until it answers 200 (UnreachableError naming the URL after ``timeout_s``)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise UnreachableError(f"the suggestion API did not answer {url} within {timeout_s:.0f} s")
+        time.sleep(0.5)
 
 
 def _http_config():
