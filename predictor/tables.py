@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from nasdb.errors import ArgumentError, InvalidTaskError
+from nasdb.errors import InvalidTaskError
 from predictor.data import fold_labels
 
 #: Rows of a sent table that are encoded (their train split, 60 %, covers the default sample budget).
