@@ -88,6 +88,12 @@ def tasks_show(ctx: click.Context, name: str, as_json: bool) -> None:
         if stats is None:
             raise
         meta = {"name": name, "source": None, "registered": False}  # experiments of an unknown task
+    if not meta.get("registered"):  # a built-in table's provenance, licence and noise ceiling too
+        from nasdb.tasks import builtin_task_info
+
+        recorded = {("table_rows" if k == "rows" else k): v for k, v in (builtin_task_info(name) or {}).items()
+                    if k != "sizes"}  # "rows" below counts experiments
+        meta = {**recorded, **meta}
     info = {**meta, "experiments": stats or {"rows": 0}}
     if as_json:
         echo_json(info)

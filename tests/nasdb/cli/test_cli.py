@@ -141,6 +141,9 @@ def test_tasks_list_show_add(run, root, tmp_path):
     assert kinds[builtin] == "built-in" and kinds["alpha"] == "unknown"
     shown = json.loads(run("--store", root, "tasks", "show", builtin, "--json").stdout)
     assert shown["name"] == builtin and shown["num_classes"] >= 2 and shown["registered"] is False
+    table = json.loads(run("--store", root, "tasks", "show", "tab_wine", "--json").stdout)  # a suite table
+    assert table["ceiling"] >= 0.5 and table["ceiling_archs"] == 50 and "scikit-learn" in table["licence"]
+    assert table["dataset"] == "load_wine" and table["features"] == {"numeric": 13, "categorical": 0}
 
     rng = np.random.default_rng(0)
     csv = tmp_path / "mine.csv"
