@@ -404,15 +404,16 @@ def _start_serve(http_options: dict[str, Any], attempts: int = 3) -> bool:
     the controller restarts it with a longer allowance). True when a retry was needed."""
     from ray.exceptions import ActorDiedError
 
-    for attempt in range(attempts):
+    for attempt in range(attempts - 1):
         try:
             serve.start(http_options=http_options)
             return attempt > 0
         except ActorDiedError as e:
-            if "ProxyActor" not in str(e) or attempt == attempts - 1:
+            if "ProxyActor" not in str(e):
                 raise
             logger.warning("Ray Serve's HTTP proxy was restarted while starting; waiting for it (try %d of %d)",
                            attempt + 2, attempts)
+    serve.start(http_options=http_options)  # the last try: its error goes to the caller
     return True
 
 
