@@ -27,8 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cluster.child import ChildTrainer, TrainRecipe, WorkItem, default_bank  # noqa: E402
-from cluster.populate import DEFAULT_BATCH_SIZE_MODELS  # noqa: E402
-from cluster.populate._plan import sample_task_architectures  # noqa: E402
+from cluster.populate import DEFAULT_BATCH_SIZE_MODELS, sample_task_architectures  # noqa: E402
 from nasdb.space import default_space  # noqa: E402
 from nasdb.store import ExperimentStore, experiment_id  # noqa: E402
 from nasdb.tasks import builtin_task_names  # noqa: E402

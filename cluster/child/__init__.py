@@ -9,8 +9,8 @@ actor that trains planned children and hands their rows to a sink.
 from cluster.child._batched import train_children
 from cluster.child._child import ChildNetwork, ChildPlan, ChildResult, TrainRecipe, child_plan, resolve_device, train_child
 from cluster.child._embeddings import EmbeddingBank, default_bank, median_bandwidth, parse_module_name
-from cluster.child._trainer import ChildTrainer, ChunkAck, WorkItem, close_trainers, stop_fields
+from cluster.child._trainer import ChildTrainer, ChunkAck, GuardedObserver, WorkItem, close_trainers, stop_fields
 
-__all__ = ["ChildNetwork", "ChildPlan", "ChildResult", "ChildTrainer", "ChunkAck", "EmbeddingBank", "TrainRecipe",
-           "WorkItem", "child_plan", "close_trainers", "default_bank", "median_bandwidth", "parse_module_name",
-           "resolve_device", "stop_fields", "train_child", "train_children"]
+__all__ = ["ChildNetwork", "ChildPlan", "ChildResult", "ChildTrainer", "ChunkAck", "EmbeddingBank", "GuardedObserver",
+           "TrainRecipe", "WorkItem", "child_plan", "close_trainers", "default_bank", "median_bandwidth",
+           "parse_module_name", "resolve_device", "stop_fields", "train_child", "train_children"]

@@ -67,7 +67,7 @@ def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0][:500]
 
 
-class _GuardedObserver:
+class GuardedObserver:
     """Wraps a trainer's epoch observer so that a broken curve predictor (its actor died, or it
     rejected a call) turns early stopping off for this actor instead of failing children: the
     rows are then complete, only the saving is lost. ``error`` says why it was turned off."""
@@ -160,7 +160,7 @@ class ChildTrainer:
         self._bank_fp: str | None = None  # the bank's fingerprint, computed once
         self.early_stop = early_stop
         self.on_rows = on_rows
-        self._observers: dict[str, _GuardedObserver] = {}  # task -> its ActorEarlyStopper, guarded
+        self._observers: dict[str, GuardedObserver] = {}  # task -> its ActorEarlyStopper, guarded
         self._warm_up()
 
     def _new_writer(self):
@@ -241,7 +241,7 @@ class ChildTrainer:
         if task_name not in self._observers:
             from cluster.early_stop import ActorEarlyStopper
 
-            self._observers[task_name] = _GuardedObserver(ActorEarlyStopper(self.early_stop, task_name))
+            self._observers[task_name] = GuardedObserver(ActorEarlyStopper(self.early_stop, task_name))
             self._observers[task_name].refresh(timeout=30)  # a seeded predictor stops from the first chunk on
         return self._observers[task_name]
 

@@ -14,8 +14,9 @@ twice and the budget holds.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
+from cluster.populate._config import PopulateConfig
 from cluster.populate._populate import populate
 from cluster.populate._progress import PopulateSummary
 from nasdb.errors import ArgumentError, UnknownStrategyError
@@ -35,26 +36,28 @@ def check_strategy(strategy: str, rounds: Any) -> int:
     return rounds
 
 
-def populate_by_strategy(store: ExperimentStore | str, tasks: Sequence[str] | str | None, per_task: int, *,
-                         strategy: str = "random", rounds: int = 1,
-                         proposer_factory: Callable[[Any, int], Any] | None = None, seed: int = 0,
-                         **populate_kwargs: Any) -> list[PopulateSummary]:
-    """``populate`` by ``strategy``; one summary per round. ``proposer_factory(store, round)`` ->
-    ``proposer(task, n, stored) -> (n, D)``, rebuilt (refitted) before every uncertainty round."""
+def populate_by_strategy(store: ExperimentStore | str, config: PopulateConfig, *, strategy: str = "random",
+                         rounds: int = 1, proposer_factory: Callable[[Any, int], Any] | None = None,
+                         **run: Any) -> list[PopulateSummary]:
+    """``populate`` by ``strategy``; one summary per round. Round r trains up to
+    ``ceil(config.per_task * r / rounds)`` rows per task with the strategy as agent (and, unless
+    ``config.run_id`` names one, a new run id). ``proposer_factory(store, round)`` -> ``proposer(task, n, stored) -> (n, D)``,
+    rebuilt (refitted) before every uncertainty round. ``run``: populate's keyword arguments
+    (progress, address, create_store, ...)."""
     rounds = check_strategy(strategy, rounds)
+    per_task = config.per_task
     if strategy == "random":
-        return [populate(store, tasks, math.ceil(per_task * r / rounds), seed=seed, agent="random",
-                         **populate_kwargs) for r in range(1, rounds + 1)]
+        return [populate(store, config.replace(per_task=math.ceil(per_task * r / rounds), agent="random"), **run)
+                for r in range(1, rounds + 1)]
     if proposer_factory is None:
         raise ArgumentError("the uncertainty strategy needs the predictor, which the nasdb CLI wires: run "
                             "`nasdb populate --strategy uncertainty` (python -m cluster.populate has no predictor)")
-    if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < rounds:
+    if per_task < rounds:
         raise ArgumentError(f"per-task must be an integer >= rounds ({rounds}), got {per_task!r}")
     out = []
     for r in range(1, rounds + 1):
-        out.append(populate(store, tasks, math.ceil(per_task * r / rounds), seed=seed, agent="uncertainty",
-                            proposer=proposer_factory(store, r), **populate_kwargs))
+        out.append(populate(store, config.replace(per_task=math.ceil(per_task * r / rounds), agent="uncertainty"),
+                            proposer=proposer_factory(store, r), **run))
     return out
-
 
 __all__ = ["STRATEGIES", "check_strategy", "populate_by_strategy"]

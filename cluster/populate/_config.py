@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 
+from cluster.populate._plan import dedupe_tasks
 from cluster.populate._resources import check_worker_shares
 from nasdb.checks import int_at_least, positive_int
 from nasdb.errors import ConfigError
@@ -22,16 +21,18 @@ class PopulateConfig:
     """What a populate run trains, and on how many actors.
 
     ``per_task`` uniformly sampled architectures per task, trained with ``recipe`` (a TrainRecipe;
-    None: the default one) from ``seed``; the tasks of ``suite`` when none are named. ``workers``
+    None: the default one) from ``seed``; on ``tasks`` (names, built-in or registered, as a list or
+    "a,b"; None: every task of ``suite``; checked against the store when the run starts). ``workers``
     trainer actors (None: as many as the cluster holds) of ``cpus_per_worker`` and
     ``gpus_per_worker`` each train ``batch_size_models`` children at once; a chunk is tried
     ``max_attempts`` times, each for at most ``chunk_timeout_s`` (None: no limit).
     ``retry_failed`` trains again the planned experiments whose only rows are failed.
     ``early_stop``: None (off), True, a dict of settings or an EarlyStopConfig, resolved against
-    the recipe's epochs. Rows carry ``agent`` and ``run_id`` (None: a new ``populate-<time>-<hex>``).
+    the recipe's epochs. Rows carry ``agent`` and ``run_id`` (None: each run a new ``populate-<time>-<hex>``).
     """
 
     per_task: int
+    tasks: Sequence[str] | str | None = None
     recipe: Any = None
     workers: int | None = None
     seed: int = 0
@@ -63,11 +64,13 @@ class PopulateConfig:
             raise ConfigError(f"recipe must be a TrainRecipe, got {type(recipe).__name__}")
         if self.chunk_timeout_s is not None and self.chunk_timeout_s <= 0:
             raise ConfigError(f"chunk timeout must be > 0 seconds, got {self.chunk_timeout_s}")
+        if self.tasks is not None:
+            names = dedupe_tasks(self.tasks.split(",") if isinstance(self.tasks, str) else list(self.tasks))
+            if not names:
+                raise ConfigError("no task names given (--tasks is empty)")
+            object.__setattr__(self, "tasks", tuple(names))
         object.__setattr__(self, "recipe", recipe)
         object.__setattr__(self, "early_stop", resolve_early_stop(self.early_stop, recipe.epochs))
-        if self.run_id is None:
-            run_id = f"populate-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-            object.__setattr__(self, "run_id", run_id)
 
     def replace(self, **changes: Any) -> "PopulateConfig":
         return replace(self, **changes)

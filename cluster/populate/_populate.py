@@ -20,6 +20,7 @@ import os
 import socket
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -70,7 +71,7 @@ def _check_store(store: ExperimentStore | str, *, create: bool = True) -> Any:
     return store
 
 
-def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+def check_ray_address(address: str | None, timeout_s: float = 5.0) -> None:
     """Fail fast on a Ray address nobody listens on (ray.init would retry for minutes)."""
     if not address or address in ("auto", "local"):
         return
@@ -97,17 +98,16 @@ def _failed_record(item: WorkItem, space_id: str, recipe: dict, agent: str, run_
     )
 
 
-def populate(store: ExperimentStore | str, tasks: Sequence[str] | str | None, per_task: int | None = None, *,
-             config: PopulateConfig | None = None, progress: bool = True, address: str | None = None,
-             on_chunk_done: Callable[[ChunkAck, TrainerPool], None] | None = None,
+def populate(store: ExperimentStore | str, config: PopulateConfig, *, progress: bool = True,
+             address: str | None = None, on_chunk_done: Callable[[ChunkAck, TrainerPool], None] | None = None,
              trainer_cls: type = ChildTrainer, create_store: bool = True,
-             proposer: Callable[[str, int, np.ndarray], np.ndarray] | None = None, **settings: Any) -> PopulateSummary:
+             proposer: Callable[[str, int, np.ndarray], np.ndarray] | None = None) -> PopulateSummary:
     """Train ``config.per_task`` uniformly sampled architectures per task on a pool of Ray actors.
 
-    ``config``: a PopulateConfig, or built from ``per_task`` and ``settings`` (its fields).
-    ``store`` is an ExperimentStore or its root (created if missing, unless ``create_store`` is
-    False: the CLI's choice, so a mistyped path is refused); ``tasks`` None means all of the suite.
-    Every input is checked before any actor starts. Uses the running Ray instance, else
+    ``config`` holds every setting of the run (PopulateConfig: tasks, recipe, workers, seed, ...);
+    the keyword arguments are how and where it runs. ``store`` is an ExperimentStore or its root
+    (created if missing, unless ``create_store`` is False: the CLI's choice, so a mistyped path is
+    refused). Every input is checked before any actor starts. Uses the running Ray instance, else
     ``ray.init(address)`` (``RAY_ADDRESS`` or a new local cluster), shut down at the end;
     Ray is not started at all when every planned experiment is already in the store. Planned ids
     include the fingerprints of each task's data and of the embedding bank (schema v3), so rows
@@ -122,14 +122,13 @@ def populate(store: ExperimentStore | str, tasks: Sequence[str] | str | None, pe
     from nasdb.space import default_space
 
     t0 = time.monotonic()
-    if config is None:
-        config = PopulateConfig(per_task=per_task, **settings)
-    elif per_task is not None or settings:
-        raise ArgumentError("pass the populate settings as a PopulateConfig or as arguments, not both")
+    if not isinstance(config, PopulateConfig):
+        raise ArgumentError(f"config must be a PopulateConfig, got {type(config).__name__}")
     store = _check_store(store, create=create_store)
-    names = resolve_tasks(tasks, config.suite)
+    names = resolve_tasks(config.tasks, config.suite)
     loaded = {name: store.task(name) for name in names}  # UnknownTaskError / InvalidTaskError now
-    run_id, recipe, early_stop = config.run_id, config.recipe, config.early_stop
+    run_id = config.run_id or f"populate-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    recipe, early_stop = config.recipe, config.early_stop
 
     space, recipe_dict = default_space(), recipe.to_dict()
     bank_fp = default_bank().fingerprint()  # part of every id (schema v3), as the task data's fingerprint
@@ -156,7 +155,7 @@ def populate(store: ExperimentStore | str, tasks: Sequence[str] | str | None, pe
 
     started_ray = not ray.is_initialized()
     if started_ray:
-        _check_reachable(address or os.environ.get("RAY_ADDRESS"))
+        check_ray_address(address or os.environ.get("RAY_ADDRESS"))
         try:
             ray.init(address=address)
         except (ConnectionError, RuntimeError, ValueError) as e:

@@ -89,7 +89,7 @@ def populate_command(ctx, store_root, suite, tasks, per_task, epochs, recipe_jso
 
     Rerunning the same command resumes: experiments already in the store are skipped.
     """
-    from cluster.populate import DEFAULT_BATCH_SIZE_MODELS, populate_by_strategy
+    from cluster.populate import DEFAULT_BATCH_SIZE_MODELS, PopulateConfig, populate_by_strategy
 
     parent = ctx.find_root().obj
     if store_root is None and isinstance(parent, dict):  # plugged into `nasdb [--store ROOT] populate`
@@ -99,15 +99,16 @@ def populate_command(ctx, store_root, suite, tasks, per_task, epochs, recipe_jso
     try:
         check_strategy(strategy, rounds)
         factory = parent.get("proposers") if isinstance(parent, dict) and strategy == "uncertainty" else None
-        summaries = populate_by_strategy(
-            store_root, tasks, per_task, strategy=strategy, rounds=rounds, proposer_factory=factory,
-            recipe=recipe_from_options(epochs, recipe_json), workers=workers, seed=seed,
-            run_id=run_id, progress=progress, suite=suite,
+        config = PopulateConfig(
+            per_task=per_task, tasks=tasks, suite=suite, recipe=recipe_from_options(epochs, recipe_json),
+            workers=workers, seed=seed, run_id=run_id,
             batch_size_models=batch_size_models if batch_size_models is not None else DEFAULT_BATCH_SIZE_MODELS,
             gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker, max_attempts=max_attempts,
-            chunk_timeout_s=chunk_timeout, address=address, retry_failed=retry_failed,
-            early_stop=early_stop_from_options(early_stop, early_stop_json), create_store=False,
-        )
+            chunk_timeout_s=chunk_timeout, retry_failed=retry_failed,
+            early_stop=early_stop_from_options(early_stop, early_stop_json))
+        summaries = populate_by_strategy(store_root, config, strategy=strategy, rounds=rounds,
+                                         proposer_factory=factory, progress=progress, address=address,
+                                         create_store=False)
     except NasdbError as e:
         raise click.ClickException(str(e)) from None
     for r, summary in enumerate(summaries, start=1):

@@ -97,7 +97,7 @@ def demo_command(ctx: click.Context, per_task: int, held_out: str, epochs: int |
     """Populate, fit, serve and suggest, end to end on an embedded local Ray."""
     import ray
 
-    from cluster.populate import populate
+    from cluster.populate import PopulateConfig, populate
     from cluster.populate.cli import recipe_from_options
     from nasdb.store import ExperimentStore
     from predictor.config import PredictorConfig
@@ -116,8 +116,7 @@ def demo_command(ctx: click.Context, per_task: int, held_out: str, epochs: int |
     try:
         _say(f"2. populate {root!r}: {per_task} random architectures x {len(names)} tasks on Ray trainer actors")
         recipe = recipe_from_options(epochs, None)
-        summary = populate(store, names, per_task, recipe=recipe, workers=workers,
-                           progress=True)
+        summary = populate(store, PopulateConfig(per_task=per_task, tasks=names, recipe=recipe, workers=workers))
         click.echo(summary.format_table())
         _say(f"3. fit the task-aware predictor ({loss} loss) with Ray Train, without {held_out!r}")
         started = time.perf_counter()

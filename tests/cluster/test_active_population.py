@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from cluster.child import TrainRecipe
-from cluster.populate import check_strategy, populate_by_strategy
+from cluster.populate import PopulateConfig, check_strategy, populate_by_strategy
 from nasdb.errors import UnknownStrategyError
 from nasdb.space import default_space
 from nasdb.store import ExperimentRecord, ExperimentStore
@@ -46,11 +46,11 @@ def test_bad_strategy_and_rounds_are_named(tmp_path):
     with pytest.raises(UnknownStrategyError, match="unknown populate strategy 'greedy'; known: \\['random', "):
         check_strategy("greedy", 1)
     with pytest.raises(ValueError, match="rounds must be an integer >= 1, got 0"):
-        populate_by_strategy(str(tmp_path), [TASK], 4, strategy="uncertainty", rounds=0)
+        populate_by_strategy(str(tmp_path), PopulateConfig(per_task=4, tasks=[TASK]), strategy="uncertainty", rounds=0)
     with pytest.raises(ValueError, match="the uncertainty strategy needs the predictor"):
-        populate_by_strategy(str(tmp_path), [TASK], 4, strategy="uncertainty", rounds=2)
+        populate_by_strategy(str(tmp_path), PopulateConfig(per_task=4, tasks=[TASK]), strategy="uncertainty", rounds=2)
     with pytest.raises(ValueError, match=r"per-task must be an integer >= rounds \(3\), got 2"):
-        populate_by_strategy(str(tmp_path), [TASK], 2, strategy="uncertainty", rounds=3,
+        populate_by_strategy(str(tmp_path), PopulateConfig(per_task=2, tasks=[TASK]), strategy="uncertainty", rounds=3,
                              proposer_factory=lambda store, r: None)
     ExperimentStore(str(tmp_path / "s")).init()
     from nasdb.cli import main
@@ -101,13 +101,13 @@ def test_rounds_train_the_proposals_record_the_strategy_and_resume_to_nothing(ra
             return default_space().sample(n, rng)
         return propose
 
-    kw = dict(strategy="uncertainty", rounds=2, proposer_factory=factory, recipe=TrainRecipe(epochs=1), workers=1,
-              progress=False)
-    summaries = populate_by_strategy(root, [TASK], 3, **kw)
+    config = PopulateConfig(per_task=3, tasks=[TASK], recipe=TrainRecipe(epochs=1), workers=1)
+    kw = dict(strategy="uncertainty", rounds=2, proposer_factory=factory, progress=False)
+    summaries = populate_by_strategy(root, config, **kw)
     assert [s.task(TASK).ok for s in summaries] == [2, 1]  # ceil(3 * 1/2) = 2 rows, then 3 in all
     assert calls == [(1, TASK, 2, 0), (2, TASK, 1, 2)]
     rows = ExperimentStore(root).experiments_arrow(TASK).to_pylist()
     assert len(rows) == 3 and {r["agent"] for r in rows} == {"uncertainty"}
-    again = populate_by_strategy(root, [TASK], 3, **kw)  # a rerun: nothing missing, nothing proposed or trained
+    again = populate_by_strategy(root, config, **kw)  # a rerun: nothing missing, nothing proposed or trained
     assert [s.task(TASK).skipped for s in again] == [3, 3] and len(calls) == 2  # a round plans every stored row
     assert ExperimentStore(root).count() == 3

@@ -357,8 +357,7 @@ def test_populate_with_early_stopping_stores_consistent_rows(tmp_path, ray_clust
     """36 children of digits10_small (4 epochs), 2 actors, chunks of 4, burn-in 8: stopped rows are
     consistent, a rerun adds nothing, and extending the plan seeds the predictor from the store."""
     from cluster.child import TrainRecipe, default_bank
-    from cluster.populate import populate
-    from cluster.populate._plan import plan_task
+    from cluster.populate import PopulateConfig, plan_task, populate
     from nasdb.store import ExperimentStore
     from nasdb.tasks import load_builtin_task
 
@@ -367,8 +366,8 @@ def test_populate_with_early_stopping_stores_consistent_rows(tmp_path, ray_clust
     store.init()
     config = EarlyStopConfig(burn_in=8, confidence=0.9, search_trials=0, retrain_every=4)
     recipe = TrainRecipe(epochs=epochs)
-    summary = populate(store, [task], n, recipe=recipe, workers=2, progress=False, batch_size_models=4,
-                       early_stop=config)
+    summary = populate(store, PopulateConfig(per_task=n, tasks=[task], recipe=recipe, workers=2, batch_size_models=4,
+                                             early_stop=config), progress=False)
     rows = store.experiments_arrow(task, status=None).to_pylist()
     assert len(rows) == n and summary.complete
     planned = {i.experiment_id for i in plan_task(default_space(), task, n, seed=0, recipe=recipe.to_dict(),
@@ -397,11 +396,13 @@ def test_populate_with_early_stopping_stores_consistent_rows(tmp_path, ray_clust
     assert "stopped" in summary.format_table() and f"{len(stopped)} of {len(ok)} children stopped early" in \
         summary.format_table()
 
-    again = populate(store, [task], n, recipe=recipe, workers=2, progress=False, early_stop=config)
+    again = populate(store, PopulateConfig(per_task=n, tasks=[task], recipe=recipe, workers=2, early_stop=config),
+                     progress=False)
     assert again.rows_trained == 0 and again.task(task).skipped == n  # a stopped row is done
     assert store.count(task) == n
 
-    more = populate(store, [task], n + 4, recipe=recipe, workers=1, progress=False, early_stop=config)
+    more = populate(store, PopulateConfig(per_task=n + 4, tasks=[task], recipe=recipe, workers=1, early_stop=config),
+                    progress=False)
     assert more.rows_trained == 4 and store.count(task) == n + 4
     grown = more.early_stop_status[task]
     assert grown["num_complete"] >= len(full) and grown["ready"]  # seeded: no second burn-in

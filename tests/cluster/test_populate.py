@@ -15,10 +15,10 @@ import pytest
 import ray
 from click.testing import CliRunner
 
-from cluster.child import ChildTrainer, TrainRecipe
-from cluster.populate import InsufficientResourcesError, PopulateSummary, TaskSummary, plan_resources, populate
-from cluster.populate._plan import Chunk, make_chunks, plan_task, sample_task_architectures, split_chunk
-from cluster.populate._progress import Progress
+from cluster.child import ChildTrainer, GuardedObserver, TrainRecipe
+from cluster.populate import (Chunk, InsufficientResourcesError, PopulateConfig, PopulateSummary, Progress, TaskSummary,
+                              check_ray_address, make_chunks, plan_resources, plan_task, populate,
+                              sample_task_architectures, split_chunk)
 from cluster.populate.cli import populate_command
 from nasdb.errors import StoreError, UnknownTaskError
 from nasdb.space import default_space
@@ -152,7 +152,6 @@ def test_summary_with_early_stopping_counts_stopped_children_and_epochs_saved():
 
 def test_a_broken_curve_predictor_turns_early_stopping_off_instead_of_failing_children():
     from cluster.child import stop_fields
-    from cluster.child._trainer import _GuardedObserver
     from cluster.early_stop import EarlyStopper
 
     class Dead:
@@ -162,13 +161,13 @@ def test_a_broken_curve_predictor_turns_early_stopping_off_instead_of_failing_ch
         def report_complete(self, curves, features):
             raise AssertionError("not called once off")
 
-    guard = _GuardedObserver(Dead())
+    guard = GuardedObserver(Dead())
     d = guard.decide_many(np.zeros((3, 2)), np.zeros((3, 4)))
     assert d.stop.tolist() == [False] * 3 and np.isnan(d.predicted_final).all() and d.tau == 2
     assert "early stopping turned off on this trainer: ConnectionError: curve predictor actor died" == guard.error
     guard.report_complete(np.zeros((1, 4)), np.zeros((1, 4)))
     guard.flush()
-    live = _GuardedObserver(EarlyStopper())
+    live = GuardedObserver(EarlyStopper())
     assert live.decide_many(np.full((1, 2), np.nan), np.zeros((1, 4))).stop.tolist() == [True]  # diverged
     assert live.error is None
 
@@ -205,21 +204,19 @@ def test_bad_early_stop_settings_are_one_line_errors(tmp_path, args, match):
     (dict(gpus_per_worker=0.5), InsufficientResourcesError, r"0.5 GPUs per worker, but the Ray cluster has 2 CPUs"),
 ])
 def test_bad_input_is_refused_before_any_work(ray_cluster, tmp_path, kwargs, error, match):
-    args = dict(tasks=[ONE], per_task=2, recipe=RECIPE, progress=False) | kwargs
+    settings = dict(tasks=[ONE], per_task=2, recipe=RECIPE) | kwargs
     with pytest.raises(error, match=match):
-        populate(tmp_path / "store", **args)
+        populate(tmp_path / "store", PopulateConfig(**settings), progress=False)
     assert _raw_rows(tmp_path / "store") == []
     assert not [a for a in ray.util.list_named_actors() if a.startswith("nasdb-trainer")]
 
 
 def test_an_unreachable_ray_address_is_refused_at_once():
-    from cluster.populate._populate import _check_reachable
-
     with pytest.raises(ConnectionError, match=r"cannot reach the Ray cluster at '127.0.0.1:1'"):
-        _check_reachable("127.0.0.1:1")
+        check_ray_address("127.0.0.1:1")
     with pytest.raises(ValueError, match="host:port"):
-        _check_reachable("ray://no-port")
-    _check_reachable(None)  # no address: a new local cluster
+        check_ray_address("ray://no-port")
+    check_ray_address(None)  # no address: a new local cluster
 
 
 def test_unwritable_store_and_bad_epochs_are_refused(ray_cluster, tmp_path):
@@ -227,7 +224,7 @@ def test_unwritable_store_and_bad_epochs_are_refused(ray_cluster, tmp_path):
     blocker.write_text("not a folder")
     for root in (blocker / "store", "nosuchproto://bucket/store", "memory://store"):
         with pytest.raises(StoreError, match="not writable|Ray actors cannot reach it"):
-            populate(root, [ONE], 2, recipe=RECIPE, progress=False)
+            populate(root, PopulateConfig(per_task=2, tasks=[ONE], recipe=RECIPE), progress=False)
     runner = CliRunner()
     ExperimentStore(str(tmp_path / "s")).init()  # the CLI refuses a store that does not exist (issue 15)
     for args, match in [(["--epochs", "0"], "--epochs must be > 0, got 0"),
@@ -278,8 +275,8 @@ def test_populate_survives_killed_actors_and_resumes_to_nothing(ray_cluster, tmp
             ray.kill(busy[0].handle)
             kills.append(f"ray.kill {busy[0].name} during chunk {busy[0].chunk.chunk_id}")
 
-    summary = populate(root, TASKS, 10, recipe=RECIPE, workers=2, seed=0, batch_size_models=2,
-                       on_chunk_done=kill_busy_actor, trainer_cls=_CrashingTrainer, progress=False)
+    config = PopulateConfig(per_task=10, tasks=TASKS, recipe=RECIPE, workers=2, seed=0, batch_size_models=2)
+    summary = populate(root, config, on_chunk_done=kill_busy_actor, trainer_cls=_CrashingTrainer, progress=False)
     assert len(kills) == 1, kills
     assert summary.actors_lost == 2 and summary.complete, summary.format_table()
     items = [i for t in TASKS for i in planned_items(t, 10)]
@@ -324,7 +321,7 @@ def test_populate_survives_killed_actors_and_resumes_to_nothing(ray_cluster, tmp
     assert _files(root) == before and store.count() == 30
 
     # Per-task ingestion: populating only a new task adds files under its partition alone.
-    summary = populate(root, [NEW], 2, recipe=RECIPE, workers=1, progress=False)
+    summary = populate(root, PopulateConfig(per_task=2, tasks=[NEW], recipe=RECIPE, workers=1), progress=False)
     assert summary.task(NEW).ok == 2 and store.count() == 32
     after = _files(root)
     assert {k: v for k, v in after.items() if k in before} == before  # nothing existing rewritten
@@ -334,8 +331,8 @@ def test_populate_survives_killed_actors_and_resumes_to_nothing(ray_cluster, tmp
 
 def test_diverging_children_are_recorded_failed_and_the_job_goes_on(ray_cluster, tmp_path):
     absurd = TrainRecipe(epochs=1, learning_rate=1e30)
-    summary = populate(tmp_path / "store", [ONE], 6, recipe=absurd, workers=2, batch_size_models=3,
-                       progress=False)
+    summary = populate(tmp_path / "store", PopulateConfig(per_task=6, tasks=[ONE], recipe=absurd, workers=2,
+                                                          batch_size_models=3), progress=False)
     t = summary.task(ONE)
     assert summary.complete and t.ok + t.failed == 6 and t.failed >= 1
     store = ExperimentStore(tmp_path / "store")
@@ -359,8 +356,8 @@ def test_a_chunk_that_keeps_failing_is_isolated_and_given_up(ray_cluster, tmp_pa
     _actors_from_this_module()
     items = planned_items(ONE, 6)
     poison_cls = type("Poison", (_PoisonTrainer,), {"poison": items[1].experiment_id})
-    summary = populate(tmp_path / "store", [ONE], 6, recipe=RECIPE, workers=2, batch_size_models=3,
-                       max_attempts=3, trainer_cls=poison_cls, progress=False)
+    config = PopulateConfig(per_task=6, tasks=[ONE], recipe=RECIPE, workers=2, batch_size_models=3, max_attempts=3)
+    summary = populate(tmp_path / "store", config, trainer_cls=poison_cls, progress=False)
     t = summary.task(ONE)
     assert (t.ok, t.failed, t.missing) == (5, 1, 0) and summary.complete
     assert len(summary.gave_up) == 1 and items[1].experiment_id in summary.gave_up[0]
@@ -375,8 +372,8 @@ class _BrokenTrainer(ChildTrainer):
 
 def test_actors_that_cannot_start_abort_the_run_instead_of_looping(ray_cluster, tmp_path):
     _actors_from_this_module()
-    summary = populate(tmp_path / "store", [ONE], 2, recipe=RECIPE, workers=1, trainer_cls=_BrokenTrainer,
-                       progress=False)
+    summary = populate(tmp_path / "store", PopulateConfig(per_task=2, tasks=[ONE], recipe=RECIPE, workers=1),
+                       trainer_cls=_BrokenTrainer, progress=False)
     assert not summary.complete and "store not mounted on this node" in summary.aborted
     assert summary.task(ONE).missing == 2
     assert "ABORTED" in summary.format_table()
@@ -393,6 +390,7 @@ class _HangingTrainer(ChildTrainer):
 
 def test_a_hung_chunk_is_timed_out_and_retried(ray_cluster, tmp_path):
     _actors_from_this_module()
-    summary = populate(tmp_path / "store", [ONE], 2, recipe=RECIPE, workers=1, batch_size_models=1,
-                       chunk_timeout_s=10.0, trainer_cls=_HangingTrainer, progress=False)
+    config = PopulateConfig(per_task=2, tasks=[ONE], recipe=RECIPE, workers=1, batch_size_models=1,
+                            chunk_timeout_s=10.0)
+    summary = populate(tmp_path / "store", config, trainer_cls=_HangingTrainer, progress=False)
     assert summary.complete and summary.actors_lost == 1 and summary.task(ONE).ok == 2
