@@ -8,11 +8,14 @@ trainer actors of a Ray job, ``_curves_eval.py`` the offline evaluation on store
 from cluster.early_stop._actor import ActorEarlyStopper, CurvePredictorService, curve_predictor_actor
 from cluster.early_stop._curves_eval import (CurveSet, evaluate_curves, format_markdown, load_full_curves,
                                              simulate_early_stopping)
-from cluster.early_stop._features import curve_features, model_features
+from cluster.early_stop._features import (LAYERED_ARCH_FEATURES, TREND_FEATURES, architecture_features, curve_features,
+                                          hparam_features, model_features, trend_features)
+from cluster.early_stop._srm import SequentialRegressor, SVRParams
 from cluster.early_stop._stopper import (EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision, StopRule,
                                          resolve_early_stop, stop_probability)
 
 __all__ = ["ActorEarlyStopper", "CurvePredictorService", "CurveSet", "EarlyStopConfig", "EarlyStopper",
-           "EpochObserver", "StopDecision", "StopRule", "curve_features", "curve_predictor_actor", "evaluate_curves",
-           "format_markdown", "load_full_curves", "model_features", "resolve_early_stop", "simulate_early_stopping",
-           "stop_probability"]
+           "EpochObserver", "LAYERED_ARCH_FEATURES", "SVRParams", "SequentialRegressor", "StopDecision", "StopRule",
+           "TREND_FEATURES", "architecture_features", "curve_features", "curve_predictor_actor", "evaluate_curves",
+           "format_markdown", "hparam_features", "load_full_curves", "model_features", "resolve_early_stop",
+           "simulate_early_stopping", "stop_probability", "trend_features"]

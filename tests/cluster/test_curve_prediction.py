@@ -7,11 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.metrics import r2_score
 
-from cluster.early_stop import EarlyStopConfig, curve_features
-from cluster.early_stop._curves_eval import r2_score
-from cluster.early_stop._features import TREND_FEATURES, trend_features
-from cluster.early_stop._srm import SequentialRegressor
+from cluster.early_stop import TREND_FEATURES, EarlyStopConfig, SequentialRegressor, curve_features, trend_features
 from test_early_stop import saturating_curves
 
 

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 from sklearn.svm import NuSVR
 
-from cluster.early_stop import (CurveSet, EarlyStopConfig, EarlyStopper, EpochObserver, StopRule, curve_features,
-                                evaluate_curves, load_full_curves, model_features, simulate_early_stopping,
-                                stop_probability)
-from cluster.early_stop._features import LAYERED_ARCH_FEATURES, architecture_features, hparam_features
-from cluster.early_stop._srm import SVRParams, SequentialRegressor, _standardize
+from cluster.early_stop import (LAYERED_ARCH_FEATURES, CurveSet, EarlyStopConfig, EarlyStopper, EpochObserver,
+                                SequentialRegressor, StopRule, SVRParams, architecture_features, curve_features,
+                                evaluate_curves, hparam_features, load_full_curves, model_features,
+                                simulate_early_stopping, stop_probability)
 from nasdb.space import default_space
 
 T = 12  # epochs of the synthetic curves
@@ -131,7 +130,8 @@ def test_loo_sigma_matches_a_naive_leave_one_out_loop():
     curves, feats = saturating_curves(12, epochs=5, seed=3)
     model = SequentialRegressor(search_trials=0, loo_max=100).fit(curves, feats, taus=[2])
     x = curve_features(curves[:, :2], feats)
-    z = (x - _standardize(x)[0]) / _standardize(x)[1]
+    scale = x.std(axis=0)  # standardized as the model does; a constant column is left unscaled
+    z = (x - x.mean(axis=0)) / np.where(scale > 1e-12, scale, 1.0)
     t = (curves[:, -1] - curves[:, -1].mean()) / curves[:, -1].std()
     resid = [NuSVR(gamma=1.0 / z.shape[1]).fit(np.delete(z, i, 0), np.delete(t, i)).predict(z[i:i + 1])[0] - t[i]
              for i in range(len(t))]
