@@ -124,6 +124,16 @@ class Benchmark:
     def run_id(self) -> str:
         return f"import-{self.name}-{package_version()}"
 
+    def load_table(self, dataset: str) -> dict:
+        """The package's raw table of ``dataset``: param id -> metric name -> one value per seed."""
+        return _benchmark_data.load_table(self, dataset)
+
+    def experiment_table(self, dataset: str, space_id: str, *, max_configurations: int | None = None) -> pa.Table:
+        """The rows of ``dataset`` as ``import_benchmark`` maps them (all, or a spread subset of
+        ``max_configurations``), before it adds their ``task_fingerprint``: what a pre-v3 import wrote."""
+        data = _benchmark_data.flatten(self, dataset, self.load_table(dataset), max_configurations=max_configurations)
+        return _benchmark_data.experiment_table(self, self.task_name(dataset), space_id, data)
+
     def metadata(self, dataset: str, space_id: str, counts: dict[str, int]) -> dict[str, Any]:
         """What ``store.task_metadata`` returns for an imported task: its provenance and full-table counts."""
         return {"name": self.task_name(dataset), "source": "benchmark", "benchmark": self.name, "dataset": dataset,
@@ -265,7 +275,7 @@ def import_benchmark(store: "ExperimentStore", name: str | Benchmark, *, tasks: 
     with store.writer(IMPORT_WORKER, flush_rows=batch_rows, flush_seconds=None) as writer:
         for dataset in datasets:
             t0, task = time.perf_counter(), bench.task_name(dataset)
-            raw = _benchmark_data.load_table(bench, dataset)
+            raw = bench.load_table(dataset)
             counts = _benchmark_data.table_counts(bench, raw)  # of the full table, whatever slice is imported
             data = _benchmark_data.flatten(bench, dataset, raw, max_configurations=max_configurations)
             del raw

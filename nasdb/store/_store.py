@@ -29,7 +29,7 @@ import os
 import secrets
 import threading
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -42,12 +42,12 @@ from nasdb.store._artifacts import ArtifactArea
 from nasdb.store._check import read_table
 from nasdb.store._fs import StoreFS, open_store_fs
 from nasdb.store._queries import lookup_rows, top_k_rows
-from nasdb.store._read import FileCatalog, Reader, connect, fetch, full_raw_source, sql_list, sql_str, unique_rows
+from nasdb.store._read import FileCatalog, Reader, Snapshot, connect, fetch, full_raw_source, sql_list, sql_str, unique_rows
 from nasdb.store._schema import EXPERIMENT_SCHEMA, SCHEMA_VERSION, check_task_name, conform
 from nasdb.store._sql import check_parsed, check_read_only, check_timeout, run_interruptible
 from nasdb.store._writer import ExperimentWriter
 
-
+T = TypeVar("T")
 ENV_VAR = "NASDB_STORE"
 MARKER = "store.json"
 LAYOUT = ("spaces", "tasks", "experiments", "predictors", "quarantine")
@@ -321,11 +321,19 @@ class ExperimentStore:
         return {**(summary or self.task(name).metadata()), "registered": False}
 
     # -- reading -----------------------------------------------------------------------
-    def _read(self, task: str | None, fn):
+    def read(self, task: str | None, fn: Callable[[duckdb.DuckDBPyConnection, Snapshot], T]) -> T:
+        """``fn(conn, snapshot)`` over one listing of the valid experiment files of ``task`` (all
+        tasks if None; ``snapshot.paths``), started over when files vanish under it (a concurrent
+        compaction): every read of the store goes through here. ``read_retries`` counts the restarts."""
         self.require()
         if task is not None:
             check_task_name(task)
         return self._reader.run(task, fn)
+
+    @property
+    def read_retries(self) -> int:
+        """Reads this store object started over because files vanished under them (observability)."""
+        return self._reader.retries
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
@@ -365,7 +373,7 @@ class ExperimentStore:
         def fn(conn, snap):
             return fetch(conn, f"SELECT {select} FROM {unique_rows(snap, full_schema=full)} {_status_where(status)} "
                                "ORDER BY created_at, experiment_id")
-        table = conform(self._read(task, fn))
+        table = conform(self.read(task, fn))
         return table if columns is None else table.select(columns)
 
     def top_k(self, task: str, k: int = 10, metric: str = "val_accuracy", *, descending: bool = True) -> pa.Table:
@@ -377,7 +385,7 @@ class ExperimentStore:
 
         def fn(conn, snap):
             return top_k_rows(conn, self._sfs, snap, k, metric, descending)
-        return conform(self._read(task, fn))
+        return conform(self.read(task, fn))
 
     def task_stats(self) -> pa.Table:
         """Per task: rows, ok, failed, best and median val/test accuracy of ok rows (finite values)."""
@@ -392,27 +400,27 @@ class ExperimentStore:
                 f"{agg('val_accuracy', 'max')} AS best_val_accuracy, {agg('val_accuracy', 'median')} AS median_val_accuracy, "
                 f"{agg('test_accuracy', 'max')} AS best_test_accuracy, {agg('test_accuracy', 'median')} AS median_test_accuracy "
                 f"FROM {unique_rows(snap, cols)} GROUP BY task ORDER BY task"))
-        return self._read(None, fn)
+        return self.read(None, fn)
 
     def done_ids(self, task: str | None = None, *, status: str | None = None) -> set[str]:
         """Experiment ids present (any status unless given): what a resumed run skips."""
         def fn(conn, snap):
             return fetch(conn, f"SELECT experiment_id FROM {unique_rows(snap, 'experiment_id, status')} "
                                f"{_status_where(status)}")
-        return set(self._read(task, fn).column("experiment_id").to_pylist())
+        return set(self.read(task, fn).column("experiment_id").to_pylist())
 
     def count(self, task: str | None = None, status: str | None = None) -> int:
         """Number of distinct experiments (deduplicated), optionally of one status."""
         def fn(conn, snap):
             return conn.sql(f"SELECT count(*) FROM {unique_rows(snap, 'experiment_id, status')} "
                             f"{_status_where(status)}").fetchall()[0][0]
-        return int(self._read(task, fn))
+        return int(self.read(task, fn))
 
     def experiment(self, experiment_id: str) -> dict[str, Any]:
         """One experiment's row as a dict; KeyError naming the id if the store has none."""
         def fn(conn, snap):
             return lookup_rows(conn, self._sfs, snap, [experiment_id])
-        rows = conform(self._read(None, fn)).to_pylist()
+        rows = conform(self.read(None, fn)).to_pylist()
         if not rows:
             raise NotFoundError(f"no experiment {experiment_id!r} in the store")
         return rows[0]

@@ -176,4 +176,4 @@ def count_reader(root: str, stop_file: str, out_file: str) -> None:
         if len(seen) == 2:
             open(out_file + ".ready", "w").close()
     with open(out_file, "w") as f:
-        json.dump({"counts": seen, "retries": store._reader.retries}, f)
+        json.dump({"counts": seen, "retries": store.read_retries}, f)

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nasdb import _benchmark_data
 from nasdb.benchmarks import BENCHMARKS, Benchmark, benchmark_task_names, get_benchmark, import_benchmark
 from nasdb.cli import main
 from nasdb.errors import InvalidTaskError, StoreError, TaskHasNoSamplesError, UnknownBenchmarkError, UnknownTaskError
@@ -60,7 +59,7 @@ def test_import_maps_space_counts_and_metric(store, name, dataset, dims, sizes, 
     assert all(sorted(s) == list(range(len(s))) for s in per_config.values())
     assert len(rows) == store.count(task) == result["rows_added"] == result["tasks"][0]["rows"]
 
-    raw = _benchmark_data.load_table(bench, dataset)
+    raw = bench.load_table(dataset)
     bench_api = api(dataset, seed=0, metric_names=[bench.metric])
     for r in rows[:: max(1, len(rows) // 10)]:
         key = "".join(map(str, r["architecture"]))

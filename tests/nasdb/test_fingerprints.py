@@ -19,8 +19,8 @@ from nasdb import tasks
 from nasdb.cli import main
 from nasdb.fingerprints import check_fingerprints
 from nasdb.space import default_space
-from nasdb.store import ExperimentRecord, ExperimentStore, TaskExistsError, experiment_id, provenance_fingerprint
-from nasdb.store._schema import SCHEMA_VERSION_KEY, compute_ids, records_to_table
+from nasdb.store import (SCHEMA_VERSION_KEY, ExperimentRecord, ExperimentStore, TaskExistsError, compute_ids,
+                         experiment_id, provenance_fingerprint, records_to_table)
 from nasdb.store.testing import make_record
 
 STALE = "0000deadbeef0000"  # a task-data fingerprint of data the task no longer holds
@@ -137,7 +137,6 @@ def test_registering_a_task_again_same_data_is_a_no_op_other_data_is_refused(sto
 
 
 def test_imported_benchmark_rows_record_their_provenance(tmp_path):
-    from nasdb import _benchmark_data
     from nasdb.benchmarks import IMPORT_WORKER, get_benchmark, import_benchmark
 
     store = ExperimentStore(str(tmp_path / "bench"))
@@ -162,10 +161,8 @@ def test_imported_benchmark_rows_record_their_provenance(tmp_path):
     bench = get_benchmark("hpolib")
     space = bench.space()
     old.save_space(space)
-    data = _benchmark_data.flatten(bench, "naval_propulsion", _benchmark_data.load_table(bench, "naval_propulsion"),
-                                   max_configurations=3)
     old.register_benchmark_task(bench.metadata("naval_propulsion", space.space_id, {}))
     with old.writer(IMPORT_WORKER) as w:
-        w.append_table(_benchmark_data.experiment_table(bench, task, space.space_id, data))
+        w.append_table(bench.experiment_table("naval_propulsion", space.space_id, max_configurations=3))
     again = import_benchmark(old, "hpolib", tasks="naval_propulsion", max_configurations=3)
     assert again["rows_added"] == 0 and again["rows_present"] == first["rows_added"]

@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from nasdb.store import EXPERIMENT_SCHEMA, ExperimentStore
-from nasdb.store._read import Reader
 from nasdb.store.testing import make_record, row_of, same_value
 
 
@@ -92,7 +91,6 @@ def test_compaction_merges_small_files_and_keeps_rows(store):
 
 def test_read_started_before_compaction_retries_after_files_vanish(store):
     write_files(store, 5)
-    reader = Reader(store._sfs, store._catalog)
     calls = []
 
     def count(conn, snap):
@@ -101,8 +99,8 @@ def test_read_started_before_compaction_retries_after_files_vanish(store):
             store.compact()  # the listed files vanish between listing and reading
         return conn.sql(f"SELECT count(*) FROM read_parquet({snap.paths!r})").fetchall()[0][0]
 
-    assert reader.run("alpha", count) == 50
-    assert calls == [5, 1] and reader.retries == 1
+    assert store.read("alpha", count) == 50
+    assert calls == [5, 1] and store.read_retries == 1
 
 
 def test_old_file_without_a_later_column_still_reads(store):
