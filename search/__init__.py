@@ -3,9 +3,11 @@
 The papers' baselines (task-aware-performance-prediction.md Sec. 5.3; transfer-neural-automl-tnaml.md
 Sec. 2 and 4) and the predictor agent (issue 18). Agents propose architectures (``search.agents``;
 ``AskTellSearch`` in the Python API, ``search.optuna_sampler`` under an Optuna study), evaluators
-train or look them up (``search.evaluators``), ``run_search`` drives one resumable run, ``compare`` builds Tables 3-4.
+train or look them up (``search.evaluators``), ``run_search`` plans and drives one resumable run (the loop itself:
+``SearchDriver``), ``compare`` builds Tables 3-4.
 """
 
+from search._driver import SearchDriver, seed_base
 from search.acquisition import AcquisitionConfig
 from search.agents import AGENTS, RLNAS, TNAML, PredictorAgent, RandomSearch, SearchAgent, Surrogate, create_agent
 from search.ask_tell import AskTellSearch
@@ -31,5 +33,6 @@ def __dir__() -> list[str]:
 
 __all__ = ["AGENTS", "AcquisitionConfig", "AskTellSearch", "EVALUATORS", "Comparison", "Controller",
            "ControllerConfig", "Evaluation", "Evaluator", "LookupEvaluator", "NotTabulatedError", "PredictorAgent",
-           "RLNAS", "RandomSearch", "Reinforce", "ReinforceConfig", "RewardNormalizer", "SearchAgent", "SearchPlan",
-           "SearchResult", "Surrogate", "TNAML", "Trial", "compare", "create_agent", "plan_search", "run_search"]
+           "RLNAS", "RandomSearch", "Reinforce", "ReinforceConfig", "RewardNormalizer", "SearchAgent", "SearchDriver",
+           "SearchPlan", "SearchResult", "Surrogate", "TNAML", "Trial", "compare", "create_agent", "plan_search",
+           "run_search", "seed_base"]

@@ -297,14 +297,15 @@ class SearchDriver:
         if self._curve_actor is None:
             self._curve_actor = curve_predictor_actor(self.plan.early_stop, num_cpus=0)
         for task in tasks:
-            curves, features = self._complete_curves(run_id, task)
+            curves, features = self.complete_curves(run_id, task)
             if len(curves):
                 held = ray.get(self._curve_actor.report_complete.remote(task, curves, features))
                 self._log(f"early stopping: seeded the curve predictor with {held} complete children of {task}")
         return self._curve_actor
 
-    def _complete_curves(self, run_id: str, task: str) -> tuple[np.ndarray, np.ndarray]:
-        """Curves ``(N, T)`` and model features ``(N, F)`` of ``run_id``'s children of ``task`` trained to the end."""
+    def complete_curves(self, run_id: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+        """Curves ``(N, T)`` and model features ``(N, F)`` of ``run_id``'s children of ``task`` trained to
+        the end: what a resumed run seeds its curve predictor with (never other runs' rows)."""
         from cluster.early_stop import model_features
 
         T = int(self.plan.early_stop["num_epochs"])

@@ -126,7 +126,7 @@ def test_cli_batch_size(bench):
 # -- real children on Ray -------------------------------------------------------------------------
 def test_batched_training_search_resumes_its_batches_in_flight(tmp_path, ray_cluster):
     ray = ray_cluster  # the session's shared local cluster (tests/conftest.py)
-    from search._driver import SearchDriver
+    from search import SearchDriver
     from search.evaluators import shared_objects
     from search.run import execute
     from test_search_ray import TASK

@@ -111,7 +111,7 @@ def cluster(ray_cluster):
 
 
 def test_rl_search_with_early_stopping_rewards_the_prediction_and_resumes(cluster, tmp_path, monkeypatch):
-    from search.agents._base import SearchAgent
+    from search import SearchAgent
 
     told: list[tuple[tuple[int, ...], float]] = []
     tell = SearchAgent.tell
@@ -151,8 +151,8 @@ def test_rl_search_with_early_stopping_rewards_the_prediction_and_resumes(cluste
     assert not r.best.stopped_early and r.best.epochs == EPOCHS
 
     # the resumed session seeded its curve predictor with the run's own complete children
-    from search._driver import SearchDriver
+    from search import SearchDriver
 
     plan = plan_search(root, "rl", TASK, budget, epochs=EPOCHS, seed=1, early_stop=es, run_id="es-run")
-    curves, features = SearchDriver(plan)._complete_curves("es-run", TASK)
+    curves, features = SearchDriver(plan).complete_curves("es-run", TASK)
     assert curves.shape == (sum(e.complete for e in r.evaluations), EPOCHS) and len(features) == len(curves)

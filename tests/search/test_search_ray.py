@@ -17,8 +17,7 @@ ray = pytest.importorskip("ray")
 
 from nasdb.space import default_space  # noqa: E402
 from nasdb.store import ExperimentRecord, ExperimentStore, experiment_id  # noqa: E402
-from search import plan_search, run_search  # noqa: E402
-from search._driver import SearchDriver, seed_base  # noqa: E402
+from search import SearchDriver, plan_search, run_search, seed_base  # noqa: E402
 from search.evaluators import LookupEvaluator, TrainingEvaluator, Trial, shared_objects  # noqa: E402
 from search.run import execute  # noqa: E402
 
