@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -31,8 +32,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from cluster.child import (TrainRecipe, child_plan, default_bank, resolve_device, train_child, train_children)  # noqa: E402
-from cluster.child._buckets import CostModel, _plan_stats, make_buckets  # noqa: E402
+from cluster.child import (BucketNetwork, CostModel, TrainRecipe, child_plan, default_bank, make_buckets,  # noqa: E402
+                           resolve_device, train_child, train_children)
 from nasdb.space import default_space  # noqa: E402
 from nasdb.tasks import load_builtin_task  # noqa: E402
 
@@ -53,10 +54,9 @@ def _padding(plans, num_classes: int, cm: CostModel) -> tuple[int, float]:
     buckets = make_buckets(plans, num_classes, cm)
     exact = sum(sum(a * b for a, b in zip(p.widths + (num_classes,), p.widths[1:] + (num_classes,))) for p in plans)
     padded = 0
-    for b in buckets:
-        st = _plan_stats([plans[i] for i in b], num_classes)
-        P, on = st.prof.max(0), st.on.sum(0)
-        padded += int((on * P[:-2] * P[1:-1]).sum() + len(b) * P[st.depth.max()] * P[-1])
+    for b in buckets:  # each slot's stacked weight is (members computing there, P_j, P_j+1), zero-padded
+        net = BucketNetwork([plans[i] for i in b], [torch.Generator() for _ in b], num_classes, torch.device("cpu"))
+        padded += sum(math.prod(shape) for shape in net.shapes)
     return len(buckets), padded / exact
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import torch
 
-from cluster.child._batched_net import _Adam, _Bucket
+from cluster.child._batched_net import BucketAdam, BucketNetwork
 from cluster.child._buckets import CostModel, make_buckets
 from cluster.child._child import (ChildPlan, ChildResult, TrainRecipe, check_seed, child_plan, resolve_device,
                                   train_child)
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from cluster.early_stop import EpochObserver
 
 
-class _TaskData:
+class TaskTables:
     """A task's labels, its embedded features per module (evaluation) and zero-padded feature
     tables (training input gathers), on the device, made once per call (and width)."""
 
@@ -73,13 +73,13 @@ class _BucketRun:
     """One bucket in training: its members (``ids``: the result index of each), their
     generators, curves, seconds and results. Members leave as they fail or are stopped."""
 
-    def __init__(self, data: _TaskData, plans: Sequence[ChildPlan], seeds: Sequence[int], recipe: TrainRecipe,
+    def __init__(self, data: TaskTables, plans: Sequence[ChildPlan], seeds: Sequence[int], recipe: TrainRecipe,
                  dev: torch.device, C: int):
         self.data, self.plans, self.recipe, self.dev, self.C = data, list(plans), recipe, dev, C
         self.ids = list(range(len(plans)))
         self.gens = [torch.Generator().manual_seed(s) for s in seeds]
-        self.net = _Bucket(plans, self.gens, C, dev)
-        self.opt = _Adam(*self.net.parameters(), recipe.learning_rate)  # backward() writes the gradient buffers
+        self.net = BucketNetwork(plans, self.gens, C, dev)
+        self.opt = BucketAdam(*self.net.parameters(), recipe.learning_rate)  # backward() writes the gradient buffers
         self.mod = torch.tensor([data.modules.index(p.embedding) for p in plans], device=dev)  # (N,)
         n, bs = len(data.y["train"]), recipe.batch_size
         self.inv_b = torch.full((n,), 1.0 / bs, device=dev)  # each sample's 1/b (the last batch may be short)
@@ -159,7 +159,7 @@ class _BucketRun:
 
 
 @torch.no_grad()
-def _train_bucket(data: _TaskData, plans: Sequence[ChildPlan], seeds: Sequence[int], recipe: TrainRecipe,
+def _train_bucket(data: TaskTables, plans: Sequence[ChildPlan], seeds: Sequence[int], recipe: TrainRecipe,
                   dev: torch.device, C: int, observer: EpochObserver | None = None,
                   features: np.ndarray | None = None) -> list[ChildResult]:
     """Train one bucket; result i belongs to plans[i]. With an ``observer`` (and ``features``,
@@ -192,16 +192,17 @@ def _train_bucket(data: _TaskData, plans: Sequence[ChildPlan], seeds: Sequence[i
 
 def train_batched(task: Any, plans: Sequence[ChildPlan], seeds: Sequence[int], recipe: TrainRecipe,
                   dev: torch.device, bank: EmbeddingBank, fallback: Callable[[int], ChildResult] | None = None,
-                  observer: EpochObserver | None = None, features: np.ndarray | None = None) -> list[ChildResult]:
+                  observer: EpochObserver | None = None, features: np.ndarray | None = None,
+                  cost_model: CostModel | None = None) -> list[ChildResult]:
     """Bucket the plans and train each bucket. A bucket that raises (say, out of GPU memory)
     is retried one child at a time with ``fallback(i)``, else its children fail with the error;
     an :class:`ObserverError` (the observer's fault, not the children's) propagates.
-    ``observer`` and ``features`` (N, F), one row per plan: see ``train_children``."""
+    ``observer`` and ``features`` (N, F), one row per plan, and ``cost_model``: see ``train_children``."""
     if observer is not None and (features is None or len(features) != len(plans)):
         raise ArgumentError(f"an observer needs features with one row per plan ({len(plans)}), "
                             f"got {None if features is None else np.shape(features)}")
-    cm = CostModel.for_device(dev, recipe.batch_size)
-    data = _TaskData(task, bank, dev)
+    cm = CostModel.for_device(dev, recipe.batch_size) if cost_model is None else cost_model
+    data = TaskTables(task, bank, dev)
     results: list[ChildResult | None] = [None] * len(plans)
     for bucket in make_buckets(plans, task.num_classes, cm):
         start = time.perf_counter()
@@ -224,7 +225,7 @@ def train_batched(task: Any, plans: Sequence[ChildPlan], seeds: Sequence[int], r
 
 def train_children(task: Any, space: SearchSpace, architectures: Any, *, recipe: TrainRecipe = TrainRecipe(),
                    seeds: Any = None, device: Any = "cpu", bank: EmbeddingBank | None = None,
-                   observer: "EpochObserver | None" = None) -> list[ChildResult]:
+                   observer: "EpochObserver | None" = None, cost_model: CostModel | None = None) -> list[ChildResult]:
     """Train many one-hot children at once (the fast path); result i belongs to architecture i.
 
     Same recipe, init and mini-batch order as ``train_child(..., seed=seeds[i])``, so results
@@ -236,9 +237,14 @@ def train_children(task: Any, space: SearchSpace, architectures: Any, *, recipe:
     ``observer``: as in ``train_child``, asked once per bucket and epoch about the bucket's
     children still training; a stopped child leaves its bucket at once (the others train on
     unchanged), and ``report_complete`` is called once per bucket.
+
+    ``cost_model``: how children are grouped into buckets (:func:`make_buckets`; None: the one
+    measured for the device). Results do not depend on it beyond float rounding.
     """
     if not isinstance(recipe, TrainRecipe):
         raise ArgumentError(f"recipe must be a TrainRecipe, got {type(recipe).__name__}")
+    if cost_model is not None and not isinstance(cost_model, CostModel):
+        raise ArgumentError(f"cost_model must be a CostModel, got {type(cost_model).__name__}")
     archs = np.asarray(architectures)
     if archs.ndim != 2 or archs.shape[1] != space.num_dimensions:
         raise ArgumentError(f"architectures must have shape (N, {space.num_dimensions}), got {archs.shape}")
@@ -259,4 +265,4 @@ def train_children(task: Any, space: SearchSpace, architectures: Any, *, recipe:
         return train_child(task, space, archs[i], recipe=recipe, seed=seeds[i], device=dev, bank=bank,
                            observer=observer)
 
-    return train_batched(task, plans, seeds, recipe, dev, bank, one_at_a_time, observer, features)
+    return train_batched(task, plans, seeds, recipe, dev, bank, one_at_a_time, observer, features, cost_model)

@@ -9,10 +9,10 @@ Exactness: padded units compute act(0) = 0 for relu and tanh, padded weights get
 zero gradient, and Adam moves a weight whose gradient has always been zero by exactly zero.
 Adam is elementwise, so one Adam over stacked tensors is N independent Adams, given a loss
 that is the SUM over members of each member's mean loss. The same facts let members leave a
-bucket (:meth:`_Bucket.keep_`): slicing rows and padding out of the weights and the Adam state
+bucket (:meth:`BucketNetwork.keep_`): slicing rows and padding out of the weights and the Adam state
 leaves every remaining member's numbers as they were.
 
-Evaluation (:meth:`_Bucket.predict`) runs each member through its own unpadded weight views
+Evaluation (:meth:`BucketNetwork.predict`) runs each member through its own unpadded weight views
 instead: its batches are whole validation/test sets, where padding costs more than the per-
 member calls save.
 """
@@ -35,7 +35,7 @@ _LOG_SOFTMAX = torch._log_softmax  # autograd's own forward and backward steps, 
 _LOG_SOFTMAX_GRAD = torch._log_softmax_backward_data
 
 
-class _Bucket:
+class BucketNetwork:
     """N children as one network with a hand-written backward pass (no autograd graph).
 
     Slot j's input is ordered ``order[j]`` = [relu members | tanh members | passing members];
@@ -176,7 +176,7 @@ class _Step:
     weights) bound once per bucket, so a step runs them without re-deriving anything.
     """
 
-    def __init__(self, net: _Bucket, b: int):
+    def __init__(self, net: BucketNetwork, b: int):
         N, K, P, C, dev = net.N, net.K, net.P, net.C, net.dev
 
         def buf(*shape: int) -> torch.Tensor:  # every region is written before it is read
@@ -281,7 +281,7 @@ def _fused_adam_works(device: torch.device) -> bool:
     return True
 
 
-class _Adam:
+class BucketAdam:
     """Adam over a bucket's parameters: torch's fused kernel called directly (the update
     ``make_adam``, train_child's optimizer, makes, without torch.optim's per-step Python
     bookkeeping), else the same update written out. Owns its moments, so members can leave."""
@@ -295,7 +295,7 @@ class _Adam:
 
     def regroup_(self, params: list[torch.Tensor], grads: list[torch.Tensor],
                  regroup: Callable[[list[torch.Tensor]], list[torch.Tensor]]) -> None:
-        """Follow the bucket after :meth:`_Bucket.keep_`: new parameters, moments regrouped."""
+        """Follow the bucket after :meth:`BucketNetwork.keep_`: new parameters, moments regrouped."""
         self.params, self.grads = params, grads
         self.m, self.v = regroup(self.m), regroup(self.v)
 

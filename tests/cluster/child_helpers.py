@@ -2,10 +2,11 @@
 
 import numpy as np
 
-import cluster.child._batched as batched
-import cluster.child._batched_net as batched_net
-from cluster.child import child_plan
+from cluster.child import BucketNetwork, CostModel, child_plan
 from nasdb.space import EMBEDDING_MODULES
+
+#: Every merge saves a whole step and costs nothing: ``make_buckets`` puts all children in ONE bucket.
+ONE_BUCKET = CostModel(step=1.0, slot=0.0, segment=0.0, member=0.0, member_slot=0.0, elem=0.0, act=0.0)
 
 
 def arch(space, embedding="identity", layers=()):
@@ -20,14 +21,16 @@ def arch(space, embedding="identity", layers=()):
 
 
 def poison_one_member(monkeypatch, space, bank, architecture) -> None:
-    """Make ``architecture`` start from NaN weights and put every child in one bucket, so that
-    one member diverges at epoch 1 inside a shared bucket."""
+    """Make ``architecture`` start from NaN weights in every bucket it trains in, so that (with
+    ``cost_model=ONE_BUCKET``) one member diverges at epoch 1 inside a shared bucket."""
     poisoned = child_plan(space, architecture, bank)
-    real_init = batched_net.init_plan
+    real_init = BucketNetwork.__init__
 
-    def init(plan, num_classes, gen):
-        params = real_init(plan, num_classes, gen)
-        return [(w * float("nan"), b) for w, b in params] if plan == poisoned else params
+    def init(net, plans, gens, num_classes, dev):
+        real_init(net, plans, gens, num_classes, dev)
+        for n, plan in enumerate(plans):
+            if plan == poisoned:
+                for w, b in net.member_weights(n):  # views of the bucket's stacked weights
+                    w.mul_(float("nan"))
 
-    monkeypatch.setattr(batched_net, "init_plan", init)
-    monkeypatch.setattr(batched, "make_buckets", lambda plans, c, cm: [list(range(len(plans)))])
+    monkeypatch.setattr(BucketNetwork, "__init__", init)

@@ -14,15 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import cluster.child._batched as batched
-import cluster.child._buckets as bucketing
-import cluster.child._batched_net as batched_net
-import cluster.child._child as child
-from cluster.child import (ChildNetwork, EmbeddingBank, TrainRecipe, child_plan, default_bank, median_bandwidth,
-                           parse_module_name, train_child, train_children)
+from cluster.child import (BucketAdam, BucketNetwork, ChildNetwork, CostModel, EmbeddingBank, TaskTables, TrainRecipe,
+                           child_plan, default_bank, make_buckets, median_bandwidth, parse_module_name, train_child,
+                           train_children)
 from nasdb.space import EMBEDDING_MODULES, parse_layer_choice
 
-from child_helpers import arch, poison_one_member
+from child_helpers import ONE_BUCKET, arch, poison_one_member
 
 FAST = TrainRecipe(epochs=3)
 
@@ -153,10 +150,10 @@ def test_divergence_and_exceptions_are_failed_results(space, task, bank, monkeyp
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(child, "make_adam", boom)
+    monkeypatch.setattr(torch.optim.Adam, "__init__", boom)  # train_child's optimizer
     res = train_child(task, space, a, recipe=FAST, bank=bank)
     assert res.status == "failed" and res.error == "RuntimeError: boom"
-    monkeypatch.setattr(batched, "_Adam", boom)
+    monkeypatch.setattr(BucketAdam, "__init__", boom)  # the batched trainer's, then train_child's in the retry
     out = train_children(task, space, diverse(space), recipe=FAST, seeds=np.arange(6), bank=bank)
     assert all(r.status == "failed" and r.error == "RuntimeError: boom" for r in out)
 
@@ -167,7 +164,7 @@ def test_a_bucket_that_raises_is_retried_one_at_a_time(space, task, bank, monkey
         raise RuntimeError("out of memory")
 
     archs, seeds = diverse(space)[:3], np.arange(3)
-    monkeypatch.setattr(batched, "_Adam", boom)
+    monkeypatch.setattr(BucketAdam, "__init__", boom)
     out = train_children(task, space, archs, recipe=FAST, seeds=seeds, bank=bank)
     naive = [train_child(task, space, a, recipe=FAST, seed=int(s), bank=bank) for a, s in zip(archs, seeds)]
     assert [r.val_curve for r in out] == [r.val_curve for r in naive] and all(r.status == "ok" for r in out)
@@ -182,11 +179,11 @@ def test_batched_equals_one_at_a_time(space, task, bank):
         assert r.num_params == q.num_params and q.status == "ok" and q.epochs == 3
 
 
-def test_one_padded_bucket_matches_one_at_a_time(space, task, bank, monkeypatch):
+def test_one_padded_bucket_matches_one_at_a_time(space, task, bank):
     """All six architectures in ONE zero-padded bucket (pass-through, mixed activations)."""
     archs, seeds = diverse(space), np.arange(6)
-    monkeypatch.setattr(batched, "make_buckets", lambda plans, c, cm: [list(range(len(plans)))])
-    fast = train_children(task, space, archs, recipe=FAST, seeds=seeds, bank=bank)
+    assert make_buckets([child_plan(space, a, bank) for a in archs], task.num_classes, ONE_BUCKET) == [list(range(6))]
+    fast = train_children(task, space, archs, recipe=FAST, seeds=seeds, bank=bank, cost_model=ONE_BUCKET)
     naive = [train_child(task, space, a, recipe=FAST, seed=int(s), bank=bank) for a, s in zip(archs, seeds)]
     diff = np.abs(np.array([r.val_curve for r in naive]) - np.array([r.val_curve for r in fast]))
     assert diff.max() <= 2.0 / len(task.y_val) + 1e-6  # float rounding may flip a sample or two
@@ -195,13 +192,13 @@ def test_one_padded_bucket_matches_one_at_a_time(space, task, bank, monkeypatch)
 def test_bucket_backward_matches_autograd_and_padding_stays_zero(space, task, bank):
     archs, seeds, C, b = diverse(space), range(6), task.num_classes, 32
     plans = [child_plan(space, a, bank) for a in archs]
-    net = batched_net._Bucket(plans, [torch.Generator().manual_seed(s) for s in seeds], C, torch.device("cpu"))
+    net = BucketNetwork(plans, [torch.Generator().manual_seed(s) for s in seeds], C, torch.device("cpu"))
     ref = [ChildNetwork(space, C, bank, architecture=a, generator=torch.Generator().manual_seed(s))
            for a, s in zip(archs, seeds)]
-    data = batched._TaskData(task, bank, torch.device("cpu"))
+    data = TaskTables(task, bank, torch.device("cpu"))
     mod = [bank.names.index(plans[n].embedding) for n in net.order[0]]
     step, y = net.step_buffers(b), data.y["train"][:b]
-    opt = batched_net._Adam(*net.parameters(), 1e-2)
+    opt = BucketAdam(*net.parameters(), 1e-2)
     for it in range(4):  # a few real steps, then compare one more against autograd
         step.x.copy_(data.table("train", net.P[0])[mod, :b])
         with torch.no_grad():
@@ -236,7 +233,7 @@ def test_a_diverging_member_does_not_touch_its_bucket(space, task, bank, monkeyp
     archs, seeds = diverse(space), np.arange(6)
     clean = train_children(task, space, archs, recipe=FAST, seeds=seeds, bank=bank)
     poison_one_member(monkeypatch, space, bank, archs[3])
-    out = train_children(task, space, archs, recipe=FAST, seeds=seeds, bank=bank)
+    out = train_children(task, space, archs, recipe=FAST, seeds=seeds, bank=bank, cost_model=ONE_BUCKET)
     assert out[3].status == "failed" and out[3].error == "diverged: non-finite loss at epoch 1"
     for i in (0, 1, 2, 4, 5):
         assert out[i].status == "ok"
@@ -246,10 +243,10 @@ def test_a_diverging_member_does_not_touch_its_bucket(space, task, bank, monkeyp
 def test_buckets_cover_every_architecture_once(space, bank):
     plans = [child_plan(space, a, bank) for a in space.sample(200, 3)]
     for device in ("cpu", "cuda"):
-        buckets = bucketing.make_buckets(plans, 10, bucketing.CostModel.for_device(torch.device(device), 64))
+        buckets = make_buckets(plans, 10, CostModel.for_device(torch.device(device), 64))
         assert sorted(i for b in buckets for i in b) == list(range(200))
-    gpu = bucketing.make_buckets(plans, 10, bucketing.CostModel.for_device(torch.device("cuda"), 64))
-    assert len(gpu) < len(bucketing.make_buckets(plans, 10, bucketing.CostModel.for_device(torch.device("cpu"), 64)))
+    gpu = make_buckets(plans, 10, CostModel.for_device(torch.device("cuda"), 64))
+    assert len(gpu) < len(make_buckets(plans, 10, CostModel.for_device(torch.device("cpu"), 64)))
 
 
 def test_written_out_adam_matches_the_fused_kernel():
@@ -257,7 +254,7 @@ def test_written_out_adam_matches_the_fused_kernel():
     gen = torch.Generator().manual_seed(0)
     params = [torch.randn(3, 5, 4, generator=gen), torch.randn(3, 1, 4, generator=gen)]
     grads = [torch.zeros_like(p) for p in params]
-    fused, written = (batched_net._Adam([p.clone() for p in params], grads, 1e-2) for _ in range(2))
+    fused, written = (BucketAdam([p.clone() for p in params], grads, 1e-2) for _ in range(2))
     written.fused = False
     reference = torch.optim.Adam([p.clone().requires_grad_() for p in params], lr=1e-2)
     for _ in range(5):

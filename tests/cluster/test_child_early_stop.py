@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-import cluster.child._batched as batched
-import cluster.child._batched_net as batched_net
-from cluster.child import ChildResult, TrainRecipe, child_plan, train_child, train_children
+from cluster.child import (BucketAdam, BucketNetwork, ChildResult, TrainRecipe, child_plan, make_buckets, train_child,
+                           train_children)
 from cluster.early_stop import EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision, model_features
 from nasdb.errors import ObserverError
 
-from child_helpers import arch, poison_one_member
+from child_helpers import ONE_BUCKET, arch, poison_one_member
 
 RECIPE = TrainRecipe(epochs=4)
 
@@ -78,11 +77,13 @@ STOPS = {1: 2, 3: 1, 5: 3}  # architecture index -> the epoch it is stopped afte
 
 
 @pytest.fixture(params=["cost-model buckets", "one bucket"])
-def bucketing(request, monkeypatch):
-    """The default buckets, and all six children in ONE padded bucket (members must leave it)."""
-    if request.param == "one bucket":
-        monkeypatch.setattr(batched, "make_buckets", lambda plans, c, cm: [list(range(len(plans)))])
-    return request.param
+def bucketing(request, space, bank, archs):
+    """The cost model for ``train_children``: the default buckets, or all six children in ONE
+    padded bucket (members must leave it)."""
+    if request.param == "cost-model buckets":
+        return None
+    assert make_buckets([child_plan(space, a, bank) for a in archs], 10, ONE_BUCKET) == [list(range(len(archs)))]
+    return ONE_BUCKET
 
 
 def test_observer_protocol_is_met_by_the_test_observer():
@@ -92,7 +93,7 @@ def test_observer_protocol_is_met_by_the_test_observer():
 def test_chosen_children_stop_and_the_others_are_untouched(space, task, bank, archs, seeds, plain, bucketing):
     feats = features_of(space, task, bank, archs)
     obs = ChosenStop(feats[list(STOPS)], list(STOPS.values()))
-    out = train_children(task, space, archs, recipe=RECIPE, seeds=seeds, bank=bank, observer=obs)
+    out = train_children(task, space, archs, recipe=RECIPE, seeds=seeds, bank=bank, observer=obs, cost_model=bucketing)
     tol = 2.0 / len(task.y_val) + 1e-6  # float rounding may flip a validation sample or two
     for i, (r, p) in enumerate(zip(out, plain)):
         assert r.status == "ok" and r.error is None
@@ -115,7 +116,7 @@ def test_chosen_children_stop_and_the_others_are_untouched(space, task, bank, ar
 def test_report_complete_gets_exactly_the_complete_curves(space, task, bank, archs, seeds, bucketing):
     feats = features_of(space, task, bank, archs)
     obs = ChosenStop(feats[list(STOPS)], list(STOPS.values()))
-    out = train_children(task, space, archs, recipe=RECIPE, seeds=seeds, bank=bank, observer=obs)
+    out = train_children(task, space, archs, recipe=RECIPE, seeds=seeds, bank=bank, observer=obs, cost_model=bucketing)
     curves = np.concatenate([c for c, _ in obs.completed])  # (N, T)
     got = np.concatenate([f for _, f in obs.completed])  # (N, F)
     complete = [i for i in range(len(archs)) if i not in STOPS]
@@ -164,7 +165,7 @@ def test_a_diverging_member_still_fails_with_an_observer(space, task, bank, arch
     feats = features_of(space, task, bank, archs)
     obs = ChosenStop(feats[[1]], [2])
     poison_one_member(monkeypatch, space, bank, archs[4])
-    out = train_children(task, space, archs, recipe=RECIPE, seeds=seeds, bank=bank, observer=obs)
+    out = train_children(task, space, archs, recipe=RECIPE, seeds=seeds, bank=bank, observer=obs, cost_model=ONE_BUCKET)
     assert out[4].status == "failed" and out[4].error == "diverged: non-finite loss at epoch 1"
     assert out[4].val_curve == [] and not out[4].stopped_early and math.isnan(out[4].val_accuracy)
     assert out[1].stopped_early and out[1].epochs == 2
@@ -214,8 +215,8 @@ def test_stopped_result_without_a_prediction_has_none():
 def test_keep_slices_members_weights_and_adam_state_exactly(space, task, bank, archs):
     """Members leave a trained bucket: the rest keep their weights and moments, padding shrinks."""
     plans = [child_plan(space, a, bank) for a in archs]
-    net = batched_net._Bucket(plans, [torch.Generator().manual_seed(s) for s in range(6)], 10, torch.device("cpu"))
-    opt = batched_net._Adam(*net.parameters(), 1e-2)
+    net = BucketNetwork(plans, [torch.Generator().manual_seed(s) for s in range(6)], 10, torch.device("cpu"))
+    opt = BucketAdam(*net.parameters(), 1e-2)
     for p, g in zip(*net.parameters()):  # fake gradients: every real weight moves
         g.copy_(torch.randn_like(g)).mul_(p != 0)
     opt.step()
@@ -228,7 +229,7 @@ def test_keep_slices_members_weights_and_adam_state_exactly(space, task, bank, a
     for new, old in enumerate(keep):
         for (w, b), (w0, b0) in zip(net.member_weights(new), before[old]):
             assert torch.equal(w, w0) and torch.equal(b, b0)
-    old_net = batched_net._Bucket(plans, [torch.Generator().manual_seed(s) for s in range(6)], 10, torch.device("cpu"))
+    old_net = BucketNetwork(plans, [torch.Generator().manual_seed(s) for s in range(6)], 10, torch.device("cpu"))
     old_net.W, old_net.B = moments[: old_net.K + 1], moments[old_net.K + 1:]  # moments, read as weights
     net.W, net.B = opt.m[: net.K + 1], opt.m[net.K + 1:]
     for new, old in enumerate(keep):
