@@ -10,7 +10,8 @@ Three rules (README, Layout), with no exemption by file name:
    ``*_cli.py`` of a package, a ``__main__.py``, or the ``if __name__ == "__main__":`` block of a
    script module (what ``python -m predictor.train`` runs).
 
-And the modules import each other without a cycle.
+And the modules import each other without a cycle. The tests and benchmarks, outside every
+package, use the exports too: they import no ``_private`` module at all.
 """
 
 from __future__ import annotations
@@ -117,6 +118,18 @@ def violations(modules: dict[str, Path]) -> list[str]:
     return found
 
 
+def outside_modules() -> dict[str, Path]:
+    """The modules outside the packages that use them: the tests and the benchmark scripts."""
+    return {module_name(p): p for folder in ("tests", "benchmarks") for p in sorted((ROOT / folder).rglob("*.py"))}
+
+
+def private_imports(modules: dict[str, Path]) -> list[str]:
+    """Every import of a project ``_private`` module by a module outside the packages, one line each."""
+    return [f"{name} imports {imported}: a private module; use its package's exports (__all__)"
+            for name, path in modules.items() for imported, _ in imports(path, name)
+            if private_module_of_other_package(name, imported)]
+
+
 def cycles(modules: dict[str, Path]) -> list[list[str]]:
     """Groups of modules that import each other (strongly connected), ``__main__`` blocks left out."""
     graph = {}
@@ -164,6 +177,12 @@ def test_no_import_cycles():
     assert not cycles(project_modules())
 
 
+def test_tests_and_benchmarks_use_the_exports():
+    modules = outside_modules()
+    assert len(modules) > 50
+    assert not private_imports(modules), "\n".join(private_imports(modules))
+
+
 @pytest.mark.parametrize("source, rule", [
     ("from cluster.child._child import TrainRecipe\n", "another package's private module"),
     ("def f():\n    from cluster.child import _trainer\n", "another package's private module"),
@@ -188,3 +207,18 @@ def test_the_checker_allows_the_main_block_and_own_private_modules(tmp_path):
     assert not violations({"predictor.planted": planted})
     assert not private_module_of_other_package("cluster.populate._pool", "cluster.populate._plan")
     assert private_module_of_other_package("search.run", "cluster.child._trainer")
+
+
+@pytest.mark.parametrize("source", [
+    "import cluster.child._batched as batched\n",
+    "from nasdb import _benchmark_data\n",
+    "def test_f():\n    from search._driver import SearchDriver\n",
+])
+def test_the_checker_fails_on_a_test_that_imports_a_private_module(tmp_path, source):
+    planted = tmp_path / "tests" / "test_planted.py"
+    planted.parent.mkdir()
+    planted.write_text(source)
+    found = private_imports({**outside_modules(), "tests.test_planted": planted})
+    assert len(found) == 1 and found[0].startswith("tests.test_planted imports ") and "a private module" in found[0]
+    planted.write_text("from cluster.child import train_children\nfrom child_helpers import arch\n")
+    assert not private_imports({"tests.test_planted": planted})  # the exports, and the tests' own helpers
