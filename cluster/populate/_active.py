@@ -41,9 +41,9 @@ def populate_by_strategy(store: ExperimentStore | str, config: PopulateConfig, *
                          **run: Any) -> list[PopulateSummary]:
     """``populate`` by ``strategy``; one summary per round. Round r trains up to
     ``ceil(config.per_task * r / rounds)`` rows per task with the strategy as agent (and, unless
-    ``config.run_id`` names one, a new run id). ``proposer_factory(store, round)`` -> ``proposer(task, n, stored) -> (n, D)``,
-    rebuilt (refitted) before every uncertainty round. ``run``: populate's keyword arguments
-    (progress, address, create_store, ...)."""
+    ``config.run_id`` names one, a new run id). ``proposer_factory(store, round)`` ->
+    ``proposer(task, n, stored) -> (n, D)``, rebuilt (refitted) before every uncertainty round.
+    ``run``: populate's keyword arguments (progress, address, create_store, ...)."""
     rounds = check_strategy(strategy, rounds)
     per_task = config.per_task
     if strategy == "random":
