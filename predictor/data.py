@@ -347,8 +347,11 @@ def _stale(store: ExperimentStore, name: str, table: pa.Table) -> np.ndarray:
 
 
 def _ok_rows(store: ExperimentStore, name: str) -> pa.Table:
-    """The task's ok rows, only the columns read here (a benchmark task holds ~250k rows)."""
-    return store.experiments_arrow(name, status="ok", columns=_COLUMNS)
+    """The task's ok rows, only the columns read here (a benchmark task holds ~250k rows), in
+    experiment-id order: the store lists rows by when they were trained, which differs from one
+    populate run to the next, and the fit must see the same rows in the same order every time."""
+    table = store.experiments_arrow(name, status="ok", columns=(*_COLUMNS, "experiment_id"))
+    return table.sort_by("experiment_id").select(list(_COLUMNS))
 
 
 def load_training_data(store: ExperimentStore, *, space: SearchSpace | str | None = None,

@@ -13,6 +13,7 @@ import math
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -61,6 +62,26 @@ def store_root(tmp_path_factory):
             results = train_children(store.task(name), space, archs, recipe=recipe, seeds=seeds)
             w.extend(_record(name, space, a, int(s), recipe, r) for a, s, r in zip(archs, seeds, results))
     return str(root)
+
+
+def test_training_data_does_not_depend_on_the_order_rows_were_trained_in(store_root, tmp_path):
+    """Two populate runs of one plan store the same rows, trained (created_at) in another order."""
+    table = ExperimentStore(store_root).experiments_arrow(status=None)
+    created = table.column("created_at").to_pylist()
+    flipped = table.take(np.arange(table.num_rows)[::-1]).set_column(  # the same rows, the last trained first
+        table.schema.get_field_index("created_at"), "created_at", pa.array(created, table.schema.field("created_at").type))
+    other = ExperimentStore(str(tmp_path / "other"))
+    other.init()
+    other.save_space(default_space())
+    with other.writer("other") as w:
+        w.append_table(flipped)
+    first, second = (load_training_data(s, min_experiments=8) for s in (ExperimentStore(store_root), other))
+    assert list(first.tasks) == list(second.tasks) == sorted(TASKS)
+    for name in TASKS:
+        a, b = first.tasks[name], second.tasks[name]
+        assert not np.array_equal(a.architectures, a.architectures[::-1])  # the orders can differ at all
+        for field in ("architectures", "accuracy", "seeds", "target"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), (name, field)
 
 
 @pytest.fixture
