@@ -43,6 +43,7 @@ from nasdb.errors import ArgumentError, NasdbError, PayloadTooLargeError, StoreE
 from predictor._api_schema import (HARD_MAX_ITERS, ErrorResponse, HealthResponse, ModelResponse, PredictRequest,
                                    PredictResponse, SuggestRequest, SuggestResponse)
 from predictor.auth import RequestGuard, is_csv, is_loopback, resolve_token_digest, route_path
+from predictor.proxy_deadline import HEADER_TIMEOUT_S, controller_env
 from predictor.service import ServeLimits, SuggestionService
 
 logger = logging.getLogger(__name__)
@@ -358,12 +359,15 @@ def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predic
                  host: str = "127.0.0.1", token: str | None = None, token_file: str | None = None,
                  allow_unauthenticated: bool = False, refresh_seconds: float = 0.0, num_cpus: float = 1.0,
                  limits: ServeLimits | None = None, suggest_defaults: dict[str, Any] | None = None,
-                 app_name: str = "nasdb", route_prefix: str = "/", ray_address: str | None = None) -> ServerInfo:
+                 app_name: str = "nasdb", route_prefix: str = "/", ray_address: str | None = None,
+                 header_timeout_s: float = HEADER_TIMEOUT_S) -> ServerInfo:
     """Start the API on Ray Serve (the running Ray, else an embedded one) and return once it answers.
 
     Refuses, before starting anything, with a one-line ValueError: no token and no explicit
     ``allow_unauthenticated``; ``allow_unauthenticated`` on a non-loopback host; a store without
-    the requested (or any) predictor.
+    the requested (or any) predictor; a ``header_timeout_s`` that is not a number > 0. Serve
+    started here gets the proxy's header deadline (predictor/proxy_deadline.py); a Serve instance
+    already running keeps the proxies it has.
     """
     import ray
 
@@ -372,6 +376,10 @@ def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predic
 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ArgumentError(f"`port` must be an integer in [1, 65535], but got port={port!r}.")
+    try:
+        proxy_env = controller_env(header_timeout_s)
+    except ValueError as e:
+        raise ArgumentError(str(e)) from None
     digest = resolve_token_digest(token=token, token_file=token_file, allow_unauthenticated=allow_unauthenticated,
                                   host=host)
     store = ExperimentStore(store_root)
@@ -383,7 +391,8 @@ def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predic
                     refresh_seconds=refresh_seconds, limits=limits, suggest_defaults=suggest_defaults)
     if not ray.is_initialized():
         ray.init(address=ray_address, include_dashboard=False, logging_level=logging.WARNING)
-    restarted = _start_serve({"host": host, "port": port, "request_timeout_s": REQUEST_TIMEOUT_S})
+    restarted = _start_serve({"host": host, "port": port, "request_timeout_s": REQUEST_TIMEOUT_S},
+                             {"runtime_env": {"env_vars": proxy_env}})
     actual = _http_config()
     if actual is not None and (str(actual.host), int(actual.port)) != (host, port):
         raise ArgumentError(f"Ray Serve already runs on this cluster with HTTP {actual.host}:{actual.port}, not "
@@ -398,22 +407,24 @@ def start_server(store_root: str, *, port: int = 8000, replicas: int = 1, predic
     return ServerInfo(f"http://{url_host}:{port}{prefix}", pid, replicas, digest is not None, app_name)
 
 
-def _start_serve(http_options: dict[str, Any], attempts: int = 3) -> bool:
+def _start_serve(http_options: dict[str, Any], controller_options: dict[str, Any], attempts: int = 3) -> bool:
     """``serve.start``, retried when the controller kills an HTTP proxy that was slow to become
     ready (its ready check allows 5 s; on a loaded node the proxy's worker can take longer, and
-    the controller restarts it with a longer allowance). True when a retry was needed."""
+    the controller restarts it with a longer allowance). True when a retry was needed.
+    ``controller_options`` reach a controller started here, and through it its proxies."""
     from ray.exceptions import ActorDiedError
 
     for attempt in range(attempts - 1):
         try:
-            serve.start(http_options=http_options)
+            serve.start(http_options=http_options, controller_options=controller_options)
             return attempt > 0
         except ActorDiedError as e:
             if "ProxyActor" not in str(e):
                 raise
             logger.warning("Ray Serve's HTTP proxy was restarted while starting; waiting for it (try %d of %d)",
                            attempt + 2, attempts)
-    serve.start(http_options=http_options)  # the last try: its error goes to the caller
+    # the last try: its error goes to the caller
+    serve.start(http_options=http_options, controller_options=controller_options)
     return True
 
 

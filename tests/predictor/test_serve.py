@@ -24,6 +24,7 @@ from nasdb.store import ExperimentStore
 from predictor.auth import is_loopback, resolve_token_digest, token_digest
 from predictor.checkpoint import latest_predictor
 from predictor.config import PredictorConfig
+from predictor.proxy_deadline import controller_env
 from predictor.serve import REQUEST_TIMEOUT_S, _http_config
 from predictor.service import ServeLimits, SuggestionService
 from predictor.testing import HELD_OUT_TASK, TRAIN_TASKS, fit_tiny_predictor, shared_tiny_store
@@ -32,6 +33,8 @@ TOKEN = "test-token-" + "k" * 24
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LIMITS = ServeLimits(max_samples=500, max_architectures=20, max_k_max_iters=2000, max_requests_per_client=60,
                      body_timeout_s=10.0)
+#: The proxy's header deadline in this module (predictor/proxy_deadline.py; 10 s by default).
+HEADER_TIMEOUT_S = 4.0
 
 
 def _free_port() -> int:
@@ -57,7 +60,7 @@ def server(store, ray_cluster):
     try:
         info = start_server(store[0].root, port=_free_port(), token=TOKEN, limits=LIMITS, refresh_seconds=1.0,
                             predictor_id="latest",  # follow new fits: asked for explicitly (predictor/registry.py)
-                            num_cpus=0.5)
+                            num_cpus=0.5, header_timeout_s=HEADER_TIMEOUT_S)
         yield info
     finally:
         serve.shutdown()  # the shared Ray cluster stays up for the next test module
@@ -236,6 +239,7 @@ def test_requests_without_the_right_token_get_401(server, http, headers):
 
 # -- slow and hostile clients -------------------------------------------------------------------
 SLOW_UPLOADS, HALF_HEADERS, ANSWER_WITHIN_S = 50, 300, 2.0
+CLOSE_SLACK_S = 3.0  # past the header deadline, for the proxy to close 300 connections on a loaded machine
 
 
 def _open(server, head: bytes) -> socket.socket:
@@ -243,6 +247,25 @@ def _open(server, head: bytes) -> socket.socket:
     sock = socket.create_connection((url.hostname, url.port), timeout=10)
     sock.sendall(head)
     return sock
+
+
+def _closed_by_server(socks: list[socket.socket], timeout: float, out: list) -> None:
+    """Fill ``out`` with, per socket, what it received and when (monotonic) the server closed it,
+    or None if still open after ``timeout`` (overall). Run in a thread beside the requests."""
+    data: dict[int, bytes] = {}
+    closed: dict[int, float] = {}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for i, sock in enumerate(socks):
+            sel.register(sock, selectors.EVENT_READ, i)
+        while len(closed) < len(socks) and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=max(deadline - time.monotonic(), 0)):
+                chunk = key.fileobj.recv(4096)
+                data[key.data] = data.get(key.data, b"") + chunk
+                if not chunk:
+                    closed[key.data] = time.monotonic()
+                    sel.unregister(key.fileobj)
+    out.extend((data[i], closed[i]) if i in closed else None for i in range(len(socks)))
 
 
 def _statuses(socks: list[socket.socket], timeout: float) -> list[int | None]:
@@ -263,7 +286,8 @@ def _statuses(socks: list[socket.socket], timeout: float) -> list[int | None]:
 def test_slow_uploads_and_half_sent_headers_do_not_block_health_or_suggest(server, http):
     """Issue 15: 50 authenticated uploads that never finish their body and 300 connections that never
     finish their headers are held open while /v1/health and /v1/suggest keep answering within 2 s;
-    the slow uploads then get 408 at the body deadline, and one client's requests above its cap get 429."""
+    the proxy answers the half-sent headers 408 and closes them at its header deadline, the slow
+    uploads get 408 at the body deadline, and one client's requests above its cap get 429."""
     upload = (f"POST /v1/suggest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
               f"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n" + '{"x": [[0.5').encode()
     half = b"POST /v1/suggest HTTP/1.1\r\nHost: x\r\nAuthorization: Bear"
@@ -272,7 +296,14 @@ def test_slow_uploads_and_half_sent_headers_do_not_block_health_or_suggest(serve
         opened = time.monotonic()
         slow = [_open(server, upload) for _ in range(SLOW_UPLOADS)]
         held += slow
-        held += [_open(server, half) for _ in range(HALF_HEADERS)]
+        halves, sent_at = [], []
+        for _ in range(HALF_HEADERS):
+            halves.append(_open(server, half))
+            sent_at.append(time.monotonic())
+        held += halves
+        endings: list = []
+        watcher = threading.Thread(target=_closed_by_server, args=(halves, HEADER_TIMEOUT_S + CLOSE_SLACK_S, endings))
+        watcher.start()
         time.sleep(1.0)  # let the uploads reach the replica and sit in its body reader
         latencies = []
         while time.monotonic() - opened < LIMITS.body_timeout_s / 2:  # well before their deadline
@@ -286,6 +317,13 @@ def test_slow_uploads_and_half_sent_headers_do_not_block_health_or_suggest(serve
         assert len(latencies) >= 4 and max(latencies) < ANSWER_WITHIN_S, latencies
         print(f"held {SLOW_UPLOADS} slow uploads + {HALF_HEADERS} half-sent headers: {len(latencies)} health/suggest "
               f"answers, slowest {max(latencies) * 1000:.0f} ms")
+        # the proxy's header deadline: each half-sent header got a 408 and was closed by the server
+        watcher.join()
+        assert all(e is not None and e[0].startswith(b"HTTP/1.1 408 ") for e in endings), endings[:3]
+        after = [closed - sent for (_, closed), sent in zip(endings, sent_at)]
+        assert HEADER_TIMEOUT_S - 0.1 <= min(after) and max(after) <= HEADER_TIMEOUT_S + CLOSE_SLACK_S, after
+        print(f"{HALF_HEADERS} half-sent headers answered 408 and closed {min(after):.2f}-{max(after):.2f} s after "
+              f"they were sent (header deadline {HEADER_TIMEOUT_S:g} s)")
         # one address may hold max_requests_per_client requests: the ones above get 429 at once
         extra = [_open(server, upload) for _ in range(LIMITS.max_requests_per_client - SLOW_UPLOADS + 5)]
         held += extra
@@ -438,6 +476,9 @@ def test_serve_deploy_config_updates_the_predictor_in_place(server, http, store,
     config["http_options"].update(host=url.hostname, port=url.port)  # the running proxy's
     app = config["applications"][0]
     assert app["import_path"] == "predictor.serve:app_builder"
+    proxy_env = config["controller_options"]["runtime_env"]["env_vars"]  # what `nasdb serve` gives its proxies
+    assert {k: float(v) if k == "NASDB_HEADER_TIMEOUT_S" else v for k, v in proxy_env.items()} == {
+        k: float(v) if k == "NASDB_HEADER_TIMEOUT_S" else v for k, v in controller_env().items()}
     app["args"].update(store=st.root, token_file=str(token_file), replicas=1, num_cpus=0.5)
     app["deployments"][0]["user_config"] = {"predictor_id": first}
     client = serve.context._get_global_client()
