@@ -42,7 +42,8 @@ from nasdb.store._artifacts import ArtifactArea
 from nasdb.store._check import read_table
 from nasdb.store._fs import StoreFS, open_store_fs
 from nasdb.store._queries import lookup_rows, top_k_rows
-from nasdb.store._read import FileCatalog, Reader, Snapshot, connect, fetch, full_raw_source, sql_list, sql_str, unique_rows
+from nasdb.store._read import (FileCatalog, Reader, Snapshot, connect, fetch, full_raw_source, sql_list, sql_str,
+                              unique_rows)
 from nasdb.store._schema import EXPERIMENT_SCHEMA, SCHEMA_VERSION, check_task_name, conform
 from nasdb.store._sql import check_parsed, check_read_only, check_timeout, run_interruptible
 from nasdb.store._writer import ExperimentWriter

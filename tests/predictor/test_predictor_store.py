@@ -13,7 +13,6 @@ import math
 import shutil
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
@@ -67,9 +66,9 @@ def store_root(tmp_path_factory):
 def test_training_data_does_not_depend_on_the_order_rows_were_trained_in(store_root, tmp_path):
     """Two populate runs of one plan store the same rows, trained (created_at) in another order."""
     table = ExperimentStore(store_root).experiments_arrow(status=None)
-    created = table.column("created_at").to_pylist()
+    created = table.column("created_at")
     flipped = table.take(np.arange(table.num_rows)[::-1]).set_column(  # the same rows, the last trained first
-        table.schema.get_field_index("created_at"), "created_at", pa.array(created, table.schema.field("created_at").type))
+        table.schema.get_field_index("created_at"), "created_at", created)
     other = ExperimentStore(str(tmp_path / "other"))
     other.init()
     other.save_space(default_space())
