@@ -88,4 +88,5 @@ def _mnist_source() -> tuple[np.ndarray, np.ndarray]:
     return mnist_to_8x8(x), np.asarray(y, dtype=np.int64)
 
 
+#: The raw built-in sources by name: each loader returns (x (N, 64) in [0, 1], digit (N,) int64).
 SOURCE_LOADERS = {"digits": _digits_source, "mnist": _mnist_source}

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from nasdb._task_sources import (FEATURE_DIM, SOURCE_LOADERS as _SOURCE_LOADERS, mnist_to_8x8)  # re-exported: part of the tasks API
+from nasdb._task_sources import FEATURE_DIM, SOURCE_LOADERS, mnist_to_8x8  # re-exported: part of the tasks API
 from nasdb.checks import RESERVED_NAME, reserved_message
 from nasdb.errors import ArgumentError, ConfigError, InvalidTaskError, UnknownTaskError
 from nasdb.tabular import MAX_CLASSES  # one limit for every kind of task
@@ -306,7 +306,7 @@ def _stratified_take(rng: np.random.Generator, idx: np.ndarray, strata: np.ndarr
 @lru_cache(maxsize=None)
 def _builtin_indices(name: str) -> dict[str, np.ndarray]:
     spec = _spec(name)
-    _, digit = _SOURCE_LOADERS[spec.source]()
+    _, digit = SOURCE_LOADERS[spec.source]()
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     pool = np.flatnonzero(np.isin(digit, spec.digits))
     test = _stratified_take(rng, pool, digit[pool], spec.n_test)
@@ -348,7 +348,7 @@ def load_builtin_task(name: str) -> Task:
     if name in TABULAR_SPECS:
         return _load_tabular_task(name)
     spec = _spec(name)
-    x, digit = _SOURCE_LOADERS[spec.source]()
+    x, digit = SOURCE_LOADERS[spec.source]()
     lut = np.full(10, -1, dtype=np.int64)
     for d, k in spec.label_of().items():
         lut[d] = k
@@ -568,6 +568,6 @@ def task_from_file(name: str, path: str | Path, label: str, *, seed: int = 0, va
                               test_fraction, description)
 
 
-__all__ = ["FEATURE_DIM", "SPLITS", "SUITES", "Task", "builtin_split_indices", "builtin_task_names",
+__all__ = ["FEATURE_DIM", "SOURCE_LOADERS", "SPLITS", "SUITES", "Task", "builtin_split_indices", "builtin_task_names",
            "builtin_task_info", "load_builtin_task", "load_tabular_candidate", "mnist_to_8x8", "task_from_arrays", "task_from_file", "task_from_table",
            "validate_task_name"]

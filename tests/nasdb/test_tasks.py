@@ -10,6 +10,7 @@ import pytest
 from nasdb.errors import InvalidTaskError, UnknownTaskError
 from nasdb.tasks import (
     FEATURE_DIM,
+    SOURCE_LOADERS,
     SPLITS,
     SUITES,
     Task,
@@ -81,9 +82,7 @@ def test_builtin_splits_are_disjoint_and_match_source(tasks, name):
     assert sum(len(v) for v in idx.values()) == len(np.unique(np.concatenate(list(idx.values()))))
     assert {k: len(v) for k, v in idx.items()} == tasks[name].sizes()
     # the rows really are those source rows (sources may hold duplicate images, so compare by index)
-    from nasdb.tasks import _SOURCE_LOADERS, _SPECS
-
-    x_src, _ = _SOURCE_LOADERS[_SPECS[name].source]()
+    x_src, _ = SOURCE_LOADERS[tasks[name].source]()
     for split in SPLITS:
         np.testing.assert_array_equal(tasks[name].samples(split)[0], x_src[idx[split]])
 
@@ -102,9 +101,7 @@ def test_builtin_tasks_are_deterministic(tasks):
 
 
 def test_groupings_map_digits_to_labels(tasks):
-    from nasdb.tasks import _SOURCE_LOADERS
-
-    _, digit = _SOURCE_LOADERS["digits"]()
+    _, digit = SOURCE_LOADERS["digits"]()
     idx = builtin_split_indices("digits_parity")["train"]
     np.testing.assert_array_equal(tasks["digits_parity"].y_train, digit[idx] % 2)
     idx = builtin_split_indices("digits_mod3")["val"]
@@ -120,10 +117,8 @@ def test_unknown_builtin_task():
 
 def test_mnist_conversion_resembles_sklearn_digits():
     """Same orientation and ink: class-mean images of both sources correlate strongly."""
-    from nasdb.tasks import _SOURCE_LOADERS
-
-    xd, yd = _SOURCE_LOADERS["digits"]()
-    xm, ym = _SOURCE_LOADERS["mnist"]()
+    xd, yd = SOURCE_LOADERS["digits"]()
+    xm, ym = SOURCE_LOADERS["mnist"]()
     assert abs(xm.mean() - xd.mean()) < 0.05
     corr = [np.corrcoef(xd[yd == k].mean(0), xm[ym == k].mean(0))[0, 1] for k in range(10)]
     assert min(corr) > 0.7, corr

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nasdb.store import ExperimentStore
+from nasdb.space import default_space
+from nasdb.store import ExperimentRecord, ExperimentStore
 from search import plan_search, run_search
 from search.cli import search_command
 from search.evaluators import Evaluation, Trial
 from search.result import SearchResult
-from search.run import _row_reward
 
 TASK = "digits10_small"
 EPOCHS = 4
@@ -64,10 +64,24 @@ def test_best_and_test_statistics_count_complete_children_only():
     assert "1 stopped early" in r.summary()
 
 
-def test_tnaml_pretrains_on_the_predicted_final_accuracy_of_stored_stopped_rows():
-    assert _row_reward({"val_accuracy": 0.4, "stopped_early": False, "predicted_final": None}) == 0.4
-    assert _row_reward({"val_accuracy": 0.4, "stopped_early": True, "predicted_final": 0.55}) == 0.55
-    assert _row_reward({"val_accuracy": 0.4, "stopped_early": True, "predicted_final": None}) == 0.4
+def test_tnaml_pretrains_on_the_predicted_final_accuracy_of_stored_stopped_rows(tmp_path):
+    store = ExperimentStore(str(tmp_path))
+    store.init()
+    space = default_space()
+    store.save_space(space)
+    archs = space.sample(3, 0)
+    stops = [(False, None), (True, 0.55), (True, None)]  # complete; stopped with a prediction; without one
+    with store.writer("w") as w:
+        for i, (a, (stopped, predicted)) in enumerate(zip(archs, stops)):
+            w.append(ExperimentRecord(task="digits_mod3", space_id=space.space_id, architecture=a.tolist(), seed=i,
+                                      recipe={"epochs": EPOCHS}, agent="random", run_id="offline", val_accuracy=0.4,
+                                      test_accuracy=0.4, val_curve=[0.4], epochs=1 if stopped else EPOCHS,
+                                      train_seconds=0.1, num_params=10, device="cpu", worker="w",
+                                      stopped_early=stopped, predicted_final=predicted))
+    plan = plan_search(store, "tnaml", TASK, 3, epochs=EPOCHS, pretrain_tasks="digits_mod3")
+    got_archs, rewards = plan.pretrain_rows(store, space)["digits_mod3"]
+    got = {tuple(a): r for a, r in zip(got_archs.tolist(), rewards)}
+    assert got == {tuple(archs[0]): 0.4, tuple(archs[1]): 0.55, tuple(archs[2]): 0.4}
 
 
 # -- the plan (no Ray) -----------------------------------------------------------------------
