@@ -60,4 +60,5 @@ def populate_by_strategy(store: ExperimentStore | str, config: PopulateConfig, *
                             proposer=proposer_factory(store, r), **run))
     return out
 
+
 __all__ = ["STRATEGIES", "check_strategy", "populate_by_strategy"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from cluster.populate._plan import dedupe_tasks
+from cluster.populate._plan import task_names
 from cluster.populate._resources import check_worker_shares
 from nasdb.checks import int_at_least, positive_int
 from nasdb.errors import ConfigError
@@ -28,7 +28,8 @@ class PopulateConfig:
     ``max_attempts`` times, each for at most ``chunk_timeout_s`` (None: no limit).
     ``retry_failed`` trains again the planned experiments whose only rows are failed.
     ``early_stop``: None (off), True, a dict of settings or an EarlyStopConfig, resolved against
-    the recipe's epochs. Rows carry ``agent`` and ``run_id`` (None: each run a new ``populate-<time>-<hex>``).
+    the recipe's epochs. Rows carry ``agent`` and ``run_id`` (None: each run draws a new
+    ``populate-<time>-<hex>``).
     """
 
     per_task: int
@@ -65,10 +66,7 @@ class PopulateConfig:
         if self.chunk_timeout_s is not None and self.chunk_timeout_s <= 0:
             raise ConfigError(f"chunk timeout must be > 0 seconds, got {self.chunk_timeout_s}")
         if self.tasks is not None:
-            names = dedupe_tasks(self.tasks.split(",") if isinstance(self.tasks, str) else list(self.tasks))
-            if not names:
-                raise ConfigError("no task names given (--tasks is empty)")
-            object.__setattr__(self, "tasks", tuple(names))
+            object.__setattr__(self, "tasks", tuple(task_names(self.tasks, error=ConfigError)))
         object.__setattr__(self, "recipe", recipe)
         object.__setattr__(self, "early_stop", resolve_early_stop(self.early_stop, recipe.epochs))
 

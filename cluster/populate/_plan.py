@@ -129,6 +129,14 @@ def split_chunk(chunk: Chunk, next_id: int) -> list[Chunk]:
     ]
 
 
+def task_names(tasks: Sequence[str] | str, *, error: type[Exception] = ArgumentError) -> list[str]:
+    """Task names from a list or "a,b": first-seen order, without repeats or blanks; ``error`` if none is left."""
+    names = dedupe_tasks(tasks.split(",") if isinstance(tasks, str) else list(tasks))
+    if not names:
+        raise error("no task names given (--tasks is empty)")
+    return names
+
+
 def dedupe_tasks(tasks: Sequence[str]) -> list[str]:
     """Task names in first-seen order without repeats or blanks."""
     seen: list[str] = []

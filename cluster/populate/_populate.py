@@ -27,7 +27,7 @@ import numpy as np
 
 from cluster.child import ChildTrainer, ChunkAck, WorkItem
 from cluster.populate._config import PopulateConfig
-from cluster.populate._plan import Chunk, dedupe_tasks, make_chunks, plan_task
+from cluster.populate._plan import Chunk, make_chunks, plan_task, task_names
 from cluster.populate._pool import TrainerPool
 from cluster.populate._progress import PopulateSummary, Progress, TaskSummary
 from cluster.populate._resources import ResourcePlan, plan_resources
@@ -43,10 +43,7 @@ def resolve_tasks(tasks: Sequence[str] | str | None = None, suite: str = "digits
 
     if tasks is None:
         return builtin_task_names(suite)  # ValueError naming the known suites
-    names = dedupe_tasks(tasks.split(",") if isinstance(tasks, str) else list(tasks))
-    if not names:
-        raise ArgumentError("no task names given (--tasks is empty)")
-    return names
+    return task_names(tasks)
 
 
 def _check_store(store: ExperimentStore | str, *, create: bool = True) -> Any:
