@@ -11,8 +11,9 @@ It also bounds what a slow or hostile client can hold (issue 15): a request's bo
 within ``body_timeout_s`` of its headers (408 after it; a slow upload otherwise holds a replica
 slot for as long as it trickles), and one client address may have at most
 ``max_requests_per_client`` requests in flight on a replica (429 above it), so the replica's
-slots (``MAX_ONGOING_REQUESTS`` in predictor/serve.py, many more than one client may hold) stay
-free for others. /v1/health is exempt from the per-client cap and never waits for a body.
+``max_concurrent_requests`` slots (many more than one client may hold) stay free for others (503
+once all are taken). /v1/health and the API description take no slot and never wait for a body,
+so they answer while every slot is held (Serve's own cap, predictor/serve.py, sits above).
 """
 
 from __future__ import annotations
@@ -131,8 +132,8 @@ def client_key(scope: dict[str, Any]) -> str:
 
 class RequestGuard:
     """ASGI middleware: 401 without the right bearer token, 413 for a body over ``max_body_bytes``,
-    429 above ``max_requests_per_client`` concurrent requests of one address, 408 for a body not
-    in within ``body_timeout_s``.
+    429 above ``max_requests_per_client`` concurrent requests of one address, 503 above
+    ``max_concurrent_requests`` in all (public paths exempt), 408 for a body not in within ``body_timeout_s``.
 
     Runs before routing and body parsing; the token check compares SHA-256 digests in
     constant time. ``expected_digest=None`` (loopback-only, explicitly allowed) skips the check.
@@ -142,11 +143,14 @@ class RequestGuard:
 
     def __init__(self, app: Callable[..., Awaitable[None]], *, expected_digest: str | None, max_body_bytes: int,
                  body_timeout_s: float = 30.0, max_requests_per_client: int = 64,
-                 public_paths: frozenset[str] = PUBLIC_PATHS, max_csv_bytes: int | None = None):
+                 public_paths: frozenset[str] = PUBLIC_PATHS, max_csv_bytes: int | None = None,
+                 max_concurrent_requests: int = 512):
         self.app, self.expected, self.max_body_bytes, self.public = app, expected_digest, max_body_bytes, public_paths
         self.max_csv_bytes = max_csv_bytes  # the limit of a text/csv body (a table upload), else max_body_bytes
         self.body_timeout_s, self.max_per_client = body_timeout_s, max_requests_per_client
+        self.max_concurrent = max_concurrent_requests
         self.in_flight: dict[str, int] = {}
+        self.total = 0  # requests holding a slot, all clients
 
     def authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
         if self.expected is None:
@@ -184,10 +188,15 @@ class RequestGuard:
         if held >= self.max_per_client:
             return await _reply(send, 429, f"too many concurrent requests from {client}: at most "
                                            f"{self.max_per_client} per client", extra_headers=[(b"retry-after", b"1")])
+        if self.total >= self.max_concurrent:
+            return await _reply(send, 503, f"the replica is at capacity: {self.total} requests in flight, at most "
+                                           f"{self.max_concurrent}", extra_headers=[(b"retry-after", b"1")])
         self.in_flight[client] = held + 1
+        self.total += 1
         try:
             await self.app(scope, self._receive_within_limits(receive, limit), send)
         finally:
+            self.total -= 1
             left = self.in_flight[client] - 1
             if left:
                 self.in_flight[client] = left

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -50,12 +50,13 @@ logger = logging.getLogger(__name__)
 
 API_VERSION = "1.0"
 MAX_ERRORS_SHOWN = 10
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 422, 429)}
-#: Concurrent requests one replica accepts. A request waiting for its body costs a coroutine, not
-#: a thread, so slots are cheap; one client holds at most ServeLimits.max_requests_per_client of
-#: them and for at most body_timeout_s, so slow clients cannot fill them (issue 15: 8 slots were
-#: filled by 8 slow uploads, health check included).
-MAX_ONGOING_REQUESTS = 512
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 422, 429, 503)}
+#: Serve's cap on a replica's concurrent requests sits this far above the API's own
+#: (ServeLimits.max_concurrent_requests, counted by RequestGuard without /v1/health): with every
+#: API slot held, health, the API description and the instant 503s of a full replica still find a
+#: Serve slot instead of waiting in the proxy's queue (issue 15: 8 slow uploads held all 8 slots,
+#: health check included).
+SERVE_SLOTS_ABOVE_API = 64
 #: End-to-end limit of one request in the Serve HTTP proxy (Ray answers 408 after it): above the
 #: body deadline plus the slowest suggestion the server limits allow.
 REQUEST_TIMEOUT_S = 120.0
@@ -176,7 +177,7 @@ def build_api(service: SuggestionService, *, expected_digest: str | None, limits
     app.add_middleware(CsvRoutes)  # inside the guard: the guard sees the path the client sent
     app.add_middleware(RequestGuard, expected_digest=expected_digest, max_body_bytes=limits.max_body_bytes,
                        body_timeout_s=limits.body_timeout_s, max_requests_per_client=limits.max_requests_per_client,
-                       max_csv_bytes=limits.max_csv_bytes)
+                       max_csv_bytes=limits.max_csv_bytes, max_concurrent_requests=limits.max_concurrent_requests)
     return app
 
 
@@ -248,7 +249,8 @@ def _proxy_host() -> str | None:
         return None
 
 
-@serve.deployment(name="SuggestionService", max_ongoing_requests=MAX_ONGOING_REQUESTS, health_check_period_s=10)
+@serve.deployment(name="SuggestionService", health_check_period_s=10,
+                  max_ongoing_requests=ServeLimits.max_concurrent_requests + SERVE_SLOTS_ABOVE_API)
 @serve.ingress(_replica_app)
 class SuggestionDeployment:
     """A replica: the service, its API, and Serve's hooks (reconfigure = user_config, health)."""
@@ -293,10 +295,11 @@ def build_app(store_root: str, *, predictor_id: str | None = None, token_digest:
         raise ArgumentError(f"`replicas` must be a positive integer, but got replicas={replicas!r}.")
     if not num_cpus > 0:
         raise ArgumentError(f"`num_cpus` must be > 0, but got num_cpus={num_cpus!r}.")
-    options: dict[str, Any] = {"num_replicas": replicas, "ray_actor_options": {"num_cpus": num_cpus}}
+    limits = limits or ServeLimits()
+    options: dict[str, Any] = {"num_replicas": replicas, "ray_actor_options": {"num_cpus": num_cpus},
+                               "max_ongoing_requests": limits.max_concurrent_requests + SERVE_SLOTS_ABOVE_API}
     if user_config is not None:
         options["user_config"] = user_config
-    limits = limits or ServeLimits()
     return SuggestionDeployment.options(**options).bind(
         str(store_root), predictor_id=predictor_id, token_digest=token_digest,
         allow_unauthenticated=allow_unauthenticated, refresh_seconds=refresh_seconds,
@@ -328,6 +331,7 @@ class AppArgs(BaseModel):
     body_timeout_s: float = Field(ServeLimits.body_timeout_s, gt=0, allow_inf_nan=False)
     max_table_rows: int = Field(ServeLimits.max_table_rows, ge=1)
     max_csv_bytes: int = Field(ServeLimits.max_csv_bytes, ge=1)
+    max_concurrent_requests: int = Field(ServeLimits.max_concurrent_requests, ge=1)
 
 
 def app_builder(args: dict[str, Any]):
@@ -340,9 +344,11 @@ def app_builder(args: dict[str, Any]):
     return build_app(a.store, predictor_id=a.predictor or a.predictor_id, token_digest=digest,
                      allow_unauthenticated=a.allow_unauthenticated, replicas=a.replicas, num_cpus=a.num_cpus,
                      refresh_seconds=a.refresh_seconds,
-                     limits=ServeLimits(a.max_samples, a.max_architectures, a.max_k_max_iters,
-                                        a.max_requests_per_client, a.body_timeout_s, a.max_table_rows,
-                                        a.max_csv_bytes))
+                     limits=ServeLimits(**{f: getattr(a, f) for f in LIMIT_FIELDS}))
+
+
+#: The ServeLimits fields a Serve config's ``args`` may set (all of them).
+LIMIT_FIELDS = tuple(f.name for f in fields(ServeLimits))
 
 
 # -- the embedded server (nasdb serve) ------------------------------------------------------------

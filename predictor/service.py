@@ -43,6 +43,8 @@ class ServeLimits:
     deadline for a request's whole body once its headers are in (408 after it), and
     ``max_requests_per_client`` caps one client address's concurrent requests on a replica
     (429 above it; /v1/health is exempt), so slow uploads cannot occupy the replica's slots.
+    ``max_concurrent_requests`` is those slots: the requests one replica works on at once (503
+    above it), /v1/health and the API description not counted, so they answer when all are held.
     """
 
     max_samples: int = 10_000
@@ -52,10 +54,11 @@ class ServeLimits:
     body_timeout_s: float = 30.0
     max_table_rows: int = 100_000  # rows of a sent table (JSON or CSV)
     max_csv_bytes: int = 256 << 20  # a CSV upload's body (text/csv); JSON bodies keep max_body_bytes
+    max_concurrent_requests: int = 512  # a request waiting for its body costs a coroutine, not a thread
 
     def __post_init__(self) -> None:
         for name in ("max_samples", "max_architectures", "max_k_max_iters", "max_requests_per_client",
-                     "max_table_rows", "max_csv_bytes"):
+                     "max_table_rows", "max_csv_bytes", "max_concurrent_requests"):
             positive_int(name, getattr(self, name), error=ConfigError)
         v = self.body_timeout_s
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:

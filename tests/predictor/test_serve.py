@@ -32,7 +32,7 @@ from predictor.testing import HELD_OUT_TASK, TRAIN_TASKS, fit_tiny_predictor, sh
 TOKEN = "test-token-" + "k" * 24
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LIMITS = ServeLimits(max_samples=500, max_architectures=20, max_k_max_iters=2000, max_requests_per_client=60,
-                     body_timeout_s=10.0)
+                     body_timeout_s=10.0, max_concurrent_requests=100)
 #: The proxy's header deadline in this module (predictor/proxy_deadline.py; 10 s by default).
 HEADER_TIMEOUT_S = 4.0
 
@@ -242,9 +242,11 @@ SLOW_UPLOADS, HALF_HEADERS, ANSWER_WITHIN_S = 50, 300, 2.0
 CLOSE_SLACK_S = 3.0  # past the header deadline, for the proxy to close 300 connections on a loaded machine
 
 
-def _open(server, head: bytes) -> socket.socket:
+def _open(server, head: bytes, source: str | None = None) -> socket.socket:
+    """A connection that sent ``head`` (from loopback address ``source``, e.g. 127.0.0.2, when given)."""
     url = urlparse(server.url)
-    sock = socket.create_connection((url.hostname, url.port), timeout=10)
+    sock = socket.create_connection((url.hostname, url.port), timeout=10,
+                                    source_address=(source, 0) if source else None)
     sock.sendall(head)
     return sock
 
@@ -340,6 +342,44 @@ def test_slow_uploads_and_half_sent_headers_do_not_block_health_or_suggest(serve
     r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 20}, headers=AUTH,
                   timeout=30)
     assert r.status_code == 200, r.text  # the per-client count is back to zero
+
+
+def test_health_answers_while_every_replica_slot_is_held(server, http):
+    """Issue 15: with all of the replica's request slots held (slow uploads from two client addresses,
+    each under its per-client cap), /v1/health keeps answering within 2 s, since it takes no slot and
+    Serve's own cap sits above the API's; another client's request gets a 503 at once, not a wait."""
+    upload = (f"POST /v1/suggest HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+              f"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n" + '{"x": [[0.5').encode()
+    slots = LIMITS.max_concurrent_requests
+    held: list[socket.socket] = []
+    try:
+        for source in ("127.0.0.2", "127.0.0.3"):
+            held += [_open(server, upload, source) for _ in range(slots // 2)]
+        time.sleep(1.0)  # let them reach the replica's body reader
+        assert _statuses(held, 0.5) == [None] * slots  # all held, none refused
+        latencies = []
+        for _ in range(5):
+            started = time.monotonic()
+            r = http.get(f"{server.url}/v1/health", timeout=30)
+            latencies.append(time.monotonic() - started)
+            assert r.status_code == 200 and r.json()["status"] == "ok", r.text
+        assert max(latencies) < ANSWER_WITHIN_S, latencies
+        started = time.monotonic()
+        held.append(_open(server, upload, "127.0.0.4"))
+        [code] = _statuses(held[-1:], ANSWER_WITHIN_S)
+        assert code == 503 and time.monotonic() - started < ANSWER_WITHIN_S
+        print(f"{slots} of {slots} slots held: health slowest {max(latencies) * 1000:.0f} ms, a new request 503")
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + LIMITS.body_timeout_s + 15  # at the latest, the body deadline frees them
+    while True:
+        r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 20}, headers=AUTH,
+                      timeout=30)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert r.status_code == 200, r.text  # the slots are free again
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(server, tmp_path):
