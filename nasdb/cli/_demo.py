@@ -111,8 +111,9 @@ def demo_command(ctx: click.Context, per_task: int, held_out: str, epochs: int |
     names = _print_suite()
     if held_out not in names:
         raise click.BadParameter(f"{held_out!r} is not a built-in task", param_hint="--held-out")
-    # Worker logs (Ray Train reports, Serve access lines) would drown the demo's own output.
-    ray.init(num_cpus=os.cpu_count(), logging_level="WARNING", log_to_driver=False)
+    # Worker logs (Ray Train reports, Serve access lines) would drown the demo's own output. A new
+    # embedded cluster always: a plain ray.init() joins one that `ray start` left running and refuses num_cpus.
+    ray.init(address="local", num_cpus=os.cpu_count(), logging_level="WARNING", log_to_driver=False)
     try:
         _say(f"2. populate {root!r}: {per_task} random architectures x {len(names)} tasks on Ray trainer actors")
         recipe = recipe_from_options(epochs, None)
