@@ -27,6 +27,8 @@ import math
 import os
 from typing import Any
 
+from nasdb.errors import ArgumentError
+
 logger = logging.getLogger(__name__)
 
 #: How long a client has to send its request line and headers, in seconds (nginx's
@@ -39,10 +41,10 @@ _REPLY = b"request headers not complete within %g s\n"
 
 
 def check_timeout(header_timeout_s: Any) -> float:
-    """``header_timeout_s`` as a float; a one-line ValueError naming it unless finite and > 0."""
+    """``header_timeout_s`` as a float; a one-line ArgumentError naming it unless finite and > 0."""
     v = header_timeout_s
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"`header_timeout_s` must be a finite number of seconds > 0, but got header_timeout_s={v!r}.")
+        raise ArgumentError(f"`header_timeout_s` must be a finite number of seconds > 0, but got header_timeout_s={v!r}.")
     return float(v)
 
 

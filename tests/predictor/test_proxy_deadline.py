@@ -16,6 +16,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from nasdb.errors import ArgumentError
 from predictor.proxy_deadline import CALLBACK, check_timeout, controller_env, install, patch_protocol
 
 TIMEOUT_S = 0.8
@@ -135,5 +136,5 @@ def test_the_proxy_callback_and_its_settings():
     module, _, name = CALLBACK.partition(":")
     assert getattr(__import__(module, fromlist=[name]), name) is install
     for bad in (0, -1, float("inf"), float("nan"), "10", True):
-        with pytest.raises(ValueError, match="header_timeout_s="):
+        with pytest.raises(ArgumentError, match="header_timeout_s="):
             check_timeout(bad)
