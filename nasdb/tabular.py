@@ -79,6 +79,28 @@ def _first_row(mask: Any) -> int:
     return int(np.flatnonzero(np.asarray(mask))[0])
 
 
+def _finite_and_present(col: pa.ChunkedArray) -> bool:
+    """Whether a float column has no infinity and a value that is not NaN, in one pass without a
+    copy (min/max skip nulls and NaN, and are NaN only when every value is): the common case of
+    :func:`column_kind`'s numeric check, whose slow path finds the row to name."""
+    if pa.types.is_decimal(col.type) or col.type == pa.float16():
+        return False  # the slow path (decimals have no infinity, but their cast is the reference)
+    lo, hi = (v.as_py() for v in pc.min_max(col).values())
+    return lo is not None and not np.isnan(lo) and not np.isinf(lo) and not np.isinf(hi)
+
+
+def _mostly_numbers(col: pa.ChunkedArray) -> bool:
+    """Whether a text column is refused as mixed: some but not all of its values are numbers, and
+    at least half are (counted with repeats). Each distinct value is matched once
+    (``value_counts``), not each row: the same decision as matching every row, for far less work."""
+    counts = pc.value_counts(col)
+    values, n = counts.field("values"), counts.field("counts").to_numpy(zero_copy_only=False)
+    valid = values.is_valid().to_numpy(zero_copy_only=False)
+    numeric = pc.match_substring_regex(values, _NUMBER).fill_null(False).to_numpy(zero_copy_only=False)
+    total, numbers = int(n[valid].sum()), int(n[numeric].sum())
+    return 0 < numbers < total and numbers / total >= 0.5
+
+
 def column_kind(where: str, table: pa.Table, name: str) -> str:
     """``numeric`` | ``boolean`` | ``categorical`` of one raw column; InvalidTaskError naming it
     for an all-missing column, infinite values, mixed types, non-UTF-8 text or another type."""
@@ -90,7 +112,11 @@ def column_kind(where: str, table: pa.Table, name: str) -> str:
         raise InvalidTaskError(f"{where}: {_col(name)} is all missing")
     if pa.types.is_boolean(t):
         return "boolean"
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+    if pa.types.is_integer(t):  # no infinities, no NaN, and not all missing (checked above)
+        return "numeric"
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        if _finite_and_present(col):
+            return "numeric"
         x = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
         inf = np.isinf(x)
         if inf.any():
@@ -108,7 +134,9 @@ def column_kind(where: str, table: pa.Table, name: str) -> str:
                     raise InvalidTaskError(f"{where}: {_col(name)} has non-UTF-8 text at row {r}") from None
         raise InvalidTaskError(f"{where}: {_col(name)} holds binary data, not text")
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        valid = col.drop_null()
+        if not _mostly_numbers(col):
+            return "categorical"
+        valid = col.drop_null()  # a mixed column: its first text value in row order, for the message
         numeric = pc.match_substring_regex(valid, _NUMBER).to_numpy(zero_copy_only=False)
         if numeric.any() and not numeric.all() and numeric.mean() >= 0.5:
             text = valid[int(np.argmin(numeric))].as_py()

@@ -104,6 +104,62 @@ def test_bad_tables_are_refused_naming_the_column(case, tmp_path):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def _kind_by_rows(table: pa.Table, name: str) -> str:
+    """column_kind's reference for number and text columns: every row converted or matched."""
+    import pyarrow.compute as pc
+
+    from nasdb.tabular import _NUMBER
+
+    col = table.column(name)
+    if pa.types.is_string(col.type):
+        valid = col.drop_null()
+        numeric = pc.match_substring_regex(valid, _NUMBER).to_numpy(zero_copy_only=False)
+        if numeric.any() and not numeric.all() and numeric.mean() >= 0.5:
+            return f"mixed: {valid[int(np.argmin(numeric))].as_py()!r}"
+        return "categorical"
+    x = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if np.isinf(x).any():
+        return f"infinite at row {int(np.flatnonzero(np.isinf(x))[0])}"
+    return "all missing" if np.isnan(x).all() else "numeric"
+
+
+KIND_COLUMNS = {
+    "two thirds numbers": pa.array(["1", "1", "x", None, "1", "x", "2"] * 3),
+    "half numbers": pa.array(["1", "x", "2", "y"] * 3),
+    "a third numbers": pa.array(["1", "x", "x", None] * 3),
+    "only numbers as text": pa.array(["1", "2.5", None, "-3e2"] * 3),
+    "repeated text first": pa.array(["b", "b", "3", "4", "5", "a"] * 2),
+    "NaN and inf": pa.array([np.nan, 1.0, None, np.inf] * 3),
+    "minus inf": pa.array([1.0, -np.inf, 2.0] * 4),
+    "NaN and missing only": pa.array([np.nan, None] * 6),
+    "float32 inf": pa.array(np.array([1, np.inf] * 6, dtype=np.float32)),
+    "float32 NaN and values": pa.array(np.array([np.nan, 2] * 6, dtype=np.float32)),
+    "integers": pa.array([1, None, 3] * 4),
+}
+
+
+@pytest.mark.parametrize("name", list(KIND_COLUMNS))
+def test_column_kind_decides_as_a_check_of_every_row(name):
+    """column_kind checks each distinct text value once and a float column by its min and max: the
+    same decision, and the same message, as converting or matching every row."""
+    from nasdb.tabular import column_kind
+
+    table = pa.table({name: pa.chunked_array([KIND_COLUMNS[name][:5], KIND_COLUMNS[name][5:]])})
+    want = _kind_by_rows(table, name)
+    try:
+        got = column_kind("t", table, name)
+    except InvalidTaskError as e:
+        got = str(e)
+    if want.startswith("mixed: "):
+        assert f"mixes numbers and text (e.g. {want[7:]})" in got, got
+    elif want.startswith("infinite"):
+        assert "has an infinite value" in got and got.endswith(want.replace("infinite ", "")), got
+    elif want == "all missing":
+        assert got.endswith("is all missing"), got
+    else:
+        assert got == want
+
+
 def test_cli_adds_a_table_and_refuses_bad_files_in_one_line(tmp_path, monkeypatch):
     monkeypatch.delenv("NASDB_STORE", raising=False)
     root = str(tmp_path / "store")
