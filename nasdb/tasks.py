@@ -465,6 +465,47 @@ def task_from_table(name: str, data: Any, label: str, *, seed: int = 0, val_frac
     fitted on the train split only and applied to every split (nasdb/tabular.py)."""
     from nasdb import tabular
 
+    fitted = fit_table(name, data, label, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
+                       where=where)
+    parts = {}
+    for s in SPLITS:
+        parts[f"x_{s}"], parts[f"y_{s}"] = fitted.encode(s)
+    classes = fitted.classes
+    shown = ", ".join(map(repr, classes[:10])) + (", ..." if len(classes) > 10 else "")
+    return Task(name=name, num_classes=len(classes), source=source,
+                description=description or f"table task, label {label!r}, classes [{shown}]",
+                transform=fitted.transform,
+                raw_fingerprint=tabular.raw_fingerprint(fitted.table, [*fitted.kinds, label]), **parts)
+
+
+@dataclass(frozen=True, eq=False)
+class FittedTable:
+    """A checked table with its labels, its stratified splits and the transform fitted on the
+    train split: a table task before its samples are encoded. :func:`task_from_table` encodes
+    every split; a suggestion for a sent table (predictor/tables.py) only the rows it reads."""
+
+    table: pa.Table
+    where: str
+    kinds: dict[str, str]  # feature column -> numeric | boolean | categorical
+    y: np.ndarray  # (n,) int64 class of every row
+    classes: list[Any]
+    splits: dict[str, np.ndarray]  # split -> sorted row indices
+    transform: Any  # nasdb.tabular.TableTransform
+
+    def encode(self, split: str, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded features (n, width) float32 and labels (n,) of ``split``, or of its ``rows``
+        (positions within the split): each row is encoded on its own, so a subset equals those rows
+        of the whole split."""
+        idx = self.splits[split] if rows is None else self.splits[split][rows]
+        return self.transform.apply(self.table.take(pa.array(idx)), self.where), self.y[idx]
+
+
+def fit_table(name: str, data: Any, label: str, *, seed: int = 0, val_fraction: float = 0.2,
+              test_fraction: float = 0.2, where: str | None = None) -> FittedTable:
+    """Check a table, split its rows (stratified by label, ``seed``) and fit its TableTransform on
+    the train split: :func:`task_from_table`'s checks and refusals, without encoding."""
+    from nasdb import tabular
+
     validate_task_name(name)
     where = where or f"task {name!r}"
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -475,13 +516,7 @@ def task_from_table(name: str, data: Any, label: str, *, seed: int = 0, val_frac
     y, classes = _encode_labels(where, table.column(label).to_pylist())
     splits = _split_user(where, y, classes, seed, val_fraction, test_fraction)
     transform = tabular.TableTransform.fit(where, table, label, kinds, splits["train"])
-    parts = {}
-    for s, idx in splits.items():
-        parts[f"x_{s}"], parts[f"y_{s}"] = transform.apply(table.take(pa.array(idx)), where), y[idx]
-    shown = ", ".join(map(repr, classes[:10])) + (", ..." if len(classes) > 10 else "")
-    return Task(name=name, num_classes=len(classes), source=source,
-                description=description or f"table task, label {label!r}, classes [{shown}]",
-                transform=transform, raw_fingerprint=tabular.raw_fingerprint(table, [*kinds, label]), **parts)
+    return FittedTable(table, where, kinds, y, classes, splits, transform)
 
 
 def _image_shaped(table: pa.Table, features: Sequence[str]) -> bool:
@@ -568,6 +603,6 @@ def task_from_file(name: str, path: str | Path, label: str, *, seed: int = 0, va
                               test_fraction, description)
 
 
-__all__ = ["FEATURE_DIM", "SOURCE_LOADERS", "SPLITS", "SUITES", "Task", "builtin_split_indices", "builtin_task_names",
-           "builtin_task_info", "load_builtin_task", "load_tabular_candidate", "mnist_to_8x8", "task_from_arrays", "task_from_file", "task_from_table",
-           "validate_task_name"]
+__all__ = ["FEATURE_DIM", "SOURCE_LOADERS", "SPLITS", "SUITES", "FittedTable", "Task", "builtin_split_indices",
+           "builtin_task_info", "builtin_task_names", "fit_table", "load_builtin_task", "load_tabular_candidate",
+           "mnist_to_8x8", "task_from_arrays", "task_from_file", "task_from_table", "validate_task_name"]

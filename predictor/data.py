@@ -185,11 +185,16 @@ def _resolve_space(store: ExperimentStore, space: SearchSpace | str | None, rows
 
 def sample_budget(x: np.ndarray, y: np.ndarray, budget: int | None) -> tuple[np.ndarray, np.ndarray]:
     """At most ``budget`` rows of ``(x (N, F), y (N,))``: a seeded random subset, in the original order."""
-    n = int(x.shape[0])
+    rows = budget_rows(int(x.shape[0]), budget)
+    return (x, y) if rows is None else (x[rows], y[rows])
+
+
+def budget_rows(n: int, budget: int | None) -> np.ndarray | None:
+    """The sorted row indices :func:`sample_budget` keeps of ``n`` rows (None: all of them); they
+    depend on ``n`` and ``budget`` only, so a caller may pick the rows before encoding them."""
     if budget is None or n <= budget:
-        return x, y
-    rows = np.sort(np.random.default_rng(BUDGET_SEED).choice(n, size=budget, replace=False))
-    return x[rows], y[rows]
+        return None
+    return np.sort(np.random.default_rng(BUDGET_SEED).choice(n, size=budget, replace=False))
 
 
 def check_width(where: str, width: int, *, meta_encoder: str, feature_dim: int) -> None:
@@ -212,10 +217,15 @@ def meta_rows(x: np.ndarray, y: np.ndarray, config: Any) -> tuple[np.ndarray, np
     """The rows of a task's samples its meta-features are computed from: at most the config's
     ``task_sample_budget`` (the rows the fit read), and for the ``cells`` encoder at most
     max(sample_batch_size, META_CELLS / width) (a seeded subset, predictor/data.py sample_budget)."""
+    return sample_budget(x, y, meta_budget(config, int(x.shape[1]) if x.ndim == 2 else 0))
+
+
+def meta_budget(config: Any, width: int) -> int:
+    """The most rows :func:`meta_rows` keeps of a task ``width`` features wide."""
     budget = config.task_sample_budget
-    if config.meta_encoder == "cells" and x.ndim == 2 and x.shape[1]:
-        budget = min(budget, max(config.sample_batch_size, META_CELLS // int(x.shape[1])))
-    return sample_budget(x, y, budget)
+    if config.meta_encoder == "cells" and width:
+        budget = min(budget, max(config.sample_batch_size, META_CELLS // width))
+    return budget
 
 
 def sample_width(config: Any, x: Any, where: str = "x", predictor_id: str | None = None) -> int | None:

@@ -23,7 +23,7 @@ from predictor._api_schema import PredictRequest, SuggestRequest, TaskInput
 from predictor.checkpoint import load_predictor
 from predictor.registry import Selection, select
 from predictor.suggest import SuggestConfig, SuggestionEngine, check_samples
-from predictor.tables import meta_samples, table_from_csv, table_from_rows, task_from_request
+from predictor.tables import request_samples, table_from_csv, table_from_rows
 
 if TYPE_CHECKING:
     from nasdb.store import ExperimentStore
@@ -205,11 +205,8 @@ class SuggestionService:
         if table.num_rows > self.limits.max_table_rows:
             raise PayloadTooLargeError(f"rows: {table.num_rows} rows exceed the server's maximum of "
                                        f"{self.limits.max_table_rows}")
-        task = task_from_request(table, label, where="table")
-        if not engine.use_meta_features:
-            return None
-        x, y = meta_samples(task, engine.config)
-        return engine.embed(x, y, where="table")
+        x, y = request_samples(table, label, engine.config, where="table")  # checked and refused as a task would be
+        return engine.embed(x, y, where="table") if engine.use_meta_features else None
 
     def csv_request(self, data: bytes, label: str | None) -> tuple[Any, str]:
         """A CSV upload as ``(table, label)``; ValueError naming what is wrong (no label, bad CSV)."""

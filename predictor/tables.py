@@ -97,15 +97,51 @@ def task_from_request(table: pa.Table, label: str, *, where: str = "body", max_r
                       name: str = REQUEST_TASK) -> Any:
     """The task of a sent table: checked whole, cut to ``max_rows`` rows, then encoded (nasdb.tasks)."""
     from nasdb import tabular
-    from nasdb.tasks import task_from_table
 
     tabular.check_table(where, table, label)  # every row: the column named on a bad one
-    rows = _stratified_rows(table.column(label), max_rows)
-    if rows is not None:
-        table = table.take(pa.array(rows))
-    if _image_shaped(table, label):
-        from nasdb.tasks import task_from_arrays
+    return _task(_kept_rows(table, label, max_rows), label, where, name)
 
+
+def request_samples(table: pa.Table, label: str, config: Any, *, where: str = "body",
+                    max_rows: int = MAX_ENCODED_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of a sent table that a predictor's meta-features read: the same arrays as
+    ``meta_rows(*meta_samples(task_from_request(table, label), config), config)``, with the same
+    refusals, but only those rows are encoded (a few hundred of a wide table's train split; the
+    transform is still fitted on the whole train split, and every row is still checked)."""
+    from nasdb import tabular
+    from nasdb.tasks import fit_table
+    from predictor.data import budget_rows, meta_budget, meta_rows
+
+    tabular.check_table(where, table, label)  # every row: the column named on a bad one
+    table = _kept_rows(table, label, max_rows)
+    if not _image_shaped(table, label):
+        fitted = fit_table(REQUEST_TASK, table, label, where=where)
+        if _encodes_finite(fitted.transform):  # else a row may encode to NaN: the Task below names it
+            pick = budget_rows(len(fitted.splits["train"]), meta_budget(config, fitted.transform.width))
+            x, y = fitted.encode("train", pick)
+            return x, fold_labels(y, config.max_classes)
+    task = _task(table, label, where, REQUEST_TASK)  # an image task (64 columns) is cheap to build whole
+    return meta_rows(*meta_samples(task, config), config)
+
+
+def _encodes_finite(transform: Any) -> bool:
+    """Whether every checked row encodes to finite numbers, so that a Task of them is never refused
+    for a non-finite value: (x - mean) / scale of a finite x is finite or infinite (then clipped)
+    when mean and scale are finite; NaN needs an infinite mean or scale (sums of values near 1e308)."""
+    return all(np.isfinite([c.fill, c.mean, c.scale]).all() for c in transform.columns if c.kind == "numeric")
+
+
+def _kept_rows(table: pa.Table, label: str, max_rows: int) -> pa.Table:
+    """``table`` cut to a seeded, label-stratified subset of about ``max_rows`` rows."""
+    rows = _stratified_rows(table.column(label), max_rows)
+    return table if rows is None else table.take(pa.array(rows))
+
+
+def _task(table: pa.Table, label: str, where: str, name: str) -> Any:
+    """The task of a checked table's kept rows: an image task if it is 64 numeric columns in [0, 1]."""
+    from nasdb.tasks import task_from_arrays, task_from_table
+
+    if _image_shaped(table, label):
         feats = [c for c in table.column_names if c != label]
         x = np.column_stack([table.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in feats])
         return task_from_arrays(name, x, table.column(label).to_pylist())
@@ -125,4 +161,5 @@ def meta_samples(task: Any, config: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, fold_labels(y, config.max_classes)
 
 
-__all__ = ["MAX_ENCODED_ROWS", "meta_samples", "table_from_csv", "table_from_rows", "task_from_request"]
+__all__ = ["MAX_ENCODED_ROWS", "meta_samples", "request_samples", "table_from_csv", "table_from_rows",
+           "task_from_request"]

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.datasets import load_iris, load_wine
 
 from nasdb.store import ExperimentStore
@@ -157,6 +158,74 @@ def test_cli_refuses_a_bad_table_in_one_line_naming_the_column(table_store, cli,
     err = result.stderr.strip()
     assert err.startswith("error: ") and "\n" not in err and text in err, err
     assert "Traceback" not in result.output
+
+
+# -- a sent table: only the rows the meta-features read are encoded ---------------------------------------
+def _sent_table(frame: pd.DataFrame):
+    from predictor.tables import table_from_csv
+
+    return table_from_csv(frame.to_csv(index=False).encode())
+
+
+def _mixed_wine(copies: int = 3) -> pd.DataFrame:
+    """Wine repeated, with missing values, a low- and a high-cardinality text column."""
+    df = pd.concat([wine_frame()] * copies, ignore_index=True)
+    rng = np.random.default_rng(0)
+    df.loc[rng.random(len(df)) < 0.1, "alcohol"] = np.nan
+    return df.assign(colour=rng.choice(["red", "white", None], len(df)),
+                     lot=[f"l{v}" for v in rng.integers(0, 90, len(df))])
+
+
+def test_a_sent_table_encodes_only_the_rows_its_meta_features_read_and_suggests_as_before(table_store):
+    """request_samples gives the arrays of the whole task's train split cut by meta_rows (the rows
+    cut to 400 first, the transform fitted on all train rows), and the suggestion of the cells
+    encoder's distinct-cells z is the one of the per-cell loop's z."""
+    from predictor.suggest import engine_for
+    from predictor.tables import meta_samples, request_samples, task_from_request
+
+    store, pid = table_store
+    checkpoint = load_predictor(store, pid)
+    cfg = checkpoint.config
+    for frame, label in ((_mixed_wine(), "target"), (_digits_frame(), "digit")):
+        table = _sent_table(frame)
+        x, y = request_samples(table, label, cfg, max_rows=400)
+        task = task_from_request(table, label, max_rows=400)
+        x0, y0 = meta_rows(*meta_samples(task, cfg), cfg)
+        assert len(x) < len(task.samples("train")[0]) and x.dtype == x0.dtype == np.float32
+        assert np.array_equal(x, x0) and np.array_equal(y, y0), label
+    engine = engine_for(checkpoint, store)
+    z = engine.embed(x, y)
+    chunk = max(1, 65536 // x.shape[1])
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    with torch.no_grad():
+        z_loop = sum(engine.model.embed_task(xt[i:i + chunk], yt[i:i + chunk]) * len(xt[i:i + chunk])
+                     for i in range(0, len(x), chunk)) / len(x)
+    assert torch.allclose(z, z_loop, rtol=1e-5, atol=1e-6)
+    config = SuggestConfig(k_max_iters=50)
+    fast, slow = engine.suggest_z(z, config), engine.suggest_z(z_loop, config)
+    assert fast.architecture == slow.architecture and fast.score == pytest.approx(slow.score, abs=1e-5)
+
+
+def _digits_frame() -> pd.DataFrame:
+    """64 pixel columns in [0, 1] and a label: a table read as an image task."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return pd.DataFrame(d.data[:600] / 16.0, columns=[f"p{j}" for j in range(64)]).assign(digit=d.target[:600])
+
+
+@pytest.mark.parametrize("case", _bad_tables(), ids=lambda c: c[0])
+def test_a_sent_table_is_refused_as_its_whole_task_is(table_store, case):
+    from predictor.tables import request_samples, task_from_request
+
+    store, pid = table_store
+    _, frame, label, text = case
+    table = _sent_table(frame)
+    with pytest.raises(ValueError) as whole:
+        task_from_request(table, label)
+    with pytest.raises(ValueError) as rows:
+        request_samples(table, label, load_predictor(store, pid).config)
+    assert str(rows.value) == str(whole.value) and text in str(rows.value)
 
 
 def test_a_samples_predictor_asked_about_a_table_says_to_fit_with_cells(digits_store, cli, tmp_path):
