@@ -29,6 +29,9 @@ from nasdb.space import SearchSpace
 from predictor.config import PredictorConfig
 from predictor.features import ArchitectureFeatures
 
+#: Cells (rows x features) one pass of the cells encoder's inference reads (about 20 MB per member).
+CELLS_PER_PASS = 1 << 18
+
 
 class StackedLinear(nn.Module):
     """K independent linear layers applied at once: (K, B, in) -> (K, B, out)."""
@@ -156,12 +159,62 @@ class PerformancePredictor(nn.Module):
             raise ArgumentError("meta-features need at least one task sample, got 0")
         if self.cell_phi is not None:
             chunk = min(chunk, max(1, 65536 // max(1, x.shape[1])))  # cells, not rows, bound the memory
+            if x.ndim == 2 and x.dtype == torch.float32:
+                for i in range(0, n, chunk):  # the loop's checks, chunk by chunk
+                    self._check_samples(x[i:i + chunk], y[i:i + chunk])
+                scale = 1.0 if self.config.aggregate == "mean" else min(n, self.config.sample_batch_size)
+                return self._distinct_cells_embedding(x, y, chunk) * scale  # (K * Z,)
         mean = self.config.aggregate == "mean"
         total = 0.0
         for i in range(0, n, chunk):
             z = self.embed_task(x[i:i + chunk], y[i:i + chunk])  # (K * Z,)
             total = total + (z * min(chunk, n - i) if mean else z)
         return total / n * (1.0 if mean else min(n, self.config.sample_batch_size))  # (K * Z,)
+
+    def _distinct_cells_embedding(self, x: torch.Tensor, y: torch.Tensor, chunk: int) -> torch.Tensor:
+        """The mean over rows of ``embed_task`` (``aggregate="mean"``) on chunks of ``chunk`` rows,
+        weighted by their rows, for the ``cells`` encoder: ``(N, W), (N,) -> (K * Z,)``.
+
+        The same computation as that loop, arranged to do less: f (``cell_phi``) runs once per
+        distinct (value, class) cell rather than once per cell (a one-hot, hashed or missing-value
+        column holds two values; a filled-in numeric column repeats its median), each chunk's
+        per-feature mean is a count-weighted sum of those outputs, and g (``phi``) reads every
+        chunk's features in one batch. The sums run in another order, so z agrees to float32
+        rounding (test_predictor_model.py checks it against the loop).
+        """
+        n, w = x.shape
+        group = chunk * max(1, CELLS_PER_PASS // (chunk * w))  # rows per pass: bounds the memory
+        total = 0.0
+        for i in range(0, n, group):
+            rows = min(group, n - i)
+            sizes = torch.full(((rows + chunk - 1) // chunk,), chunk, dtype=torch.float32)  # rows per chunk
+            sizes[-1] = rows - chunk * (len(sizes) - 1)
+            z = self._chunk_means(x[i:i + rows], y[i:i + rows], chunk, sizes)  # (K, chunks, Z)
+            total = total + (z * sizes[:, None]).sum(dim=1)  # (K, Z)
+        return (total / n).reshape(-1)  # (K * Z,)
+
+    def _chunk_means(self, x: torch.Tensor, y: torch.Tensor, chunk: int, sizes: torch.Tensor) -> torch.Tensor:
+        """``embed_task``'s z (mean aggregate) of each ``chunk`` rows of ``(N, W), (N,)``: -> (K, chunks, Z)."""
+        n, w = x.shape
+        c = self.config.max_classes
+        bits = x.contiguous().view(torch.int32).to(torch.int64)  # (N, W): equal bits, equal value
+        key = bits * c + y.to(torch.int64)[:, None]  # (N, W): value and class
+        distinct, which = torch.unique(key.reshape(-1), return_inverse=True)  # (U,), (N * W,)
+        value = torch.div(distinct, c, rounding_mode="floor").to(torch.int32).view(torch.float32)  # (U,)
+        onehot = F.one_hot(torch.remainder(distinct, c), c).to(torch.float32)  # (U, C)
+        cells = torch.cat([value[:, None], onehot], dim=-1).unsqueeze(0).expand(self.members, -1, -1)  # (K, U, 1 + C)
+        h = self.cell_phi(cells)  # (K, U, H)
+        slot = (torch.arange(n)[:, None] // chunk * w + torch.arange(w)[None, :]).reshape(-1)  # (N * W,) chunk, feature
+        u = len(distinct)
+        pairs, count = torch.unique(slot * u + which, return_counts=True)  # (P,): each (chunk, feature, cell) once
+        where, cell = torch.div(pairs, u, rounding_mode="floor"), torch.remainder(pairs, u)  # (P,), (P,)
+        weight = count.to(torch.float32) / sizes[torch.div(where, w, rounding_mode="floor")]  # (P,)
+        per_slot = torch.bincount(where, minlength=len(sizes) * w)  # (chunks * W,) pairs of each; sorted by slot
+        starts = torch.cumsum(per_slot, 0) - per_slot
+        means = torch.stack([F.embedding_bag(cell, h[k], starts, mode="sum", per_sample_weights=weight)
+                             for k in range(self.members)])  # (K, chunks * W, H): per chunk and feature, the mean of f
+        per_feature = self.phi(means)  # (K, chunks * W, Z)
+        return per_feature.reshape(self.members, len(sizes), w, -1).mean(dim=2)  # (K, chunks, Z)
 
     # -- scores ---------------------------------------------------------------------------
     def gate(self, u: torch.Tensor) -> torch.Tensor:

@@ -66,6 +66,38 @@ def test_task_embedding_matches_batch_scale():
         assert torch.allclose(full, batch_means, atol=1e-4), aggregate
 
 
+def _cells_loop(model, x, y, chunk):
+    """The reference: task_embedding's chunk loop over embed_task, one f per cell."""
+    n, total = x.shape[0], 0.0
+    for i in range(0, n, chunk):
+        z = model.embed_task(x[i:i + chunk], y[i:i + chunk])
+        total = total + (z * min(chunk, n - i) if model.config.aggregate == "mean" else z)
+    return total / n * (1.0 if model.config.aggregate == "mean" else min(n, model.config.sample_batch_size))
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "sum"])
+@pytest.mark.parametrize("shape", [(256, 660), (300, 1000), (7, 3)])  # 3 chunks; 2 passes of chunks; 1 short chunk
+def test_cells_embedding_runs_f_once_per_distinct_cell_and_equals_the_loop(aggregate, shape):
+    """task_embedding of the cells encoder (f once per distinct (value, class), the chunks' means as
+    weighted sums, g in one batch) equals the chunk loop over embed_task up to float32 rounding, on
+    columns that repeat values (0/1, a filled-in median, -0.0 next to 0.0) and columns that do not."""
+    torch.manual_seed(0)
+    model = PerformancePredictor(SPACE, PredictorConfig(meta_encoder="cells", aggregate=aggregate,
+                                                        sample_batch_size=64)).eval()
+    n, w = shape
+    x, y = _samples(n=n, width=w, classes=7)
+    x[:, ::3] = (x[:, ::3] > 0.5).float()  # one-hot and missing-value indicators
+    x[:, 1::3] = torch.where(x[:, 1::3] < 0.3, torch.tensor(0.25), x[:, 1::3])  # a median filled in
+    x[::2, 0] = -0.0
+    chunk = min(8192, max(1, 65536 // w))
+    with torch.no_grad():
+        fast, slow = model.task_embedding(x, y), _cells_loop(model, x, y, chunk)
+    assert fast.shape == slow.shape == (model.z_dim,)
+    assert torch.allclose(fast, slow, rtol=1e-5, atol=1e-6), float((fast - slow).abs().max())
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, max_classes=10\)"):
+        model.task_embedding(x, torch.full_like(y, 10))
+
+
 def test_members_are_independent_networks():
     """Member k of the stacked ensemble scores exactly as a one-member predictor holding k's weights."""
     torch.manual_seed(0)
