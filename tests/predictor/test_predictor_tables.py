@@ -206,6 +206,25 @@ def test_a_sent_table_encodes_only_the_rows_its_meta_features_read_and_suggests_
     assert fast.architecture == slow.architecture and fast.score == pytest.approx(slow.score, abs=1e-5)
 
 
+def test_a_csv_upload_reads_the_same_table_in_large_blocks():
+    """table_from_csv parses in CSV_BLOCK_BYTES blocks: a column whose type changes blocks later (an
+    integer column that turns float, then text; a blank one that turns text) reads as with Arrow's defaults."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from predictor.tables import CSV_BLOCK_BYTES, table_from_csv
+
+    n = 3 * CSV_BLOCK_BYTES // 60  # rows of about 60 bytes: three blocks
+    frame = pd.DataFrame({"a": np.arange(n).astype(str), "b": [""] * n, "c": np.arange(n) % 3, "d": "p" * 45})
+    frame.loc[n - 20, "a"], frame.loc[n - 10, "a"], frame.loc[n - 5, "b"] = "2.5", "x", "late"
+    data = frame.to_csv(index=False).encode()
+    assert len(data) > 2 * CSV_BLOCK_BYTES
+    ours = table_from_csv(data)
+    default = pacsv.read_csv(pa.BufferReader(data), convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+    assert ours.column("a").num_chunks < default.column("a").num_chunks
+    assert ours.schema == default.schema and ours.equals(default) and ours.column("a").type == pa.string()
+
+
 def _digits_frame() -> pd.DataFrame:
     """64 pixel columns in [0, 1] and a label: a table read as an image task."""
     from sklearn.datasets import load_digits
