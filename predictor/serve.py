@@ -43,6 +43,7 @@ from nasdb.errors import ArgumentError, NasdbError, PayloadTooLargeError, StoreE
 from predictor._api_schema import (HARD_MAX_ITERS, ErrorResponse, HealthResponse, ModelResponse, PredictRequest,
                                    PredictResponse, SuggestRequest, SuggestResponse)
 from predictor.auth import RequestGuard, is_csv, is_loopback, resolve_token_digest, route_path
+from predictor.csv_upload import read_csv_upload
 from predictor.proxy_deadline import HEADER_TIMEOUT_S, controller_env
 from predictor.service import ServeLimits, SuggestionService
 
@@ -142,8 +143,7 @@ def build_api(service: SuggestionService, *, expected_digest: str | None, limits
                           kappa: float | None = Query(None, ge=0, le=100, allow_inf_nan=False)) -> dict[str, Any]:
         """POST /v1/suggest with a CSV upload (``Content-Type: text/csv``, ``?label=COL``): Algorithm 2 for the
         table, preprocessed as ``nasdb tasks add`` does (any width for a predictor with the cells encoder)."""
-        data = await request.body()
-        table, label = await run_in_threadpool(service.csv_request, data, label)
+        table, label = await read_csv_upload(request, label, service.check_csv)  # parsed while it arrives
         return await run_in_threadpool(service.suggest_table, table, label, _kv(k_max_iters=k_max_iters, kappa=kappa))
 
     @app.post(CSV_ROUTES["/v1/predict"], response_model=PredictResponse, dependencies=protected, responses=_ERRORS,
@@ -159,8 +159,7 @@ def build_api(service: SuggestionService, *, expected_digest: str | None, limits
             archs = PredictRequest.model_validate({"task": "csv", "architectures": archs}).architectures
         except ValidationError as e:
             raise RequestValidationError([{**err, "loc": ("query", *err["loc"])} for err in e.errors()]) from None
-        data = await request.body()
-        table, label = await run_in_threadpool(service.csv_request, data, label)
+        table, label = await read_csv_upload(request, label, service.check_csv)
         return await run_in_threadpool(service.predict_table, table, label, archs)
 
     @app.get("/v1/model", response_model=ModelResponse, dependencies=protected, responses=_ERRORS)

@@ -23,7 +23,7 @@ from predictor._api_schema import PredictRequest, SuggestRequest, TaskInput
 from predictor.checkpoint import load_predictor
 from predictor.registry import Selection, select
 from predictor.suggest import SuggestConfig, SuggestionEngine, check_samples
-from predictor.tables import request_samples, table_from_csv, table_from_rows
+from predictor.tables import request_samples, table_from_rows
 
 if TYPE_CHECKING:
     from nasdb.store import ExperimentStore
@@ -208,13 +208,13 @@ class SuggestionService:
         x, y = request_samples(table, label, engine.config, where="table")  # checked and refused as a task would be
         return engine.embed(x, y, where="table") if engine.use_meta_features else None
 
-    def csv_request(self, data: bytes, label: str | None) -> tuple[Any, str]:
-        """A CSV upload as ``(table, label)``; ValueError naming what is wrong (no label, bad CSV)."""
+    def check_csv(self, label: str | None, size: int) -> str:
+        """A CSV upload's label and body size (bytes), checked once the body is in; ValueError naming what is wrong."""
         if not label:
             raise ArgumentError("label: a CSV upload needs the query parameter ?label=COLUMN")
-        if len(data) > self.limits.max_csv_bytes:
-            raise PayloadTooLargeError(f"body: {len(data)} bytes exceed the limit of {self.limits.max_csv_bytes}")
-        return table_from_csv(data, where="table"), label
+        if size > self.limits.max_csv_bytes:
+            raise PayloadTooLargeError(f"body: {size} bytes exceed the limit of {self.limits.max_csv_bytes}")
+        return label
 
     def suggest_table(self, table: Any, label: str, overrides: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/suggest with a CSV upload: the table's suggestion (``overrides`` as SuggestRequest's)."""

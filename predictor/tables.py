@@ -15,6 +15,8 @@ task, as for ``tasks add``.
 from __future__ import annotations
 
 import re
+import threading
+from collections import deque
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,28 +34,98 @@ REQUEST_TASK = "request_table"
 #: per column, and every later step pays per chunk; the table's types and values are the same for
 #: any block size (a column's type is re-inferred when a later block needs it).
 CSV_BLOCK_BYTES = 4 << 20
+#: Bytes of a streamed body kept to name the columns of a parse error (the header row).
+HEAD_BYTES = 1 << 20
 
 
-def table_from_csv(data: bytes, where: str = "body") -> pa.Table:
-    """A pyarrow Table from CSV bytes (header row first); InvalidTaskError naming the column when unreadable."""
+class BodyStream:
+    """A request body as a file that the CSV reader reads in one thread while the event loop still
+    feeds it the body's chunks (``feed``, then ``end``): parsing overlaps the upload, and the body
+    is never joined into one copy. ``read(n)`` blocks until ``n`` bytes or the end are in."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._cond = threading.Condition()
+        self._ended, self._error = False, None
+        self.size, self.blank, self.head = 0, True, b""  # bytes in; only whitespace so far; the first line
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        with self._cond:
+            self._chunks.append(chunk)
+            self.size += len(chunk)
+            self.blank = self.blank and chunk.isspace()
+            if b"\n" not in self.head and len(self.head) < HEAD_BYTES:
+                self.head += chunk
+            self._cond.notify()
+
+    def end(self, error: BaseException | None = None) -> None:
+        """No more chunks; with ``error``, the reader's next read raises it (stops the parse)."""
+        with self._cond:
+            self._ended, self._error = True, error
+            self._cond.notify()
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, n: int = -1) -> bytes:
+        out, have = [], 0
+        with self._cond:
+            while n < 0 or have < n:
+                while not self._chunks and not self._ended:
+                    self._cond.wait()
+                if self._error is not None:
+                    raise OSError(f"the body was not read: {self._error}")
+                if not self._chunks:
+                    break
+                chunk = self._chunks.popleft()
+                if n >= 0 and have + len(chunk) > n:
+                    self._chunks.appendleft(chunk[n - have:])
+                    chunk = chunk[:n - have]
+                out.append(chunk)
+                have += len(chunk)
+        return b"".join(out)
+
+
+def table_from_csv(data: bytes | BodyStream, where: str = "body") -> pa.Table:
+    """A pyarrow Table from CSV bytes (header row first), or from a body still arriving;
+    InvalidTaskError naming the column when unreadable."""
     import pyarrow.csv as pacsv
 
-    if not data or data.isspace():  # not data.strip(): no copy of the body
+    stream = isinstance(data, BodyStream)
+    if not stream and (not data or data.isspace()):  # not data.strip(): no copy of the body
         raise InvalidTaskError(f"{where}: the CSV is empty")
     try:
-        return pacsv.read_csv(pa.BufferReader(data), read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-                              convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+        table = pacsv.read_csv(pa.PythonFile(data, mode="r") if stream else pa.BufferReader(data),
+                               read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                               convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
     except (pa.ArrowException, OSError) as e:
+        if stream and data.blank and not data.failed:
+            raise InvalidTaskError(f"{where}: the CSV is empty") from None
         msg = " ".join(str(e).split())
         m = re.search(r"CSV column #(\d+)", msg)
         if m:
-            header = data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r").split(",")
+            first = data.head if stream else data
+            header = first.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r").split(",")
             i = int(m.group(1))
             name = header[i].strip().strip('"') if i < len(header) else f"#{i}"
             utf8 = "UTF8" in msg or "UTF-8" in msg
             raise InvalidTaskError(f"{where}: column {name!r} " + ("has non-UTF-8 text" if utf8 else
                                                                     f"cannot be read ({msg[:160]})")) from None
         raise InvalidTaskError(f"{where}: cannot read the CSV: {msg[:200]}") from None
+    if stream and data.blank:
+        raise InvalidTaskError(f"{where}: the CSV is empty")
+    return table
 
 
 def table_from_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], where: str = "body") -> pa.Table:
@@ -168,5 +240,5 @@ def meta_samples(task: Any, config: Any) -> tuple[np.ndarray, np.ndarray]:
     return x, fold_labels(y, config.max_classes)
 
 
-__all__ = ["MAX_ENCODED_ROWS", "meta_samples", "request_samples", "table_from_csv", "table_from_rows",
+__all__ = ["MAX_ENCODED_ROWS", "BodyStream", "meta_samples", "request_samples", "table_from_csv", "table_from_rows",
            "task_from_request"]
