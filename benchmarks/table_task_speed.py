@@ -14,7 +14,8 @@ With ``--serve`` it also times a suggestion for the same table over HTTP, sent a
 ``shared_table_store``, refitted with the default network: 5 members, 4,096-row budget) is served by Ray Serve on this machine, and the CSV file's bytes are
 POSTed to ``/v1/suggest?label=label`` ``--requests`` times (the first one separately: it warms
 the replica). The server-side steps (read the CSV, check and encode the table, meta-features,
-Algorithm 2) are also timed in-process, one by one, to show where the time goes.
+Algorithm 2) are also timed in-process, one by one, wall and CPU seconds, to show where the time goes,
+and the CPU seconds the replica's and the proxy's processes spend per request are read from /proc.
 
     python benchmarks/table_task_speed.py [--rows 50000] [--cols 200] [--serve] [--requests 5]
         [--out reports/table_task_speed.json]
@@ -63,24 +64,60 @@ def make_table(rows: int, cols: int, seed: int = 0) -> pa.Table:
     return pa.table(data)
 
 
-def _steps(store: ExperimentStore, pid: str, data: bytes) -> dict[str, float]:
-    """Wall seconds of each server-side step of a CSV suggestion, run here in-process."""
+def _steps(store: ExperimentStore, pid: str, data: bytes, reps: int = 3) -> dict[str, list[float]]:
+    """Wall and CPU seconds ``[wall, cpu]`` of each server-side step of a CSV suggestion, run here
+    in-process with the replica's threads (one torch thread, one Arrow thread: Ray sets
+    OMP_NUM_THREADS=1 for a one-CPU actor); the median of ``reps`` runs after an untimed one."""
+    import torch
+
     from predictor.checkpoint import load_predictor
     from predictor.suggest import engine_for
-    from predictor.tables import meta_samples, table_from_csv, task_from_request
+    from predictor.tables import request_samples, table_from_csv
 
     engine = engine_for(load_predictor(store, pid), store)
-    t0 = time.perf_counter()
-    table = table_from_csv(data)
-    t1 = time.perf_counter()
-    task = task_from_request(table, "label")
-    t2 = time.perf_counter()
-    z = engine.embed(*meta_samples(task, engine.config), where="table")
-    t3 = time.perf_counter()
-    engine.suggest_z(z)
-    t4 = time.perf_counter()
-    return {"read_csv_s": round(t1 - t0, 3), "check_and_encode_s": round(t2 - t1, 3),
-            "meta_features_s": round(t3 - t2, 3), "algorithm2_s": round(t4 - t3, 3)}
+    threads, arrow = torch.get_num_threads(), pa.cpu_count()
+    torch.set_num_threads(1)
+    pa.set_cpu_count(1)
+    runs: list[dict[str, tuple[float, float]]] = []
+    try:
+        for _ in range(reps + 1):
+            clock = [(time.perf_counter(), time.process_time())]
+            table = table_from_csv(data)
+            clock.append((time.perf_counter(), time.process_time()))
+            x, y = request_samples(table, "label", engine.config, where="table")
+            clock.append((time.perf_counter(), time.process_time()))
+            z = engine.embed(x, y, where="table")
+            clock.append((time.perf_counter(), time.process_time()))
+            engine.suggest_z(z)
+            clock.append((time.perf_counter(), time.process_time()))
+            names = ("read_csv", "check_and_encode", "meta_features", "algorithm2")
+            run = {n: (b[0] - a[0], b[1] - a[1]) for n, a, b in zip(names, clock, clock[1:])}
+            runs.append({**run, "total": (clock[-1][0] - clock[0][0], clock[-1][1] - clock[0][1])})
+    finally:
+        torch.set_num_threads(threads)
+        pa.set_cpu_count(arrow)
+    return {f"{k}_s": [round(float(np.median([r[k][i] for r in runs[1:]])), 3) for i in (0, 1)] for k in runs[0]}
+
+
+#: The server's processes whose CPU seconds per request are reported (background work included).
+SERVE_PROCESSES = {"replica": "ServeReplica", "proxy": "ProxyActor"}
+
+
+def _process_cpu_s(marker: str) -> float | None:
+    """CPU seconds (user + system) used so far by the processes whose command line holds ``marker``
+    (Ray names its actors' processes, e.g. ``ray::ServeReplica:...``, ``ray::ProxyActor``); None off Linux."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for pid in (p for p in proc.iterdir() if p.name.isdigit()):
+        try:
+            if marker.encode() in (pid / "cmdline").read_bytes():
+                fields = (pid / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            continue
+    return total
 
 
 def time_suggestions(csv_path: Path, tmp: Path, requests_n: int) -> dict:
@@ -107,9 +144,13 @@ def time_suggestions(csv_path: Path, tmp: Path, requests_n: int) -> dict:
                 r.raise_for_status()
                 return time.perf_counter() - t
             out["first_s"] = round(post(), 3)
+            cpu0 = {k: _process_cpu_s(m) for k, m in SERVE_PROCESSES.items()}
             lat = sorted(post() for _ in range(requests_n))
+            cpu1 = {k: _process_cpu_s(m) for k, m in SERVE_PROCESSES.items()}
             out.update(requests=requests_n, p50_s=round(lat[len(lat) // 2], 3), min_s=round(lat[0], 3),
-                       max_s=round(lat[-1], 3))
+                       max_s=round(lat[-1], 3), load=[round(v, 1) for v in os.getloadavg()])
+            out.update({f"{k}_cpu_s_per_request": round((cpu1[k] - cpu0[k]) / requests_n, 3)
+                        for k in SERVE_PROCESSES if cpu0[k] is not None})
     finally:
         serve.shutdown()
     return out
