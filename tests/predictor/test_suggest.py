@@ -178,9 +178,10 @@ def test_suggestion_for_a_held_out_task(tiny):
     gaps = members - members[:, [c.architecture for c in s.candidates].index(list(s.portfolio))][:, None]
     kappa = s.config["kappa"]
     assert kappa == SuggestConfig().kappa > 0
+    tol = 1e-6  # float32 scores: the engine scores the candidates in another batch than here
     for c, m, g in zip(s.candidates, members.T, gaps.T):
-        assert c.score == pytest.approx(m.mean()) and c.std == pytest.approx(m.std())
-        assert c.lcb == pytest.approx(m.mean() - kappa * g.std())
+        assert c.score == pytest.approx(m.mean(), abs=tol) and c.std == pytest.approx(m.std(), abs=tol)
+        assert c.lcb == pytest.approx(m.mean() - kappa * g.std(), abs=tol)
     assert s.std is not None and s.std >= 0 and s.lcb == s.candidates[0].lcb
     assert [c.lcb for c in s.candidates] == sorted((c.lcb for c in s.candidates), reverse=True)
     assert tuple(s.portfolio) in archs and {c.source for c in s.candidates} <= {"ascent", "start", "portfolio"}
