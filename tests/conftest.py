@@ -1,6 +1,9 @@
 """Shared test settings."""
 
+import contextlib
+import socket
 import sys
+import threading
 import time
 
 import pytest
@@ -141,3 +144,31 @@ def cli(monkeypatch):
 def pytest_configure(config):
     config.addinivalue_line("markers", "own_ray: the test starts, kills or restarts its own Ray cluster "
                                        "(fixture own_ray_cluster) instead of sharing the session's")
+
+
+@contextlib.contextmanager
+def _uvicorn_in_thread(app, start_timeout: float = 30.0, **config):
+    """Serve ``app`` with uvicorn on a free loopback port in a daemon thread; yields the port."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    try:
+        yield port
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def uvicorn_in_thread():
+    """``with uvicorn_in_thread(app, **uvicorn_config) as port``: a real uvicorn server on loopback."""
+    return _uvicorn_in_thread

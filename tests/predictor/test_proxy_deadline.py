@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 
 import pytest
-import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -42,23 +40,11 @@ async def app(scope, receive, send) -> None:
 
 
 @pytest.fixture(scope="module", params=[H11Protocol, HttpToolsProtocol], ids=["h11", "httptools"])
-def server(request):
+def server(request, uvicorn_in_thread):
     protocol = type(f"Deadline{request.param.__name__}", (request.param,), {})
     patch_protocol(protocol, TIMEOUT_S)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, log_level="warning",
-                                        timeout_keep_alive=30, lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield port
-    srv.should_exit = True
-    thread.join(10)
+    with uvicorn_in_thread(app, start_timeout=20, http=protocol, timeout_keep_alive=30, lifespan="off") as port:
+        yield port
 
 
 def _connect(port: int) -> socket.socket:

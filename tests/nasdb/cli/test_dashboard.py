@@ -14,8 +14,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
-import threading
 import time
 
 import numpy as np
@@ -43,30 +41,13 @@ def store(tmp_path_factory):
     return st, pid
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(store):
-    import uvicorn
-
+def server(store, uvicorn_in_thread):
     from nasdb.cli.dashboard import create_app
 
     st, _ = store
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(st), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with uvicorn_in_thread(create_app(st)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
