@@ -172,7 +172,7 @@ class CompiledAscent(BatchedAscent):
         k = model.members
         with torch.no_grad():
             w1 = layers[0].weight.detach().float()  # (K, F + Z, H1)
-            f = w1.shape[1] - model.member_z_dim
+            f = w1.shape[1] - model.task_dim
             gate = (torch.sigmoid(model.gate_logits.detach().float()).transpose(1, 2)
                     if model.gate_logits is not None else torch.ones(k, f, 1))  # (K, F, 1)
             w1f = (w1[:, :f] * gate).permute(1, 0, 2).reshape(f, -1)  # (F, K*H1), columns member-major
@@ -189,7 +189,7 @@ class CompiledAscent(BatchedAscent):
                 self.layer_cells = self.layout.flat_index[feats.layer_index]  # (L, C) grid cells of each slot
                 self.on_cells = self.layout.flat_index[feats.on_index]  # (L,)
                 self.slot_cells = self.layer_cells.reshape(-1)
-            self.w1z = torch.block_diag(*w1[:, f:]) if model.member_z_dim else None  # (K*Z, K*H1)
+            self.w1z = self._task_weights(w1[:, f:], model) if model.task_dim else None  # (K*Z + L, K*H1)
             self.b1 = layers[0].bias.detach().float().reshape(-1).clone()  # (K*H1,)
             self.hidden = []
             for layer in layers[1:-1]:
@@ -197,6 +197,14 @@ class CompiledAscent(BatchedAscent):
                 self.hidden.append((w.contiguous(), w.t().contiguous(), layer.bias.detach().float().reshape(-1)))
             self.w_out = layers[-1].weight.detach().float().reshape(-1) / k  # (K*Hn,): the members' mean
             self.b_out = float(layers[-1].bias.detach().float().mean())
+
+    @staticmethod
+    def _task_weights(w: torch.Tensor, model: PerformancePredictor) -> torch.Tensor:
+        """rho's first-layer weights on the task vector ``[z_1..z_K, landmarks]``: each member's z
+        reaches its own block, the shared landmarks every member's: (K, Z + L, H1) -> (K*Z + L, K*H1)."""
+        z = model.member_z_dim
+        shared = w[:, z:].permute(1, 0, 2).reshape(model.num_landmarks, -1)  # (L, K*H1)
+        return torch.cat([torch.block_diag(*w[:, :z]), shared]) if z else shared
 
     @staticmethod
     def supports(model: PerformancePredictor) -> bool:

@@ -119,8 +119,8 @@ def load_predictor(store: ExperimentStore, predictor_id: str | None = None, *,
     metadata = read_metadata(store, predictor_id)
     area = store.artifacts(PREDICTORS_DIR)
     legacy = metadata.get("format_version", 0) < 2
-    config_text = area.get(f"{predictor_id}/{CONFIG_FILE}").decode()
-    config = PredictorConfig.legacy(json.loads(config_text)) if legacy else PredictorConfig.from_json(config_text)
+    config = PredictorConfig.stored(PredictorConfig.parse_json(area.get(f"{predictor_id}/{CONFIG_FILE}").decode()),
+                                    metadata.get("format_version", 0))
     space = SearchSpace.from_dict(metadata["space"]["spec"])
     model = PerformancePredictor(space, config)
     state = torch.load(io.BytesIO(area.get(f"{predictor_id}/{MODEL_FILE}")), map_location=device, weights_only=True)

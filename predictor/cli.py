@@ -21,6 +21,10 @@ _META_ENCODER = click.option(
     "--meta-encoder", type=click.Choice(META_ENCODERS), default="auto", show_default=True,
     help="Meta-features from whole 64-feature rows (samples, the 8x8 digits) or from (value, label) cells of any "
          "width (cells); auto: cells when a task is not 64 features wide, else samples (or a warm start's).")
+_LANDMARKS = click.option(
+    "--landmarks/--no-landmarks", default=None,
+    help="With meta-features, rho also reads the task's landmarking descriptors (how well a linear model, 1-NN and "
+         "a stump do on it) [on, or the parent's].")
 _INCLUDE_STOPPED = click.option("--include-stopped", is_flag=True,
                                 help="Also train on children stopped early (their accuracy is partial).")
 
@@ -87,6 +91,7 @@ def _kv(**values) -> dict:
 @_TARGET
 @_INCLUDE_STOPPED
 @_META_ENCODER
+@_LANDMARKS
 @click.option("--warm-start", metavar="PREDICTOR_ID", default=None, help="Continue from a previous checkpoint.")
 @click.option("--seed", type=int, default=None)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
@@ -97,7 +102,8 @@ def _kv(**values) -> dict:
 @click.option("--space-id", default=None, help="Search space to train on when the store holds several.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checkpoint metadata as JSON.")
 def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_features, target, include_stopped,
-                meta_encoder, warm_start, seed, optimizer, learning_rate, batch_size, ensemble_size, space_id, as_json):
+                meta_encoder, landmarks, warm_start, seed, optimizer, learning_rate, batch_size, ensemble_size, space_id,
+                as_json):
     """Fit the task-aware predictor on the store with a Ray Train job (Algorithm 1).
 
     The checkpoint goes to <store>/predictors/<id>/ with its metadata; --warm-start continues
@@ -107,10 +113,10 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
     from predictor.train import fit_predictor
 
     store = _open(store_root)
-    base = (PredictorConfig.from_dict(read_metadata(store, warm_start)["predictor"]["args"]) if warm_start
+    base = (PredictorConfig.stored(read_metadata(store, warm_start)["predictor"]["args"]) if warm_start
             else PredictorConfig())
     changes = _kv(loss=loss, num_steps=steps, seed=seed, optimizer=optimizer, learning_rate=learning_rate,
-                  batch_size=batch_size, ensemble_size=ensemble_size)
+                  batch_size=batch_size, ensemble_size=ensemble_size, landmarks=landmarks)
     if no_meta_features:
         changes["use_meta_features"] = False
     config = base.replace(**changes, target=target, include_stopped=include_stopped)
@@ -151,6 +157,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @_TARGET
 @_INCLUDE_STOPPED
 @_META_ENCODER
+@_LANDMARKS
 @task_list_option("--task", "--tasks", "tasks", help="Only these tasks [every task in the store].")
 @task_list_option("--held-out", "held_out", help="Hold out only these tasks, each fit still training on "
                                                   "all the others [each task in turn].")
@@ -161,7 +168,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @click.option("--out", "out_dir", default=None, help="Report folder (CSV + markdown) [reports/loto, reports/zero-shot].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report rows as JSON.")
 def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, seeds, meta, no_meta_features, target,
-                     include_stopped, meta_encoder, tasks, held_out, steps, batch_size, ensemble_size, processes,
+                     include_stopped, meta_encoder, landmarks, tasks, held_out, steps, batch_size, ensemble_size, processes,
                      out_dir, as_json):
     """Spearman and Pearson per held-out task for each loss, with and without meta-features
     (paper Table 2, ranking paper Table 1), next to each task's seed-to-seed noise ceiling and the
@@ -175,7 +182,8 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
     if processes < 1:
         raise click.BadParameter(f"must be >= 1, got {processes}", param_hint="--processes")
     store = _open(store_root)
-    config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size, ensemble_size=ensemble_size),
+    config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size, ensemble_size=ensemble_size,
+                                   landmarks=landmarks),
                              target=target, include_stopped=include_stopped)
     if zero_shot:
         from predictor.evaluate_zero_shot import DEFAULT_BASELINES, evaluate_zero_shot, zero_shot_markdown

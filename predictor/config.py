@@ -57,6 +57,7 @@ class PredictorConfig:
     feature_dim: int = 64  # nasdb.tasks.FEATURE_DIM: the suite's common feature space
     max_classes: int = 10  # labels are one-hot padded to this width before phi
     meta_encoder: str = "samples"  # phi over whole rows (the paper's) or over (value, label) cells (any width)
+    landmarks: bool = True  # with meta-features: rho also reads the task's landmarking descriptors (predictor/landmarks.py)
     architecture_features: bool = True  # u plus its structured features (predictor/features.py)
     dropout: float = 0.0  # after rho's hidden activations, while training
     # -- deep ensemble (issue 16): K members, own initialization and mini-batches ---------
@@ -120,6 +121,8 @@ class PredictorConfig:
             raise ConfigError(f"`seed` must be a non-negative integer, but got seed={self.seed!r}.")
         if self.target not in TARGETS:
             raise ConfigError(f"`target` must be one of {TARGETS}, but got target={self.target!r}.")
+        if not isinstance(self.landmarks, bool):
+            raise ConfigError(f"`landmarks` must be a bool, but got landmarks={self.landmarks!r}.")
         if not isinstance(self.include_stopped, bool):
             raise ConfigError(f"`include_stopped` must be a bool, but got include_stopped={self.include_stopped!r}.")
 
@@ -135,7 +138,13 @@ class PredictorConfig:
         """The config of a single-predictor checkpoint (format 1, before the ensemble): its fields
         as stored, and the network it was: one member, ``u`` alone, the paper's phi over rows."""
         return cls.from_dict({"ensemble_size": 1, "architecture_features": False, "meta_encoder": "samples",
-                              "dropout": 0.0, **d})
+                              "dropout": 0.0, "landmarks": False, **d})
+
+    @classmethod
+    def stored(cls, d: dict[str, Any], format_version: int = 2) -> "PredictorConfig":
+        """The config stored with a checkpoint: format 1 through ``legacy``; a format-2 config
+        stored before ``landmarks`` existed describes a predictor without them."""
+        return cls.legacy(d) if format_version < 2 else cls.from_dict({"landmarks": False, **d})
 
     def describe(self) -> dict[str, Any]:
         """Name and arguments, stored with every checkpoint (STYLE.md: components describe themselves)."""
@@ -156,8 +165,12 @@ class PredictorConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "PredictorConfig":
+        return cls.from_dict(cls.parse_json(text))
+
+    @staticmethod
+    def parse_json(text: str) -> dict[str, Any]:
         try:
-            return cls.from_dict(json.loads(text))
+            return json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"predictor config JSON is malformed: {e}") from None
 

@@ -39,6 +39,7 @@ from scipy import stats
 
 from nasdb.errors import ArgumentError, TaskHasNoSamplesError, UnknownTaskError
 from predictor.config import TARGETS
+from predictor.landmarks import task_landmarks
 from nasdb.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -77,10 +78,19 @@ class TaskData:
     failed: int = 0  # rows with status "failed" (never read as training data)
     target_kind: str = "raw"  # "raw" or "rank" (TARGETS)
     target: np.ndarray | None = None  # (M,) float32 what Algorithm 1 fits; None: the accuracy
+    _landmarks: np.ndarray | None = field(default=None, repr=False)  # computed once, on first use
 
     def __post_init__(self) -> None:
         if self.target is None:
             self.target = self.accuracy
+
+    def landmarks(self) -> np.ndarray:
+        """The task's landmarking descriptors from its samples (predictor/landmarks.py): (L,) float32."""
+        if self._landmarks is None:
+            if not self.has_samples:
+                raise ArgumentError(f"task {self.name!r} has no samples to compute landmarking descriptors from")
+            self._landmarks = task_landmarks(self.x, self.y)
+        return self._landmarks
 
     @property
     def mean(self) -> float:

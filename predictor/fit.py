@@ -54,7 +54,7 @@ def make_optimizer(config: PredictorConfig, params) -> torch.optim.Optimizer:
 class _TaskTensors:
     """A task's arrays as tensors on the training device, converted once."""
 
-    def __init__(self, task: TaskData, device: torch.device):
+    def __init__(self, task: TaskData, device: torch.device, landmarks: bool):
         self.name = task.name
         # copies: arrays from Ray's object store are read-only
         self.u = torch.from_numpy(np.array(task.u, dtype=np.float32)).to(device)  # (M, D)
@@ -63,6 +63,7 @@ class _TaskTensors:
         self.x = torch.from_numpy(np.array(task.x, dtype=np.float32)).to(device)  # (N, F)
         self.y = torch.from_numpy(np.array(task.y, dtype=np.int64)).to(device)  # (N,)
         self.mean, self.std = task.mean, task.std
+        self.landmarks = torch.from_numpy(task.landmarks()).to(device) if landmarks else None  # (L,) raw
 
 
 def run_algorithm1(scorer: nn.Module, data: TrainingData, config: PredictorConfig, *,
@@ -88,7 +89,8 @@ def run_algorithm1(scorer: nn.Module, data: TrainingData, config: PredictorConfi
 def _algorithm1(scorer, data, config, optimizer, rank, device, report_every, on_report) -> FitHistory:
     opt = optimizer or make_optimizer(config, scorer.parameters())
     rng = np.random.default_rng([config.seed, rank])
-    tensors = [_TaskTensors(t, device) for t in data.tasks.values()]
+    landmarks = config.use_meta_features and config.landmarks
+    tensors = [_TaskTensors(t, device, landmarks) for t in data.tasks.values()]
     use_samples = config.use_meta_features
     history = FitHistory(task_draws={t.name: 0 for t in tensors})
     window: list[float] = []
@@ -112,7 +114,7 @@ def _algorithm1(scorer, data, config, optimizer, rank, device, report_every, on_
                     idx = torch.as_tensor(np.tile(np.arange(n), (k, 1)) if n <= s
                                           else rng.integers(n, size=(k, s)), device=device)  # (K, S)
                     x, y = task.x[idx], task.y[idx]  # (K, S, F), (K, S)
-                scores = scorer(u, x, y)  # (K, B)
+                scores = scorer(u, x, y, task.landmarks)  # (K, B)
                 loss = prediction_loss(config.loss, scores, acc, margin=config.margin, gap=config.uncertainty_gap,
                                        mean=task.mean, std=task.std)  # the K members' losses, summed
                 opt.zero_grad(set_to_none=True)
@@ -151,11 +153,20 @@ def task_correlations(model: PerformancePredictor, data: TrainingData) -> dict[s
     return out
 
 
+def new_predictor(data: TrainingData, config: PredictorConfig) -> PerformancePredictor:
+    """A freshly initialized predictor (seed ``config.seed``) for ``data``: its landmarking
+    descriptors standardized over ``data``'s tasks."""
+    torch.manual_seed(config.seed)
+    model = PerformancePredictor(data.space, config)
+    if model.num_landmarks:
+        model.set_landmark_scale(np.stack([t.landmarks() for t in data.tasks.values()]))
+    return model
+
+
 def fit_in_process(data: TrainingData, config: PredictorConfig, *, init_state: dict | None = None,
                    report_every: int = 100) -> tuple[PerformancePredictor, FitHistory]:
     """Fit a fresh predictor on ``data`` in this process (one worker, no Ray): tests and LOTO."""
-    torch.manual_seed(config.seed)
-    model = PerformancePredictor(data.space, config)
+    model = new_predictor(data, config)
     if init_state is not None:
         model.load_state_dict(init_state)
     history = run_algorithm1(TaskScorer(model), data, config, report_every=report_every)

@@ -13,6 +13,9 @@ Departures, each measured (README, "The predictor"):
   a mean over samples gives each feature's label-conditional statistics, g over those, a
   mean over features. Invariant to the order of samples and of features, so one encoder
   serves tasks of any width. ``"samples"`` is the paper's phi over whole rows (fixed width).
+- Landmarking descriptors beside z (``landmarks=True``, predictor/landmarks.py): how well three
+  cheap learners do on the task, standardized over the training tasks. The task vector that
+  scores, distances and the ascent read is ``[z, landmarks]``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from nasdb.errors import ArgumentError
 from nasdb.space import SearchSpace
 from predictor.config import PredictorConfig
 from predictor.features import ArchitectureFeatures
+from predictor.landmarks import LANDMARKS, task_landmarks
 
 #: Cells (rows x features) one pass of the cells encoder's inference reads (about 20 MB per member).
 CELLS_PER_PASS = 1 << 18
@@ -71,9 +75,10 @@ class PerformancePredictor(nn.Module):
 
     Higher score = better predicted validation accuracy (for the L2 loss the score estimates
     the task-normalized target; for the ranking losses only its order matters). ``z`` is the
-    members' meta-features concatenated, ``(K * Z,)``, so distances between tasks and the
-    ascent treat it as one vector. Without meta-features (``use_meta_features=False``, the
-    paper's ablation) ``z`` is absent.
+    members' meta-features concatenated, then the task's standardized landmarking descriptors
+    (``(K * Z + L,)``, L = 0 without them), so distances between tasks and the ascent treat it
+    as one vector. Without meta-features (``use_meta_features=False``, the paper's ablation)
+    ``z`` is absent.
     """
 
     def __init__(self, space: SearchSpace | int, config: PredictorConfig | None = None):
@@ -100,8 +105,13 @@ class PerformancePredictor(nn.Module):
             else:
                 self.phi = StackedMLP(k, [config.feature_dim + c, *config.phi_hidden], final_activation=True)
             self.member_z_dim = config.phi_hidden[-1]
-        self.z_dim = k * self.member_z_dim
-        self.rho = StackedMLP(k, [width + self.member_z_dim, *config.rho_hidden, 1], final_activation=False,
+        self.num_landmarks = len(LANDMARKS) if config.use_meta_features and config.landmarks else 0
+        if self.num_landmarks:  # set from the training tasks' descriptors (set_landmark_scale), saved with the weights
+            self.register_buffer("landmark_center", torch.zeros(self.num_landmarks))
+            self.register_buffer("landmark_scale", torch.ones(self.num_landmarks))
+        self.task_dim = self.member_z_dim + self.num_landmarks  # what each member's rho reads of the task
+        self.z_dim = k * self.member_z_dim + self.num_landmarks
+        self.rho = StackedMLP(k, [width + self.task_dim, *config.rho_hidden, 1], final_activation=False,
                               dropout=config.dropout)
 
     # -- meta-features ------------------------------------------------------------------
@@ -146,7 +156,27 @@ class PerformancePredictor(nn.Module):
             z = z / x.shape[1]
         return z.reshape(-1)  # (K * Z,)
 
+    # -- landmarking descriptors ---------------------------------------------------------
+    def set_landmark_scale(self, landmarks: np.ndarray) -> None:
+        """Standardize the descriptors by their mean and spread over the training tasks' ``(T, L)``."""
+        values = torch.as_tensor(np.asarray(landmarks, dtype=np.float32)).reshape(-1, self.num_landmarks)
+        self.landmark_center.copy_(values.mean(dim=0))
+        self.landmark_scale.copy_(values.std(dim=0, unbiased=False).clamp_min(1e-3))  # a constant one stays 0
+
+    def standardized_landmarks(self, landmarks: torch.Tensor) -> torch.Tensor:
+        """Raw descriptors (L,) on the scale rho was trained on: -> (L,)."""
+        return (landmarks.to(self.landmark_center) - self.landmark_center) / self.landmark_scale
+
     def task_embedding(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+        """The task vector from all of a task's samples: learned z (``learned_embedding``), then
+        the standardized landmarking descriptors: -> (K * Z + L,)."""
+        z = self.learned_embedding(x, y, chunk)
+        if not self.num_landmarks:
+            return z
+        d = torch.from_numpy(task_landmarks(x.detach().cpu().numpy(), y.detach().cpu().numpy()))
+        return torch.cat([z, self.standardized_landmarks(d).to(z)])
+
+    def learned_embedding(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
         """Meta-features from all of a task's samples, on the scale seen in training: -> (K * Z,).
 
         Training feeds phi batches of ``sample_batch_size`` samples. With ``aggregate="mean"``
@@ -236,9 +266,16 @@ class PerformancePredictor(nn.Module):
             if z.shape not in ((self.z_dim,), (b, self.z_dim)):
                 raise ArgumentError(f"meta-features must have shape ({self.z_dim},) or ({b}, {self.z_dim}), "
                                     f"got {tuple(z.shape)}")
-            z = z.reshape(-1, self.members, self.member_z_dim).transpose(0, 1).expand(-1, b, -1)  # (K, B, Z)
-            h = torch.cat([h, z.to(h.dtype)], dim=-1)  # (K, B, F + Z)
+            h = torch.cat([h, self._member_task_inputs(z, b).to(h.dtype)], dim=-1)  # (K, B, F + Z + L)
         return self.rho(h).squeeze(-1)  # (K, B)
+
+    def _member_task_inputs(self, z: torch.Tensor, b: int) -> torch.Tensor:
+        """What each member's rho reads of the task vector ``z`` (K * Z + L,) or (B, K * Z + L):
+        its own z and the shared landmarks: -> (K, B, Z + L)."""
+        rows = z.reshape(-1, self.z_dim)  # (1 or B, K * Z + L)
+        learned = rows[:, :self.members * self.member_z_dim].reshape(len(rows), self.members, -1)  # (1 or B, K, Z)
+        shared = rows[:, None, self.members * self.member_z_dim:].expand(-1, self.members, -1)  # (1 or B, K, L)
+        return torch.cat([learned, shared], dim=-1).transpose(0, 1).expand(-1, b, -1)  # (K, B, Z + L)
 
     def forward(self, u: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """The ensemble's score (the members' mean) of ``u`` (B, D) or (D,): -> (B,) or ()."""
@@ -270,9 +307,15 @@ class PerformancePredictor(nn.Module):
         """Scores of encodings ``u`` (B, D) on the task with samples ``(x, y)``, in eval mode: -> (B,)."""
         return self.predict_with_std(u, x, y)[0]
 
-    def score_task(self, u: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor:
-        """Member scores of ``u`` (K, B, D) on per-member sample batches ``(K, S, F), (K, S)``: -> (K, B)."""
+    def score_task(self, u: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor | None,
+                   landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """Member scores of ``u`` (K, B, D) on per-member sample batches ``(K, S, F), (K, S)`` and the
+        task's raw landmarking descriptors (L,) (computed once per task: task_landmarks): -> (K, B)."""
         z = self.embed_task(x, y) if self.phi is not None else None  # (K * Z,)
+        if self.num_landmarks:
+            if landmarks is None:
+                raise ArgumentError("this predictor reads landmarking descriptors: pass the task's landmarks")
+            z = torch.cat([z, self.standardized_landmarks(landmarks).to(z)])  # (K * Z + L,)
         return self.member_scores(u, z)
 
 
@@ -287,8 +330,9 @@ class TaskScorer(nn.Module):
         super().__init__()
         self.predictor = predictor
 
-    def forward(self, u: torch.Tensor, x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.predictor.score_task(u, x, y)  # (K, B)
+    def forward(self, u: torch.Tensor, x: torch.Tensor | None = None, y: torch.Tensor | None = None,
+                landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        return self.predictor.score_task(u, x, y, landmarks)  # (K, B)
 
 
 def legacy_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

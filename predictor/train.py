@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 #: Fields that fix the network's shape: a warm start must keep them.
 SHAPE_FIELDS = ("phi_hidden", "rho_hidden", "use_meta_features", "gating", "feature_dim", "max_classes", "aggregate",
-                "meta_encoder", "architecture_features", "ensemble_size")
+                "meta_encoder", "architecture_features", "ensemble_size", "landmarks")
 
 
 def _open_store(store: ExperimentStore | str | os.PathLike) -> ExperimentStore:
@@ -52,14 +52,13 @@ def _train_loop_per_worker(cfg: dict) -> dict | None:
     import ray.train.torch
     import torch
 
-    from predictor.fit import run_algorithm1, task_correlations
-    from predictor.model import PerformancePredictor, TaskScorer
+    from predictor.fit import new_predictor, run_algorithm1, task_correlations
+    from predictor.model import TaskScorer
 
     data: TrainingData = ray.get(cfg["data"])
     config = PredictorConfig.from_dict(cfg["config"])
     rank = ray.train.get_context().get_world_rank()
-    torch.manual_seed(config.seed)  # identical init on every rank (DDP also broadcasts rank 0's)
-    model = PerformancePredictor(data.space, config)
+    model = new_predictor(data, config)  # seeded: identical init on every rank (DDP also broadcasts rank 0's)
     if cfg.get("init_state") is not None:
         model.load_state_dict(ray.get(cfg["init_state"]))
     scorer = ray.train.torch.prepare_model(TaskScorer(model))
@@ -127,7 +126,7 @@ def fit_predictor(store: ExperimentStore | str | os.PathLike, config: PredictorC
         raise ArgumentError(f"`workers >= 0` must hold, but got workers={workers!r}.")
     store = _open_store(store)
     if config is None:
-        config = (PredictorConfig.from_dict(read_metadata(store, warm_start)["predictor"]["args"])
+        config = (PredictorConfig.stored(read_metadata(store, warm_start)["predictor"]["args"])
                   if warm_start else PredictorConfig())
     exclude = list(exclude_tasks)
     data, config, reason = load_for_config(store, config, meta_encoder=meta_encoder, space=space_id, tasks=tasks,

@@ -9,6 +9,7 @@ import torch
 from nasdb.space import default_space
 from predictor.config import PredictorConfig
 from predictor.features import ArchitectureFeatures
+from predictor.landmarks import task_landmarks
 from predictor.model import PerformancePredictor, TaskScorer, legacy_state_dict
 
 D = 105
@@ -28,8 +29,8 @@ def test_output_invariant_to_sample_order(aggregate, encoder):
     x, y = _samples()
     u = torch.eye(D)[:7]  # (7, D)
     perm = torch.randperm(x.shape[0])
-    z1, z2 = model.embed_task(x, y), model.embed_task(x[perm], y[perm])
-    assert z1.shape == (5 * 50,)  # K members x Z, concatenated
+    z1, z2 = model.task_embedding(x, y), model.task_embedding(x[perm], y[perm])
+    assert z1.shape == (5 * 50 + 5,)  # K members x Z, concatenated, then the 5 landmarking descriptors
     assert torch.allclose(z1, z2, atol=1e-5)
     assert torch.allclose(model(u, z1), model(u, z2), atol=1e-5)
     assert model(u, z1).shape == (7,)
@@ -61,13 +62,13 @@ def test_task_embedding_matches_batch_scale():
         cfg = PredictorConfig(aggregate=aggregate, sample_batch_size=32)
         model = PerformancePredictor(SPACE, cfg)
         x, y = _samples(n=96)
-        full = model.task_embedding(x, y, chunk=40)  # chunking does not change the result
+        full = model.learned_embedding(x, y, chunk=40)  # chunking does not change the result
         batch_means = torch.stack([model.embed_task(x[i:i + 32], y[i:i + 32]) for i in range(0, 96, 32)]).mean(0)
         assert torch.allclose(full, batch_means, atol=1e-4), aggregate
 
 
 def _cells_loop(model, x, y, chunk):
-    """The reference: task_embedding's chunk loop over embed_task, one f per cell."""
+    """The reference: learned_embedding's chunk loop over embed_task, one f per cell."""
     n, total = x.shape[0], 0.0
     for i in range(0, n, chunk):
         z = model.embed_task(x[i:i + chunk], y[i:i + chunk])
@@ -78,7 +79,7 @@ def _cells_loop(model, x, y, chunk):
 @pytest.mark.parametrize("aggregate", ["mean", "sum"])
 @pytest.mark.parametrize("shape", [(256, 660), (300, 1000), (7, 3)])  # 3 chunks; 2 passes of chunks; 1 short chunk
 def test_cells_embedding_runs_f_once_per_distinct_cell_and_equals_the_loop(aggregate, shape):
-    """task_embedding of the cells encoder (f once per distinct (value, class), the chunks' means as
+    """learned_embedding of the cells encoder (f once per distinct (value, class), the chunks' means as
     weighted sums, g in one batch) equals the chunk loop over embed_task up to float32 rounding, on
     columns that repeat values (0/1, a filled-in median, -0.0 next to 0.0) and columns that do not."""
     torch.manual_seed(0)
@@ -91,8 +92,8 @@ def test_cells_embedding_runs_f_once_per_distinct_cell_and_equals_the_loop(aggre
     x[::2, 0] = -0.0
     chunk = min(8192, max(1, 65536 // w))
     with torch.no_grad():
-        fast, slow = model.task_embedding(x, y), _cells_loop(model, x, y, chunk)
-    assert fast.shape == slow.shape == (model.z_dim,)
+        fast, slow = model.learned_embedding(x, y), _cells_loop(model, x, y, chunk)
+    assert fast.shape == slow.shape == (model.z_dim - model.num_landmarks,)
     assert torch.allclose(fast, slow, rtol=1e-5, atol=1e-6), float((fast - slow).abs().max())
     with pytest.raises(ValueError, match=r"labels must lie in \[0, max_classes=10\)"):
         model.task_embedding(x, torch.full_like(y, 10))
@@ -104,14 +105,14 @@ def test_members_are_independent_networks():
     ens = PerformancePredictor(SPACE, PredictorConfig(ensemble_size=3))
     x, y = _samples()
     u = torch.eye(D)[:9]
-    scores = ens.member_scores(u, ens.embed_task(x, y))  # (3, 9)
+    scores = ens.member_scores(u, ens.task_embedding(x, y))  # (3, 9)
     assert scores.shape == (3, 9) and not torch.allclose(scores[0], scores[1])
     for k in range(3):
         one = PerformancePredictor(SPACE, PredictorConfig(ensemble_size=1))
         one.load_state_dict({name: value[k:k + 1] for name, value in ens.state_dict().items()
                              if name not in ("features.layer_index", "features.on_index", "features.p_u",
-                                             "features.p_g")}, strict=False)
-        assert torch.allclose(one.member_scores(u, one.embed_task(x, y))[0], scores[k], atol=1e-5)
+                                             "features.p_g", "landmark_center", "landmark_scale")}, strict=False)
+        assert torch.allclose(one.member_scores(u, one.task_embedding(x, y))[0], scores[k], atol=1e-5)
     mean, std = ens.predict_with_std(u.numpy(), x.numpy(), y.numpy())
     assert torch.allclose(torch.as_tensor(mean), scores.mean(0), atol=1e-5)
     assert torch.allclose(torch.as_tensor(std), scores.std(0, unbiased=False), atol=1e-5)
@@ -149,7 +150,10 @@ def test_gating_and_no_meta_ablation():
     scorer = TaskScorer(gated)
     x, y = _samples()
     k = gated.members
-    scorer(u.expand(k, -1, -1), x.expand(k, -1, -1), y.expand(k, -1)).sum().backward()
+    with pytest.raises(ValueError, match="pass the task's landmarks"):
+        scorer(u.expand(k, -1, -1), x.expand(k, -1, -1), y.expand(k, -1))
+    landmarks = torch.from_numpy(task_landmarks(x.numpy(), y.numpy()))
+    scorer(u.expand(k, -1, -1), x.expand(k, -1, -1), y.expand(k, -1), landmarks).sum().backward()
     assert all(p.grad is not None for p in scorer.parameters())
 
 
@@ -163,7 +167,7 @@ def test_legacy_single_predictor_state_loads():
     gate = torch.randn(D)
     old = {"gate_logits": gate, **{f"phi.{k}": v for k, v in phi.state_dict().items()},
            **{f"rho.{k}": v for k, v in rho.state_dict().items()}}
-    new_fields = ("ensemble_size", "architecture_features", "meta_encoder", "dropout")
+    new_fields = ("ensemble_size", "architecture_features", "meta_encoder", "dropout", "landmarks")
     old_config = {k: v for k, v in PredictorConfig().to_dict().items() if k not in new_fields}  # a format-1 config.json
     model = PerformancePredictor(SPACE, PredictorConfig.legacy(old_config))
     model.load_state_dict(legacy_state_dict(old))
