@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     from ray import serve
 
     from nasdb.store import ExperimentStore
-    from predictor.serve import start_server
+    from predictor.server import start_server
     from predictor.testing import HELD_OUT_TASK, shared_tiny_store
 
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))

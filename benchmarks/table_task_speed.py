@@ -125,7 +125,7 @@ def time_suggestions(csv_path: Path, tmp: Path, requests_n: int) -> dict:
     import requests
     from ray import serve
 
-    from predictor.serve import start_server
+    from predictor.server import start_server
     from predictor.testing import TABLE_TRAIN_TASKS, fit_tiny_predictor, shared_table_store
 
     root, _ = shared_table_store(str(tmp))

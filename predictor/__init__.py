@@ -17,7 +17,7 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     "predictor.data": ["load_training_data"],
     "predictor.evaluate": ["evaluate_loto"],
     "predictor.model": ["PerformancePredictor"],
-    "predictor.serve": ["start_server"],
+    "predictor.server": ["start_server"],
     "predictor.suggest": ["SuggestionEngine", "engine_for", "suggest_for_task"],
     "predictor.surrogate": ["EnsembleSurrogate", "SurrogateFactory"],
     "predictor.train": ["fit_predictor"],

@@ -1,7 +1,7 @@
-"""Request and response bodies of the suggestion API (predictor/serve.py), as pydantic models.
+"""Request and response bodies of the suggestion API (predictor/api.py), as pydantic models.
 
 A task is named, given as inline samples (64 features in [0, 1]) or as a table of any width
-(``columns``/``rows``/``label``; a CSV upload is the same table as ``text/csv``, predictor/serve.py).
+(``columns``/``rows``/``label``; a CSV upload is the same table as ``text/csv``, predictor/api.py).
 Validation is strict on purpose: features are finite numbers inside the suite's feature range
 [0, 1] (no NaN/Infinity, which Python's JSON parser would otherwise accept, no 3e38, no strings,
 no booleans), labels and choice indices are integers inside hard bounds (1.0, true and 2**63

@@ -273,7 +273,7 @@ def suggest_command(store_root, task, data, label, predictor_id, train, k_max_it
               help="Check the followed alias or 'latest' this often (0: an alias every 2 s, 'latest' never).")
 def serve_command(store_root, port, host, replicas, predictor_id, token_file, allow_unauthenticated, refresh_seconds):
     """Serve suggestions over HTTP with Ray Serve until Ctrl-C (POST /v1/suggest, /v1/predict)."""
-    from predictor.serve import run_server
+    from predictor.server import run_server
 
     def ready(info) -> None:
         click.echo(f"serving predictor {info.predictor_id}{f' ({predictor_id})' if predictor_id else ''} at {info.url} ({info.replicas} replica(s), "

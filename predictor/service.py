@@ -1,7 +1,7 @@
 """The suggestion service behind the HTTP API: the loaded predictor, its hot swap, and the endpoints' logic.
 
-Plain Python, no Ray: ``predictor/serve.py`` wraps it in a Ray Serve deployment and a FastAPI
-app. A request reads the current ``SuggestionEngine`` once and uses it to the end, so
+Plain Python, no Ray: ``predictor/serve.py`` wraps it in a Ray Serve deployment and ``predictor/api.py``
+in a FastAPI app. A request reads the current ``SuggestionEngine`` once and uses it to the end, so
 swapping in a newly fitted predictor (``reconfigure`` from Serve's user_config, or the opt-in
 background refresh that follows the store's latest predictor) is one attribute assignment:
 in-flight requests finish on the old engine, new ones get the new one, and nobody waits.

@@ -101,7 +101,7 @@ def demo_command(ctx: click.Context, per_task: int, held_out: str, epochs: int |
     from cluster.populate.cli import recipe_from_options
     from nasdb.store import ExperimentStore
     from predictor.config import PredictorConfig
-    from predictor.serve import start_server
+    from predictor.server import start_server
     from predictor.train import fit_predictor
 
     root = (ctx.obj or {}).get("store_root") or "demo-store"

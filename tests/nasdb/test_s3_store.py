@@ -153,7 +153,7 @@ def test_populate_search_fit_serve_across_three_nodes_write_only_to_the_bucket(o
 
             from ray import serve
 
-            from predictor.serve import start_server
+            from predictor.server import start_server
 
             info = start_server(uri, port=free_port(), predictor_id=pid, allow_unauthenticated=True, num_cpus=0.5)
             try:

@@ -152,7 +152,7 @@ def test_promoting_swaps_a_live_replica_without_a_failed_request(store, ray_clus
     import requests
     from ray import serve
 
-    from predictor.serve import start_server
+    from predictor.server import start_server
 
     st, (first, second, _) = store
     registry.promote(st, first, "champion")

@@ -25,7 +25,8 @@ from predictor.auth import is_loopback, resolve_token_digest, token_digest
 from predictor.checkpoint import latest_predictor
 from predictor.config import PredictorConfig
 from predictor.proxy_deadline import controller_env
-from predictor.serve import REQUEST_TIMEOUT_S, _http_config
+from predictor.serve import serve_http_options
+from predictor.server import REQUEST_TIMEOUT_S
 from predictor.service import ServeLimits, SuggestionService
 from predictor.testing import HELD_OUT_TASK, TRAIN_TASKS, fit_tiny_predictor, shared_tiny_store
 
@@ -55,7 +56,7 @@ def store(tmp_path_factory):
 def server(store, ray_cluster):
     from ray import serve
 
-    from predictor.serve import start_server
+    from predictor.server import start_server
 
     try:
         info = start_server(store[0].root, port=_free_port(), token=TOKEN, limits=LIMITS, refresh_seconds=1.0,
@@ -100,7 +101,7 @@ def test_health_model_and_openapi(server, http, store):
     bundle = http.get(f"{server.url}/static-offline-docs/swagger-ui-bundle.js", timeout=30)
     assert bundle.status_code == 200 and len(bundle.content) > 100_000
     assert {"/v1/suggest", "/v1/predict", "/v1/model", "/v1/health"} <= set(spec["paths"])
-    assert _http_config().request_timeout_s == REQUEST_TIMEOUT_S  # the proxy's end-to-end limit (408 after it)
+    assert serve_http_options().request_timeout_s == REQUEST_TIMEOUT_S  # the proxy's end-to-end limit (408 after it)
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert "x" in spec["components"]["schemas"]["SuggestRequest"]["properties"]
     # task excludes x/y in the published schema too, so schema-driven clients see the server's rule
@@ -405,7 +406,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(server, tmp_p
 
 # -- access rules (no server needed) ----------------------------------------------------------------
 def test_no_token_or_open_access_off_loopback_refuse_to_start(store, monkeypatch, tmp_path):
-    from predictor.serve import start_server
+    from predictor.server import start_server
 
     monkeypatch.delenv("NASDB_API_TOKEN", raising=False)
     with pytest.raises(ValueError, match="no API token configured"):

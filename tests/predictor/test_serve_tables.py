@@ -30,7 +30,7 @@ ARCHS = [[0] * 15, [3, 2, 5, 1, 0, 4, 7, 9, 0, 1, 0, 1, 1, 0, 1]]
 def pid_and_server(tmp_path_factory, ray_cluster):
     from ray import serve
 
-    from predictor.serve import start_server
+    from predictor.server import start_server
 
     root, pid = shared_table_store(str(tmp_path_factory.getbasetemp()))
     try:
