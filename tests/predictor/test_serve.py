@@ -1,15 +1,15 @@
-"""The suggestion API over real HTTP on Ray Serve (real local Ray), plus its access rules and hot swap.
+"""The suggestion API over real HTTP on Ray Serve (real local Ray): its answers, its refusals of bad
+input and wrong tokens, and slow and hostile clients.
 
-One Serve app per module, on a predictor fitted on a tiny real store (predictor/testing.py);
-the suggestion is asked for a task left out of training. Every refusal is checked to be a 4xx
-naming the field, after which the replica must still answer /v1/health.
+One Serve app per module (the ``server`` fixture, conftest.py), on a predictor fitted on a tiny
+real store (predictor/testing.py); the suggestion is asked for a task left out of training. Every
+refusal is checked to be a 4xx naming the field, after which the replica must still answer /v1/health.
 """
 
 from __future__ import annotations
 
 import json
 import selectors
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,70 +18,18 @@ import time
 from urllib.parse import urlparse
 
 import pytest
-import requests
+from serve_helpers import AUTH, HEADER_TIMEOUT_S, LIMITS, TOKEN, healthy
 
-from nasdb.store import ExperimentStore
-from predictor.auth import is_loopback, resolve_token_digest, token_digest
-from predictor.checkpoint import latest_predictor
 from predictor.config import PredictorConfig
-from predictor.proxy_deadline import controller_env
 from predictor.serve import serve_http_options
 from predictor.server import REQUEST_TIMEOUT_S
-from predictor.service import ServeLimits, SuggestionService
-from predictor.testing import HELD_OUT_TASK, TRAIN_TASKS, fit_tiny_predictor, shared_tiny_store
-
-TOKEN = "test-token-" + "k" * 24
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-LIMITS = ServeLimits(max_samples=500, max_architectures=20, max_k_max_iters=2000, max_requests_per_client=60,
-                     body_timeout_s=10.0, max_concurrent_requests=100)
-#: The proxy's header deadline in this module (predictor/proxy_deadline.py; 10 s by default).
-HEADER_TIMEOUT_S = 4.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    root, pid = shared_tiny_store(str(tmp_path_factory.getbasetemp()))
-    copy = tmp_path_factory.mktemp("serve") / "store"
-    shutil.copytree(root, copy)  # this module adds predictors
-    return ExperimentStore(str(copy)), pid
-
-
-@pytest.fixture(scope="module")
-def server(store, ray_cluster):
-    from ray import serve
-
-    from predictor.server import start_server
-
-    try:
-        info = start_server(store[0].root, port=_free_port(), token=TOKEN, limits=LIMITS, refresh_seconds=1.0,
-                            predictor_id="latest",  # follow new fits: asked for explicitly (predictor/registry.py)
-                            num_cpus=0.5, header_timeout_s=HEADER_TIMEOUT_S)
-        yield info
-    finally:
-        serve.shutdown()  # the shared Ray cluster stays up for the next test module
-
-
-@pytest.fixture(scope="module")
-def http():
-    with requests.Session() as s:
-        yield s
+from predictor.testing import HELD_OUT_TASK, TRAIN_TASKS
 
 
 @pytest.fixture(scope="module")
 def held_out(store):
     x, y = store[0].task(HELD_OUT_TASK).samples("train")
     return x[:300].tolist(), y[:300].tolist()
-
-
-def _healthy(http, server) -> None:
-    r = http.get(f"{server.url}/v1/health", timeout=30)
-    assert r.status_code == 200 and r.json()["status"] == "ok"
 
 
 # -- answers --------------------------------------------------------------------------------------
@@ -220,7 +168,7 @@ def test_bad_input_is_a_4xx_naming_the_field_and_the_replica_stays_healthy(serve
     detail = r.json()["detail"]
     assert text in detail and "\n" not in detail
     assert len(r.content) < 20_000  # the input is never echoed back
-    _healthy(http, server)
+    healthy(http, server)
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-" + "x" * 20},
@@ -235,7 +183,7 @@ def test_requests_without_the_right_token_get_401(server, http, headers):
         r = getattr(http, method)(f"{server.url}{path}", headers=headers, timeout=30, **kwargs)
         assert r.status_code == 401, (path, r.text)
         assert r.headers["www-authenticate"].startswith("Bearer")
-    _healthy(http, server)
+    healthy(http, server)
 
 
 # -- slow and hostile clients -------------------------------------------------------------------
@@ -339,7 +287,7 @@ def test_slow_uploads_and_half_sent_headers_do_not_block_health_or_suggest(serve
     finally:
         for s in held:
             s.close()
-    _healthy(http, server)
+    healthy(http, server)
     r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 20}, headers=AUTH,
                   timeout=30)
     assert r.status_code == 200, r.text  # the per-client count is back to zero
@@ -403,149 +351,3 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(server, tmp_p
     assert out["operations"]["tested"] == 4
     print(f"schemathesis: {cases['generated']} cases in {out['running_time']:.1f} s, 0 failures")
 
-
-# -- access rules (no server needed) ----------------------------------------------------------------
-def test_no_token_or_open_access_off_loopback_refuse_to_start(store, monkeypatch, tmp_path):
-    from predictor.server import start_server
-
-    monkeypatch.delenv("NASDB_API_TOKEN", raising=False)
-    with pytest.raises(ValueError, match="no API token configured"):
-        start_server(store[0].root, port=_free_port())
-    with pytest.raises(ValueError, match="only allowed when the HTTP host is loopback"):
-        start_server(store[0].root, host="0.0.0.0", port=_free_port(), allow_unauthenticated=True)
-    with pytest.raises(ValueError, match="at least 16"):
-        start_server(store[0].root, port=_free_port(), token="short")
-    assert [is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "127.8.0.1")] == [True] * 5
-    assert [is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "example.com", "")] == [False] * 5
-    token_file = tmp_path / "token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
-    assert resolve_token_digest(token_file=str(token_file)) == token_digest(TOKEN)
-    monkeypatch.setenv("NASDB_API_TOKEN", TOKEN)
-    assert resolve_token_digest() == token_digest(TOKEN)
-    assert resolve_token_digest(allow_unauthenticated=True, host="::1") is None
-
-
-# -- picking up a new predictor -----------------------------------------------------------------------
-def test_service_reconfigure_and_refresh_in_process(store):
-    st, pid = store
-    service = SuggestionService(st, predictor_id=pid)
-    assert service.engine.predictor_id == pid and not service.refresh_now()  # pinned
-    service.reconfigure({"predictor_id": "latest"})
-    assert service.engine.predictor_id == latest_predictor(st)
-    with pytest.raises(ValueError, match="unknown user_config keys"):
-        service.reconfigure({"predictor": pid})
-    before = service.engine
-    with pytest.raises(KeyError, match="no predictor 'nope'"):
-        service.reconfigure({"predictor_id": "nope"})
-    assert service.engine is before  # a failed load keeps serving the current predictor
-    with pytest.raises(ValueError, match="refresh_seconds"):
-        service.reconfigure({"refresh_seconds": -1})
-    service.close()
-
-
-def test_a_newly_fitted_predictor_is_picked_up_without_downtime(server, http, store):
-    st, pid = store
-    failures, stop = [], threading.Event()
-
-    def probe() -> None:  # keep asking while the replica swaps predictors
-        while not stop.is_set():
-            r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 50},
-                          headers=AUTH, timeout=60)
-            if r.status_code != 200:
-                failures.append(r.status_code)
-
-    thread = threading.Thread(target=probe)
-    thread.start()
-    try:
-        new = fit_tiny_predictor(st, TRAIN_TASKS, num_steps=40, seed=1)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            model = http.get(f"{server.url}/v1/model", headers=AUTH, timeout=30).json()
-            if model["predictor_id"] == new:
-                break
-            time.sleep(0.3)
-    finally:
-        stop.set()
-        thread.join()
-    assert model["predictor_id"] == new and failures == []
-    r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK}, headers=AUTH, timeout=60)
-    assert r.json()["predictor_id"] == new
-
-
-def test_open_access_on_loopback_under_a_route_prefix(server, http, store):
-    """Without a token the replica itself checks that the Serve proxy binds a loopback host."""
-    from ray import serve
-
-    from predictor.serve import build_app
-
-    st, _ = store
-    serve.run(build_app(st.root, allow_unauthenticated=True, num_cpus=0.5), name="open", route_prefix="/open",
-              blocking=False)
-    try:
-        r = http.get(f"{server.url}/open/v1/model", timeout=30)
-        assert r.status_code == 200 and r.json()["predictor_id"] == latest_predictor(st)
-        assert "/v1/suggest" in http.get(f"{server.url}/open/openapi.json", timeout=30).json()["paths"]
-        r = http.post(f"{server.url}/open/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 20}, timeout=60)
-        assert r.status_code == 200, r.text
-    finally:
-        serve.delete("open")
-    _healthy(http, server)
-
-
-def test_serve_deploy_config_updates_the_predictor_in_place(server, http, store, tmp_path):
-    """The cluster path of predictor/serve_config.example.yaml: the config is deployed the way `serve deploy`
-    does (the controller's deploy_apps); changing only user_config.predictor_id swaps the predictor inside the
-    running replica (same replica id) while requests keep getting 200."""
-    from pathlib import Path
-
-    import yaml
-    from ray import serve
-    from ray.serve.schema import ServeDeploySchema
-
-    from predictor.checkpoint import predictor_ids
-
-    st, _ = store
-    if len(predictor_ids(st)) < 2:  # run on its own, without the hot-swap test's second fit
-        fit_tiny_predictor(st, TRAIN_TASKS, num_steps=40, seed=2)
-    first, second = predictor_ids(st)[:2]
-    token_file = tmp_path / "api_token"
-    token_file.write_text(TOKEN)
-    token_file.chmod(0o600)
-    config = yaml.safe_load((Path(__file__).parents[2] / "predictor" / "serve_config.example.yaml").read_text())
-    url = urlparse(server.url)
-    config["http_options"].update(host=url.hostname, port=url.port)  # the running proxy's
-    app = config["applications"][0]
-    assert app["import_path"] == "predictor.serve:app_builder"
-    proxy_env = config["controller_options"]["runtime_env"]["env_vars"]  # what `nasdb serve` gives its proxies
-    assert {k: float(v) if k == "NASDB_HEADER_TIMEOUT_S" else v for k, v in proxy_env.items()} == {
-        k: float(v) if k == "NASDB_HEADER_TIMEOUT_S" else v for k, v in controller_env().items()}
-    app["args"].update(store=st.root, token_file=str(token_file), replicas=1, num_cpus=0.5)
-    app["deployments"][0]["user_config"] = {"predictor_id": first}
-    client = serve.context._get_global_client()
-    client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
-    health = http.get(f"{server.url}/v1/health", timeout=30).json()
-    assert health["predictor_id"] == first
-
-    failures, stop = [], threading.Event()
-
-    def probe() -> None:
-        while not stop.is_set():
-            r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 50},
-                          headers=AUTH, timeout=60)
-            failures.extend([r.status_code] if r.status_code != 200 else [])
-
-    thread = threading.Thread(target=probe)
-    thread.start()
-    try:
-        app["deployments"][0]["user_config"] = {"predictor_id": second}
-        client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and http.get(f"{server.url}/v1/health", timeout=30).json()[
-                "predictor_id"] != second:
-            time.sleep(0.2)
-    finally:
-        stop.set()
-        thread.join()
-    after = http.get(f"{server.url}/v1/health", timeout=30).json()
-    assert after["predictor_id"] == second and after["replica"] == health["replica"] and failures == []

@@ -2,7 +2,7 @@
 Ray Serve, and their refusals (a 4xx whose detail names the column; the replica keeps serving).
 
 The store and the ``cells`` predictor are predictor/testing.py ``shared_table_store`` (a digits
-task and three sklearn tables); the server helpers are test_serve.py's.
+task and three sklearn tables); the server helpers are serve_helpers.py's.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from serve_helpers import AUTH, TOKEN, free_port, healthy
 from sklearn.datasets import load_iris
 from test_predictor_tables import wine_frame
-from test_serve import AUTH, TOKEN, _free_port, _healthy
 
 from predictor.service import ServeLimits
 from predictor.testing import TABLE_TRAIN_TASKS, shared_table_store
@@ -34,7 +34,7 @@ def pid_and_server(tmp_path_factory, ray_cluster):
 
     root, pid = shared_table_store(str(tmp_path_factory.getbasetemp()))
     try:
-        yield pid, start_server(root, port=_free_port(), token=TOKEN, limits=LIMITS, predictor_id=pid, num_cpus=0.5)
+        yield pid, start_server(root, port=free_port(), token=TOKEN, limits=LIMITS, predictor_id=pid, num_cpus=0.5)
     finally:
         serve.shutdown()  # the shared Ray cluster stays up for the next test module
 
@@ -145,7 +145,7 @@ def test_a_bad_csv_upload_is_a_4xx_naming_the_column(server, http, case):
     assert r.status_code == status, r.text
     detail = r.json()["detail"]
     assert text in detail and "\n" not in detail, detail
-    _healthy(http, server)
+    healthy(http, server)
 
 
 def _bad_json() -> list[tuple[str, str, dict, int, str]]:
@@ -175,4 +175,4 @@ def test_a_bad_json_table_is_a_4xx_naming_the_column(server, http, case):
     assert r.status_code == status, r.text
     detail = r.json()["detail"]
     assert text in detail and "\n" not in detail, detail
-    _healthy(http, server)
+    healthy(http, server)
