@@ -203,7 +203,7 @@ class CompiledAscent(BatchedAscent):
         """rho's first-layer weights on the task vector ``[z_1..z_K, landmarks]``: each member's z
         reaches its own block, the shared landmarks every member's: (K, Z + L, H1) -> (K*Z + L, K*H1)."""
         z = model.member_z_dim
-        shared = w[:, z:].permute(1, 0, 2).reshape(model.num_landmarks, -1)  # (L, K*H1)
+        shared = w[:, z:].permute(1, 0, 2).reshape(model.num_landmarks, w.shape[0] * w.shape[2])  # (L, K*H1)
         return torch.cat([torch.block_diag(*w[:, :z]), shared]) if z else shared
 
     @staticmethod

@@ -51,13 +51,15 @@ def _naive_step(model, z, logits: torch.Tensor, eta: float) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("impl", [CompiledAscent, AutogradAscent])
-@pytest.mark.parametrize("meta", [True, False])
+@pytest.mark.parametrize("meta, landmarks", [(True, True), (True, False), (False, False)])
 @pytest.mark.parametrize("members, features", [(5, True), (1, False)])
-def test_one_batched_step_equals_naive_per_start_loop(impl, meta, members, features):
+def test_one_batched_step_equals_naive_per_start_loop(impl, meta, landmarks, members, features):
     """Both ascents equal a naive per-start autograd loop: for the ensemble with structured
     features (the hand-written gradient through vec(g) and the block-diagonal members) and for a
-    single predictor on u alone (an old checkpoint's shape)."""
-    model = _random_model(use_meta_features=meta, ensemble_size=members, architecture_features=features)
+    single predictor on u alone (an old checkpoint's shape); with the task vector [z, landmarks],
+    z alone, or none."""
+    model = _random_model(use_meta_features=meta, ensemble_size=members, architecture_features=features,
+                          landmarks=landmarks)
     z = torch.randn(model.z_dim) if meta else None
     logits = start_logits(SPACE, SPACE.sample(6, seed=1), 0.5) + 0.3 * torch.randn(6, SPACE.encoding_size)
     ascent = impl(model, SPACE)
