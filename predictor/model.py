@@ -273,7 +273,8 @@ class PerformancePredictor(nn.Module):
         """What each member's rho reads of the task vector ``z`` (K * Z + L,) or (B, K * Z + L):
         its own z and the shared landmarks: -> (K, B, Z + L)."""
         rows = z.reshape(-1, self.z_dim)  # (1 or B, K * Z + L)
-        learned = rows[:, :self.members * self.member_z_dim].reshape(len(rows), self.members, -1)  # (1 or B, K, Z)
+        learned = rows[:, :self.members * self.member_z_dim].reshape(len(rows), self.members,
+                                                                     self.member_z_dim)  # (1 or B, K, Z)
         shared = rows[:, None, self.members * self.member_z_dim:].expand(-1, self.members, -1)  # (1 or B, K, L)
         return torch.cat([learned, shared], dim=-1).transpose(0, 1).expand(-1, b, -1)  # (K, B, Z + L)
 

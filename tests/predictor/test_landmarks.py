@@ -69,6 +69,7 @@ def test_the_task_vector_ends_with_the_standardized_landmarks(digits):
     assert not torch.allclose(model(u, z), model(u, other))  # rho reads them
     # every member reads the shared descriptors; the batch form (B, z_dim) scores as the single z
     assert torch.allclose(model.member_scores(u, z.expand(6, -1)), model.member_scores(u, z), atol=1e-6)
+    assert model.member_scores(u[:0], z.expand(0, -1)).shape == (2, 0)  # an empty batch scores to nothing
     without = PerformancePredictor(SPACE, PredictorConfig(ensemble_size=2, landmarks=False))
     assert without.num_landmarks == 0 and without.z_dim == 2 * 50
     assert "landmark_center" not in without.state_dict()
