@@ -10,7 +10,7 @@ import click
 
 from nasdb.cli.options import copy_to_stdout, is_stdout, out_folder, task_list_option
 from nasdb.errors import NasdbError
-from predictor.config import LOSSES, OPTIMIZERS, TARGETS, PredictorConfig, SuggestConfig
+from predictor.config import LANDMARK_MODES, LOSSES, OPTIMIZERS, TARGETS, PredictorConfig, SuggestConfig
 
 _TARGET = click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
                        help="What the predictor fits per task: raw accuracy, its within-task quantile rank, or "
@@ -22,9 +22,9 @@ _META_ENCODER = click.option(
     help="Meta-features from whole 64-feature rows (samples, the 8x8 digits) or from (value, label) cells of any "
          "width (cells); auto: cells when a task is not 64 features wide, else samples (or a warm start's).")
 _LANDMARKS = click.option(
-    "--landmarks/--no-landmarks", default=None,
+    "--landmarks", type=click.Choice(LANDMARK_MODES), default=None,
     help="With meta-features, rho also reads the task's landmarking descriptors (how well a linear model, 1-NN and "
-         "a stump do on it) [on, or the parent's].")
+         "a stump do on it); auto: with the cells meta encoder [auto, or the parent's].")
 _INCLUDE_STOPPED = click.option("--include-stopped", is_flag=True,
                                 help="Also train on children stopped early (their accuracy is partial).")
 

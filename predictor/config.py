@@ -26,6 +26,12 @@ from nasdb.settings import from_settings
 
 AGGREGATES = ("sum", "mean")
 LOSSES = ("l2", "linear", "quadratic")
+#: Whether rho reads the landmarking descriptors (predictor/landmarks.py): ``auto`` with the
+#: ``cells`` meta encoder (tables: z reads each feature's label-conditional statistics, not how
+#: features act together, which the cheap learners measure), not with ``samples`` (the paper's
+#: phi over whole rows of the 8x8 digits). Measured both ways on both suites (README,
+#: "Landmarking descriptors in the predictor").
+LANDMARK_MODES = ("auto", "on", "off")
 META_ENCODERS = ("samples", "cells")
 OPTIMIZERS = ("sgd", "adam")
 #: What the predictor fits per task (predictor/data.py): "auto" is "rank" for imported benchmarks, else "raw".
@@ -57,7 +63,7 @@ class PredictorConfig:
     feature_dim: int = 64  # nasdb.tasks.FEATURE_DIM: the suite's common feature space
     max_classes: int = 10  # labels are one-hot padded to this width before phi
     meta_encoder: str = "samples"  # phi over whole rows (the paper's) or over (value, label) cells (any width)
-    landmarks: bool = True  # with meta-features: rho also reads the task's landmarking descriptors (predictor/landmarks.py)
+    landmarks: str = "auto"  # with meta-features, rho also reads the task's landmarking descriptors (LANDMARK_MODES)
     architecture_features: bool = True  # u plus its structured features (predictor/features.py)
     dropout: float = 0.0  # after rho's hidden activations, while training
     # -- deep ensemble (issue 16): K members, own initialization and mini-batches ---------
@@ -121,10 +127,18 @@ class PredictorConfig:
             raise ConfigError(f"`seed` must be a non-negative integer, but got seed={self.seed!r}.")
         if self.target not in TARGETS:
             raise ConfigError(f"`target` must be one of {TARGETS}, but got target={self.target!r}.")
-        if not isinstance(self.landmarks, bool):
-            raise ConfigError(f"`landmarks` must be a bool, but got landmarks={self.landmarks!r}.")
+        if isinstance(self.landmarks, bool):  # PredictorConfig(landmarks=False) reads as asked
+            object.__setattr__(self, "landmarks", "on" if self.landmarks else "off")
+        if self.landmarks not in LANDMARK_MODES:
+            raise ConfigError(f"`landmarks` must be one of {LANDMARK_MODES}, but got landmarks={self.landmarks!r}.")
         if not isinstance(self.include_stopped, bool):
             raise ConfigError(f"`include_stopped` must be a bool, but got include_stopped={self.include_stopped!r}.")
+
+    @property
+    def uses_landmarks(self) -> bool:
+        """Whether rho reads the landmarking descriptors (``landmarks``, resolved for the encoder)."""
+        return self.use_meta_features and (self.landmarks == "on" or
+                                           (self.landmarks == "auto" and self.meta_encoder == "cells"))
 
     # -- named constructors ---------------------------------------------------------------
     @classmethod
@@ -138,13 +152,13 @@ class PredictorConfig:
         """The config of a single-predictor checkpoint (format 1, before the ensemble): its fields
         as stored, and the network it was: one member, ``u`` alone, the paper's phi over rows."""
         return cls.from_dict({"ensemble_size": 1, "architecture_features": False, "meta_encoder": "samples",
-                              "dropout": 0.0, "landmarks": False, **d})
+                              "dropout": 0.0, "landmarks": "off", **d})
 
     @classmethod
     def stored(cls, d: dict[str, Any], format_version: int = 2) -> "PredictorConfig":
         """The config stored with a checkpoint: format 1 through ``legacy``; a format-2 config
         stored before ``landmarks`` existed describes a predictor without them."""
-        return cls.legacy(d) if format_version < 2 else cls.from_dict({"landmarks": False, **d})
+        return cls.legacy(d) if format_version < 2 else cls.from_dict({"landmarks": "off", **d})
 
     def describe(self) -> dict[str, Any]:
         """Name and arguments, stored with every checkpoint (STYLE.md: components describe themselves)."""

@@ -89,8 +89,7 @@ def run_algorithm1(scorer: nn.Module, data: TrainingData, config: PredictorConfi
 def _algorithm1(scorer, data, config, optimizer, rank, device, report_every, on_report) -> FitHistory:
     opt = optimizer or make_optimizer(config, scorer.parameters())
     rng = np.random.default_rng([config.seed, rank])
-    landmarks = config.use_meta_features and config.landmarks
-    tensors = [_TaskTensors(t, device, landmarks) for t in data.tasks.values()]
+    tensors = [_TaskTensors(t, device, config.uses_landmarks) for t in data.tasks.values()]
     use_samples = config.use_meta_features
     history = FitHistory(task_draws={t.name: 0 for t in tensors})
     window: list[float] = []

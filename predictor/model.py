@@ -13,7 +13,7 @@ Departures, each measured (README, "The predictor"):
   a mean over samples gives each feature's label-conditional statistics, g over those, a
   mean over features. Invariant to the order of samples and of features, so one encoder
   serves tasks of any width. ``"samples"`` is the paper's phi over whole rows (fixed width).
-- Landmarking descriptors beside z (``landmarks=True``, predictor/landmarks.py): how well three
+- Landmarking descriptors beside z (``PredictorConfig.uses_landmarks``, predictor/landmarks.py): how well three
   cheap learners do on the task, standardized over the training tasks. The task vector that
   scores, distances and the ascent read is ``[z, landmarks]``.
 """
@@ -105,7 +105,7 @@ class PerformancePredictor(nn.Module):
             else:
                 self.phi = StackedMLP(k, [config.feature_dim + c, *config.phi_hidden], final_activation=True)
             self.member_z_dim = config.phi_hidden[-1]
-        self.num_landmarks = len(LANDMARKS) if config.use_meta_features and config.landmarks else 0
+        self.num_landmarks = len(LANDMARKS) if config.uses_landmarks else 0
         if self.num_landmarks:  # set from the training tasks' descriptors (set_landmark_scale), saved with the weights
             self.register_buffer("landmark_center", torch.zeros(self.num_landmarks))
             self.register_buffer("landmark_scale", torch.ones(self.num_landmarks))

@@ -55,7 +55,7 @@ def test_tiny_tasks_and_one_class_folds_give_finite_descriptors():
 def test_the_task_vector_ends_with_the_standardized_landmarks(digits):
     x, y = digits
     torch.manual_seed(0)
-    model = PerformancePredictor(SPACE, PredictorConfig(ensemble_size=2)).eval()
+    model = PerformancePredictor(SPACE, PredictorConfig(ensemble_size=2, landmarks="on")).eval()
     assert model.num_landmarks == len(LANDMARKS) and model.z_dim == 2 * 50 + len(LANDMARKS)
     tasks = np.stack([task_landmarks(x, y), task_landmarks(x[:, :16], y % 2)])
     model.set_landmark_scale(tasks)
@@ -77,6 +77,17 @@ def test_the_task_vector_ends_with_the_standardized_landmarks(digits):
         PredictorConfig(landmarks="yes")
 
 
+def test_auto_reads_landmarks_with_the_cells_encoder_only():
+    """auto: with the cells encoder (tables), not with the paper's samples encoder (the digits)."""
+    assert PredictorConfig(meta_encoder="cells").uses_landmarks
+    assert not PredictorConfig(meta_encoder="samples").uses_landmarks
+    assert PredictorConfig(meta_encoder="samples", landmarks="on").uses_landmarks
+    assert not PredictorConfig(meta_encoder="cells", landmarks="off").uses_landmarks
+    assert not PredictorConfig(meta_encoder="cells", use_meta_features=False).uses_landmarks
+    assert PredictorConfig(landmarks=True).landmarks == "on" and PredictorConfig(landmarks=False).landmarks == "off"
+    assert PerformancePredictor(SPACE, PredictorConfig(meta_encoder="cells")).num_landmarks == len(LANDMARKS)
+
+
 def test_a_checkpoint_stored_before_landmarks_loads_without_them(tmp_path):
     """A format-2 config.json without the ``landmarks`` key describes a predictor without them."""
     from nasdb.records import CONFIG_FILE, PREDICTORS_DIR
@@ -93,4 +104,4 @@ def test_a_checkpoint_stored_before_landmarks_loads_without_them(tmp_path):
         f.write(json.dumps(old, sort_keys=True))
     assert "landmarks" not in store.fs.cat(path).decode()
     loaded = load_predictor(store, pid)
-    assert loaded.config.landmarks is False and loaded.model.num_landmarks == 0
+    assert loaded.config.landmarks == "off" and loaded.model.num_landmarks == 0

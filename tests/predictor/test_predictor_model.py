@@ -30,7 +30,7 @@ def test_output_invariant_to_sample_order(aggregate, encoder):
     u = torch.eye(D)[:7]  # (7, D)
     perm = torch.randperm(x.shape[0])
     z1, z2 = model.task_embedding(x, y), model.task_embedding(x[perm], y[perm])
-    assert z1.shape == (5 * 50 + 5,)  # K members x Z, concatenated, then the 5 landmarking descriptors
+    assert z1.shape == (5 * 50 + (5 if encoder == "cells" else 0),)  # K members x Z, then the landmarks (auto: cells)
     assert torch.allclose(z1, z2, atol=1e-5)
     assert torch.allclose(model(u, z1), model(u, z2), atol=1e-5)
     assert model(u, z1).shape == (7,)
@@ -143,7 +143,7 @@ def test_gating_and_no_meta_ablation():
     assert model(u).shape == (5,)
     with pytest.raises(ValueError, match="without meta-features"):
         model.embed_task(*_samples())
-    gated = PerformancePredictor(D)
+    gated = PerformancePredictor(D, PredictorConfig(landmarks="on"))
     assert torch.allclose(gated.gate(u), u * 0.5)  # sigmoid(0) at init, every member
     assert torch.equal(PerformancePredictor(D, PredictorConfig(gating=False)).gate(u)[0], u)
     # DDP-friendly wrapper: every parameter takes part in one forward call
