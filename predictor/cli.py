@@ -134,7 +134,9 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
     args = metadata["predictor"]["args"]
     if args.get("use_meta_features", True):
         why = metadata.get("meta_encoder_choice")
-        click.echo(f"meta_encoder={args.get('meta_encoder', 'samples')}{f' ({why})' if why else ''}")
+        landmarks = "on" if PredictorConfig.stored(args).uses_landmarks else "off"
+        click.echo(f"meta_encoder={args.get('meta_encoder', 'samples')}{f' ({why})' if why else ''} "
+                   f"landmarks={landmarks}")
 
 
 @click.command("evaluate", context_settings=_CTX)

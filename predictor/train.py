@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 #: Fields that fix the network's shape: a warm start must keep them.
 SHAPE_FIELDS = ("phi_hidden", "rho_hidden", "use_meta_features", "gating", "feature_dim", "max_classes", "aggregate",
-                "meta_encoder", "architecture_features", "ensemble_size", "landmarks")
+                "meta_encoder", "architecture_features", "ensemble_size", "uses_landmarks")
 
 
 def _open_store(store: ExperimentStore | str | os.PathLike) -> ExperimentStore:

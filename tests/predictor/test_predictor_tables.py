@@ -267,8 +267,10 @@ def test_cli_fit_picks_cells_by_itself_and_says_why(table_store, cli, tmp_path, 
     common = ("--workers", "1", "--steps", "20", "--batch-size", "8", "--ensemble-size", "2")
     out = cli("--store", root, "fit", *common).stdout
     assert "meta_encoder=cells (auto: 3 task(s) not 64 features wide, e.g. 'tab_" in out, out
+    assert out.rstrip().endswith("landmarks=on"), out  # auto: landmarks with the cells encoder
     pid = out.split()[1].rstrip(":")
-    assert load_predictor(ExperimentStore(root), pid).config.meta_encoder == "cells"
+    loaded = load_predictor(ExperimentStore(root), pid)
+    assert loaded.config.meta_encoder == "cells" and loaded.model.num_landmarks == 5
     err = cli("--store", root, "fit", "--meta-encoder", "samples", *common, code=1).stderr.strip()
     assert err.startswith("error: task 'tab_") and "--meta-encoder cells" in err and "\n" not in err
 
