@@ -11,9 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import threading
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -23,8 +20,8 @@ from nasdb.errors import AliasConflictError, UnknownPredictorError
 from nasdb.store import ExperimentStore
 from predictor import registry
 from predictor.testing import HELD_OUT_TASK, TRAIN_TASKS, fit_tiny_predictor, shared_tiny_store
+from serve_helpers import AUTH, TOKEN, asked_while_swapping, free_port, wait_for_predictor
 
-TOKEN = "registry-token-" + "r" * 24
 
 
 @pytest.fixture(scope="module")
@@ -142,12 +139,6 @@ def test_service_follows_an_alias_in_process(store):
         registry.unalias(st, "champion")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_promoting_swaps_a_live_replica_without_a_failed_request(store, ray_cluster):
     import requests
     from ray import serve
@@ -156,33 +147,14 @@ def test_promoting_swaps_a_live_replica_without_a_failed_request(store, ray_clus
 
     st, (first, second, _) = store
     registry.promote(st, first, "champion")
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    failures, stop = [], threading.Event()
     try:
-        info = start_server(st.root, port=_free_port(), token=TOKEN, num_cpus=0.5)  # default: follows champion
+        info = start_server(st.root, port=free_port(), token=TOKEN, num_cpus=0.5)  # default: follows champion
         with requests.Session() as http:
-            model = http.get(f"{info.url}/v1/model", headers=auth, timeout=60).json()
+            model = http.get(f"{info.url}/v1/model", headers=AUTH, timeout=60).json()
             assert model["predictor_id"] == first and model["alias"] == "champion"
-
-            def probe() -> None:
-                while not stop.is_set():
-                    r = http.post(f"{info.url}/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 30},
-                                  headers=auth, timeout=60)
-                    failures.extend([r.status_code] if r.status_code != 200 else [])
-
-            thread = threading.Thread(target=probe)
-            thread.start()
-            try:
+            with asked_while_swapping(http, info.url, AUTH, HELD_OUT_TASK, k_max_iters=30) as failures:
                 registry.promote(st, second, "champion")
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline:
-                    model = http.get(f"{info.url}/v1/model", headers=auth, timeout=30).json()
-                    if model["predictor_id"] == second:
-                        break
-                    time.sleep(0.3)
-            finally:
-                stop.set()
-                thread.join()
+                model = wait_for_predictor(http, info.url, AUTH, second)
         assert model["predictor_id"] == second and model["alias"] == "champion" and failures == []
         assert set(model["data_snapshot"]) == set(TRAIN_TASKS)
     finally:

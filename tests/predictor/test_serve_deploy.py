@@ -8,12 +8,10 @@ module fits more predictors into its copy of the tiny store.
 
 from __future__ import annotations
 
-import threading
-import time
 from urllib.parse import urlparse
 
 import pytest
-from serve_helpers import AUTH, TOKEN, free_port, healthy
+from serve_helpers import AUTH, TOKEN, asked_while_swapping, free_port, healthy, wait_for_predictor
 
 from predictor.auth import is_loopback, resolve_token_digest, token_digest
 from predictor.checkpoint import latest_predictor
@@ -64,28 +62,9 @@ def test_service_reconfigure_and_refresh_in_process(store):
 
 def test_a_newly_fitted_predictor_is_picked_up_without_downtime(server, http, store):
     st, pid = store
-    failures, stop = [], threading.Event()
-
-    def probe() -> None:  # keep asking while the replica swaps predictors
-        while not stop.is_set():
-            r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 50},
-                          headers=AUTH, timeout=60)
-            if r.status_code != 200:
-                failures.append(r.status_code)
-
-    thread = threading.Thread(target=probe)
-    thread.start()
-    try:
+    with asked_while_swapping(http, server.url, AUTH, HELD_OUT_TASK, k_max_iters=50) as failures:
         new = fit_tiny_predictor(st, TRAIN_TASKS, num_steps=40, seed=1)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            model = http.get(f"{server.url}/v1/model", headers=AUTH, timeout=30).json()
-            if model["predictor_id"] == new:
-                break
-            time.sleep(0.3)
-    finally:
-        stop.set()
-        thread.join()
+        model = wait_for_predictor(http, server.url, AUTH, new)
     assert model["predictor_id"] == new and failures == []
     r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK}, headers=AUTH, timeout=60)
     assert r.json()["predictor_id"] == new
@@ -145,25 +124,9 @@ def test_serve_deploy_config_updates_the_predictor_in_place(server, http, store,
     health = http.get(f"{server.url}/v1/health", timeout=30).json()
     assert health["predictor_id"] == first
 
-    failures, stop = [], threading.Event()
-
-    def probe() -> None:
-        while not stop.is_set():
-            r = http.post(f"{server.url}/v1/suggest", json={"task": HELD_OUT_TASK, "k_max_iters": 50},
-                          headers=AUTH, timeout=60)
-            failures.extend([r.status_code] if r.status_code != 200 else [])
-
-    thread = threading.Thread(target=probe)
-    thread.start()
-    try:
+    with asked_while_swapping(http, server.url, AUTH, HELD_OUT_TASK, k_max_iters=50) as failures:
         app["deployments"][0]["user_config"] = {"predictor_id": second}
         client.deploy_apps(ServeDeploySchema.model_validate(config), _blocking=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and http.get(f"{server.url}/v1/health", timeout=30).json()[
-                "predictor_id"] != second:
-            time.sleep(0.2)
-    finally:
-        stop.set()
-        thread.join()
+        wait_for_predictor(http, server.url, AUTH, second)
     after = http.get(f"{server.url}/v1/health", timeout=30).json()
     assert after["predictor_id"] == second and after["replica"] == health["replica"] and failures == []
