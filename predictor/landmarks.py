@@ -5,7 +5,8 @@ accuracy of simple learners on it. On the tabular suite the DeepSets z learned f
 dozen tables transfers little, while these descriptors do: a ridge model whose architecture
 coefficients depend on them ranked held-out tables' architectures better than ridge without
 them at every setting tried (README, "What does carry over"; benchmarks/landmark_ridge.py).
-So rho reads them beside z (``PredictorConfig.landmarks``).
+So rho reads them beside z (``PredictorConfig.landmarks``; by default with the ``cells``
+encoder, i.e. for tables: on the digits they cost more in the zero-shot pick than they add).
 
 Every descriptor is free of the number of rows it is handed, so the same task gives the same
 descriptors whether the fit read its whole train split or the service read the few hundred
