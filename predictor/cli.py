@@ -10,7 +10,8 @@ import click
 
 from nasdb.cli.options import copy_to_stdout, is_stdout, out_folder, task_list_option
 from nasdb.errors import NasdbError
-from predictor.config import LANDMARK_MODES, LOSSES, OPTIMIZERS, TARGETS, PredictorConfig, SuggestConfig
+from predictor.config import (LANDMARK_MODES, LANDMARK_NOISE_RULES, LOSSES, OPTIMIZERS, TARGETS, PredictorConfig,
+                              SuggestConfig)
 
 _TARGET = click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
                        help="What the predictor fits per task: raw accuracy, its within-task quantile rank, or "
@@ -25,6 +26,29 @@ _LANDMARKS = click.option(
     "--landmarks", type=click.Choice(LANDMARK_MODES), default=None,
     help="With meta-features, rho also reads the task's landmarking descriptors (how well a linear model, 1-NN and "
          "a stump do on it); auto: with the cells meta encoder [auto, or the parent's].")
+
+
+class _NoiseType(click.ParamType):
+    """A std >= 0 or a rule's name (``LANDMARK_NOISE_RULES``)."""
+
+    name = "std|silverman"
+
+    def convert(self, value, param, ctx):
+        if value in LANDMARK_NOISE_RULES:
+            return value
+        try:
+            std = float(value)
+        except (TypeError, ValueError):
+            std = -1.0
+        if not 0 <= std < float("inf"):
+            self.fail(f"{value!r} is neither a std >= 0 nor one of {', '.join(LANDMARK_NOISE_RULES)}", param, ctx)
+        return std
+
+
+_LANDMARK_NOISE = click.option(
+    "--landmark-noise", type=_NoiseType(), default=None,
+    help="Std of the Gaussian noise on the standardized landmarking descriptors while training, or silverman "
+         "(the kernel bandwidth for the training tasks) [0, or the parent's].")
 _INCLUDE_STOPPED = click.option("--include-stopped", is_flag=True,
                                 help="Also train on children stopped early (their accuracy is partial).")
 
@@ -92,6 +116,7 @@ def _kv(**values) -> dict:
 @_INCLUDE_STOPPED
 @_META_ENCODER
 @_LANDMARKS
+@_LANDMARK_NOISE
 @click.option("--warm-start", metavar="PREDICTOR_ID", default=None, help="Continue from a previous checkpoint.")
 @click.option("--seed", type=int, default=None)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
@@ -102,8 +127,8 @@ def _kv(**values) -> dict:
 @click.option("--space-id", default=None, help="Search space to train on when the store holds several.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checkpoint metadata as JSON.")
 def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_features, target, include_stopped,
-                meta_encoder, landmarks, warm_start, seed, optimizer, learning_rate, batch_size, ensemble_size, space_id,
-                as_json):
+                meta_encoder, landmarks, landmark_noise, warm_start, seed, optimizer, learning_rate, batch_size,
+                ensemble_size, space_id, as_json):
     """Fit the task-aware predictor on the store with a Ray Train job (Algorithm 1).
 
     The checkpoint goes to <store>/predictors/<id>/ with its metadata; --warm-start continues
@@ -116,7 +141,8 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
     base = (PredictorConfig.stored(read_metadata(store, warm_start)["predictor"]["args"]) if warm_start
             else PredictorConfig())
     changes = _kv(loss=loss, num_steps=steps, seed=seed, optimizer=optimizer, learning_rate=learning_rate,
-                  batch_size=batch_size, ensemble_size=ensemble_size, landmarks=landmarks)
+                  batch_size=batch_size, ensemble_size=ensemble_size, landmarks=landmarks,
+                  landmark_noise=landmark_noise)
     if no_meta_features:
         changes["use_meta_features"] = False
     config = base.replace(**changes, target=target, include_stopped=include_stopped)
@@ -160,6 +186,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @_INCLUDE_STOPPED
 @_META_ENCODER
 @_LANDMARKS
+@_LANDMARK_NOISE
 @task_list_option("--task", "--tasks", "tasks", help="Only these tasks [every task in the store].")
 @task_list_option("--held-out", "held_out", help="Hold out only these tasks, each fit still training on "
                                                   "all the others [each task in turn].")
@@ -170,7 +197,8 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @click.option("--out", "out_dir", default=None, help="Report folder (CSV + markdown) [reports/loto, reports/zero-shot].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report rows as JSON.")
 def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, seeds, meta, no_meta_features, target,
-                     include_stopped, meta_encoder, landmarks, tasks, held_out, steps, batch_size, ensemble_size, processes,
+                     include_stopped, meta_encoder, landmarks, landmark_noise, tasks, held_out, steps, batch_size,
+                     ensemble_size, processes,
                      out_dir, as_json):
     """Spearman and Pearson per held-out task for each loss, with and without meta-features
     (paper Table 2, ranking paper Table 1), next to each task's seed-to-seed noise ceiling and the
@@ -185,7 +213,7 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
         raise click.BadParameter(f"must be >= 1, got {processes}", param_hint="--processes")
     store = _open(store_root)
     config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size, ensemble_size=ensemble_size,
-                                   landmarks=landmarks),
+                                   landmarks=landmarks, landmark_noise=landmark_noise),
                              target=target, include_stopped=include_stopped)
     if zero_shot:
         from predictor.evaluate_zero_shot import DEFAULT_BASELINES, evaluate_zero_shot, zero_shot_markdown

@@ -32,6 +32,8 @@ LOSSES = ("l2", "linear", "quadratic")
 #: phi over whole rows of the 8x8 digits). Measured both ways on both suites (README,
 #: "Landmarking descriptors in the predictor").
 LANDMARK_MODES = ("auto", "on", "off")
+#: ``landmark_noise`` spelled as a rule rather than a number: Silverman's bandwidth (below).
+LANDMARK_NOISE_RULES = ("silverman",)
 META_ENCODERS = ("samples", "cells")
 OPTIMIZERS = ("sgd", "adam")
 #: What the predictor fits per task (predictor/data.py): "auto" is "rank" for imported benchmarks, else "raw".
@@ -64,6 +66,9 @@ class PredictorConfig:
     max_classes: int = 10  # labels are one-hot padded to this width before phi
     meta_encoder: str = "samples"  # phi over whole rows (the paper's) or over (value, label) cells (any width)
     landmarks: str = "auto"  # with meta-features, rho also reads the task's landmarking descriptors (LANDMARK_MODES)
+    # std of the Gaussian noise added to the standardized descriptors while training (per member and
+    # step), or "silverman": the kernel bandwidth for the training tasks (predictor/landmarks.py)
+    landmark_noise: float | str = 0.0
     architecture_features: bool = True  # u plus its structured features (predictor/features.py)
     dropout: float = 0.0  # after rho's hidden activations, while training
     # -- deep ensemble (issue 16): K members, own initialization and mini-batches ---------
@@ -131,6 +136,11 @@ class PredictorConfig:
             object.__setattr__(self, "landmarks", "on" if self.landmarks else "off")
         if self.landmarks not in LANDMARK_MODES:
             raise ConfigError(f"`landmarks` must be one of {LANDMARK_MODES}, but got landmarks={self.landmarks!r}.")
+        if not (self.landmark_noise in LANDMARK_NOISE_RULES or (
+                isinstance(self.landmark_noise, (int, float)) and not isinstance(self.landmark_noise, bool)
+                and 0 <= self.landmark_noise < float("inf"))):
+            raise ConfigError(f"`landmark_noise` must be a std >= 0 or one of {LANDMARK_NOISE_RULES}, "
+                              f"but got landmark_noise={self.landmark_noise!r}.")
         if not isinstance(self.include_stopped, bool):
             raise ConfigError(f"`include_stopped` must be a bool, but got include_stopped={self.include_stopped!r}.")
 

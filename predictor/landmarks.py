@@ -48,6 +48,19 @@ def task_landmarks(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array([np.log(x.shape[1]), np.log(max(classes, 1)), *gains], dtype=np.float32)
 
 
+def silverman_bandwidth(tasks: int, dims: int) -> float:
+    """Silverman's rule-of-thumb kernel bandwidth for ``tasks`` points in ``dims`` standardized
+    dimensions, (4 / ((d + 2) n))^(1 / (d + 4)): the noise std ``landmark_noise="silverman"`` adds.
+
+    Training with input noise is Tikhonov regularization of rho's response to the descriptors
+    (Bishop, Neural Computation 1995): rho then fits the training tasks smoothed by a Gaussian
+    kernel, so a new table's scores follow its neighbours' instead of an extrapolation between
+    a few dozen points. The rule sizes that kernel for the density of the training tasks, and it
+    narrows as tasks are added (0.60 for 59 tables, 0.66 for 23, in units of the tasks' spread).
+    """
+    return float((4.0 / ((dims + 2) * max(tasks, 1))) ** (1.0 / (dims + 4)))
+
+
 def canonical_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """An order of the rows that depends on their contents only, not on the order of the rows or of
     the features: by a sum over the row's features of a fixed nonlinear hash of each value, plus
@@ -100,4 +113,4 @@ def _cv_accuracy(make, x: np.ndarray, y: np.ndarray) -> float:
     return correct / n
 
 
-__all__ = ["LANDMARKS", "LANDMARK_ROWS", "canonical_order", "task_landmarks"]
+__all__ = ["LANDMARKS", "LANDMARK_ROWS", "canonical_order", "silverman_bandwidth", "task_landmarks"]

@@ -31,7 +31,7 @@ from nasdb.errors import ArgumentError
 from nasdb.space import SearchSpace
 from predictor.config import PredictorConfig
 from predictor.features import ArchitectureFeatures
-from predictor.landmarks import LANDMARKS, task_landmarks
+from predictor.landmarks import LANDMARKS, silverman_bandwidth, task_landmarks
 
 #: Cells (rows x features) one pass of the cells encoder's inference reads (about 20 MB per member).
 CELLS_PER_PASS = 1 << 18
@@ -109,6 +109,7 @@ class PerformancePredictor(nn.Module):
         if self.num_landmarks:  # set from the training tasks' descriptors (set_landmark_scale), saved with the weights
             self.register_buffer("landmark_center", torch.zeros(self.num_landmarks))
             self.register_buffer("landmark_scale", torch.ones(self.num_landmarks))
+        self.landmark_noise = 0.0  # training only: resolved for the training tasks by set_landmark_scale
         self.task_dim = self.member_z_dim + self.num_landmarks  # what each member's rho reads of the task
         self.z_dim = k * self.member_z_dim + self.num_landmarks
         self.rho = StackedMLP(k, [width + self.task_dim, *config.rho_hidden, 1], final_activation=False,
@@ -162,6 +163,8 @@ class PerformancePredictor(nn.Module):
         values = torch.as_tensor(np.asarray(landmarks, dtype=np.float32)).reshape(-1, self.num_landmarks)
         self.landmark_center.copy_(values.mean(dim=0))
         self.landmark_scale.copy_(values.std(dim=0, unbiased=False).clamp_min(1e-3))  # a constant one stays 0
+        noise = self.config.landmark_noise
+        self.landmark_noise = silverman_bandwidth(len(values), self.num_landmarks) if noise == "silverman" else noise
 
     def standardized_landmarks(self, landmarks: torch.Tensor) -> torch.Tensor:
         """Raw descriptors (L,) on the scale rho was trained on: -> (L,)."""
@@ -254,8 +257,10 @@ class PerformancePredictor(nn.Module):
             h = h.unsqueeze(0).expand(self.members, -1, -1)  # (K, B, F)
         return h * torch.sigmoid(self.gate_logits) if self.gate_logits is not None else h
 
-    def member_scores(self, u: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Every member's scores: ``u`` (B, D) or (K, B, D), ``z`` (K * Z,) or (B, K * Z) -> (K, B)."""
+    def member_scores(self, u: torch.Tensor, z: torch.Tensor | None = None,
+                      landmark_offsets: torch.Tensor | None = None) -> torch.Tensor:
+        """Every member's scores: ``u`` (B, D) or (K, B, D), ``z`` (K * Z,) or (B, K * Z) -> (K, B);
+        ``landmark_offsets`` (K, L) shift each member's standardized descriptors (training noise)."""
         if u.ndim not in (2, 3) or u.shape[-1] != self.encoding_size or (u.ndim == 3 and u.shape[0] != self.members):
             raise ArgumentError(f"encodings must have shape (B, {self.encoding_size}), got {tuple(u.shape)}")
         h = self.gate(u)  # (K, B, F)
@@ -266,7 +271,11 @@ class PerformancePredictor(nn.Module):
             if z.shape not in ((self.z_dim,), (b, self.z_dim)):
                 raise ArgumentError(f"meta-features must have shape ({self.z_dim},) or ({b}, {self.z_dim}), "
                                     f"got {tuple(z.shape)}")
-            h = torch.cat([h, self._member_task_inputs(z, b).to(h.dtype)], dim=-1)  # (K, B, F + Z + L)
+            task = self._member_task_inputs(z, b)  # (K, B, Z + L)
+            if landmark_offsets is not None:
+                task = torch.cat([task[..., :self.member_z_dim],
+                                  task[..., self.member_z_dim:] + landmark_offsets[:, None, :].to(task)], dim=-1)
+            h = torch.cat([h, task.to(h.dtype)], dim=-1)  # (K, B, F + Z + L)
         return self.rho(h).squeeze(-1)  # (K, B)
 
     def _member_task_inputs(self, z: torch.Tensor, b: int) -> torch.Tensor:
@@ -313,11 +322,14 @@ class PerformancePredictor(nn.Module):
         """Member scores of ``u`` (K, B, D) on per-member sample batches ``(K, S, F), (K, S)`` and the
         task's raw landmarking descriptors (L,) (computed once per task: task_landmarks): -> (K, B)."""
         z = self.embed_task(x, y) if self.phi is not None else None  # (K * Z,)
+        offsets = None
         if self.num_landmarks:
             if landmarks is None:
                 raise ArgumentError("this predictor reads landmarking descriptors: pass the task's landmarks")
             z = torch.cat([z, self.standardized_landmarks(landmarks).to(z)])  # (K * Z + L,)
-        return self.member_scores(u, z)
+            if self.training and self.landmark_noise > 0:  # each member its own draw (config.landmark_noise)
+                offsets = torch.randn(self.members, self.num_landmarks, device=z.device) * self.landmark_noise
+        return self.member_scores(u, z, offsets)
 
 
 class TaskScorer(nn.Module):

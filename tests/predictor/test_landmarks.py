@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 
 from nasdb.space import default_space
 from predictor.config import PredictorConfig
-from predictor.landmarks import LANDMARK_ROWS, LANDMARKS, task_landmarks
+from predictor.landmarks import LANDMARK_ROWS, LANDMARKS, silverman_bandwidth, task_landmarks
 from predictor.model import PerformancePredictor
 
 SPACE = default_space()
@@ -75,6 +75,45 @@ def test_the_task_vector_ends_with_the_standardized_landmarks(digits):
     assert "landmark_center" not in without.state_dict()
     with pytest.raises(ValueError, match="landmarks"):
         PredictorConfig(landmarks="yes")
+
+
+def test_silverman_bandwidth_narrows_as_tasks_are_added():
+    assert silverman_bandwidth(59, 5) == pytest.approx((4 / (7 * 59)) ** (1 / 9))
+    assert silverman_bandwidth(59, 5) == pytest.approx(0.597, abs=1e-3)
+    assert silverman_bandwidth(23, 5) > silverman_bandwidth(59, 5) > silverman_bandwidth(1000, 5) > 0
+
+
+def test_landmark_noise_perturbs_each_member_in_training_only(digits):
+    """Training draws a shift of the standardized descriptors per member and step; eval reads them as they are."""
+    x, y = digits
+    tasks = np.stack([task_landmarks(x, y), task_landmarks(x[:, :16], y % 2), task_landmarks(x[:, 8:], y % 3)])
+    u = torch.eye(SPACE.encoding_size)[:6].expand(3, -1, -1)  # (K, B, D)
+    xs, ys = torch.from_numpy(x[:64]).expand(3, -1, -1), torch.from_numpy(y[:64]).expand(3, -1)
+    raw = torch.from_numpy(tasks[0])
+    scores = {}
+    for noise in (0.0, 0.5, "silverman"):
+        torch.manual_seed(0)
+        model = PerformancePredictor(SPACE, PredictorConfig(ensemble_size=3, landmarks="on", landmark_noise=noise))
+        model.set_landmark_scale(tasks)
+        with torch.no_grad():
+            model.train()
+            first, second = model.score_task(u, xs, ys, raw), model.score_task(u, xs, ys, raw)
+            model.eval()
+            scores[noise] = (first, second, model.score_task(u, xs, ys, raw), model)
+    first, second, clean, _ = scores[0.0]
+    assert torch.equal(first, second) and torch.allclose(first, clean)  # no noise: training reads them as eval does
+    for noise in (0.5, "silverman"):
+        first, second, evaluated, model = scores[noise]
+        assert not torch.allclose(first, second)  # a fresh draw each step
+        assert torch.allclose(evaluated, clean)  # the same weights score without noise in eval mode
+    assert scores["silverman"][3].landmark_noise == pytest.approx(silverman_bandwidth(3, len(LANDMARKS)))
+    assert scores[0.5][3].landmark_noise == 0.5
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("inf"), float("nan"), "scott", True, None])
+def test_landmark_noise_refuses_what_is_not_a_std_or_a_rule(bad):
+    with pytest.raises(ValueError, match="landmark_noise"):
+        PredictorConfig(landmark_noise=bad)
 
 
 def test_auto_reads_landmarks_with_the_cells_encoder_only():

@@ -279,7 +279,7 @@ def test_cli_loto_evaluates_tables_with_cells(table_store, cli):
     store, _ = table_store
     out = cli("--store", store.root, "evaluate", "--loto", "--meta", "with", "--loss", "l2", "--repeats", "1",
               "--steps", "20", "--batch-size", "8", "--ensemble-size", "2", "--baselines", "none", "--out", "-",
-              "--json").stdout
+              "--landmark-noise", "silverman", "--json").stdout
     rows = json.loads(out[out.index("["):])
     assert {r["task"] for r in rows} == set(TABLE_TRAIN_TASKS) and {r["meta_encoder"] for r in rows} == {"cells"}
     assert all(r["spearman_mean"] != r["spearman_mean"] or -1 <= r["spearman_mean"] <= 1 for r in rows)  # NaN: flat
@@ -295,3 +295,7 @@ def test_cli_loto_holds_out_only_the_named_tasks(table_store, cli):
     assert all("ridge_spearman" in r for r in rows)
     err = cli(*common, "--held-out", "tab_nope", code=1).stderr.strip()
     assert "tab_nope" in err and "\n" not in err
+    for bad in ("-1", "scott", "inf"):
+        err = cli(*common, "--landmark-noise", bad, code=2).stderr.strip()
+        assert err.startswith("error: Invalid value for '--landmark-noise'") and repr(bad) in err, err
+        assert "\n" not in err, err
