@@ -30,6 +30,8 @@ REQUEST_TIMEOUT_S = 120.0
 
 @dataclass
 class ServerInfo:
+    """Where a started Serve application answers and what it serves (``start_server``'s result)."""
+
     url: str  # base URL, e.g. http://127.0.0.1:8000
     predictor_id: str
     replicas: int
