@@ -1,21 +1,23 @@
 """Learning-curve early stopping (accelerating-nas-performance-prediction-baker.md).
 
 ``_stopper.py`` is the rule and the in-process observer, ``_srm.py`` the sequential regression
-models, ``_features.py`` the curve and model features, ``_actor.py`` one stopper shared by the
-trainer actors of a Ray job, ``_curves_eval.py`` the offline evaluation on stored curves.
+models, ``_features.py`` the curve and model features, ``_pooled.py`` those models fitted over
+several tasks' curves, ``_actor.py`` one stopper shared by the trainer actors of a Ray job,
+``_curves_eval.py`` the offline evaluation on stored curves.
 """
 
 from cluster.early_stop._actor import ActorEarlyStopper, CurvePredictorService, curve_predictor_actor
 from cluster.early_stop._curves_eval import (CurveSet, evaluate_curves, format_markdown, load_full_curves,
-                                             simulate_early_stopping)
+                                             r2_by_tau, simulate_early_stopping)
 from cluster.early_stop._features import (LAYERED_ARCH_FEATURES, TREND_FEATURES, architecture_features, curve_features,
                                           hparam_features, model_features, trend_features)
+from cluster.early_stop._pooled import CONTEXT_FEATURES, comparable_curve_sets, task_context
 from cluster.early_stop._srm import SequentialRegressor, SVRParams
 from cluster.early_stop._stopper import (EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision, StopRule,
                                          resolve_early_stop, stop_probability)
 
-__all__ = ["ActorEarlyStopper", "CurvePredictorService", "CurveSet", "EarlyStopConfig", "EarlyStopper",
+__all__ = ["ActorEarlyStopper", "CONTEXT_FEATURES", "CurvePredictorService", "CurveSet", "EarlyStopConfig", "EarlyStopper",
            "EpochObserver", "LAYERED_ARCH_FEATURES", "SVRParams", "SequentialRegressor", "StopDecision", "StopRule",
-           "TREND_FEATURES", "architecture_features", "curve_features", "curve_predictor_actor", "evaluate_curves",
-           "format_markdown", "hparam_features", "load_full_curves", "model_features", "resolve_early_stop",
-           "simulate_early_stopping", "stop_probability", "trend_features"]
+           "TREND_FEATURES", "architecture_features", "comparable_curve_sets", "curve_features", "curve_predictor_actor", "evaluate_curves",
+           "format_markdown", "hparam_features", "load_full_curves", "model_features", "r2_by_tau",
+           "resolve_early_stop", "simulate_early_stopping", "stop_probability", "task_context", "trend_features"]

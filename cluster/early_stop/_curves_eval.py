@@ -15,11 +15,12 @@ import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from cluster.early_stop._features import model_feature_names, model_features
+from cluster.early_stop._pooled import comparable_curve_sets, fit_pooled, predict_pooled
 from cluster.early_stop._srm import SequentialRegressor
 from cluster.early_stop._stopper import EarlyStopConfig, EarlyStopper
 from nasdb.checks import markdown_table
@@ -101,9 +102,13 @@ def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
 
 def r2_by_tau(cs: CurveSet, *, repeats: int = 5, train_fraction: float = 0.5, taus: Any = None,
               search_trials: int = 12, search_points: int = 5, target: str = "final", model: str = "svr",
-              features: str = "paper", seed: int = 0) -> dict[str, Any]:
+              features: str = "paper", seed: int = 0, pool: Sequence[CurveSet] = ()) -> dict[str, Any]:
     """R^2 of the SRM's predicted ``y_T`` per ``tau`` on held-out curves (random splits, ``repeats``
-    times), next to the last-seen-value heuristic (predict ``y_T = y_tau``)."""
+    times), next to the last-seen-value heuristic (predict ``y_T = y_tau``).
+
+    With ``pool`` (other tasks' curve sets), each tau's model also learns from the comparable
+    ones (cluster/early_stop/_pooled.py); the splits of ``cs`` are the same as without.
+    """
     if repeats < 1 or not (0.0 < train_fraction < 1.0):
         raise ArgumentError(f"need repeats >= 1 and 0 < train_fraction < 1, got {repeats} and {train_fraction}")
     n, T = cs.curves.shape
@@ -111,21 +116,28 @@ def r2_by_tau(cs: CurveSet, *, repeats: int = 5, train_fraction: float = 0.5, ta
     if n_train < 5 or n - n_train < 2:
         raise ArgumentError(f"task {cs.task!r}: {n} curves are too few to split {train_fraction:.0%} / rest")
     taus = list(range(1, T)) if taus is None else sorted({int(t) for t in taus})
+    pool = comparable_curve_sets(cs, pool)
+    srm = {"search_trials": search_trials, "search_points": search_points, "target": target, "model": model,
+           "features": features}
     rng = np.random.default_rng(seed)
-    srm, last = np.zeros((repeats, len(taus))), np.zeros((repeats, len(taus)))
+    srm_r2, last = np.zeros((repeats, len(taus))), np.zeros((repeats, len(taus)))
     for r in range(repeats):
         perm = rng.permutation(n)
         tr, te = perm[:n_train], perm[n_train:]
-        fitted = SequentialRegressor(search_trials=search_trials, search_points=search_points, target=target,
-                                     model=model, features=features, seed=seed + r).fit(
-            cs.curves[tr], cs.features[tr], taus=taus, estimate_sigma=False)
         y = cs.finals[te]
-        for j, tau in enumerate(taus):
-            pred, _ = fitted.predict(cs.curves[te, :tau], cs.features[te])
-            srm[r, j] = r2_score(y, pred)
+        if pool:
+            preds = [predict_pooled(fit_pooled(cs, tr, pool, tau, seed=seed + r, **srm), cs, tr, te, tau)
+                     for tau in taus]
+        else:
+            fitted = SequentialRegressor(seed=seed + r, **srm).fit(cs.curves[tr], cs.features[tr], taus=taus,
+                                                                   estimate_sigma=False)
+            preds = [fitted.predict(cs.curves[te, :tau], cs.features[te])[0] for tau in taus]
+        for j, (tau, pred) in enumerate(zip(taus, preds)):
+            srm_r2[r, j] = r2_score(y, pred)
             last[r, j] = r2_score(y, cs.curves[te, tau - 1])
     return {"taus": taus, "train_curves": n_train, "test_curves": n - n_train, "repeats": repeats,
-            "target": target, "model": model, "features": features, "r2_mean": srm.mean(0).tolist(), "r2_std": srm.std(0).tolist(),
+            "target": target, "model": model, "features": features, "pooled_tasks": [o.task for o in pool],
+            "r2_mean": srm_r2.mean(0).tolist(), "r2_std": srm_r2.std(0).tolist(),
             "last_seen_r2_mean": last.mean(0).tolist()}
 
 
@@ -192,39 +204,55 @@ def _tau_at(fraction: float, taus: list[int], T: int) -> int:
 def evaluate_curves(store: ExperimentStore, task: str | None = None, out_dir: str | Path | None = None, *,
                     config: EarlyStopConfig | None = None, repeats: int = 5, orders: int = 10,
                     search_trials: int = 12, target: str | None = None, model: str | None = None,
-                    features: str | None = None, seed: int = 0, progress: Any = None) -> dict[str, Any]:
+                    features: str | None = None, seed: int = 0, pool: bool = False,
+                    progress: Any = None) -> dict[str, Any]:
     """R^2 vs tau and the early-stopping simulation for ``task`` (default: every task with at least
     ``burn_in + 1`` complete curves); writes report.json/.md and r2_vs_tau.png to ``out_dir``.
 
     ``target``, ``model`` and ``features`` default to the config's. R^2 is reported at every tau
-    and, per task, at 10/25/50 % of the curve. ``progress`` (optional) is called with one-line messages.
+    and, per task, at 10/25/50 % of the curve. With ``pool`` each task's models also learn from
+    every other task's comparable curves (cluster/early_stop/_pooled.py), at the 10/25/50 % taus
+    only, next to the task's own models on the same splits (``own_r2_*``). ``progress``
+    (optional) is called with one-line messages.
     """
     config = config or EarlyStopConfig()
     target = target or config.target
     model, features = model or config.model, features or config.features
     say = progress or (lambda msg: None)
-    names = [task] if task else sorted(store.task_stats().column("task").to_pylist())  # tasks with rows
+    every = sorted(store.task_stats().column("task").to_pylist())  # tasks with rows
+    names = [task] if task else every
     report: dict[str, Any] = {"config": config.to_dict(), "repeats": repeats, "orders": orders,
-                              "target": target, "model": model, "features": features, "tasks": {},
-                              "skipped_tasks": {}}
-    for name in names:
+                              "target": target, "model": model, "features": features, "pooled": pool,
+                              "tasks": {}, "skipped_tasks": {}}
+    sets = {}
+    for name in dict.fromkeys(names + (every if pool else [])):
         try:
-            cs = load_full_curves(store, name)
+            sets[name] = load_full_curves(store, name)
         except ValueError as e:
-            if task:
+            if name == task:
                 raise
             report["skipped_tasks"][name] = str(e)
+    srm = {"search_trials": search_trials, "search_points": config.search_points, "target": target,
+           "model": model, "features": features, "seed": seed}
+    for name in names:
+        cs = sets.get(name)
+        if cs is None:
             continue
         if cs.num_curves <= config.burn_in and not task:
             report["skipped_tasks"][name] = f"{cs.num_curves} complete curves <= burn_in {config.burn_in}"
             continue
-        say(f"{name}: {cs.num_curves} curves x {cs.num_epochs} epochs: R^2 vs tau")
-        r2 = r2_by_tau(cs, repeats=repeats, search_trials=search_trials, search_points=config.search_points,
-                       target=target, model=model, features=features, seed=seed)
+        say(f"{name}: {cs.num_curves} curves x {cs.num_epochs} epochs: R^2 vs tau" + (" (pooled)" if pool else ""))
+        entry = {"num_curves": cs.num_curves, "num_epochs": cs.num_epochs, "skipped": cs.skipped}
+        taus = None
+        if pool:  # one pooled fit per tau: only the taus reported per task, the task's own models beside
+            at = {pct: _tau_at(pct / 100, list(range(1, cs.num_epochs)), cs.num_epochs) for pct in FRACTIONS}
+            taus = sorted(set(at.values()))
+            own = r2_by_tau(cs, repeats=repeats, taus=taus, **srm)
+            entry.update({f"own_r2_{pct}pct": own["r2_mean"][taus.index(at[pct])] for pct in FRACTIONS})
+        r2 = r2_by_tau(cs, repeats=repeats, taus=taus, pool=list(sets.values()) if pool else (), **srm)
         say(f"{name}: simulating early stopping over {orders} orders")
         sim = simulate_early_stopping(cs, replace(config, target=target, model=model, features=features),
                                       orders=orders, seed=seed)
-        entry = {"num_curves": cs.num_curves, "num_epochs": cs.num_epochs, "skipped": cs.skipped}
         for pct in FRACTIONS:
             tau = _tau_at(pct / 100, r2["taus"], cs.num_epochs)
             j = r2["taus"].index(tau)
@@ -236,6 +264,8 @@ def evaluate_curves(store: ExperimentStore, task: str | None = None, out_dir: st
     per = report["tasks"].values()
     report["summary"] = {
         **{f"r2_{pct}pct_mean": float(np.mean([t[f"r2_{pct}pct"] for t in per])) for pct in FRACTIONS},
+        **({f"own_r2_{pct}pct_mean": float(np.mean([t[f"own_r2_{pct}pct"] for t in per])) for pct in FRACTIONS}
+           if pool else {}),
         "speedup_mean": float(np.mean([t["simulation"]["speedup_mean"] for t in per])),
         "best_kept_orders": f"{sum(t['simulation']['best_kept_orders'] for t in per)}/{orders * len(per)}",
     }
@@ -260,18 +290,26 @@ def format_markdown(report: dict[str, Any]) -> str:
              f"of each task's full curves (trained on the other half, {report['repeats']} splits). Early stopping "
              f"simulated over {report['orders']} random orders: burn-in {cfg['burn_in']}, Delta={cfg['confidence']}, "
              f"delta={cfg['delta']}, top_n={cfg['top_n']}, retrain every {cfg['retrain_every']}.", ""]
+    pooled = report.get("pooled", False)
+    if pooled:
+        lines[-1:] = ["R^2 columns: models pooled over every other task's comparable curves with each task's "
+                      "context (own: the task's curves alone, same splits).", ""]
     rows = []
     for name, t in report["tasks"].items():
         s = t["simulation"]
         r2s = [f"{t[f'r2_{p}pct']:.3f} ({t[f'tau_{p}pct']})" if f"r2_{p}pct" in t else "n/a" for p in FRACTIONS]
-        rows.append([name, str(t["num_curves"]), str(t["num_epochs"]), *r2s, f"{t['last_seen_r2_25pct']:.3f}",
+        own = [f"{t[f'own_r2_{p}pct']:.3f}" for p in FRACTIONS] if pooled else []
+        rows.append([name, str(t["num_curves"]), str(t["num_epochs"]), *r2s, *own, f"{t['last_seen_r2_25pct']:.3f}",
                      f"{s['speedup_mean']:.2f}x ({s['speedup_min']:.2f}-{s['speedup_max']:.2f})",
                      f"{s['best_kept_orders']}/{s['orders']}", f"{s['stopped_mean']:.0f}"])
+    own_head = [f"own R^2 at {p}%" for p in FRACTIONS] if pooled else []
     lines += markdown_table(["task", "curves", "epochs", "R^2 at 10% (tau)", "R^2 at 25% (tau)", "R^2 at 50% (tau)",
-                             "last-seen R^2 at 25%", "speedup (min-max)", "best kept", "stopped"], rows)
+                             *own_head, "last-seen R^2 at 25%", "speedup (min-max)", "best kept", "stopped"], rows)
     sm = report["summary"]
-    lines += ["", f"Mean over tasks: R^2 at 10/25/50% of the curve "
-              f"{' / '.join(format(sm.get(f'r2_{p}pct_mean', math.nan), '.3f') for p in FRACTIONS)}; simulated speedup "
+    means = [" / ".join(format(sm.get(f"{k}_{p}pct_mean", math.nan), ".3f") for p in FRACTIONS)
+             for k in (("r2", "own_r2") if pooled else ("r2",))]
+    lines += ["", f"Mean over tasks: R^2 at 10/25/50% of the curve {means[0]}"
+              + (f" (own models: {means[1]})" if pooled else "") + f"; simulated speedup "
               f"{sm['speedup_mean']:.2f}x; best model fully trained in {sm['best_kept_orders']} orders.", ""]
     first = next(iter(report["tasks"].values()))
     rows = [[str(tau)] + [f"{t['r2']['r2_mean'][j]:.3f} (last {t['r2']['last_seen_r2_mean'][j]:.2f})"

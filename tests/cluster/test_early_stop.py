@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from sklearn.svm import NuSVR
 
-from cluster.early_stop import (LAYERED_ARCH_FEATURES, CurveSet, EarlyStopConfig, EarlyStopper, EpochObserver,
-                                SequentialRegressor, StopRule, SVRParams, architecture_features, curve_features,
-                                evaluate_curves, hparam_features, load_full_curves, model_features,
-                                simulate_early_stopping, stop_probability)
+from cluster.early_stop import (CONTEXT_FEATURES, LAYERED_ARCH_FEATURES, CurveSet, EarlyStopConfig, EarlyStopper,
+                                EpochObserver, SequentialRegressor, StopRule, SVRParams, architecture_features,
+                                comparable_curve_sets, curve_features, evaluate_curves, hparam_features,
+                                load_full_curves, model_features, r2_by_tau, simulate_early_stopping,
+                                stop_probability, task_context)
 from nasdb.space import default_space
 
 T = 12  # epochs of the synthetic curves
@@ -305,22 +306,34 @@ def test_simulation_matches_a_naive_replay():
     assert sim["speedup_mean"] > 1.5
 
 
-def test_evaluate_curves_over_a_store(tmp_path):
+RECIPE8 = {"epochs": 8, "batch_size": 64, "learning_rate": 3e-3, "optimizer": "adam"}
+
+
+def _store_with_curves(root, tasks: dict[str, np.ndarray]):
+    """A real store holding each task's complete curves (N, 8) as rows of random architectures."""
     from nasdb.store import ExperimentRecord, ExperimentStore
 
     space = default_space()
-    store = ExperimentStore(str(tmp_path / "store"))
+    store = ExperimentStore(str(root))
     store.init()
     store.save_space(space)
-    curves, _ = saturating_curves(70, epochs=8, seed=7)
-    archs = space.sample(70, 3)
-    recipe = {"epochs": 8, "batch_size": 64, "learning_rate": 3e-3, "optimizer": "adam"}
     with store.writer("test") as w:
-        for i, (a, c) in enumerate(zip(archs, curves)):
-            w.append(ExperimentRecord(task="curves_demo", space_id=space.space_id, architecture=list(a), seed=i,
-                                      recipe=recipe, agent="random", run_id="t", val_accuracy=c[-1],
-                                      test_accuracy=c[-1], val_curve=list(c), epochs=8, train_seconds=1.0,
-                                      num_params=1000 + 10 * i, device="cpu", worker="w"))
+        for name, curves in tasks.items():
+            for i, (a, c) in enumerate(zip(space.sample(len(curves), 3), curves)):
+                w.append(ExperimentRecord(task=name, space_id=space.space_id, architecture=list(a), seed=i,
+                                          recipe=RECIPE8, agent="random", run_id="t", val_accuracy=c[-1],
+                                          test_accuracy=c[-1], val_curve=list(c), epochs=8, train_seconds=1.0,
+                                          num_params=1000 + 10 * i, device="cpu", worker="w"))
+    return store, space
+
+
+def test_evaluate_curves_over_a_store(tmp_path):
+    from nasdb.store import ExperimentRecord
+
+    curves, _ = saturating_curves(70, epochs=8, seed=7)
+    store, space = _store_with_curves(tmp_path / "store", {"curves_demo": curves})
+    archs, recipe = space.sample(70, 3), RECIPE8
+    with store.writer("test") as w:
         stopped = curves[0, :3]
         w.append(ExperimentRecord(task="curves_demo", space_id=space.space_id, architecture=list(archs[0]),
                                   seed=999, recipe=recipe, agent="random", run_id="t", val_accuracy=stopped[-1],
@@ -335,6 +348,7 @@ def test_evaluate_curves_over_a_store(tmp_path):
     assert t["tau_25pct"] == 2 and len(t["r2"]["r2_mean"]) == 7 and t["simulation"]["orders"] == 1
     assert set(report["summary"]) == {"r2_10pct_mean", "r2_25pct_mean", "r2_50pct_mean", "speedup_mean",
                                       "best_kept_orders"}
+    assert t["r2"]["pooled_tasks"] == [] and "own_r2_25pct" not in t
     assert json.loads((tmp_path / "out" / "report.json").read_text())["tasks"]["curves_demo"]["num_curves"] == 70
     assert "| curves_demo | 70 | 8 |" in (tmp_path / "out" / "report.md").read_text()
     assert (tmp_path / "out" / "r2_vs_tau.png").read_bytes()[:4] == b"\x89PNG"
@@ -350,6 +364,71 @@ def test_evaluate_curves_over_a_store(tmp_path):
     result = CliRunner().invoke(curves_group, args, obj={"store_root": str(tmp_path / "store")})
     assert result.exit_code == 0, result.output
     assert "| curves_demo | 70 | 8 |" in result.output and (tmp_path / "cli" / "r2_vs_tau.png").exists()
+
+
+def _shifted_task(n: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Curves of one task: saturating curves whose ceilings all move by ``shift`` over the epochs
+    after the second, so how far a curve still climbs depends on its task."""
+    curves, feats = saturating_curves(n, epochs=8, seed=seed)
+    curves[:, 2:] += shift * np.linspace(0, 1, 6)[None, :]
+    return curves, feats
+
+
+def test_task_context_and_which_tasks_are_comparable():
+    curves, feats = _shifted_task(30, 0.0, seed=1)
+    ctx = task_context(curves, 2)
+    assert ctx.shape == (len(CONTEXT_FEATURES),)
+    np.testing.assert_allclose(ctx[:5], [curves[:, -1].mean(), curves[:, -1].std(), curves[:, 1].mean(),
+                                         curves[:, 1].std(), (curves[:, -1] - curves[:, 1]).mean()])
+    assert -1 <= ctx[5] <= 1
+    assert task_context(np.ones((5, 8)), 3)[5] == 0.0  # constant curves: no correlation to read
+    names = ("f",) * 4
+    cs = CurveSet("a", curves, feats, [str(i) for i in range(30)], names, {})
+    same = CurveSet("b", curves, feats, cs.experiment_ids, names, {})
+    longer = CurveSet("c", np.hstack([curves, curves[:, -1:]]), feats, cs.experiment_ids, names, {})
+    other_space = CurveSet("d", curves, feats, cs.experiment_ids, ("g",) * 4, {})
+    assert [o.task for o in comparable_curve_sets(cs, [cs, same, longer, other_space])] == ["b"]
+
+
+def test_pooling_other_tasks_curves_predicts_a_small_task_better():
+    """12 training curves of a task against the same 12 plus 3 x 150 of other tasks, each read with
+    its task's context: on the same held-out curves, the pooled model's R^2 is higher."""
+    names = ("f",) * 4
+    sets = []
+    for k, shift in enumerate((0.10, -0.05, 0.02, 0.06)):
+        curves, feats = _shifted_task(24 if k == 0 else 150, shift, seed=10 + k)
+        sets.append(CurveSet(f"t{k}", curves, feats, [str(i) for i in range(len(curves))], names, {}))
+    common = dict(repeats=3, taus=[2, 3], search_trials=0, target="gain", model="gbt")
+    own = r2_by_tau(sets[0], **common)
+    pooled = r2_by_tau(sets[0], pool=sets, **common)
+    assert pooled["pooled_tasks"] == ["t1", "t2", "t3"] and own["pooled_tasks"] == []
+    assert own["last_seen_r2_mean"] == pooled["last_seen_r2_mean"]  # the same splits
+    assert min(np.subtract(pooled["r2_mean"], own["r2_mean"])) > 0.05, (own["r2_mean"], pooled["r2_mean"])
+
+
+def test_evaluate_curves_pooled_reports_both_models(tmp_path):
+    store, _ = _store_with_curves(tmp_path / "store", {"curves_a": _shifted_task(40, 0.1, seed=1)[0],
+                                                      "curves_b": _shifted_task(60, -0.05, seed=2)[0]})
+    report = evaluate_curves(store, "curves_a", tmp_path / "out", config=EarlyStopConfig(burn_in=30, search_trials=0),
+                             repeats=1, orders=1, search_trials=0, pool=True)
+    t = report["tasks"]["curves_a"]
+    assert list(report["tasks"]) == ["curves_a"] and t["r2"]["pooled_tasks"] == ["curves_b"]
+    assert t["r2"]["taus"] == [1, 2, 4] and {t["tau_10pct"], t["tau_25pct"], t["tau_50pct"]} == {1, 2, 4}
+    assert all(math.isfinite(t[f"{k}_{p}pct"]) for k in ("r2", "own_r2") for p in (10, 25, 50))
+    assert "own_r2_25pct_mean" in report["summary"]
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "own R^2 at 25%" in text and "(own models: " in text
+
+    from click.testing import CliRunner
+
+    from cluster.early_stop.cli import curves_group
+
+    args = ["evaluate", "--task", "curves_a", "--out", "-", "--burn-in", "30", "--orders", "1", "--repeats", "1",
+            "--search-trials", "0", "--pool", "--json"]
+    result = CliRunner().invoke(curves_group, args, obj={"store_root": store.root})
+    assert result.exit_code == 0, result.output
+    cli_report = json.loads(result.output[result.output.index("{"):])
+    assert cli_report["pooled"] and cli_report["tasks"]["curves_a"]["r2"]["pooled_tasks"] == ["curves_b"]
 
 
 # -- populate with early stopping on a real local Ray cluster -----------------------------------
