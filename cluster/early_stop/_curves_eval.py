@@ -209,7 +209,8 @@ def evaluate_curves(store: ExperimentStore, task: str | None = None, out_dir: st
     """R^2 vs tau and the early-stopping simulation for ``task`` (default: every task with at least
     ``burn_in + 1`` complete curves); writes report.json/.md and r2_vs_tau.png to ``out_dir``.
 
-    ``target``, ``model`` and ``features`` default to the config's. R^2 is reported at every tau
+    ``target``, ``model`` and ``features`` default to the config's; ``orders=0`` skips the
+    simulation (R^2 only). R^2 is reported at every tau
     and, per task, at 10/25/50 % of the curve. With ``pool`` each task's models also learn from
     every other task's comparable curves (cluster/early_stop/_pooled.py), at the 10/25/50 % taus
     only, next to the task's own models on the same splits (``own_r2_*``). ``progress``
@@ -250,9 +251,11 @@ def evaluate_curves(store: ExperimentStore, task: str | None = None, out_dir: st
             own = r2_by_tau(cs, repeats=repeats, taus=taus, **srm)
             entry.update({f"own_r2_{pct}pct": own["r2_mean"][taus.index(at[pct])] for pct in FRACTIONS})
         r2 = r2_by_tau(cs, repeats=repeats, taus=taus, pool=list(sets.values()) if pool else (), **srm)
-        say(f"{name}: simulating early stopping over {orders} orders")
-        sim = simulate_early_stopping(cs, replace(config, target=target, model=model, features=features),
-                                      orders=orders, seed=seed)
+        sim = None
+        if orders:
+            say(f"{name}: simulating early stopping over {orders} orders")
+            sim = simulate_early_stopping(cs, replace(config, target=target, model=model, features=features),
+                                          orders=orders, seed=seed)
         for pct in FRACTIONS:
             tau = _tau_at(pct / 100, r2["taus"], cs.num_epochs)
             j = r2["taus"].index(tau)
@@ -266,8 +269,9 @@ def evaluate_curves(store: ExperimentStore, task: str | None = None, out_dir: st
         **{f"r2_{pct}pct_mean": float(np.mean([t[f"r2_{pct}pct"] for t in per])) for pct in FRACTIONS},
         **({f"own_r2_{pct}pct_mean": float(np.mean([t[f"own_r2_{pct}pct"] for t in per])) for pct in FRACTIONS}
            if pool else {}),
-        "speedup_mean": float(np.mean([t["simulation"]["speedup_mean"] for t in per])),
-        "best_kept_orders": f"{sum(t['simulation']['best_kept_orders'] for t in per)}/{orders * len(per)}",
+        **({"speedup_mean": float(np.mean([t["simulation"]["speedup_mean"] for t in per])),
+            "best_kept_orders": f"{sum(t['simulation']['best_kept_orders'] for t in per)}/{orders * len(per)}"}
+           if orders else {}),
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -287,9 +291,10 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines = ["# Learning-curve prediction and early stopping", "",
              f"Sequential regression models ({_MODEL_NAMES[report.get('model', 'svr')]}, "
              f"{report.get('features', 'paper')} features), target `{report['target']}`; R^2 on a random half "
-             f"of each task's full curves (trained on the other half, {report['repeats']} splits). Early stopping "
-             f"simulated over {report['orders']} random orders: burn-in {cfg['burn_in']}, Delta={cfg['confidence']}, "
-             f"delta={cfg['delta']}, top_n={cfg['top_n']}, retrain every {cfg['retrain_every']}.", ""]
+             f"of each task's full curves (trained on the other half, {report['repeats']} splits). "
+             + (f"Early stopping simulated over {report['orders']} random orders: burn-in {cfg['burn_in']}, "
+                f"Delta={cfg['confidence']}, delta={cfg['delta']}, top_n={cfg['top_n']}, retrain every "
+                f"{cfg['retrain_every']}." if report["orders"] else "Early stopping not simulated."), ""]
     pooled = report.get("pooled", False)
     if pooled:
         lines[-1:] = ["R^2 columns: models pooled over every other task's comparable curves with each task's "
@@ -297,20 +302,23 @@ def format_markdown(report: dict[str, Any]) -> str:
     rows = []
     for name, t in report["tasks"].items():
         s = t["simulation"]
+        sim = [f"{s['speedup_mean']:.2f}x ({s['speedup_min']:.2f}-{s['speedup_max']:.2f})",
+               f"{s['best_kept_orders']}/{s['orders']}", f"{s['stopped_mean']:.0f}"] if s else []
         r2s = [f"{t[f'r2_{p}pct']:.3f} ({t[f'tau_{p}pct']})" if f"r2_{p}pct" in t else "n/a" for p in FRACTIONS]
         own = [f"{t[f'own_r2_{p}pct']:.3f}" for p in FRACTIONS] if pooled else []
         rows.append([name, str(t["num_curves"]), str(t["num_epochs"]), *r2s, *own, f"{t['last_seen_r2_25pct']:.3f}",
-                     f"{s['speedup_mean']:.2f}x ({s['speedup_min']:.2f}-{s['speedup_max']:.2f})",
-                     f"{s['best_kept_orders']}/{s['orders']}", f"{s['stopped_mean']:.0f}"])
+                     *sim])
     own_head = [f"own R^2 at {p}%" for p in FRACTIONS] if pooled else []
     lines += markdown_table(["task", "curves", "epochs", "R^2 at 10% (tau)", "R^2 at 25% (tau)", "R^2 at 50% (tau)",
-                             *own_head, "last-seen R^2 at 25%", "speedup (min-max)", "best kept", "stopped"], rows)
+                             *own_head, "last-seen R^2 at 25%",
+                             *(("speedup (min-max)", "best kept", "stopped") if report["orders"] else ())], rows)
     sm = report["summary"]
     means = [" / ".join(format(sm.get(f"{k}_{p}pct_mean", math.nan), ".3f") for p in FRACTIONS)
              for k in (("r2", "own_r2") if pooled else ("r2",))]
     lines += ["", f"Mean over tasks: R^2 at 10/25/50% of the curve {means[0]}"
-              + (f" (own models: {means[1]})" if pooled else "") + f"; simulated speedup "
-              f"{sm['speedup_mean']:.2f}x; best model fully trained in {sm['best_kept_orders']} orders.", ""]
+              + (f" (own models: {means[1]})" if pooled else "")
+              + (f"; simulated speedup {sm['speedup_mean']:.2f}x; best model fully trained in "
+                 f"{sm['best_kept_orders']} orders" if report["orders"] else "") + ".", ""]
     first = next(iter(report["tasks"].values()))
     rows = [[str(tau)] + [f"{t['r2']['r2_mean'][j]:.3f} (last {t['r2']['last_seen_r2_mean'][j]:.2f})"
                           if j < len(t["r2"]["taus"]) else "" for t in report["tasks"].values()]

@@ -19,8 +19,8 @@ def curves_group() -> None:
 @click.option("--out", "out_dir", default="curves-report", show_default=True,
               type=click.Path(file_okay=False, allow_dash=True),
               help="Folder for report.json, report.md and r2_vs_tau.png (-: only print the report).")
-@click.option("--orders", type=int, default=10, show_default=True,
-              help="Random orders of the early-stopping simulation.")
+@click.option("--orders", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Random orders of the early-stopping simulation (0: R^2 only).")
 @click.option("--repeats", type=int, default=5, show_default=True, help="Random half/half splits for R^2 vs tau.")
 @click.option("--burn-in", type=int, default=100, show_default=True, help="Full curves before the first stop.")
 @click.option("--confidence", type=float, default=0.99, show_default=True,

@@ -423,12 +423,15 @@ def test_evaluate_curves_pooled_reports_both_models(tmp_path):
 
     from cluster.early_stop.cli import curves_group
 
-    args = ["evaluate", "--task", "curves_a", "--out", "-", "--burn-in", "30", "--orders", "1", "--repeats", "1",
-            "--search-trials", "0", "--pool", "--json"]
-    result = CliRunner().invoke(curves_group, args, obj={"store_root": store.root})
+    args = ["evaluate", "--task", "curves_a", "--out", "-", "--burn-in", "30", "--orders", "0", "--repeats", "1",
+            "--search-trials", "0", "--pool"]
+    result = CliRunner().invoke(curves_group, args + ["--json"], obj={"store_root": store.root})
     assert result.exit_code == 0, result.output
     cli_report = json.loads(result.output[result.output.index("{"):])
     assert cli_report["pooled"] and cli_report["tasks"]["curves_a"]["r2"]["pooled_tasks"] == ["curves_b"]
+    assert cli_report["tasks"]["curves_a"]["simulation"] is None and "speedup_mean" not in cli_report["summary"]
+    text = CliRunner().invoke(curves_group, args, obj={"store_root": store.root}).output
+    assert "Early stopping not simulated." in text and "speedup" not in text, text
 
 
 # -- populate with early stopping on a real local Ray cluster -----------------------------------
