@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import click
 
@@ -216,7 +217,7 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
                                    landmarks=landmarks, landmark_noise=landmark_noise),
                              target=target, include_stopped=include_stopped)
     if zero_shot:
-        from predictor.evaluate_zero_shot import DEFAULT_BASELINES, evaluate_zero_shot, zero_shot_markdown
+        from predictor.evaluate_zero_shot import DEFAULT_BASELINES, evaluate_zero_shot
 
         if repeats not in (None, 1):
             raise click.BadParameter(f"--zero-shot fits once per task, got {repeats}", param_hint="--repeats")
@@ -224,25 +225,29 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
             raise click.UsageError(f"--zero-shot evaluates one predictor: pass at most one --loss, got {list(losses)}")
         config = config.replace(**_kv(loss=losses[0] if losses else None),
                                 use_meta_features=not (no_meta_features or meta == "without"))
-        rows = evaluate_zero_shot(store, out_folder(out_dir, "reports/zero-shot"), config=config, tasks=tasks or None,
+        folder = out_folder(out_dir, "reports/zero-shot")
+        rows = evaluate_zero_shot(store, folder, config=config, tasks=tasks or None,
                                   processes=processes, seeds=seeds, meta_encoder=meta_encoder,
                                   baselines=DEFAULT_BASELINES if baselines is None else baselines,
                                   held_out=held_out or None)
-        if rows and rows[0].get("meta_encoder"):  # the encoder the fits used
-            config = config.replace(meta_encoder=rows[0]["meta_encoder"])
-        click.echo(json.dumps(rows, indent=1, default=str) if as_json else zero_shot_markdown(rows, config))
+        _echo_report(rows, as_json, Path(folder, "zero_shot.md"))
         return
     from predictor.baselines import RANKERS
-    from predictor.evaluate import evaluate_loto, markdown_report
+    from predictor.evaluate import evaluate_loto
 
     settings = {"both": (True, False), "with": (True,), "without": (False,)}["without" if no_meta_features else meta]
+    folder = out_folder(out_dir, "reports/loto")
     rows = evaluate_loto(store, losses=losses or LOSSES, repeats=3 if repeats is None else repeats,
-                         meta_features=settings, out_dir=out_folder(out_dir, "reports/loto"), config=config, tasks=tasks or None,
+                         meta_features=settings, out_dir=folder, config=config, tasks=tasks or None,
                          processes=processes, meta_encoder=meta_encoder,
                          baselines=RANKERS if baselines is None else baselines, held_out=held_out or None)
-    if rows and rows[0].get("meta_encoder"):  # the encoder the fits used (--meta-encoder auto resolves per store)
-        config = config.replace(meta_encoder=rows[0]["meta_encoder"])
-    click.echo(json.dumps(rows, indent=1, default=str) if as_json else markdown_report(rows, config))
+    _echo_report(rows, as_json, Path(folder, "loto.md"))
+
+
+def _echo_report(rows: list[dict], as_json: bool, markdown: Path) -> None:
+    """Print an evaluation's rows as JSON, or the markdown report it wrote, which names the
+    configuration its fits used (the encoder and label width resolved for the store, not the flags)."""
+    click.echo(json.dumps(rows, indent=1, default=str) if as_json else markdown.read_text(), nl=as_json)
 
 
 @click.command("embeddings", context_settings=_CTX)

@@ -164,6 +164,9 @@ def test_zero_shot_report_percentiles(store_root, cli, tmp_path):
     assert "suggestion_val_percentile" in csv_head and "portfolio_val_percentile" in csv_head
     md = (tmp_path / "zero_shot.md").read_text()
     assert "median val percentile: suggestion" in md and "suggestion >= portfolio on" in md
+    printed = cli("--store", store_root, "evaluate", "--zero-shot", "--loss", "linear", *FAST, "--seeds", "1",
+                  "--baselines", "portfolio", "--held-out", held[0], "--out", str(tmp_path / "md")).stdout
+    assert printed == (tmp_path / "md" / "zero_shot.md").read_text() and f"| {held[0]} |" in printed
 
 
 def test_benchmark_report_judges_the_portfolio_and_gbm_picks(tmp_path, cli):

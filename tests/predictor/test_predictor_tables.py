@@ -285,7 +285,7 @@ def test_cli_loto_evaluates_tables_with_cells(table_store, cli):
     assert all(r["spearman_mean"] != r["spearman_mean"] or -1 <= r["spearman_mean"] <= 1 for r in rows)  # NaN: flat
 
 
-def test_cli_loto_holds_out_only_the_named_tasks(table_store, cli):
+def test_cli_loto_holds_out_only_the_named_tasks(table_store, cli, tmp_path):
     store, _ = table_store
     common = ("--store", store.root, "evaluate", "--loto", "--meta", "with", "--loss", "l2", "--repeats", "1",
               "--steps", "10", "--batch-size", "8", "--ensemble-size", "2", "--baselines", "ridge", "--out", "-")
@@ -295,6 +295,9 @@ def test_cli_loto_holds_out_only_the_named_tasks(table_store, cli):
     assert all("ridge_spearman" in r for r in rows)
     err = cli(*common, "--held-out", "tab_nope", code=1).stderr.strip()
     assert "tab_nope" in err and "\n" not in err
+    printed = cli(*common[:-1], str(tmp_path / "loto"), "--held-out", "tab_wine").stdout
+    assert printed == (tmp_path / "loto" / "loto.md").read_text()  # the report of the fits, not of the flags
+    assert '"meta_encoder": "cells"' in printed and "| tab_wine |" in printed
     for bad in ("-1", "scott", "inf"):
         err = cli(*common, "--landmark-noise", bad, code=2).stderr.strip()
         assert err.startswith("error: Invalid value for '--landmark-noise'") and repr(bad) in err, err
