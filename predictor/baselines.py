@@ -219,7 +219,8 @@ def task_embeddings(model: Any, data: TrainingData) -> dict[str, np.ndarray]:
         for name, task in data.tasks.items():
             if task.has_samples:
                 z = model.task_embedding(torch.as_tensor(task.x, dtype=torch.float32),
-                                         torch.as_tensor(task.y, dtype=torch.int64))
+                                         torch.as_tensor(task.y, dtype=torch.int64),
+                                         landmarks=task.landmarks_for(model))
                 out[name] = np.asarray(z.detach().cpu().numpy(), dtype=np.float64).reshape(-1)
     return out
 

@@ -92,6 +92,11 @@ class TaskData:
             self._landmarks = task_landmarks(self.x, self.y)
         return self._landmarks
 
+    def landmarks_for(self, model: Any) -> np.ndarray | None:
+        """The cached descriptors if ``model`` (a PerformancePredictor) reads them, else None
+        (computing nothing): what its ``task_embedding`` and ``predict`` take as ``landmarks``."""
+        return self.landmarks() if getattr(model, "num_landmarks", 0) else None
+
     @property
     def mean(self) -> float:
         """mu_k of the fitted target over the task's population (Sec. 5.1)."""

@@ -147,7 +147,7 @@ def task_correlations(model: PerformancePredictor, data: TrainingData) -> dict[s
     """Spearman and Pearson of the predictor on every task of ``data`` (its training tasks)."""
     out = {}
     for name, task in data.tasks.items():
-        rho, r = rank_correlations(model.predict(task.u, task.x, task.y), task.accuracy)
+        rho, r = rank_correlations(model.predict(task.u, task.x, task.y, task.landmarks_for(model)), task.accuracy)
         out[name] = {"spearman": rho, "pearson": r}
     return out
 

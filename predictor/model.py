@@ -170,13 +170,16 @@ class PerformancePredictor(nn.Module):
         """Raw descriptors (L,) on the scale rho was trained on: -> (L,)."""
         return (landmarks.to(self.landmark_center) - self.landmark_center) / self.landmark_scale
 
-    def task_embedding(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    def task_embedding(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192,
+                       landmarks: np.ndarray | None = None) -> torch.Tensor:
         """The task vector from all of a task's samples: learned z (``learned_embedding``), then
-        the standardized landmarking descriptors: -> (K * Z + L,)."""
+        the standardized landmarking descriptors (``landmarks``, the raw ones if already known,
+        e.g. ``TaskData.landmarks_for``; else computed from ``x, y``): -> (K * Z + L,)."""
         z = self.learned_embedding(x, y, chunk)
         if not self.num_landmarks:
             return z
-        d = torch.from_numpy(task_landmarks(x.detach().cpu().numpy(), y.detach().cpu().numpy()))
+        raw = task_landmarks(x.detach().cpu().numpy(), y.detach().cpu().numpy()) if landmarks is None else landmarks
+        d = torch.as_tensor(np.asarray(raw, dtype=np.float32))
         return torch.cat([z, self.standardized_landmarks(d).to(z)])
 
     def learned_embedding(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
@@ -294,9 +297,10 @@ class PerformancePredictor(nn.Module):
         return scores[0] if single else scores
 
     @torch.no_grad()
-    def predict_with_std(self, u: np.ndarray, x: np.ndarray | None = None,
-                         y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Mean and spread (std over members; None for one member) of the scores of ``u`` (B, D)."""
+    def predict_with_std(self, u: np.ndarray, x: np.ndarray | None = None, y: np.ndarray | None = None,
+                         landmarks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Mean and spread (std over members; None for one member) of the scores of ``u`` (B, D);
+        ``landmarks``: the task's raw descriptors if already known (``task_embedding``)."""
         was_training = self.training
         self.eval()
         try:
@@ -306,16 +310,17 @@ class PerformancePredictor(nn.Module):
                 if x is None or y is None:
                     raise ArgumentError("this predictor uses meta-features: pass the task's samples x and y")
                 z = self.task_embedding(torch.from_numpy(np.array(x, dtype=np.float32)).to(device),
-                                        torch.from_numpy(np.array(y, dtype=np.int64)).to(device))
+                                        torch.from_numpy(np.array(y, dtype=np.int64)).to(device), landmarks=landmarks)
             scores = self.member_scores(torch.from_numpy(np.array(u, dtype=np.float32)).to(device), z)  # (K, B)
             std = scores.std(dim=0, unbiased=False).cpu().numpy() if self.members > 1 else None
             return scores.mean(dim=0).cpu().numpy(), std
         finally:
             self.train(was_training)
 
-    def predict(self, u: np.ndarray, x: np.ndarray | None = None, y: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, u: np.ndarray, x: np.ndarray | None = None, y: np.ndarray | None = None,
+                landmarks: np.ndarray | None = None) -> np.ndarray:
         """Scores of encodings ``u`` (B, D) on the task with samples ``(x, y)``, in eval mode: -> (B,)."""
-        return self.predict_with_std(u, x, y)[0]
+        return self.predict_with_std(u, x, y, landmarks)[0]
 
     def score_task(self, u: torch.Tensor, x: torch.Tensor | None, y: torch.Tensor | None,
                    landmarks: torch.Tensor | None = None) -> torch.Tensor:

@@ -85,7 +85,7 @@ def _train_loop_per_worker(cfg: dict) -> dict | None:
         with torch.no_grad():
             for name, t in data.tasks.items():
                 x, y = torch.from_numpy(np.array(t.x)), torch.from_numpy(np.array(t.y))  # copies of read-only arrays
-                embeddings[name] = model.task_embedding(x, y).tolist()
+                embeddings[name] = model.task_embedding(x, y, landmarks=t.landmarks_for(model)).tolist()
     pid = save_predictor(store, model, data.space, predictor_id=cfg["predictor_id"], tasks=data.task_names,
                          data_snapshot=data.snapshot(), metrics=metrics, warm_start_parent=cfg.get("warm_start"),
                          extra={"excluded_tasks": cfg["exclude_tasks"], "task_embeddings": embeddings,

@@ -70,11 +70,26 @@ def test_the_task_vector_ends_with_the_standardized_landmarks(digits):
     # every member reads the shared descriptors; the batch form (B, z_dim) scores as the single z
     assert torch.allclose(model.member_scores(u, z.expand(6, -1)), model.member_scores(u, z), atol=1e-6)
     assert model.member_scores(u[:0], z.expand(0, -1)).shape == (2, 0)  # an empty batch scores to nothing
+    with torch.no_grad():  # the raw descriptors, when known (TaskData caches them), give the same vector
+        assert torch.equal(model.task_embedding(torch.from_numpy(x), torch.from_numpy(y), landmarks=tasks[0]), z)
     without = PerformancePredictor(SPACE, PredictorConfig(ensemble_size=2, landmarks=False))
     assert without.num_landmarks == 0 and without.z_dim == 2 * 50
     assert "landmark_center" not in without.state_dict()
     with pytest.raises(ValueError, match="landmarks"):
         PredictorConfig(landmarks="yes")
+
+
+def test_task_data_hands_its_cached_descriptors_only_to_a_model_that_reads_them(digits):
+    from predictor.data import TaskData
+
+    x, y = digits
+    task = TaskData(name="d", architectures=np.zeros((2, SPACE.num_dimensions), np.int64),
+                    u=np.zeros((2, SPACE.encoding_size), np.float32), accuracy=np.zeros(2, np.float32),
+                    seeds=np.zeros(2, np.int64), x=x, y=y, num_classes=10)
+    off = PerformancePredictor(SPACE, PredictorConfig(ensemble_size=1, landmarks="off"))
+    assert task.landmarks_for(off) is None and task._landmarks is None  # nothing computed
+    on = PerformancePredictor(SPACE, PredictorConfig(ensemble_size=1, landmarks="on"))
+    assert np.array_equal(task.landmarks_for(on), task_landmarks(x, y)) and task.landmarks_for(on) is task._landmarks
 
 
 def test_silverman_bandwidth_narrows_as_tasks_are_added():
