@@ -67,7 +67,8 @@ class PredictorConfig:
     meta_encoder: str = "samples"  # phi over whole rows (the paper's) or over (value, label) cells (any width)
     landmarks: str = "auto"  # with meta-features, rho also reads the task's landmarking descriptors (LANDMARK_MODES)
     # std of the Gaussian noise added to the standardized descriptors while training (per member and
-    # step), or "silverman": the kernel bandwidth for the training tasks (predictor/landmarks.py)
+    # step), or "silverman": the kernel bandwidth for the training tasks (predictor/landmarks.py);
+    # 0 by default: silverman cost 0.012 LOTO Spearman on the tabular suite (README)
     landmark_noise: float | str = 0.0
     architecture_features: bool = True  # u plus its structured features (predictor/features.py)
     dropout: float = 0.0  # after rho's hidden activations, while training
