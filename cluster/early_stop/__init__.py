@@ -16,8 +16,9 @@ from cluster.early_stop._srm import SequentialRegressor, SVRParams
 from cluster.early_stop._stopper import (EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision, StopRule,
                                          resolve_early_stop, stop_probability)
 
-__all__ = ["ActorEarlyStopper", "CONTEXT_FEATURES", "CurvePredictorService", "CurveSet", "EarlyStopConfig", "EarlyStopper",
-           "EpochObserver", "LAYERED_ARCH_FEATURES", "SVRParams", "SequentialRegressor", "StopDecision", "StopRule",
-           "TREND_FEATURES", "architecture_features", "comparable_curve_sets", "curve_features", "curve_predictor_actor", "evaluate_curves",
-           "format_markdown", "hparam_features", "load_full_curves", "model_features", "r2_by_tau",
-           "resolve_early_stop", "simulate_early_stopping", "stop_probability", "task_context", "trend_features"]
+__all__ = ["ActorEarlyStopper", "CONTEXT_FEATURES", "CurvePredictorService", "CurveSet", "EarlyStopConfig",
+           "EarlyStopper", "EpochObserver", "LAYERED_ARCH_FEATURES", "SVRParams", "SequentialRegressor",
+           "StopDecision", "StopRule", "TREND_FEATURES", "architecture_features", "comparable_curve_sets",
+           "curve_features", "curve_predictor_actor", "evaluate_curves", "format_markdown", "hparam_features",
+           "load_full_curves", "model_features", "r2_by_tau", "resolve_early_stop", "simulate_early_stopping",
+           "stop_probability", "task_context", "trend_features"]

@@ -210,11 +210,10 @@ def evaluate_curves(store: ExperimentStore, task: str | None = None, out_dir: st
     ``burn_in + 1`` complete curves); writes report.json/.md and r2_vs_tau.png to ``out_dir``.
 
     ``target``, ``model`` and ``features`` default to the config's; ``orders=0`` skips the
-    simulation (R^2 only). R^2 is reported at every tau
-    and, per task, at 10/25/50 % of the curve. With ``pool`` each task's models also learn from
-    every other task's comparable curves (cluster/early_stop/_pooled.py), at the 10/25/50 % taus
-    only, next to the task's own models on the same splits (``own_r2_*``). ``progress``
-    (optional) is called with one-line messages.
+    simulation (R^2 only). R^2 is reported at every tau and, per task, at 10/25/50 % of the
+    curve. With ``pool`` each task's models also learn from every other task's comparable curves
+    (cluster/early_stop/_pooled.py), at the 10/25/50 % taus only, next to the task's own models on
+    the same splits (``own_r2_*``). ``progress`` (optional) is called with one-line messages.
     """
     config = config or EarlyStopConfig()
     target = target or config.target

@@ -35,7 +35,7 @@ def curves_group() -> None:
               help="Regressor: the paper's nu-SVR or gradient-boosted trees (default: the config's).")
 @click.option("--features", type=click.Choice(["paper", "trend"]), default=None,
               help="The paper's features, or those plus slope/gain/extrapolations (default: the config's).")
-@click.option("--search-trials", type=int, default=12, show_default=True,
+@click.option("--search-trials", type=click.IntRange(min=0), default=12, show_default=True,
               help="Random hyperparameter candidates searched per model (0: the regressor's defaults).")
 @click.option("--pool", is_flag=True,
               help="Also fit each task's models on every other task's comparable curves, each beside its task's "
