@@ -199,8 +199,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @click.option("--json", "as_json", is_flag=True, help="Print the report rows as JSON.")
 def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, seeds, meta, no_meta_features, target,
                      include_stopped, meta_encoder, landmarks, landmark_noise, tasks, held_out, steps, batch_size,
-                     ensemble_size, processes,
-                     out_dir, as_json):
+                     ensemble_size, processes, out_dir, as_json):
     """Spearman and Pearson per held-out task for each loss, with and without meta-features
     (paper Table 2, ranking paper Table 1), next to each task's seed-to-seed noise ceiling and the
     task-agnostic baselines; or, with --zero-shot, the percentile of Algorithm 2's suggestion."""
