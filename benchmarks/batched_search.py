@@ -10,13 +10,18 @@ cluster and reports wall time, children/s, epochs trained, the trainers' busy se
 (``child_train_seconds``: what the batched trainer itself saves, apart from idle actors) and the
 best complete child, per seed and as ratios within the run, with the load average before and
 after each run. Configurations: ``one`` (today's search: ``parallel`` children in flight, one
-per trainer call), ``N`` (batches of N) and ``Nes`` (batches of N with early stopping; its
+per trainer call), ``N`` (batches of N), ``Nes`` (batches of N with early stopping; its
 stopped children are retrained afterwards, as in benchmarks/early_stop_rlnas.py, to check the
-best model was kept).
+best model was kept) and ``Nesown`` (the same, its stopper never pooling over other tasks'
+curves). With ``--prior-store`` each invocation's store starts as a copy of that store without
+the searched task, so the ``Nes`` stoppers pool over the other tasks' complete curves and start
+after ``--pool-burn-in`` of their own (issue 19); without it the store is empty and both are the same.
 
     python benchmarks/batched_search.py                                    # mnist10, 300 x 20 epochs, 3 seeds
     python benchmarks/batched_search.py --budget 128 --seeds 0 --configs one,8,16,32,64 --no-check  # batch size
     python benchmarks/batched_search.py --trainer-rates 8,16,32,64 --epochs 5   # the trainer alone, CPU s/child
+    python benchmarks/batched_search.py --configs 16,16es,16esown --prior-store /tmp/loto16 \
+        --out benchmarks/results/batched_search_mnist10_prior.json    # early stopping pooled over 15 other tasks
 
 Each invocation uses a fresh store under ``--store`` (runs of an earlier invocation would
 resume, i.e. return at once); the order of the configurations rotates from seed to seed, so a
@@ -29,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 
@@ -40,14 +46,14 @@ import numpy as np  # noqa: E402
 from early_stop_rlnas import retrain_stopped, summarize  # noqa: E402
 
 
-def parse_config(text: str) -> tuple[int | None, bool]:
-    """``one`` -> (None, False); ``16`` -> (16, False); ``16es`` -> (16, True)."""
+def parse_config(text: str) -> tuple[int | None, str | None]:
+    """``one`` -> (None, None); ``16`` -> (16, None); ``16es`` -> (16, "pool"); ``16esown`` -> (16, "own")."""
     if text == "one":
-        return None, False
-    es = text.endswith("es")
-    size = text[:-2] if es else text
+        return None, None
+    es = "own" if text.endswith("esown") else "pool" if text.endswith("es") else None
+    size = text[:len(text) - {"own": 5, "pool": 2, None: 0}[es]]
     if not size.isdigit() or int(size) < 1:
-        raise SystemExit(f"error: configuration {text!r} is not 'one', N or Nes (N >= 1)")
+        raise SystemExit(f"error: configuration {text!r} is not 'one', N, Nes or Nesown (N >= 1)")
     return int(size), es
 
 
@@ -55,7 +61,10 @@ def run_config(store_root: str, args: argparse.Namespace, config: str, seed: int
     from search import run_search
 
     batch, es = parse_config(config)
-    early_stop = {"burn_in": args.burn_in, "confidence": args.confidence} if es else None
+    early_stop = None
+    if es:
+        early_stop = {"burn_in": args.burn_in, "confidence": args.confidence, "pool_burn_in": args.pool_burn_in,
+                      **({"pool_curves": 0} if es == "own" else {})}
     print(f"== seed {seed}: RL-NAS on {args.task}, {args.budget} children, {config}", flush=True)
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -126,6 +135,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--configs", default="one,16,16es", help="comma-separated: one, N (batch size), Nes")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--burn-in", type=int, default=50)
+    p.add_argument("--pool-burn-in", type=int, default=20, help="own full curves before a pooled stopper starts")
+    p.add_argument("--prior-store", default=None,
+                   help="start each store as a copy of this one without --task (its other tasks' curves)")
     p.add_argument("--confidence", type=float, default=0.99)
     p.add_argument("--no-check", dest="check", action="store_false", help="skip retraining the stopped children")
     p.add_argument("--cpus", type=int, default=2)
@@ -151,6 +163,9 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = [int(s) for s in args.seeds.split(",")]
     args.out = args.out or f"benchmarks/results/batched_search_{args.task}.json"
     store_root = os.path.join(args.store, time.strftime("%Y%m%dT%H%M%S"))
+    if args.prior_store:  # the other tasks' rows; the searched task's own would let the search skip training
+        shutil.copytree(args.prior_store, store_root,
+                        ignore=lambda folder, names: [n for n in names if n in (f"task={args.task}", "predictors")])
 
     import ray
     import torch
@@ -195,6 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                    for s in seeds]
     report = {"task": args.task, "budget": args.budget, "epochs": args.epochs, "parallel": args.parallel,
               "seeds": seeds, "configs": configs, "burn_in": args.burn_in, "confidence": args.confidence,
+              "pool_burn_in": args.pool_burn_in, "prior_store": args.prior_store,
               "cpus": args.cpus, "host": platform.node(), "cores": os.cpu_count(),
               "load_average": os.getloadavg(), "total_seconds": time.perf_counter() - t_start,
               "summary": summary, "ratios": ratios, "runs": {c: {str(s): r for s, r in v.items()}

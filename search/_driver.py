@@ -292,10 +292,16 @@ class SearchDriver:
             return None
         import ray
 
-        from cluster.early_stop import curve_predictor_actor
+        from cluster.early_stop import curve_predictor_actor, load_other_curves
 
         if self._curve_actor is None:
-            self._curve_actor = curve_predictor_actor(self.plan.early_stop, num_cpus=0)
+            prior = []
+            if self.plan.early_stop.get("pool_curves"):  # other tasks' curves: the stopper starts sooner
+                prior = list(load_other_curves(self.store, recipe=self.plan.recipe,
+                                               space_id=self.space.space_id).values())
+                self._log(f"early stopping: pooling over {sum(cs.num_curves for cs in prior)} complete curves of "
+                          f"{len(prior)} tasks in the store (each task's stopper: all but its own)")
+            self._curve_actor = curve_predictor_actor(self.plan.early_stop, prior=prior, num_cpus=0)
         for task in tasks:
             curves, features = self.complete_curves(run_id, task)
             if len(curves):

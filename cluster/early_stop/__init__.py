@@ -8,17 +8,19 @@ several tasks' curves, ``_actor.py`` one stopper shared by the trainer actors of
 
 from cluster.early_stop._actor import ActorEarlyStopper, CurvePredictorService, curve_predictor_actor
 from cluster.early_stop._curves_eval import (CurveSet, evaluate_curves, format_markdown, load_full_curves,
-                                             r2_by_tau, simulate_early_stopping)
+                                             load_other_curves, r2_by_tau, simulate_early_stopping)
 from cluster.early_stop._features import (LAYERED_ARCH_FEATURES, TREND_FEATURES, architecture_features, curve_features,
                                           hparam_features, model_features, trend_features)
-from cluster.early_stop._pooled import CONTEXT_FEATURES, comparable_curve_sets, task_context
+from cluster.early_stop._pooled import (CONTEXT_FEATURES, PooledRegressor, TaskCurveModel, comparable_curve_sets,
+                                        recalibrate, subsample_tasks, task_context)
 from cluster.early_stop._srm import SequentialRegressor, SVRParams
 from cluster.early_stop._stopper import (EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision, StopRule,
-                                         resolve_early_stop, stop_probability)
+                                         pooled_prior, resolve_early_stop, stop_probability)
 
 __all__ = ["ActorEarlyStopper", "CONTEXT_FEATURES", "CurvePredictorService", "CurveSet", "EarlyStopConfig",
-           "EarlyStopper", "EpochObserver", "LAYERED_ARCH_FEATURES", "SVRParams", "SequentialRegressor",
-           "StopDecision", "StopRule", "TREND_FEATURES", "architecture_features", "comparable_curve_sets",
-           "curve_features", "curve_predictor_actor", "evaluate_curves", "format_markdown", "hparam_features",
-           "load_full_curves", "model_features", "r2_by_tau", "resolve_early_stop", "simulate_early_stopping",
-           "stop_probability", "task_context", "trend_features"]
+           "EarlyStopper", "EpochObserver", "LAYERED_ARCH_FEATURES", "PooledRegressor", "SVRParams",
+           "SequentialRegressor", "StopDecision", "StopRule", "TREND_FEATURES", "TaskCurveModel",
+           "architecture_features", "comparable_curve_sets", "curve_features", "curve_predictor_actor",
+           "evaluate_curves", "format_markdown", "hparam_features", "load_full_curves", "load_other_curves",
+           "model_features", "pooled_prior", "r2_by_tau", "recalibrate", "resolve_early_stop",
+           "simulate_early_stopping", "stop_probability", "subsample_tasks", "task_context", "trend_features"]

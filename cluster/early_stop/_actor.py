@@ -13,30 +13,36 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from cluster.early_stop._stopper import EarlyStopConfig, EarlyStopper, StopDecision, StopRule
 from nasdb.errors import ArgumentError
 
+if TYPE_CHECKING:
+    from cluster.early_stop._curves_eval import CurveSet
+
 
 class CurvePredictorService:
     """Per-key early stoppers behind one lock; a plain class, made remote by :func:`curve_predictor_actor`."""
 
-    def __init__(self, config: EarlyStopConfig | dict | None = None):
+    def __init__(self, config: EarlyStopConfig | dict | None = None, prior: Sequence[CurveSet] = ()):
         if isinstance(config, dict):
             config = EarlyStopConfig.from_dict(config)
         self.config = config or EarlyStopConfig()
+        self._prior = list(prior)  # complete curves of tasks the stoppers may pool over
         self._stoppers: dict[str, EarlyStopper] = {}
         self._lock = threading.Lock()
 
     def _stopper(self, key: str) -> EarlyStopper:
+        """``key``'s stopper; it pools over every prior task but ``key`` itself."""
         if not isinstance(key, str) or not key:
             raise ArgumentError(f"an early-stop key (task name) must be a non-empty string, got {key!r}")
         with self._lock:
             if key not in self._stoppers:
-                self._stoppers[key] = EarlyStopper(self.config)
+                self._stoppers[key] = EarlyStopper(self.config, [(cs.curves, cs.features) for cs in self._prior
+                                                                 if cs.task != key])
             return self._stoppers[key]
 
     def report_complete(self, key: str, curves: Any, features: Any) -> int:
@@ -63,12 +69,14 @@ class CurvePredictorService:
         return self._stopper(key).describe()
 
 
-def curve_predictor_actor(config: EarlyStopConfig | dict | None = None, *, name: str | None = None,
-                          namespace: str | None = None, num_cpus: float = 1, max_concurrency: int = 8):
+def curve_predictor_actor(config: EarlyStopConfig | dict | None = None, *, prior: Sequence[CurveSet] = (),
+                          name: str | None = None, namespace: str | None = None, num_cpus: float = 1,
+                          max_concurrency: int = 8):
     """Start (or, given ``name``, get) the shared curve-predictor actor; returns its handle.
 
-    ``num_cpus`` is reserved for refits; the actor is threaded (``max_concurrency``) so queries
-    and reports are served while a refit runs.
+    ``prior``: tasks' complete curves the stoppers pool over, each stopper all but its own task's
+    (:func:`~cluster.early_stop.load_other_curves`). ``num_cpus`` is reserved for refits; the actor is threaded
+    (``max_concurrency``) so queries and reports are served while a refit runs.
     """
     import ray
 
@@ -78,7 +86,7 @@ def curve_predictor_actor(config: EarlyStopConfig | dict | None = None, *, name:
         opts.update(name=name, get_if_exists=True)
         if namespace is not None:
             opts["namespace"] = namespace
-    return ray.remote(CurvePredictorService).options(**opts).remote(cfg)
+    return ray.remote(CurvePredictorService).options(**opts).remote(cfg, list(prior))
 
 
 class ActorEarlyStopper:

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from cluster.early_stop._features import model_feature_names, model_features
-from cluster.early_stop._pooled import comparable_curve_sets, fit_pooled, predict_pooled
+from cluster.early_stop._pooled import PooledRegressor, comparable_curve_sets, fit_pooled, predict_pooled
 from cluster.early_stop._srm import SequentialRegressor
-from cluster.early_stop._stopper import EarlyStopConfig, EarlyStopper
+from cluster.early_stop._stopper import EarlyStopConfig, EarlyStopper, pooled_prior
 from nasdb.checks import markdown_table
 from nasdb.errors import ArgumentError
 
@@ -54,6 +54,11 @@ class CurveSet:
         return self.curves[:, -1]
 
 
+#: The experiment columns a curve set is read from.
+_CURVE_COLUMNS = ["experiment_id", "space_id", "architecture", "num_params", "recipe", "val_curve", "epochs",
+                  "stopped_early"]
+
+
 def load_full_curves(store: ExperimentStore, task: str, *, recipe: Any = None, space_id: str | None = None) -> CurveSet:
     """The fully trained curves of ``task`` in ``store``: status ok, not stopped early, finite, of
     the most common length and search space (other rows are counted in ``skipped``).
@@ -61,9 +66,32 @@ def load_full_curves(store: ExperimentStore, task: str, *, recipe: Any = None, s
     ``recipe`` / ``space_id`` keep only rows trained with that recipe (dict or ``TrainRecipe``)
     in that space -- what a job seeding its early stopper from earlier rows wants.
     """
-    rows = store.experiments_arrow(task, status="ok").select(
-        ["experiment_id", "space_id", "architecture", "num_params", "recipe", "val_curve", "epochs",
-         "stopped_early"]).to_pylist()
+    rows = store.experiments_arrow(task, status="ok", columns=_CURVE_COLUMNS).to_pylist()
+    return _curve_set(store, task, rows, recipe, space_id)
+
+
+def load_other_curves(store: ExperimentStore, *, recipe: Any, space_id: str,
+                      exclude: Sequence[str] = ()) -> dict[str, CurveSet]:
+    """Every task's fully trained curves of ``recipe`` in ``space_id`` but ``exclude``'s, by task:
+    the comparable curves a job's early stopper pools over (issue 19). One query for all tasks;
+    rows of other spaces (e.g. imported benchmarks) are never read into Python."""
+    table = store.query("SELECT task, " + ", ".join(f'"{c}"' for c in _CURVE_COLUMNS) + " FROM experiments "
+                        f"WHERE status = 'ok' AND space_id = '{space_id.replace(chr(39), '')}' "
+                        "AND NOT coalesce(stopped_early, false) ORDER BY created_at, experiment_id")
+    by_task: dict[str, list[dict]] = {}
+    for r in table.to_pylist():
+        if r["task"] not in exclude:
+            by_task.setdefault(r["task"], []).append(r)
+    sets = {}
+    for task, rows in sorted(by_task.items()):
+        try:
+            sets[task] = _curve_set(store, task, rows, recipe, space_id)
+        except ValueError:  # no complete curve of this recipe
+            continue
+    return sets
+
+
+def _curve_set(store: ExperimentStore, task: str, rows: list[dict], recipe: Any, space_id: str | None) -> CurveSet:
     want_recipe = None
     if recipe is not None:
         want_recipe = dict(recipe.to_dict() if hasattr(recipe, "to_dict") else recipe)
@@ -102,12 +130,16 @@ def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
 
 def r2_by_tau(cs: CurveSet, *, repeats: int = 5, train_fraction: float = 0.5, taus: Any = None,
               search_trials: int = 12, search_points: int = 5, target: str = "final", model: str = "svr",
-              features: str = "paper", seed: int = 0, pool: Sequence[CurveSet] = ()) -> dict[str, Any]:
+              features: str = "paper", seed: int = 0, pool: Sequence[CurveSet] = (),
+              prior: PooledRegressor | None = None, context_curves: int = 20) -> dict[str, Any]:
     """R^2 of the SRM's predicted ``y_T`` per ``tau`` on held-out curves (random splits, ``repeats``
     times), next to the last-seen-value heuristic (predict ``y_T = y_tau``).
 
     With ``pool`` (other tasks' curve sets), each tau's model also learns from the comparable
-    ones (cluster/early_stop/_pooled.py); the splits of ``cs`` are the same as without.
+    ones (cluster/early_stop/_pooled.py); the splits of ``cs`` are the same as without. With
+    ``prior`` (a model fitted on other tasks alone) the task is read through the first
+    ``context_curves`` of each training half (context and recalibration), as the live stopper
+    reads it right after its pooled burn-in.
     """
     if repeats < 1 or not (0.0 < train_fraction < 1.0):
         raise ArgumentError(f"need repeats >= 1 and 0 < train_fraction < 1, got {repeats} and {train_fraction}")
@@ -125,7 +157,11 @@ def r2_by_tau(cs: CurveSet, *, repeats: int = 5, train_fraction: float = 0.5, ta
         perm = rng.permutation(n)
         tr, te = perm[:n_train], perm[n_train:]
         y = cs.finals[te]
-        if pool:
+        if prior is not None:
+            first = tr[:context_curves]
+            model = prior.for_task(cs.curves[first], cs.curves[first], cs.features[first], taus)
+            preds = [model.predict(cs.curves[te, :tau], cs.features[te])[0] for tau in taus]
+        elif pool:
             preds = [predict_pooled(fit_pooled(cs, tr, pool, tau, seed=seed + r, **srm), cs, tr, te, tau)
                      for tau in taus]
         else:
@@ -137,14 +173,17 @@ def r2_by_tau(cs: CurveSet, *, repeats: int = 5, train_fraction: float = 0.5, ta
             last[r, j] = r2_score(y, cs.curves[te, tau - 1])
     return {"taus": taus, "train_curves": n_train, "test_curves": n - n_train, "repeats": repeats,
             "target": target, "model": model, "features": features, "pooled_tasks": [o.task for o in pool],
+            "prior_curves": 0 if prior is None else prior.num_curves,
             "r2_mean": srm_r2.mean(0).tolist(), "r2_std": srm_r2.std(0).tolist(),
             "last_seen_r2_mean": last.mean(0).tolist()}
 
 
-def simulate_order(cs: CurveSet, order: np.ndarray, config: EarlyStopConfig) -> dict[str, Any]:
-    """Train the models in ``order`` one after another with early stopping; what was trained how long."""
+def simulate_order(cs: CurveSet, order: np.ndarray, config: EarlyStopConfig,
+                   prior: PooledRegressor | None = None) -> dict[str, Any]:
+    """Train the models in ``order`` one after another with early stopping (reading ``prior``, a
+    model pooled over other tasks, if given); what was trained how long."""
     T = cs.num_epochs
-    stopper = EarlyStopper(replace(config, num_epochs=T))
+    stopper = EarlyStopper(replace(config, num_epochs=T), prior or ())
     epochs = np.full(cs.num_curves, T, dtype=np.int64)
     predicted = np.full(cs.num_curves, math.nan)
     for i in order:
@@ -175,17 +214,22 @@ def simulate_order(cs: CurveSet, order: np.ndarray, config: EarlyStopConfig) -> 
 
 
 def simulate_early_stopping(cs: CurveSet, config: EarlyStopConfig | None = None, *, orders: int = 10,
-                            seed: int = 0) -> dict[str, Any]:
-    """Early stopping over ``orders`` random orders of the stored runs (the paper's Fig. 4)."""
+                            seed: int = 0, prior: Sequence[CurveSet] = ()) -> dict[str, Any]:
+    """Early stopping over ``orders`` random orders of the stored runs (the paper's Fig. 4); with
+    ``prior`` (other tasks' curve sets) the stopper reads the comparable ones through a pooled
+    model after ``pool_burn_in`` curves of ``cs`` (one pooled fit serves every order)."""
     config = config or EarlyStopConfig()
     if orders < 1:
         raise ArgumentError(f"orders must be >= 1, got {orders}")
-    if cs.num_curves <= config.burn_in:
-        raise ArgumentError(f"task {cs.task!r}: {cs.num_curves} curves leave nothing after burn_in={config.burn_in}")
+    pooled = pooled_prior(config, [(o.curves, o.features) for o in comparable_curve_sets(cs, prior)])
+    burn_in = config.burn_in if pooled is None else config.pool_burn_in
+    if cs.num_curves <= burn_in:
+        raise ArgumentError(f"task {cs.task!r}: {cs.num_curves} curves leave nothing after a burn-in of {burn_in}")
     rng = np.random.default_rng(seed)
-    runs = [simulate_order(cs, rng.permutation(cs.num_curves), config) for _ in range(orders)]
+    runs = [simulate_order(cs, rng.permutation(cs.num_curves), config, pooled) for _ in range(orders)]
     speedups = np.array([r["speedup"] for r in runs])
     return {"orders": orders, "config": config.to_dict(), "runs": runs,
+            "pooled_curves": 0 if pooled is None else pooled.num_curves,
             "speedup_mean": float(speedups.mean()), "speedup_min": float(speedups.min()),
             "speedup_max": float(speedups.max()),
             "best_kept_orders": int(sum(r["best_kept"] for r in runs)),
@@ -244,17 +288,23 @@ def evaluate_curves(store: ExperimentStore, task: str | None = None, out_dir: st
         say(f"{name}: {cs.num_curves} curves x {cs.num_epochs} epochs: R^2 vs tau" + (" (pooled)" if pool else ""))
         entry = {"num_curves": cs.num_curves, "num_epochs": cs.num_epochs, "skipped": cs.skipped}
         taus = None
+        stop_config = replace(config, target=target, model=model, features=features)
+        others = comparable_curve_sets(cs, list(sets.values())) if pool else []
         if pool:  # one pooled fit per tau: only the taus reported per task, the task's own models beside
             at = {pct: _tau_at(pct / 100, list(range(1, cs.num_epochs)), cs.num_epochs) for pct in FRACTIONS}
             taus = sorted(set(at.values()))
             own = r2_by_tau(cs, repeats=repeats, taus=taus, **srm)
             entry.update({f"own_r2_{pct}pct": own["r2_mean"][taus.index(at[pct])] for pct in FRACTIONS})
-        r2 = r2_by_tau(cs, repeats=repeats, taus=taus, pool=list(sets.values()) if pool else (), **srm)
+            prior = pooled_prior(stop_config, [(o.curves, o.features) for o in others])
+            if prior is not None:  # what the live stopper reads after its pooled burn-in
+                live = r2_by_tau(cs, repeats=repeats, taus=taus, prior=prior, context_curves=config.pool_burn_in,
+                                 **srm)
+                entry.update({f"prior_r2_{pct}pct": live["r2_mean"][taus.index(at[pct])] for pct in FRACTIONS})
+        r2 = r2_by_tau(cs, repeats=repeats, taus=taus, pool=others, **srm)
         sim = None
         if orders:
-            say(f"{name}: simulating early stopping over {orders} orders")
-            sim = simulate_early_stopping(cs, replace(config, target=target, model=model, features=features),
-                                          orders=orders, seed=seed)
+            say(f"{name}: simulating early stopping over {orders} orders" + (" (pooled prior)" if pool else ""))
+            sim = simulate_early_stopping(cs, stop_config, orders=orders, seed=seed, prior=others)
         for pct in FRACTIONS:
             tau = _tau_at(pct / 100, r2["taus"], cs.num_epochs)
             j = r2["taus"].index(tau)
@@ -266,8 +316,8 @@ def evaluate_curves(store: ExperimentStore, task: str | None = None, out_dir: st
     per = report["tasks"].values()
     report["summary"] = {
         **{f"r2_{pct}pct_mean": float(np.mean([t[f"r2_{pct}pct"] for t in per])) for pct in FRACTIONS},
-        **({f"own_r2_{pct}pct_mean": float(np.mean([t[f"own_r2_{pct}pct"] for t in per])) for pct in FRACTIONS}
-           if pool else {}),
+        **{f"{k}_{pct}pct_mean": float(np.mean([t[f"{k}_{pct}pct"] for t in per]))
+           for k in _COMPARED if all(f"{k}_25pct" in t for t in per) for pct in FRACTIONS},
         **({"speedup_mean": float(np.mean([t["simulation"]["speedup_mean"] for t in per])),
             "best_kept_orders": f"{sum(t['simulation']['best_kept_orders'] for t in per)}/{orders * len(per)}"}
            if orders else {}),
@@ -283,6 +333,8 @@ def evaluate_curves(store: ExperimentStore, task: str | None = None, out_dir: st
 
 
 _MODEL_NAMES = {"svr": "nu-SVR (RBF)", "gbt": "gradient-boosted trees"}
+#: Models a pooled report puts beside the pooled one: the task's own, and the live stopper's prior.
+_COMPARED = {"own_r2": "own models", "prior_r2": "prior alone"}
 
 
 def format_markdown(report: dict[str, Any]) -> str:
@@ -297,25 +349,27 @@ def format_markdown(report: dict[str, Any]) -> str:
     pooled = report.get("pooled", False)
     if pooled:
         lines[-1:] = ["R^2 columns: models pooled over every other task's comparable curves with each task's "
-                      "context (own: the task's curves alone, same splits).", ""]
+                      "context (own: the task's curves alone, same splits; prior: the other tasks' curves alone, "
+                      f"the task read through {cfg.get('pool_burn_in')} of its training curves, as the live stopper "
+                      "reads it)." + (" The simulated stopper reads the prior." if report["orders"] else ""), ""]
+    sm = report["summary"]
+    compared = [k for k in _COMPARED if f"{k}_25pct_mean" in sm]
     rows = []
     for name, t in report["tasks"].items():
         s = t["simulation"]
         sim = [f"{s['speedup_mean']:.2f}x ({s['speedup_min']:.2f}-{s['speedup_max']:.2f})",
                f"{s['best_kept_orders']}/{s['orders']}", f"{s['stopped_mean']:.0f}"] if s else []
         r2s = [f"{t[f'r2_{p}pct']:.3f} ({t[f'tau_{p}pct']})" if f"r2_{p}pct" in t else "n/a" for p in FRACTIONS]
-        own = [f"{t[f'own_r2_{p}pct']:.3f}" for p in FRACTIONS] if pooled else []
-        rows.append([name, str(t["num_curves"]), str(t["num_epochs"]), *r2s, *own, f"{t['last_seen_r2_25pct']:.3f}",
-                     *sim])
-    own_head = [f"own R^2 at {p}%" for p in FRACTIONS] if pooled else []
+        beside = [f"{t[f'{k}_{p}pct']:.3f}" for k in compared for p in FRACTIONS]
+        rows.append([name, str(t["num_curves"]), str(t["num_epochs"]), *r2s, *beside,
+                     f"{t['last_seen_r2_25pct']:.3f}", *sim])
+    heads = [f"{k.split('_')[0]} R^2 at {p}%" for k in compared for p in FRACTIONS]
     lines += markdown_table(["task", "curves", "epochs", "R^2 at 10% (tau)", "R^2 at 25% (tau)", "R^2 at 50% (tau)",
-                             *own_head, "last-seen R^2 at 25%",
+                             *heads, "last-seen R^2 at 25%",
                              *(("speedup (min-max)", "best kept", "stopped") if report["orders"] else ())], rows)
-    sm = report["summary"]
-    means = [" / ".join(format(sm.get(f"{k}_{p}pct_mean", math.nan), ".3f") for p in FRACTIONS)
-             for k in (("r2", "own_r2") if pooled else ("r2",))]
+    means = [" / ".join(format(sm[f"{k}_{p}pct_mean"], ".3f") for p in FRACTIONS) for k in ("r2", *compared)]
     lines += ["", f"Mean over tasks: R^2 at 10/25/50% of the curve {means[0]}"
-              + (f" (own models: {means[1]})" if pooled else "")
+              + "".join(f" ({_COMPARED[k]}: {m})" for k, m in zip(compared, means[1:]))
               + (f"; simulated speedup {sm['speedup_mean']:.2f}x; best model fully trained in "
                  f"{sm['best_kept_orders']} orders" if report["orders"] else "") + ".", ""]
     first = next(iter(report["tasks"].values()))

@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from scipy.stats import norm
 
+from cluster.early_stop._pooled import PooledRegressor, TaskCurveModel, subsample_tasks
 from cluster.early_stop._srm import FEATURE_SETS, MIN_TRAIN_CURVES, MODELS, TARGETS, SequentialRegressor
 from nasdb.checks import int_at_least
 from nasdb.errors import ArgumentError, ConfigError
@@ -50,6 +51,12 @@ class EarlyStopConfig:
       "paper" or "trend" (plus slope, gain and parametric extrapolations, cluster/early_stop/_features.py).
     - ``max_train``: fit on at most this many most recent complete curves (bounds refit time).
     - ``num_epochs``: the full curve length T; ``None`` takes it from the first complete curve.
+    - ``pool_burn_in``, ``pool_curves``: given comparable complete curves of other tasks (a
+      prior), the stopper fits a model pooled over at most ``pool_curves`` of them once and starts
+      after ``pool_burn_in`` of its task's own complete curves instead of ``burn_in``: those fix
+      the task's context; every own complete curve recalibrates the pooled prediction and
+      measures sigma(tau) out of sample (cluster/early_stop/_pooled.py). ``pool_curves=0``
+      ignores a prior.
     """
 
     burn_in: int = 100
@@ -69,6 +76,8 @@ class EarlyStopConfig:
     model: str = "svr"
     features: str = "paper"
     num_epochs: int | None = None
+    pool_burn_in: int = 20
+    pool_curves: int = 4000
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -76,6 +85,8 @@ class EarlyStopConfig:
             int_at_least(name, getattr(self, name), low, error=ConfigError)
 
         integer("burn_in", MIN_TRAIN_CURVES)
+        integer("pool_burn_in", MIN_TRAIN_CURVES)
+        integer("pool_curves", 0)
         for name in ("top_n", "min_tau", "retrain_every"):
             integer(name, 1)
         integer("search_trials", 0)
@@ -104,6 +115,8 @@ class EarlyStopConfig:
                                   f"(num_epochs={self.num_epochs})")
         if self.top_n > self.burn_in:
             raise ConfigError(f"early-stop top_n={self.top_n} exceeds burn_in={self.burn_in}")
+        if self.pool_curves and self.top_n > self.pool_burn_in:
+            raise ConfigError(f"early-stop top_n={self.top_n} exceeds pool_burn_in={self.pool_burn_in}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -236,18 +249,34 @@ class StopRule:
                                      np.asarray(features, dtype=np.float64)[None, :]).stop[0])
 
 
+def pooled_prior(config: EarlyStopConfig, tasks: Sequence[tuple[Any, Any]]) -> PooledRegressor | None:
+    """The model pooled over at most ``config.pool_curves`` of ``tasks``' complete curves
+    ``(curves, features)`` that stoppers of ``config`` read (fitted on first use; None without
+    tasks or with ``pool_curves=0``). The regressor's defaults, no search: thousands of curves."""
+    if not config.pool_curves or not len(tasks):
+        return None
+    return PooledRegressor(subsample_tasks(tasks, config.pool_curves, config.seed), search_trials=0,
+                           target=config.target, model=config.model, features=config.features, seed=config.seed)
+
+
 class EarlyStopper:
     """The in-process early stopper: collects complete curves, refits the sequential regression
     models (after ``burn_in`` curves, then every ``retrain_every``) and answers stop queries.
+
+    ``prior``: comparable complete curves ``(curves, features)`` of other tasks (or a
+    :class:`PooledRegressor` over them, shared by several stoppers): the stopper then reads its
+    task through the pooled model after ``pool_burn_in`` own curves (issue 19).
 
     Thread-safe: a threaded Ray actor may call it from several threads; a refit runs outside the
     lock and swaps in the new models when done (queries meanwhile use the previous ones).
     """
 
-    def __init__(self, config: EarlyStopConfig | dict | None = None):
+    def __init__(self, config: EarlyStopConfig | dict | None = None,
+                 prior: PooledRegressor | Sequence[tuple[Any, Any]] = ()):
         if isinstance(config, dict):
             config = EarlyStopConfig.from_dict(config)
         self.config = config or EarlyStopConfig()
+        self._prior = self._pooled(prior)
         self._lock = threading.Lock()
         self._curves: list[np.ndarray] = []  # each (T,)
         self._features: list[np.ndarray] = []  # each (F,)
@@ -259,10 +288,23 @@ class EarlyStopper:
         self._params: dict = {}
         self.fits = 0
 
+    def _pooled(self, prior: PooledRegressor | Sequence[tuple[Any, Any]]) -> PooledRegressor | None:
+        if not isinstance(prior, PooledRegressor):
+            prior = pooled_prior(self.config, prior)
+        if prior is not None and self.config.num_epochs not in (None, prior.num_epochs):
+            raise ArgumentError(f"the prior's curves have {prior.num_epochs} epochs, the stopper's "
+                                f"{self.config.num_epochs}")
+        return prior if self.config.pool_curves else None
+
     # -- state ------------------------------------------------------------------------------
     @property
     def num_complete(self) -> int:
         return len(self._finals)
+
+    @property
+    def burn_in(self) -> int:
+        """Own complete curves before the first fit: ``pool_burn_in`` with a prior, else ``burn_in``."""
+        return self.config.burn_in if self._prior is None else self.config.pool_burn_in
 
     @property
     def ready(self) -> bool:
@@ -298,6 +340,10 @@ class EarlyStopper:
                 raise ArgumentError(f"min_tau={self.config.min_tau} leaves no epoch to stop at in "
                                     f"{y.shape[1]}-epoch curves")
             f = _as_features(features, y.shape[0], rule.num_features)
+            prior = self._prior
+            if prior is not None and (y.shape[1], f.shape[1]) != (prior.num_epochs, prior.num_features):
+                raise ArgumentError(f"complete curves of {y.shape[1]} epochs with {f.shape[1]} features do not match "
+                                    f"the prior's ({prior.num_epochs} epochs, {prior.num_features} features)")
             self._curves.extend(y)
             self._features.extend(f)
             self._finals.extend(float(v) for v in y[:, -1])
@@ -325,7 +371,7 @@ class EarlyStopper:
 
     def _due(self) -> bool:
         n = self.num_complete
-        if n < self.config.burn_in:
+        if n < self.burn_in:
             return False
         return self._rule.predictor is None or n - self._fitted_at >= self.config.retrain_every
 
@@ -341,13 +387,9 @@ class EarlyStopper:
                 count = self.num_complete
                 retune = self._searched_at == 0 or len(curves) >= self.config.retune_growth * self._searched_at
                 params = None if retune else self._params
+                context = np.stack(self._curves[:self.config.pool_burn_in])  # the first: trained before any stop
             try:
-                predictor = SequentialRegressor(
-                    search_trials=self.config.search_trials, search_points=self.config.search_points,
-                    cv_folds=self.config.cv_folds,
-                    loo_max=self.config.loo_max, sigma_folds=self.config.sigma_folds, target=self.config.target,
-                    model=self.config.model, features=self.config.features, seed=self.config.seed,
-                ).fit(curves, features, params=params)
+                predictor = self._fit(curves, features, params, context)
             finally:
                 with self._lock:
                     self._fitting = False
@@ -361,10 +403,19 @@ class EarlyStopper:
                 self._rule = StopRule(self.config, predictor, self._reference(), rule.num_epochs,
                                       rule.num_features, rule.version + 1)
 
+    def _fit(self, curves: np.ndarray, features: np.ndarray, params: dict | None,
+             context: np.ndarray) -> SequentialRegressor | TaskCurveModel:
+        if self._prior is not None:
+            return self._prior.for_task(context, curves, features)
+        c = self.config
+        return SequentialRegressor(search_trials=c.search_trials, search_points=c.search_points, cv_folds=c.cv_folds,
+                                   loo_max=c.loo_max, sigma_folds=c.sigma_folds, target=c.target, model=c.model,
+                                   features=c.features, seed=c.seed).fit(curves, features, params=params)
+
     def refit(self) -> bool:
-        """Fit now if at least ``burn_in`` complete curves are held (ignores ``retrain_every``)."""
+        """Fit now if at least :attr:`burn_in` complete curves are held (ignores ``retrain_every``)."""
         with self._lock:
-            if self.num_complete < self.config.burn_in:
+            if self.num_complete < self.burn_in:
                 return False
             self._fitted_at = -self.config.retrain_every  # makes the next check due
         self._maybe_refit()
@@ -379,6 +430,7 @@ class EarlyStopper:
             "ready": rule.ready,
             "reference": rule.reference,
             "fits": self.fits,
+            "pooled_curves": 0 if self._prior is None else self._prior.num_curves,
             "predictor": rule.predictor.describe() if rule.predictor else None,
         }
 

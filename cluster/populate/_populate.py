@@ -273,9 +273,12 @@ class _Job:
         epochs), seeded per task with the store's complete curves of this space and recipe."""
         import ray
 
-        from cluster.early_stop import curve_predictor_actor, load_full_curves
+        from cluster.early_stop import curve_predictor_actor, load_full_curves, load_other_curves
 
-        self._curve_actor = curve_predictor_actor(self.early_stop, num_cpus=0)
+        prior = []
+        if self.early_stop.pool_curves:  # other tasks' curves: each task's stopper starts sooner
+            prior = list(load_other_curves(self.store, recipe=self.recipe, space_id=self.space.space_id).values())
+        self._curve_actor = curve_predictor_actor(self.early_stop, prior=prior, num_cpus=0)
         ray.get(self._curve_actor.get_config.remote(), timeout=300)  # started before any trainer asks it
         seeds = {}
         for task in tasks:
@@ -287,8 +290,9 @@ class _Job:
         held = dict(zip(seeds, ray.get(list(seeds.values()))))
         c = self.early_stop
         self.progress.note(f"early stopping on (Delta={c.confidence:g}, delta={c.delta:g}, burn-in {c.burn_in} "
-                           f"complete curves); seeded from the store: "
-                           + (", ".join(f"{t} {n}" for t, n in held.items()) or "none"))
+                           f"complete curves, {c.pool_burn_in} with a prior); seeded from the store: "
+                           + (", ".join(f"{t} {n}" for t, n in held.items()) or "none")
+                           + f"; prior: {sum(cs.num_curves for cs in prior)} curves of {len(prior)} tasks")
 
     def _stop_curve_predictor(self) -> None:
         if self._curve_actor is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -406,6 +407,120 @@ def test_pooling_other_tasks_curves_predicts_a_small_task_better():
     assert min(np.subtract(pooled["r2_mean"], own["r2_mean"])) > 0.05, (own["r2_mean"], pooled["r2_mean"])
 
 
+def _prior_sets(n: int = 150) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Three other tasks whose shifts bracket the own task's (0.03): RBF models pooled over task
+    contexts interpolate between tasks, they do not extrapolate."""
+    return [_shifted_task(n, shift, seed=20 + k) for k, shift in enumerate((0.0, 0.02, 0.05))]
+
+
+def test_recalibration_is_ridge_least_squares_with_exact_leave_one_out_residuals():
+    from cluster.early_stop import recalibrate
+
+    rng = np.random.default_rng(3)
+    raw = rng.random(12)
+    final = 0.2 + 1.5 * raw + 0.01 * rng.normal(size=12)
+    (a, c, m), sigma = recalibrate(raw, final)
+    lam = np.sum((final - final.mean()) ** 2)
+
+    def fit(r, f):  # the same ridge, written out: minimize sum(f - r - a - c (r - mean r))^2 + lam c^2
+        x = np.column_stack([np.ones_like(r), r - r.mean()])
+        return np.linalg.solve(x.T @ x + np.diag([0, lam]), x.T @ (f - r)), r.mean()
+
+    (a2, c2), m2 = fit(raw, final)
+    np.testing.assert_allclose([a, c, m], [a2, c2, m2], atol=1e-9)
+    assert 0 < c < 0.5  # a slope of 1.5 is corrected only part of the way
+    loo = []
+    for i in range(12):
+        (ai, ci), mi = fit(np.delete(raw, i), np.delete(final, i))
+        loo.append(final[i] - (raw[i] + ai + ci * (raw[i] - mi)))
+    assert sigma == pytest.approx(math.sqrt(np.mean(np.square(loo))), rel=0.05)  # lam moves a little per fold
+    (a, c, _), _ = recalibrate(np.full(10, 0.7) + 1e-9 * rng.random(10), np.linspace(0.6, 0.9, 10))
+    assert abs(c) < 1e-3 and a == pytest.approx(0.75 - 0.7, abs=1e-6)  # flat pooled predictions: a shift only
+
+
+def test_subsample_tasks_caps_the_pool_with_an_equal_share_per_task():
+    from cluster.early_stop import subsample_tasks
+
+    tasks = [(np.arange(n * 8.0).reshape(n, 8), np.zeros((n, 4))) for n in (100, 50, 10)]
+    assert subsample_tasks(tasks, None) == tasks and subsample_tasks(tasks, 160) == tasks
+    sub = subsample_tasks(tasks, 60, seed=1)
+    assert [len(c) for c, _ in sub] == [20, 20, 10] and [len(f) for _, f in sub] == [20, 20, 10]
+    assert all(set(map(tuple, c)) <= set(map(tuple, full)) for (c, _), (full, _) in zip(sub, tasks))
+
+
+def test_a_stopper_with_a_prior_starts_after_pool_burn_in_and_pools_the_other_tasks():
+    """Three other tasks' curves: the stopper is ready after pool_burn_in = 10 of its own (not the
+    burn-in of 100), reads the pooled model recalibrated on its own curves, stops the task's worst
+    curve before its end and never the best; pool_curves=0 ignores the prior."""
+    from cluster.early_stop import PooledRegressor, TaskCurveModel, pooled_prior
+
+    config = EarlyStopConfig(burn_in=100, pool_burn_in=10, search_trials=0, retrain_every=5, num_epochs=8)
+    prior = _prior_sets()
+    own, feats = _shifted_task(30, 0.03, seed=9)
+    stopper = EarlyStopper(config, prior)
+    stopper.report_complete(own[:9], feats[:9])
+    assert not stopper.ready and stopper.burn_in == 10
+    stopper.report_complete(own[9:30], feats[9:30])
+    assert stopper.ready and isinstance(stopper.predictor, TaskCurveModel)
+    d = stopper.describe()
+    assert d["pooled_curves"] == 450 and d["predictor"]["context_curves"] == 10
+    assert d["predictor"]["recalibration_curves"] == 30 and all(s > 0 for s in d["predictor"]["sigma"].values())
+    worst, best = int(np.argmin(own[:, -1])), int(np.argmax(own[:, -1]))
+    assert any(stopper.should_stop(own[worst, :tau], feats[worst]) for tau in range(1, 8))
+    assert not any(stopper.should_stop(own[best, :tau], feats[best]) for tau in range(1, 8))
+
+    shared = pooled_prior(config, prior)
+    assert isinstance(shared, PooledRegressor) and shared.num_curves == 450
+    assert pooled_prior(replace(config, pool_curves=300), prior).num_curves == 300
+    assert pooled_prior(replace(config, pool_curves=0), prior) is None and pooled_prior(config, []) is None
+    off = EarlyStopper(replace(config, pool_curves=0), prior)
+    off.report_complete(own, feats)
+    assert not off.ready and off.burn_in == 100 and off.describe()["pooled_curves"] == 0
+
+
+def test_a_prior_that_does_not_fit_the_task_is_refused():
+    config = EarlyStopConfig(pool_burn_in=10, search_trials=0, num_epochs=8)
+    with pytest.raises(ValueError, match="prior's curves have 9 epochs, the stopper's 8"):
+        EarlyStopper(config, [(np.hstack([c, c[:, -1:]]), f) for c, f in _prior_sets()])
+    stopper = EarlyStopper(replace(config, num_epochs=None), _prior_sets())
+    own, feats = _shifted_task(12, 0.0, seed=2)
+    with pytest.raises(ValueError, match=r"do not match the prior's \(8 epochs, 4 features\)"):
+        stopper.report_complete(own, feats[:, :3])
+    with pytest.raises(ValueError, match="one length and feature count"):
+        EarlyStopper(config, [_prior_sets()[0], (np.zeros((5, 9)), np.zeros((5, 4)))])
+    for bad, match in [(dict(pool_burn_in=3), "pool_burn_in"), (dict(pool_curves=-1), "pool_curves"),
+                       (dict(top_n=12, burn_in=20, pool_burn_in=10), "top_n=12 exceeds pool_burn_in=10")]:
+        with pytest.raises(ValueError, match=match):
+            EarlyStopConfig(**bad)
+    assert EarlyStopConfig(top_n=12, burn_in=20, pool_burn_in=10, pool_curves=0).top_n == 12
+
+
+def test_simulation_with_a_prior_stops_from_the_pooled_burn_in_on():
+    own, feats = _shifted_task(80, 0.03, seed=9)
+    cs = CurveSet("own", own, feats, [str(i) for i in range(80)], ("f",) * 4, {})
+    others = [CurveSet(f"o{k}", c, f, [str(i) for i in range(len(c))], ("f",) * 4, {})
+              for k, (c, f) in enumerate(_prior_sets())]
+    config = EarlyStopConfig(burn_in=100, pool_burn_in=10, search_trials=0, retrain_every=10)
+    with pytest.raises(ValueError, match="burn-in of 100"):
+        simulate_early_stopping(cs, config, orders=1)
+    sim = simulate_early_stopping(cs, config, orders=2, seed=1, prior=others + [cs])  # cs itself is never pooled
+    assert sim["pooled_curves"] == 450 and all(r["stopped"] > 0 for r in sim["runs"])
+
+
+def test_load_other_curves_reads_every_comparable_task_in_one_query(tmp_path):
+    from cluster.early_stop import load_other_curves
+
+    store, space = _store_with_curves(tmp_path / "store", {"curves_a": _shifted_task(12, 0.1, seed=1)[0],
+                                                          "curves_b": _shifted_task(15, 0.0, seed=2)[0]})
+    sets = load_other_curves(store, recipe=RECIPE8, space_id=space.space_id)
+    assert {t: cs.curves.shape for t, cs in sets.items()} == {"curves_a": (12, 8), "curves_b": (15, 8)}
+    assert sets["curves_b"].feature_names == load_full_curves(store, "curves_b").feature_names
+    np.testing.assert_array_equal(sets["curves_a"].features, load_full_curves(store, "curves_a").features)
+    assert list(load_other_curves(store, recipe=RECIPE8, space_id=space.space_id, exclude=["curves_a"])) == ["curves_b"]
+    assert load_other_curves(store, recipe={**RECIPE8, "epochs": 9}, space_id=space.space_id) == {}
+    assert load_other_curves(store, recipe=RECIPE8, space_id="0" * 16) == {}
+
+
 def test_evaluate_curves_pooled_reports_both_models(tmp_path):
     store, _ = _store_with_curves(tmp_path / "store", {"curves_a": _shifted_task(40, 0.1, seed=1)[0],
                                                       "curves_b": _shifted_task(60, -0.05, seed=2)[0]})
@@ -488,3 +603,9 @@ def test_populate_with_early_stopping_stores_consistent_rows(tmp_path, ray_clust
     assert more.rows_trained == 4 and store.count(task) == n + 4
     grown = more.early_stop_status[task]
     assert grown["num_complete"] >= len(full) and grown["ready"]  # seeded: no second burn-in
+    assert grown["pooled_curves"] == 0  # no other task in the store to pool over
+
+    other = populate(store, PopulateConfig(per_task=12, tasks=["digits_mod3"], recipe=recipe, workers=2,
+                                           early_stop=replace(config, pool_burn_in=5)), progress=False)
+    status = other.early_stop_status["digits_mod3"]  # pools over digits10_small's complete curves
+    assert status["pooled_curves"] == grown["num_complete"] and status["ready"]

@@ -170,3 +170,26 @@ def test_rl_search_with_early_stopping_rewards_the_prediction_and_resumes(cluste
     plan = plan_search(root, "rl", TASK, budget, epochs=EPOCHS, seed=1, early_stop=es, run_id="es-run")
     curves, features = SearchDriver(plan).complete_curves("es-run", TASK)
     assert curves.shape == (sum(e.complete for e in r.evaluations), EPOCHS) and len(features) == len(curves)
+
+
+def test_search_pools_other_tasks_curves_and_stops_from_the_pooled_burn_in_on(cluster, tmp_path, capsys):
+    """The store holds complete children of two other tasks (same recipe and space): the search's
+    stopper pools over them and stops children after pool_burn_in = 6 of its own, where its own
+    burn-in of 50 would stop none of 24; with pool_curves=0 it stops none."""
+    from cluster.child import TrainRecipe
+    from cluster.populate import PopulateConfig, populate
+
+    root = str(tmp_path / "store")
+    store = ExperimentStore(root)
+    store.init()
+    populate(store, PopulateConfig(per_task=30, tasks=["digits_mod3", "digits_parity"], recipe=TrainRecipe(epochs=EPOCHS),
+                                   workers=2), progress=False)
+    es = {"burn_in": 50, "pool_burn_in": 6, "confidence": 0.9, "search_trials": 0, "retrain_every": 3}
+    r = run_search(root, "random", TASK, 24, epochs=EPOCHS, seed=2, early_stop=es, as_actor=False, verbose=True)
+    assert "early stopping: pooling over 60 complete curves of 2 tasks" in capsys.readouterr().out
+    assert all(not e.stopped_early for e in r.evaluations[:6]), "the pooled burn-in trains to the end"
+    assert r.num_stopped > 0, "24 random children at Delta=0.9 after a pooled burn-in of 6: the weakest stop"
+    assert not r.best.stopped_early
+    own = run_search(root, "random", TASK, 24, epochs=EPOCHS, seed=2, early_stop={**es, "pool_curves": 0},
+                     as_actor=False)
+    assert own.run_id != r.run_id and own.num_stopped == 0  # its own burn-in of 50 is never reached
