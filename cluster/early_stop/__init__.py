@@ -11,14 +11,14 @@ from cluster.early_stop._curves_eval import (CurveSet, evaluate_curves, format_m
                                              load_other_curves, r2_by_tau, simulate_early_stopping)
 from cluster.early_stop._features import (LAYERED_ARCH_FEATURES, TREND_FEATURES, architecture_features, curve_features,
                                           hparam_features, model_features, trend_features)
-from cluster.early_stop._pooled import (CONTEXT_FEATURES, PooledRegressor, TaskCurveModel, comparable_curve_sets,
-                                        recalibrate, subsample_tasks, task_context)
+from cluster.early_stop._pooled import (CONTEXT_FEATURES, PerTauChoice, PooledRegressor, TaskCurveModel,
+                                        comparable_curve_sets, recalibrate, subsample_tasks, task_context)
 from cluster.early_stop._srm import SequentialRegressor, SVRParams
 from cluster.early_stop._stopper import (EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision, StopRule,
                                          pooled_prior, resolve_early_stop, stop_probability)
 
 __all__ = ["ActorEarlyStopper", "CONTEXT_FEATURES", "CurvePredictorService", "CurveSet", "EarlyStopConfig",
-           "EarlyStopper", "EpochObserver", "LAYERED_ARCH_FEATURES", "PooledRegressor", "SVRParams",
+           "EarlyStopper", "EpochObserver", "LAYERED_ARCH_FEATURES", "PerTauChoice", "PooledRegressor", "SVRParams",
            "SequentialRegressor", "StopDecision", "StopRule", "TREND_FEATURES", "TaskCurveModel",
            "architecture_features", "comparable_curve_sets", "curve_features", "curve_predictor_actor",
            "evaluate_curves", "format_markdown", "hparam_features", "load_full_curves", "load_other_curves",

@@ -62,7 +62,7 @@ def subsample_tasks(tasks: Sequence[tuple[np.ndarray, np.ndarray]], max_curves: 
     if max_curves is None or sum(len(c) for c, _ in tasks) <= max_curves:
         return list(tasks)
     rng = np.random.default_rng(seed)
-    share = max(2, math.ceil(max_curves / len(tasks)))
+    share = max(2, max_curves // len(tasks))
     picks = [np.sort(rng.permutation(len(c))[:share]) for c, _ in tasks]
     return [(c[p], f[p]) for (c, f), p in zip(tasks, picks)]
 
@@ -178,6 +178,32 @@ class TaskCurveModel:
                 "sigma": {str(t): s for t, s in self.sigma.items()}}
 
 
+class PerTauChoice:
+    """Per ``tau``, whichever of the pooled model and the task's own SRM predicts the task's own
+    complete curves better out of sample (the smaller sigma(tau): the recalibration's
+    leave-one-out against the SRM's), so the prior serves where the task's curves do not yet
+    suffice and steps aside where they do. Same ``predict`` as either; picklable."""
+
+    def __init__(self, pooled: TaskCurveModel, own: SequentialRegressor):
+        self.choice = {tau: pooled if pooled.sigma[tau] < own.sigma.get(tau, math.inf) else own
+                       for tau in pooled.sigma}
+        self.sigma = {tau: m.sigma[tau] for tau, m in self.choice.items()}
+        self.params = own.params  # the own SRM's hyperparameters, reused by the next refit
+        self.num_epochs = own.num_epochs
+
+    def predict(self, curves: Any, features: Any) -> tuple[np.ndarray, float]:
+        tau = np.shape(curves)[1]
+        if tau not in self.choice:
+            raise ArgumentError(f"no curve model for tau={tau} observed epochs (fitted: {sorted(self.choice)})")
+        return self.choice[tau].predict(curves, features)
+
+    def describe(self) -> dict[str, Any]:
+        pooled = [t for t, m in self.choice.items() if isinstance(m, TaskCurveModel)]
+        return {"name": "per-tau-choice", "pooled_taus": pooled,
+                "own_taus": [t for t in self.choice if t not in pooled],
+                "sigma": {str(t): s for t, s in self.sigma.items()}}
+
+
 def fit_pooled(cs: CurveSet, train: np.ndarray, pool: Sequence[CurveSet], tau: int,
                **srm: Any) -> PooledRegressor:
     """The model for ``tau`` on ``cs``'s ``train`` curves and every curve of ``pool`` (comparable
@@ -193,5 +219,5 @@ def predict_pooled(model: PooledRegressor, cs: CurveSet, train: np.ndarray, rows
     return model.predict(cs.curves[train], cs.curves[rows, :tau], cs.features[rows])
 
 
-__all__ = ["CONTEXT_FEATURES", "PooledRegressor", "TaskCurveModel", "comparable_curve_sets", "fit_pooled",
+__all__ = ["CONTEXT_FEATURES", "PerTauChoice", "PooledRegressor", "TaskCurveModel", "comparable_curve_sets", "fit_pooled",
            "predict_pooled", "recalibrate", "subsample_tasks", "task_context"]

@@ -25,7 +25,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 from scipy.stats import norm
 
-from cluster.early_stop._pooled import PooledRegressor, TaskCurveModel, subsample_tasks
+from cluster.early_stop._pooled import PerTauChoice, PooledRegressor, TaskCurveModel, subsample_tasks
 from cluster.early_stop._srm import FEATURE_SETS, MIN_TRAIN_CURVES, MODELS, TARGETS, SequentialRegressor
 from nasdb.checks import int_at_least
 from nasdb.errors import ArgumentError, ConfigError
@@ -55,8 +55,9 @@ class EarlyStopConfig:
       prior), the stopper fits a model pooled over at most ``pool_curves`` of them once and starts
       after ``pool_burn_in`` of its task's own complete curves instead of ``burn_in``: those fix
       the task's context; every own complete curve recalibrates the pooled prediction and
-      measures sigma(tau) out of sample (cluster/early_stop/_pooled.py). ``pool_curves=0``
-      ignores a prior.
+      measures sigma(tau) out of sample (cluster/early_stop/_pooled.py). From ``burn_in`` own
+      curves on, each tau reads the pooled model or the task's own SRM, whichever has the
+      smaller sigma(tau). ``pool_curves=0`` ignores a prior.
     """
 
     burn_in: int = 100
@@ -77,7 +78,7 @@ class EarlyStopConfig:
     features: str = "paper"
     num_epochs: int | None = None
     pool_burn_in: int = 20
-    pool_curves: int = 4000
+    pool_curves: int = 2000
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -213,7 +214,7 @@ class StopRule:
     trainer processes can decide locally on a snapshot from the shared actor."""
 
     config: EarlyStopConfig
-    predictor: SequentialRegressor | None = None
+    predictor: SequentialRegressor | TaskCurveModel | PerTauChoice | None = None
     reference: float | None = None
     num_epochs: int | None = None
     num_features: int | None = None
@@ -311,7 +312,7 @@ class EarlyStopper:
         return self._rule.ready
 
     @property
-    def predictor(self) -> SequentialRegressor | None:
+    def predictor(self) -> SequentialRegressor | TaskCurveModel | PerTauChoice | None:
         return self._rule.predictor
 
     @property
@@ -373,7 +374,8 @@ class EarlyStopper:
         n = self.num_complete
         if n < self.burn_in:
             return False
-        return self._rule.predictor is None or n - self._fitted_at >= self.config.retrain_every
+        own_ready = self._prior is not None and self._fitted_at < self.config.burn_in <= n  # the own SRM joins
+        return self._rule.predictor is None or own_ready or n - self._fitted_at >= self.config.retrain_every
 
     def _maybe_refit(self) -> None:
         while True:
@@ -404,13 +406,20 @@ class EarlyStopper:
                                       rule.num_features, rule.version + 1)
 
     def _fit(self, curves: np.ndarray, features: np.ndarray, params: dict | None,
-             context: np.ndarray) -> SequentialRegressor | TaskCurveModel:
-        if self._prior is not None:
-            return self._prior.for_task(context, curves, features)
+             context: np.ndarray) -> SequentialRegressor | TaskCurveModel | PerTauChoice:
+        """The task's own SRM (the paper's) once it holds ``burn_in`` curves; with a prior, the
+        pooled model before that and, after, per tau the better of the two out of sample."""
         c = self.config
-        return SequentialRegressor(search_trials=c.search_trials, search_points=c.search_points, cv_folds=c.cv_folds,
-                                   loo_max=c.loo_max, sigma_folds=c.sigma_folds, target=c.target, model=c.model,
-                                   features=c.features, seed=c.seed).fit(curves, features, params=params)
+        own = None
+        if self._prior is None or len(curves) >= c.burn_in:
+            own = SequentialRegressor(search_trials=c.search_trials, search_points=c.search_points,
+                                      cv_folds=c.cv_folds, loo_max=c.loo_max, sigma_folds=c.sigma_folds,
+                                      target=c.target, model=c.model, features=c.features,
+                                      seed=c.seed).fit(curves, features, params=params)
+        if self._prior is None:
+            return own
+        pooled = self._prior.for_task(context, curves, features)
+        return pooled if own is None else PerTauChoice(pooled, own)
 
     def refit(self) -> bool:
         """Fit now if at least :attr:`burn_in` complete curves are held (ignores ``retrain_every``)."""

@@ -478,6 +478,27 @@ def test_a_stopper_with_a_prior_starts_after_pool_burn_in_and_pools_the_other_ta
     assert not off.ready and off.burn_in == 100 and off.describe()["pooled_curves"] == 0
 
 
+def test_from_burn_in_on_each_tau_reads_the_model_with_the_smaller_out_of_sample_sigma():
+    from cluster.early_stop import PerTauChoice, pooled_prior
+
+    config = EarlyStopConfig(burn_in=20, pool_burn_in=10, search_trials=0, retrain_every=100, num_epochs=8)
+    own, feats = _shifted_task(30, 0.03, seed=9)
+    stopper = EarlyStopper(config, _prior_sets())
+    stopper.report_complete(own[:19], feats[:19])
+    assert not isinstance(stopper.predictor, PerTauChoice)  # 19 < burn_in: the pooled model alone
+    stopper.report_complete(own[19:], feats[19:])
+    assert stopper.num_complete == 30 and isinstance(stopper.predictor, PerTauChoice)
+    pooled = pooled_prior(config, _prior_sets()).for_task(own[:10], own, feats)  # refit at once at burn_in
+    mine = SequentialRegressor(search_trials=0).fit(own, feats)
+    choice = stopper.predictor
+    assert choice.sigma == {t: min(pooled.sigma[t], mine.sigma[t]) for t in range(1, 8)}
+    d = choice.describe()
+    assert sorted(d["pooled_taus"] + d["own_taus"]) == list(range(1, 8))
+    for t in range(1, 8):
+        src = pooled if t in d["pooled_taus"] else mine
+        np.testing.assert_allclose(choice.predict(own[:5, :t], feats[:5])[0], src.predict(own[:5, :t], feats[:5])[0])
+
+
 def test_a_prior_that_does_not_fit_the_task_is_refused():
     config = EarlyStopConfig(pool_burn_in=10, search_trials=0, num_epochs=8)
     with pytest.raises(ValueError, match="prior's curves have 9 epochs, the stopper's 8"):
