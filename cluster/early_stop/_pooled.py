@@ -86,7 +86,8 @@ class PooledRegressor:
         (self.num_epochs, self.num_features), = shapes
         self.srm = srm
         self.models: dict[int, SequentialRegressor] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while fitting
+        self._background: threading.Thread | None = None
 
     @property
     def num_curves(self) -> int:
@@ -102,6 +103,19 @@ class PooledRegressor:
                 self.models[tau] = SequentialRegressor(**self.srm).fit(curves, np.vstack(feats), taus=[tau],
                                                                        estimate_sigma=False)
         return self
+
+    def start_fit(self) -> None:
+        """Fit every tau in a background thread (once), so the models are ready when the task's
+        own curves first ask for them; a failure there resurfaces in the next :meth:`fit`."""
+        if self._background is None:
+            self._background = threading.Thread(target=self._fit_quietly, name="pooled-curve-fit", daemon=True)
+            self._background.start()
+
+    def _fit_quietly(self) -> None:
+        try:
+            self.fit()
+        except Exception:  # noqa: BLE001 - for_task's own fit raises it where a caller sees it
+            pass
 
     def predict(self, context_curves: np.ndarray, partial: np.ndarray, features: np.ndarray) -> np.ndarray:
         """Predicted final accuracy of ``partial`` curves ``(M, tau)`` of a task whose known complete

@@ -295,7 +295,10 @@ class EarlyStopper:
         if prior is not None and self.config.num_epochs not in (None, prior.num_epochs):
             raise ArgumentError(f"the prior's curves have {prior.num_epochs} epochs, the stopper's "
                                 f"{self.config.num_epochs}")
-        return prior if self.config.pool_curves else None
+        if prior is None or not self.config.pool_curves:
+            return None
+        prior.start_fit()  # seconds of fitting, done while the task trains its first children
+        return prior
 
     # -- state ------------------------------------------------------------------------------
     @property

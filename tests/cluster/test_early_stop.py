@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -470,7 +471,12 @@ def test_a_stopper_with_a_prior_starts_after_pool_burn_in_and_pools_the_other_ta
     assert not any(stopper.should_stop(own[best, :tau], feats[best]) for tau in range(1, 8))
 
     shared = pooled_prior(config, prior)
-    assert isinstance(shared, PooledRegressor) and shared.num_curves == 450
+    assert isinstance(shared, PooledRegressor) and shared.num_curves == 450 and not shared.models
+    EarlyStopper(config, shared)  # starts fitting every tau in the background, before any own curve
+    deadline = time.monotonic() + 120
+    while len(shared.models) < 7 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(shared.models) == list(range(1, 8))
     assert pooled_prior(replace(config, pool_curves=300), prior).num_curves == 300
     assert pooled_prior(replace(config, pool_curves=0), prior) is None and pooled_prior(config, []) is None
     off = EarlyStopper(replace(config, pool_curves=0), prior)
