@@ -96,10 +96,10 @@ class PooledRegressor:
     def fit(self, taus: Any = None) -> "PooledRegressor":
         """Fit the models for ``taus`` (default ``1 .. T-1``) not fitted yet."""
         taus = range(1, self.num_epochs) if taus is None else taus
+        curves = np.vstack([c for c, _ in self.tasks])  # (sum N_k, T)
         with self._lock:
             for tau in sorted({int(t) for t in taus} - set(self.models)):
                 feats = [_with_context(f, task_context(c, tau)) for c, f in self.tasks]
-                curves = np.vstack([c for c, _ in self.tasks])
                 self.models[tau] = SequentialRegressor(**self.srm).fit(curves, np.vstack(feats), taus=[tau],
                                                                        estimate_sigma=False)
         return self
@@ -133,8 +133,7 @@ class PooledRegressor:
         prediction on the task's complete ``curves`` with ``features`` (:func:`recalibrate`: where
         the pool's predictions for this task sit too high or too low, or too close together), and
         sigma(tau) from the recalibration's exact leave-one-out residuals (none of these curves was
-        pooled). ``taus``:
-        those only (default ``1 .. T-1``)."""
+        pooled). ``taus``: those only (default ``1 .. T-1``)."""
         taus = range(1, self.num_epochs) if taus is None else taus
         self.fit(taus)
         contexts, recal, sigma = {}, {}, {}
@@ -142,8 +141,8 @@ class PooledRegressor:
             contexts[tau] = task_context(context_curves, tau)
             raw = self.predict(context_curves, curves[:, :tau], features)  # (N,)
             recal[tau], sigma[tau] = recalibrate(raw, curves[:, -1])
-        return TaskCurveModel({t: self.models[t] for t in contexts}, contexts, recal, sigma, self.num_epochs, self.num_features,
-                              len(context_curves), len(curves), self.num_curves)
+        return TaskCurveModel({t: self.models[t] for t in contexts}, contexts, recal, sigma, self.num_epochs,
+                              self.num_features, len(context_curves), len(curves), self.num_curves)
 
 
 def recalibrate(raw: np.ndarray, final: np.ndarray) -> tuple[tuple[float, float, float], float]:
@@ -233,5 +232,5 @@ def predict_pooled(model: PooledRegressor, cs: CurveSet, train: np.ndarray, rows
     return model.predict(cs.curves[train], cs.curves[rows, :tau], cs.features[rows])
 
 
-__all__ = ["CONTEXT_FEATURES", "PerTauChoice", "PooledRegressor", "TaskCurveModel", "comparable_curve_sets", "fit_pooled",
-           "predict_pooled", "recalibrate", "subsample_tasks", "task_context"]
+__all__ = ["CONTEXT_FEATURES", "PerTauChoice", "PooledRegressor", "TaskCurveModel", "comparable_curve_sets",
+           "fit_pooled", "predict_pooled", "recalibrate", "subsample_tasks", "task_context"]

@@ -182,8 +182,8 @@ def test_search_pools_other_tasks_curves_and_stops_from_the_pooled_burn_in_on(cl
     root = str(tmp_path / "store")
     store = ExperimentStore(root)
     store.init()
-    populate(store, PopulateConfig(per_task=30, tasks=["digits_mod3", "digits_parity"], recipe=TrainRecipe(epochs=EPOCHS),
-                                   workers=2), progress=False)
+    populate(store, PopulateConfig(per_task=30, tasks=["digits_mod3", "digits_parity"],
+                                   recipe=TrainRecipe(epochs=EPOCHS), workers=2), progress=False)
     es = {"burn_in": 50, "pool_burn_in": 6, "confidence": 0.9, "search_trials": 0, "retrain_every": 3}
     r = run_search(root, "random", TASK, 24, epochs=EPOCHS, seed=2, early_stop=es, as_actor=False, verbose=True)
     assert "early stopping: pooling over 60 complete curves of 2 tasks" in capsys.readouterr().out
