@@ -142,7 +142,7 @@ class PooledRegressor:
             raw = self.predict(context_curves, curves[:, :tau], features)  # (N,)
             recal[tau], sigma[tau] = recalibrate(raw, curves[:, -1])
         return TaskCurveModel({t: self.models[t] for t in contexts}, contexts, recal, sigma, self.num_epochs,
-                              self.num_features, len(context_curves), len(curves), self.num_curves)
+                              len(context_curves), len(curves), self.num_curves)
 
 
 def recalibrate(raw: np.ndarray, final: np.ndarray) -> tuple[tuple[float, float, float], float]:
@@ -168,9 +168,9 @@ class TaskCurveModel:
 
     def __init__(self, models: dict[int, SequentialRegressor], contexts: dict[int, np.ndarray],
                  recal: dict[int, tuple[float, float, float]], sigma: dict[int, float], num_epochs: int,
-                 num_features: int, num_context: int, num_residuals: int, num_pooled: int):
+                 num_context: int, num_residuals: int, num_pooled: int):
         self.models, self.contexts, self.recal, self.sigma = dict(models), contexts, recal, sigma
-        self.num_epochs, self.num_features = num_epochs, num_features
+        self.num_epochs = num_epochs
         self.num_context, self.num_residuals, self.num_pooled = num_context, num_residuals, num_pooled
         self.params: dict = {}  # no per-task hyperparameter search to reuse
 
@@ -202,7 +202,6 @@ class PerTauChoice:
                        for tau in pooled.sigma}
         self.sigma = {tau: m.sigma[tau] for tau, m in self.choice.items()}
         self.params = own.params  # the own SRM's hyperparameters, reused by the next refit
-        self.num_epochs = own.num_epochs
 
     def predict(self, curves: Any, features: Any) -> tuple[np.ndarray, float]:
         tau = np.shape(curves)[1]

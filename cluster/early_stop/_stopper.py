@@ -392,7 +392,8 @@ class EarlyStopper:
                 count = self.num_complete
                 retune = self._searched_at == 0 or len(curves) >= self.config.retune_growth * self._searched_at
                 params = None if retune else self._params
-                context = np.stack(self._curves[:self.config.pool_burn_in])  # the first: trained before any stop
+                # a pooled model reads the task through its first curves, trained before any stop
+                context = None if self._prior is None else np.stack(self._curves[:self.config.pool_burn_in])
             try:
                 predictor = self._fit(curves, features, params, context)
             finally:
@@ -409,7 +410,7 @@ class EarlyStopper:
                                       rule.num_features, rule.version + 1)
 
     def _fit(self, curves: np.ndarray, features: np.ndarray, params: dict | None,
-             context: np.ndarray) -> SequentialRegressor | TaskCurveModel | PerTauChoice:
+             context: np.ndarray | None) -> SequentialRegressor | TaskCurveModel | PerTauChoice:
         """The task's own SRM (the paper's) once it holds ``burn_in`` curves; with a prior, the
         pooled model before that and, after, per tau the better of the two out of sample."""
         c = self.config

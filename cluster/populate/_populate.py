@@ -275,16 +275,17 @@ class _Job:
 
         from cluster.early_stop import curve_predictor_actor, load_full_curves, load_other_curves
 
-        prior = []
-        if self.early_stop.pool_curves:  # other tasks' curves: each task's stopper starts sooner
-            prior = list(load_other_curves(self.store, recipe=self.recipe, space_id=self.space.space_id).values())
+        where = {"recipe": self.recipe, "space_id": self.space.space_id}
+        pooling = bool(self.early_stop.pool_curves)  # other tasks' curves: each task's stopper starts sooner
+        stored = load_other_curves(self.store, **where) if pooling else {}  # every task's, in one query
+        prior = list(stored.values())
         self._curve_actor = curve_predictor_actor(self.early_stop, prior=prior, num_cpus=0)
         ray.get(self._curve_actor.get_config.remote(), timeout=300)  # started before any trainer asks it
         seeds = {}
         for task in tasks:
-            try:
-                cs = load_full_curves(self.store, task, recipe=self.recipe, space_id=self.space.space_id)
-            except ValueError:  # no complete curve of this task yet
+            try:  # the job's own tasks' curves are in that query's answer already
+                cs = stored[task] if pooling else load_full_curves(self.store, task, **where)
+            except (KeyError, ValueError):  # no complete curve of this task yet
                 continue
             seeds[task] = self._curve_actor.report_complete.remote(task, cs.curves, cs.features)
         held = dict(zip(seeds, ray.get(list(seeds.values()))))
