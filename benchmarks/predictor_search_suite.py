@@ -30,6 +30,7 @@ import platform
 import shutil
 import sys
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,7 +40,7 @@ BUDGETS = (1, 10, 30, 100)
 AGENTS = ("predictor", "random", "rl", "tnaml")
 
 
-def incumbents(evaluations, budgets) -> dict[int, dict[str, float]]:
+def incumbents(evaluations, budgets) -> dict[str, Any]:
     """Per N in ``budgets``: validation and test accuracy of the best-by-validation complete child
     among the first N evaluations (NaN while none succeeded), and the best-so-far curve."""
     out, best, curve = {}, None, []
@@ -129,6 +130,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=max(BUDGETS))
     ap.add_argument("--parallel", type=int, default=2, help="trainer actors per search")
     ap.add_argument("--batch-size", type=int, default=8, help="children per trainer call and agent update")
+    ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
     ap.add_argument("--out", default="benchmarks/results/predictor_search_suite")
     args = ap.parse_args()
 
@@ -141,6 +143,8 @@ def main() -> None:
     source = ExperimentStore(args.source)
     tasks = sorted(source.task_stats().column("task").to_pylist())  # the tasks with rows
     held_out = args.held_out.split(",") if args.held_out else tasks[::4]
+    if set(held_out) - set(tasks):
+        raise SystemExit(f"error: --held-out {sorted(set(held_out) - set(tasks))} have no rows in {args.source}")
     reference = {t: np.asarray(source.experiments_arrow(t, status="ok").column("val_accuracy").to_numpy(),
                                dtype=np.float64) for t in held_out}
     if not os.path.exists(args.store):
@@ -148,7 +152,8 @@ def main() -> None:
     budgets = tuple(n for n in BUDGETS if n <= args.budget)
     agents = args.agents.split(",")
     started = time.perf_counter()
-    ray.init(num_cpus=2, logging_level="WARNING", log_to_driver=False)
+    # address="local": a cluster of our own (another job's Ray on this machine must not be joined)
+    ray.init(address="local", num_cpus=args.cpus, logging_level="WARNING", log_to_driver=False)
     try:
         t0 = time.perf_counter()
         pid, reused = fit(args.store, tasks, held_out, seed=0)
