@@ -45,17 +45,12 @@ def incumbents(evaluations, budgets) -> dict[str, Any]:
     among the first N evaluations (NaN while none succeeded), and the best-so-far curve."""
     out, best, curve = {}, None, []
     for i, e in enumerate(evaluations, 1):
-        if e.status == "ok" and not e.stopped_early and math.isfinite(e.val_accuracy) and \
-                (best is None or e.val_accuracy > best.val_accuracy):
+        if e.complete and math.isfinite(e.val_accuracy) and (best is None or e.val_accuracy > best.val_accuracy):
             best = e
         curve.append(best.val_accuracy if best else math.nan)
         if i in budgets:
             out[i] = {"val": best.val_accuracy if best else math.nan, "test": best.test_accuracy if best else math.nan}
     return {"at": out, "curve": curve}
-
-
-def percentile(value: float, reference: np.ndarray) -> float:
-    return float(100.0 * np.mean(reference <= value)) if math.isfinite(value) else math.nan
 
 
 def fit(store_root: str, tasks: list[str], held_out: list[str], seed: int) -> tuple[str, bool]:
@@ -73,13 +68,15 @@ def fit(store_root: str, tasks: list[str], held_out: list[str], seed: int) -> tu
 
 def summarize(runs: dict, reference: dict, budgets) -> dict:
     """``{task: {agent: {N: mean/std of val, test, percentile over seeds}}}``."""
+    from predictor.evaluate_zero_shot import percentile
+
     out: dict = {}
     for task, by_agent in runs.items():
         for agent, by_seed in by_agent.items():
             for n in budgets:
                 vals = np.array([r["at"][str(n)]["val"] for r in by_seed.values()])
                 tests = np.array([r["at"][str(n)]["test"] for r in by_seed.values()])
-                pct = np.array([percentile(v, reference[task]) for v in vals])
+                pct = np.array([percentile(reference[task], v) for v in vals])
                 out.setdefault(task, {}).setdefault(agent, {})[str(n)] = {
                     "val_mean": float(np.mean(vals)), "val_std": float(np.std(vals)),
                     "test_mean": float(np.mean(tests)), "test_std": float(np.std(tests)),
