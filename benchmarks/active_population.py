@@ -20,9 +20,10 @@ trained once into ``<work>/reference`` (neither strategy trains them; an uncerta
 happens to be one is dropped from that strategy's test set and counted). Reported: Spearman
 between the ensemble's mean score and their validation accuracy, per task and N, and the mean.
 ``--proposer`` fits the uncertainty picks with other predictor settings (the scored fits keep
-the defaults). ``--repeats`` reruns both strategies with other seeds (fits, and the uncertainty picks that
-depend on them; the random stream is the same). Writes ``<out>.json``, ``<out>.md`` and
-``<out>.png``; resumes (populate skips stored rows, ``<work>/results.json`` keeps finished points).
+the defaults). ``--repeats`` reruns both strategies with other seeds (the fits, and the
+uncertainty picks that depend on them; the random stream is the same). Writes ``<out>.json``,
+``<out>.md`` and ``<out>.png``; resumes (populate skips stored rows, ``<work>/results.json``
+keeps finished points).
 """
 
 from __future__ import annotations
