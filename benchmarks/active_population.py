@@ -75,16 +75,14 @@ def spearman(fitted: Any, seconds: float, task: str, archs: np.ndarray, accuracy
             "dropped": int((~keep).sum()), "rows": len(stored), "fit_seconds": seconds}
 
 
-def references(source: Any, task: str, archs: np.ndarray, accuracy: np.ndarray) -> dict[str, float]:
-    """Beside the curves: the task-agnostic gbm (fitted on every other task's rows, the n = 0 training
-    set; predictor/baselines.py) scoring T's test architectures, and T's noise ceiling (seed 0 vs 1)."""
-    from predictor import PredictorConfig
+def references(data: Any, task: str, archs: np.ndarray, accuracy: np.ndarray) -> dict[str, float]:
+    """Beside the curves: the task-agnostic gbm (fitted on every other task's rows of the source's
+    training data ``data``, the n = 0 training set; predictor/baselines.py) scoring T's test
+    architectures, and T's noise ceiling (seed 0 vs 1)."""
     from predictor.baselines import BASELINES
-    from predictor.data import load_for_config
     from predictor.evaluate import noise_ceiling
     from predictor.fit import rank_correlations
 
-    data, _, _ = load_for_config(source, PredictorConfig(use_meta_features=False))
     gbm = BASELINES["gbm"].fit(data.without(task))
     return {"gbm": rank_correlations(gbm.scores(data.space.encode_many(archs)), accuracy)[0],
             "noise_ceiling": noise_ceiling(data.tasks[task])[0]}
@@ -224,6 +222,8 @@ def main() -> None:
 
     from cluster.populate import PopulateConfig, populate
     from nasdb.store import ExperimentStore
+    from predictor import PredictorConfig
+    from predictor.data import load_for_config
 
     source = ExperimentStore(args.source)
     names = sorted(source.task_stats().column("task").to_pylist())
@@ -250,6 +250,7 @@ def main() -> None:
         populate(reference, PopulateConfig(per_task=args.budget + args.test, tasks=tasks, seed=0, workers=args.workers,
                                            run_id="active-population-test"), progress=False, create_store=False)
         space = next(iter(reference.spaces().values()))
+        source_data = None
         for repeat in range(args.repeats):
             for task in tasks:
                 test = test_set(reference, space, task, args.budget, args.test)
@@ -260,7 +261,9 @@ def main() -> None:
                 by["random"].setdefault("0", {**by["uncertainty"]["0"], "shared": True})
                 run_task(args, "random", task, repeat, test, by["random"], save)
                 if "gbm" not in results[task]:
-                    results[task].update(references(source, task, *test))
+                    if source_data is None:  # read once, and only when a task still lacks its references
+                        source_data = load_for_config(source, PredictorConfig(use_meta_features=False))[0]
+                    results[task].update(references(source_data, task, *test))
                     save()
     finally:
         ray.shutdown()
