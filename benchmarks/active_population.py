@@ -125,13 +125,12 @@ def run_task(args: Any, strategy: str, task: str, repeat: int, test: tuple[np.nd
         populate_by_strategy(store, config, strategy="uncertainty", rounds=rounds, proposer_factory=factory,
                              progress=False, create_store=False)
     else:
-        for r in range(1, rounds):
+        for r in range(1, rounds + 1):
             populate(store, config.replace(per_task=args.round * r, agent="random"), progress=False,
                      create_store=False)
             if str(args.round * r) not in points:
                 score(args.round * r)
-        populate(store, config.replace(agent="random"), progress=False, create_store=False)
-    if str(args.budget) not in points:
+    if str(args.budget) not in points:  # uncertainty: the fit after its last round
         score(args.budget)
 
 
