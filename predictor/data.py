@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import stats
 
 from nasdb.errors import ArgumentError, TaskHasNoSamplesError, UnknownTaskError
 from predictor.config import TARGETS
@@ -156,6 +155,8 @@ class TrainingData:
 
 def quantile_rank(values: np.ndarray) -> np.ndarray:
     """Each value's rank within ``values`` scaled to [0, 1] (ties share their mean rank): (M,) -> (M,)."""
+    from scipy import stats  # ~0.6 s at import: a Serve replica that never ranks starts without it
+
     values = np.asarray(values, dtype=np.float64)
     if values.size < 2:
         return np.full(values.shape, 0.5)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from cluster.early_stop._srm import load_model_library
 from cluster.early_stop._stopper import EarlyStopConfig, EarlyStopper, StopDecision, StopRule
 from nasdb.errors import ArgumentError
 
@@ -34,6 +35,7 @@ class CurvePredictorService:
         self._prior = list(prior)  # complete curves of tasks the stoppers may pool over
         self._stoppers: dict[str, EarlyStopper] = {}
         self._lock = threading.Lock()
+        load_model_library()  # this actor refits: not inside its first refit, while trainers wait
 
     def _stopper(self, key: str) -> EarlyStopper:
         """``key``'s stopper; it pools over every prior task but ``key`` itself."""
@@ -113,6 +115,7 @@ class ActorEarlyStopper:
         return {"actor": self.actor, "key": self.key, "refresh_seconds": self.refresh_seconds}
 
     def __setstate__(self, state: dict) -> None:
+        load_model_library()  # unpickled in a trainer that will apply the actor's fitted rules
         self.__init__(state["actor"], state["key"], refresh_seconds=state["refresh_seconds"])
 
     def refresh(self, *, block: bool = False, timeout: float | None = None) -> StopRule | None:

@@ -13,19 +13,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sklearn
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.model_selection import KFold
-from sklearn.svm import NuSVR
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.svm import NuSVR
 
 from cluster.early_stop._features import curve_features
 from nasdb.errors import ArgumentError
 
 #: Fewest complete curves a fit accepts (K-fold search and LOO need a few points).
 MIN_TRAIN_CURVES = 5
+
+
+def load_model_library() -> None:
+    """Import scikit-learn now. It is imported where a model is built, not at the top, so that a
+    trainer without early stopping starts ~1 s sooner (issue 19); a process that will fit or apply
+    curve models (the stopper actor, a trainer with early stopping) calls this at start instead of
+    paying the import inside its first refit or decision."""
+    import sklearn.ensemble  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+    import sklearn.svm  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,8 @@ class SVRParams:
     gamma: float = 1.0
 
     def build(self, num_features: int) -> NuSVR:
+        from sklearn.svm import NuSVR
+
         return NuSVR(C=self.C, nu=self.nu, kernel="rbf", gamma=self.gamma / max(num_features, 1))
 
 
@@ -54,6 +66,8 @@ class GBTParams:
     l2_regularization: float = 1.0
 
     def build(self, num_features: int) -> HistGradientBoostingRegressor:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
         return HistGradientBoostingRegressor(max_iter=self.max_iter, learning_rate=self.learning_rate,
                                              max_leaf_nodes=self.max_leaf_nodes,
                                              min_samples_leaf=self.min_samples_leaf,
@@ -98,6 +112,8 @@ def _oof_predictions(params: SVRParams, x: np.ndarray, y: np.ndarray, splits) ->
 
 
 def _kfold(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import KFold
+
     return list(KFold(n_splits=min(folds, n), shuffle=True, random_state=seed).split(np.zeros(n)))
 
 
@@ -213,6 +229,8 @@ class SequentialRegressor:
         taus = list(range(1, num_epochs)) if taus is None else sorted({int(t) for t in taus})
         if not taus or taus[0] < 1 or taus[-1] >= num_epochs:
             raise ArgumentError(f"taus must lie in [1, {num_epochs - 1}] for {num_epochs}-epoch curves, got {taus}")
+        import sklearn  # see load_model_library
+
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):  # ~30% of a fit
             return self._fit(y, static, taus, estimate_sigma, params)
 

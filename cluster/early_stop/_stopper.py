@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
-from scipy.stats import norm
 
 from cluster.early_stop._pooled import PerTauChoice, PooledRegressor, TaskCurveModel, subsample_tasks
 from cluster.early_stop._srm import FEATURE_SETS, MIN_TRAIN_CURVES, MODELS, TARGETS, SequentialRegressor
@@ -181,9 +180,11 @@ class EpochObserver(Protocol):
 
 def stop_probability(predicted: Any, sigma: float, threshold: float) -> np.ndarray:
     """``P(y_T <= threshold)`` for ``y_T ~ N(predicted, sigma^2)`` (the paper's Phi(y_BEST; yhat, sigma))."""
+    from scipy.special import ndtr  # the normal CDF; imported here to keep trainer start-up light (issue 19)
+
     mu = np.asarray(predicted, dtype=np.float64)
     s = max(float(sigma), 1e-9) if math.isfinite(sigma) else math.inf
-    return norm.cdf((threshold - mu) / s)
+    return ndtr((threshold - mu) / s)
 
 
 def _as_curves(curves: Any, what: str) -> np.ndarray:
