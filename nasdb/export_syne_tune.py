@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nasdb.errors import ExportExistsError, NasdbError
+from nasdb.space import unique_rows
 from nasdb.store import sql_str
 
 FIDELITY = "epoch"
@@ -69,7 +70,7 @@ def _task_table(store: Any, task: str, space: Any) -> tuple[pa.Table, int, int]:
     arch = np.asarray(pc.list_flatten(rows["architecture"]).to_numpy(), dtype=np.int64)
     arch = arch.reshape(rows.num_rows, len(space.dimensions))  # (N, D)
     seeds = rows["seed"].to_numpy(zero_copy_only=False).astype(np.int64)  # (N,)
-    _, first = np.unique(np.column_stack([arch, seeds]), axis=0, return_index=True)
+    _, first = unique_rows(np.column_stack([arch, seeds]), return_index=True)
     keep = np.sort(first)  # the first stored of each (architecture, seed): rows come ordered by created_at
     dropped = rows.num_rows - len(keep)
     rows, arch, seeds = rows.take(pa.array(keep)), arch[keep], seeds[keep]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from nasdb.errors import ArgumentError, ConfigError
+from nasdb.space import unique_rows
 from predictor.config import PredictorConfig
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class UncertaintyProposer:
 
     def __call__(self, task: str, n: int, taken: Sequence[Sequence[int]]) -> np.ndarray:
         rng = np.random.default_rng([self.seed, len(taken), int(n)])
-        pool = np.unique(self.space.sample(self.config.pool, rng), axis=0)  # (P, D)
+        pool = unique_rows(self.space.sample(self.config.pool, rng))  # (P, D)
         known = {tuple(int(v) for v in a) for a in taken}
         pool = pool[np.array([tuple(a) not in known for a in pool.tolist()], dtype=bool)]
         if n <= 0 or not len(pool):

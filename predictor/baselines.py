@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from nasdb.errors import ArgumentError, ConfigError
+from nasdb.space import unique_rows
 from predictor.data import TaskData, TrainingData, quantile_rank
 
 GBM_ITERATIONS = 300
@@ -43,7 +44,7 @@ def distinct_architectures(task: TaskData) -> tuple[np.ndarray, np.ndarray, np.n
 
     Linear in the rows (np.unique + bincount): an imported benchmark task has ~250k rows.
     """
-    keys, first, inverse = np.unique(task.architectures, axis=0, return_index=True, return_inverse=True)
+    keys, first, inverse = unique_rows(task.architectures, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     mean_acc = np.bincount(inverse, weights=task.accuracy) / np.bincount(inverse)  # (A,)
     return keys, task.u[first], mean_acc
@@ -175,7 +176,7 @@ def shared_best(tasks: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray | 
     if not keys:
         return None
     allk = np.concatenate(keys)  # (N, num_dimensions)
-    uniq, inverse, counts = np.unique(allk, axis=0, return_inverse=True, return_counts=True)
+    uniq, inverse, counts = unique_rows(allk, return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
     mean_rank = np.bincount(inverse, weights=np.concatenate(ranks)) / counts  # (U,)
     everywhere = np.flatnonzero(counts == len(keys))  # distinct per task, so count == tasks: in all of them

@@ -31,6 +31,7 @@ import numpy as np
 
 from nasdb.checks import markdown_table
 from nasdb.errors import ArgumentError
+from nasdb.space import unique_rows
 from predictor.baselines import BASELINES, RANKERS, parse_baselines, unique_architectures
 from predictor.config import LOSSES, PredictorConfig
 from predictor.data import TaskData, TrainingData, load_for_config
@@ -60,7 +61,7 @@ def noise_ceiling(task: TaskData) -> tuple[float, int]:
     """
     if task.num_experiments == 0:
         return math.nan, 0
-    _, arch_id = np.unique(task.architectures, axis=0, return_inverse=True)
+    _, arch_id = unique_rows(task.architectures, return_inverse=True)
     arch_id = arch_id.reshape(-1)
     order = np.lexsort((np.arange(len(arch_id)), task.seeds, arch_id))  # by architecture, seed, row
     a, s = arch_id[order], task.seeds[order]

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import torch
 
 from nasdb.errors import ArgumentError, TaskHasNoSamplesError
+from nasdb.space import unique_rows
 from predictor.ascent import make_ascent, start_logits
 from predictor.baselines import shared_best
 from predictor.checkpoint import PredictorCheckpoint
@@ -102,7 +103,7 @@ def task_top(architectures: np.ndarray, accuracy: np.ndarray, target: str = "raw
     if not keep.any():
         return None
     archs, acc = np.asarray(architectures, dtype=np.int64)[keep], np.asarray(accuracy, dtype=np.float64)[keep]
-    uniq, inverse = np.unique(archs, axis=0, return_inverse=True)
+    uniq, inverse = unique_rows(archs, return_inverse=True)
     inverse = inverse.reshape(-1)
     mean = np.bincount(inverse, weights=acc) / np.bincount(inverse)  # (A,) mean over seeds
     order = np.lexsort((np.arange(len(mean)), -mean))  # best first; ties by architecture order

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from nasdb.errors import ConfigError
+from nasdb.space import unique_rows
 from search.evaluators import Evaluation, NotTabulatedError, architecture_key
 
 
@@ -51,7 +52,7 @@ class TableTruth:
         """From per-seed rows ``(R, D)`` and ``(R,)``: each distinct configuration's mean; NaN rows ignored."""
         archs, values = np.asarray(architectures, dtype=np.int64), np.asarray(values, dtype=np.float64)
         keep = np.isfinite(values)
-        keys, inverse = np.unique(archs[keep], axis=0, return_inverse=True)
+        keys, inverse = unique_rows(archs[keep], return_inverse=True)
         inverse = inverse.reshape(-1)
         return cls(task, keys, np.bincount(inverse, weights=values[keep]) / np.bincount(inverse))
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from nasdb.errors import ArgumentError, SpaceMismatchError
-from nasdb.space import SearchSpace
+from nasdb.space import SearchSpace, unique_rows
 from search.acquisition import AcquisitionConfig, acquisition_values, posterior
 from search.agents._base import SearchAgent
 
@@ -125,7 +125,7 @@ class PredictorAgent(SearchAgent):
             for s, found in zip(starts, self.surrogate.ascend(np.array(starts, dtype=np.int64))):
                 self._ascended[s] = np.asarray(found, dtype=np.int64)
         parts += [self._ascended[s][None, :] for s in map(tuple, self._best(self.config.ascend_from).tolist())]
-        pool = np.unique(np.concatenate(parts).reshape(-1, self.space.num_dimensions), axis=0)
+        pool = unique_rows(np.concatenate(parts).reshape(-1, self.space.num_dimensions))
         keep = [tuple(row) not in taken for row in pool.tolist()]
         return pool[np.array(keep, dtype=bool)] if len(pool) else pool
 

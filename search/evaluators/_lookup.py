@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nasdb.errors import ArgumentError, NotTabulatedError
-from nasdb.space import SearchSpace
+from nasdb.space import SearchSpace, unique_rows
 from search.evaluators._base import Evaluation, Evaluator, Trial, architecture_key
 
 _COLUMNS = ["experiment_id", "space_id", "architecture", "relaxed_weights", "seed", "recipe", "val_accuracy",
@@ -60,7 +60,7 @@ class TaskTable:
 
     def mean_values(self) -> tuple[np.ndarray, np.ndarray]:
         """Each distinct architecture (A, D) and its validation accuracy averaged over its rows (seeds) (A,)."""
-        keys, inverse = np.unique(self.architectures, axis=0, return_inverse=True)
+        keys, inverse = unique_rows(self.architectures, return_inverse=True)
         inverse = inverse.reshape(-1)
         return keys, np.bincount(inverse, weights=self.val_accuracy) / np.bincount(inverse)
 
@@ -92,7 +92,7 @@ def load_table(store, task: str, space: SearchSpace, recipe: dict | None = None)
             f"to look up (populate it first or use the train evaluator)")
     table = table.sort_by([("seed", "ascending"), ("experiment_id", "ascending")])
     archs = _architectures(table.column("architecture"), space.num_dimensions, task)
-    _, inverse = np.unique(archs, axis=0, return_inverse=True)
+    _, inverse = unique_rows(archs, return_inverse=True)
     inverse = inverse.reshape(-1)
     by_arch = np.argsort(inverse, kind="stable")  # rows grouped by architecture, (seed, id) order kept
     bounds = np.r_[0, np.cumsum(np.bincount(inverse))]

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nasdb.space import Dimension, SearchSpace, default_space, layer_choices, parse_layer_choice
+from nasdb.space import Dimension, SearchSpace, default_space, layer_choices, parse_layer_choice, unique_rows
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,16 @@ def test_bad_specs_are_refused():
         SearchSpace.from_json("{not json")
     with pytest.raises(ValueError, match="missing or malformed"):
         SearchSpace.from_dict({"name": "s"})
+
+
+@pytest.mark.parametrize("shape, low, high", [((5000, 6), 0, 5), ((300, 15), -3, 11), ((40, 2), 0, 2), ((9, 3), 0, 2 ** 40)])
+def test_unique_rows_gives_what_np_unique_axis0_gives(shape, low, high):
+    """Same keys, first indices, inverse and counts, in the same order; the last case's keys overflow an
+    int64 and take numpy's path."""
+    a = np.random.default_rng(0).integers(low, high, shape)
+    a[-1] = a[0]  # at least one repeat
+    want = np.unique(a, axis=0, return_index=True, return_inverse=True, return_counts=True)
+    got = unique_rows(a, return_index=True, return_inverse=True, return_counts=True)
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(w.reshape(g.shape), g)
+    np.testing.assert_array_equal(unique_rows(a), want[0])
