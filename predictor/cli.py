@@ -109,7 +109,8 @@ def _kv(**values) -> dict:
               help=f"Training loss [default: {PredictorConfig().loss}, or the parent's].")
 @task_list_option("--exclude-task", "exclude", help="Leave these tasks out.")
 @task_list_option("--task", "--tasks", "tasks", help="Train only on these tasks.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Data-parallel Ray Train workers.")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Data-parallel Ray Train workers (0: Ray Train's local mode, in this process).")
 @click.option("--steps", type=int, default=None, help="Optimizer steps per worker.")
 @click.option("--no-meta-features", is_flag=True,
               help="Ablation: no task meta-features (z absent); needed for imported benchmarks (no samples).")

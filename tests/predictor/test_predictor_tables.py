@@ -264,7 +264,7 @@ def test_cli_fit_picks_cells_by_itself_and_says_why(table_store, cli, tmp_path, 
     store, _ = table_store
     root = str(tmp_path / "store")
     shutil.copytree(store.root, root)  # the fit adds a predictor
-    common = ("--workers", "1", "--steps", "20", "--batch-size", "8", "--ensemble-size", "2")
+    common = ("--workers", "0", "--steps", "20", "--batch-size", "8", "--ensemble-size", "2")  # 0: in process
     out = cli("--store", root, "fit", *common).stdout
     assert "meta_encoder=cells (auto: 3 task(s) not 64 features wide, e.g. 'tab_" in out, out
     assert out.rstrip().endswith("landmarks=on"), out  # auto: landmarks with the cells encoder

@@ -145,7 +145,7 @@ def test_loto_evaluation_runs_unchanged_without_meta_features(slice_root, cli, t
 def test_fit_then_suggest_for_an_imported_task(slice_root, cli, tmp_path, ray_cluster):
     root = str(tmp_path / "store")
     shutil.copytree(slice_root, root)
-    out = cli("--store", root, "fit", "--no-meta-features", "--workers", "1", "--steps", "30",
+    out = cli("--store", root, "fit", "--no-meta-features", "--workers", "0", "--steps", "30",
               "--batch-size", "16", "--exclude-task", NAVAL, "--json").stdout
     meta = json.loads(out[out.index("{"):])
     assert NAVAL not in meta["tasks"] and len(meta["tasks"]) == 3
