@@ -109,8 +109,16 @@ class Reinforce:
         self.reset_optimizer()
 
     def reset_optimizer(self) -> None:
-        """Fresh Adam over the current parameters (needed after ``Controller.add_task``)."""
-        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.config.learning_rate)
+        """Fresh Adam over the current parameters (needed after ``Controller.add_task``), built on first use."""
+        self._optimizer: torch.optim.Adam | None = None
+
+    @property
+    def optimizer(self) -> torch.optim.Adam:
+        # Built lazily: torch's first optimizer imports torch._dynamo (~1.5 s), which planning a
+        # search (it builds the agent only to check its arguments) and a driver's start-up skip.
+        if self._optimizer is None:
+            self._optimizer = torch.optim.Adam(self.controller.parameters(), lr=self.config.learning_rate)
+        return self._optimizer
 
     def normalizer(self, task: str | None) -> RewardNormalizer:
         if task not in self.normalizers:
