@@ -258,7 +258,7 @@ def unique_rows(rows: Any, *, return_index: bool = False, return_inverse: bool =
     in an int64 fall back to numpy.
     """
     a = np.asarray(rows)
-    if a.ndim != 2 or a.dtype.kind not in "iub" or len(a) == 0:
+    if a.ndim != 2 or a.dtype.kind not in "iub" or a.dtype == np.uint64 or len(a) == 0:  # uint64 may not fit
         return np.unique(a, axis=0, return_index=return_index, return_inverse=return_inverse,
                          return_counts=return_counts)
     a = a.astype(np.int64, copy=False)

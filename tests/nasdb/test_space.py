@@ -110,11 +110,13 @@ def test_bad_specs_are_refused():
         SearchSpace.from_dict({"name": "s"})
 
 
-@pytest.mark.parametrize("shape, low, high", [((5000, 6), 0, 5), ((300, 15), -3, 11), ((40, 2), 0, 2), ((9, 3), 0, 2 ** 40)])
-def test_unique_rows_gives_what_np_unique_axis0_gives(shape, low, high):
-    """Same keys, first indices, inverse and counts, in the same order; the last case's keys overflow an
-    int64 and take numpy's path."""
-    a = np.random.default_rng(0).integers(low, high, shape)
+@pytest.mark.parametrize("shape, low, high, dtype", [((5000, 6), 0, 5, np.int64), ((300, 15), -3, 11, np.int32),
+                                                     ((40, 2), 0, 2, np.uint8), ((9, 3), 0, 2 ** 40, np.int64),
+                                                     ((9, 2), 2 ** 63, 2 ** 64 - 1, np.uint64)])
+def test_unique_rows_gives_what_np_unique_axis0_gives(shape, low, high, dtype):
+    """Same keys, first indices, inverse and counts, in the same order; the last two cases' keys overflow
+    an int64 and take numpy's path."""
+    a = np.random.default_rng(0).integers(low, high, shape, dtype=dtype)
     a[-1] = a[0]  # at least one repeat
     want = np.unique(a, axis=0, return_index=True, return_inverse=True, return_counts=True)
     got = unique_rows(a, return_index=True, return_inverse=True, return_counts=True)
