@@ -258,13 +258,13 @@ def unique_rows(rows: Any, *, return_index: bool = False, return_inverse: bool =
     in an int64 fall back to numpy.
     """
     a = np.asarray(rows)
-    if a.ndim != 2 or a.dtype.kind not in "iub" or a.dtype == np.uint64 or len(a) == 0:  # uint64 may not fit
-        return np.unique(a, axis=0, return_index=return_index, return_inverse=return_inverse,
-                         return_counts=return_counts)
-    a = a.astype(np.int64, copy=False)
-    low = a.min(axis=0)
-    span = (a.max(axis=0) - low + 1).astype(object)  # Python ints: the product cannot overflow
-    if np.prod(span) >= 2 ** 63:
+    fits = a.ndim == 2 and a.dtype.kind in "iub" and a.dtype != np.uint64 and len(a) > 0  # uint64 may not fit
+    if fits:
+        a = a.astype(np.int64, copy=False)
+        low = a.min(axis=0)
+        span = (a.max(axis=0) - low + 1).astype(object)  # Python ints: the product cannot overflow
+        fits = np.prod(span) < 2 ** 63
+    if not fits:
         return np.unique(a, axis=0, return_index=return_index, return_inverse=return_inverse,
                          return_counts=return_counts)
     key = np.zeros(len(a), dtype=np.int64)
