@@ -11,8 +11,8 @@ import click
 
 from nasdb.cli.options import copy_to_stdout, is_stdout, out_folder, task_list_option
 from nasdb.errors import NasdbError
-from predictor.config import (LANDMARK_MODES, LANDMARK_NOISE_RULES, LOSSES, OPTIMIZERS, TARGETS, PredictorConfig,
-                              SuggestConfig)
+from predictor.config import (LANDMARK_MODES, LANDMARK_NOISE_RULES, LOSSES, OPTIMIZERS, TARGETS,
+                              UNCERTAINTY_GAP_RULES, PredictorConfig, SuggestConfig)
 
 _TARGET = click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
                        help="What the predictor fits per task: raw accuracy, its within-task quantile rank, or "
@@ -29,27 +29,34 @@ _LANDMARKS = click.option(
          "a stump do on it); auto: with the cells meta encoder [auto, or the parent's].")
 
 
-class _NoiseType(click.ParamType):
-    """A std >= 0 or a rule's name (``LANDMARK_NOISE_RULES``)."""
+class _NumberOrRule(click.ParamType):
+    """A finite number >= 0 or the name of one of ``rules``."""
 
-    name = "std|silverman"
+    def __init__(self, what: str, rules: tuple[str, ...]):
+        self.what, self.rules = what, rules
+        self.name = "|".join((what.upper(), *(r.upper() for r in rules)))
 
     def convert(self, value, param, ctx):
-        if value in LANDMARK_NOISE_RULES:
+        if value in self.rules:
             return value
         try:
-            std = float(value)
+            number = float(value)
         except (TypeError, ValueError):
-            std = -1.0
-        if not 0 <= std < float("inf"):
-            self.fail(f"{value!r} is neither a std >= 0 nor one of {', '.join(LANDMARK_NOISE_RULES)}", param, ctx)
-        return std
+            number = -1.0
+        if not 0 <= number < float("inf"):
+            self.fail(f"{value!r} is neither a {self.what} >= 0 nor one of {', '.join(self.rules)}", param, ctx)
+        return number
 
 
 _LANDMARK_NOISE = click.option(
-    "--landmark-noise", type=_NoiseType(), default=None,
+    "--landmark-noise", type=_NumberOrRule("std", LANDMARK_NOISE_RULES), default=None,
     help="Std of the Gaussian noise on the standardized landmarking descriptors while training, or silverman "
          "(the kernel bandwidth for the training tasks) [0, or the parent's].")
+_UNCERTAINTY_GAP = click.option(
+    "--uncertainty-gap", type=_NumberOrRule("gap", UNCERTAINTY_GAP_RULES), default=None,
+    help="Ranking losses: target differences below it do not count as a pair; a number for every task (the "
+         "paper's 0.01), or validation (each task's accuracy noise on its validation rows, at least 0.01) "
+         f"[{PredictorConfig().uncertainty_gap}, or the parent's].")
 _INCLUDE_STOPPED = click.option("--include-stopped", is_flag=True,
                                 help="Also train on children stopped early (their accuracy is partial).")
 
@@ -119,6 +126,7 @@ def _kv(**values) -> dict:
 @_META_ENCODER
 @_LANDMARKS
 @_LANDMARK_NOISE
+@_UNCERTAINTY_GAP
 @click.option("--warm-start", metavar="PREDICTOR_ID", default=None, help="Continue from a previous checkpoint.")
 @click.option("--seed", type=int, default=None)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
@@ -129,8 +137,8 @@ def _kv(**values) -> dict:
 @click.option("--space-id", default=None, help="Search space to train on when the store holds several.")
 @click.option("--json", "as_json", is_flag=True, help="Print the checkpoint metadata as JSON.")
 def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_features, target, include_stopped,
-                meta_encoder, landmarks, landmark_noise, warm_start, seed, optimizer, learning_rate, batch_size,
-                ensemble_size, space_id, as_json):
+                meta_encoder, landmarks, landmark_noise, uncertainty_gap, warm_start, seed, optimizer, learning_rate,
+                batch_size, ensemble_size, space_id, as_json):
     """Fit the task-aware predictor on the store with a Ray Train job (Algorithm 1).
 
     The checkpoint goes to <store>/predictors/<id>/ with its metadata; --warm-start continues
@@ -144,7 +152,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
             else PredictorConfig())
     changes = _kv(loss=loss, num_steps=steps, seed=seed, optimizer=optimizer, learning_rate=learning_rate,
                   batch_size=batch_size, ensemble_size=ensemble_size, landmarks=landmarks,
-                  landmark_noise=landmark_noise)
+                  landmark_noise=landmark_noise, uncertainty_gap=uncertainty_gap)
     if no_meta_features:
         changes["use_meta_features"] = False
     config = base.replace(**changes, target=target, include_stopped=include_stopped)
@@ -189,6 +197,7 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @_META_ENCODER
 @_LANDMARKS
 @_LANDMARK_NOISE
+@_UNCERTAINTY_GAP
 @task_list_option("--task", "--tasks", "tasks", help="Only these tasks [every task in the store].")
 @task_list_option("--held-out", "held_out", help="Hold out only these tasks, each fit still training on "
                                                   "all the others [each task in turn].")
@@ -199,8 +208,8 @@ def fit_command(store_root, loss, exclude, tasks, workers, steps, no_meta_featur
 @click.option("--out", "out_dir", default=None, help="Report folder (CSV + markdown) [reports/loto, reports/zero-shot].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report rows as JSON.")
 def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, seeds, meta, no_meta_features, target,
-                     include_stopped, meta_encoder, landmarks, landmark_noise, tasks, held_out, steps, batch_size,
-                     ensemble_size, processes, out_dir, as_json):
+                     include_stopped, meta_encoder, landmarks, landmark_noise, uncertainty_gap, tasks, held_out, steps,
+                     batch_size, ensemble_size, processes, out_dir, as_json):
     """Spearman and Pearson per held-out task for each loss, with and without meta-features
     (paper Table 2, ranking paper Table 1), next to each task's seed-to-seed noise ceiling and the
     task-agnostic baselines; or, with --zero-shot, the percentile of Algorithm 2's suggestion."""
@@ -214,7 +223,8 @@ def evaluate_command(store_root, loto, zero_shot, baselines, losses, repeats, se
         raise click.BadParameter(f"must be >= 1, got {processes}", param_hint="--processes")
     store = _open(store_root)
     config = PredictorConfig(**_kv(num_steps=steps, batch_size=batch_size, ensemble_size=ensemble_size,
-                                   landmarks=landmarks, landmark_noise=landmark_noise),
+                                   landmarks=landmarks, landmark_noise=landmark_noise,
+                                   uncertainty_gap=uncertainty_gap),
                              target=target, include_stopped=include_stopped)
     if zero_shot:
         from predictor.evaluate_zero_shot import DEFAULT_BASELINES, evaluate_zero_shot

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nasdb.errors import ArgumentError, TaskHasNoSamplesError, UnknownTaskError
-from predictor.config import TARGETS
+from predictor.config import PAPER_GAP, TARGETS
 from predictor.landmarks import task_landmarks
 from nasdb.space import SearchSpace
 
@@ -70,6 +70,7 @@ class TaskData:
     x: np.ndarray  # (N, feature_dim) float32 training-split samples; N = 0 for a task without samples
     y: np.ndarray  # (N,) int64 training-split labels
     num_classes: int  # 0 for a task without samples
+    val_size: int = 0  # rows of the validation split the accuracies were measured on; 0 when unknown
     skipped_nonfinite: int = 0  # rows dropped for a NaN/inf validation accuracy
     skipped_other_space: int = 0  # rows of another search space
     skipped_stopped: int = 0  # rows of children stopped early (partial validation accuracy)
@@ -90,6 +91,20 @@ class TaskData:
                 raise ArgumentError(f"task {self.name!r} has no samples to compute landmarking descriptors from")
             self._landmarks = task_landmarks(self.x, self.y)
         return self._landmarks
+
+    def uncertainty_gap(self, setting: float | str) -> float:
+        """The gap below which two of the task's fitted targets count as indistinguishable (ranking
+        paper Sec. 3, App. A.3): ``setting`` if a number; for ``"validation"``, the noise of an
+        accuracy measured on the task's validation rows, the binomial standard error
+        sqrt(p (1 - p) / n_val) at its mean accuracy p, at least the paper's 0.01 (its measured
+        training noise). The paper's 0.01 where n_val is unknown (an imported benchmark) or the
+        target is a rank (its units are not accuracy)."""
+        if not isinstance(setting, str):
+            return float(setting)
+        if self.val_size <= 0 or self.target_kind != "raw":
+            return PAPER_GAP
+        p = float(np.clip(self.accuracy.mean(), 0.0, 1.0))
+        return max(PAPER_GAP, float(np.sqrt(p * (1.0 - p) / self.val_size)))
 
     def landmarks_for(self, model: Any) -> np.ndarray | None:
         """The cached descriptors if ``model`` (a PerformancePredictor) reads them, else None
@@ -260,16 +275,17 @@ def sample_width(config: Any, x: Any, where: str = "x", predictor_id: str | None
 
 def _task_samples(store: ExperimentStore, name: str, *, use_meta_features: bool, feature_dim: int,
                   meta_encoder: str = "samples",
-                  budget: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
-    """The task's training split ``(x (N, F), y (N,), num_classes)``, at most ``budget`` rows; empty for a
-    task without samples. F is ``feature_dim`` for the ``samples`` encoder, any width for ``cells``."""
+                  budget: int | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The task's training split ``(x (N, F), y (N,), num_classes, validation rows)``, at most ``budget``
+    rows; empty (and 0, 0) for a task without samples. F is ``feature_dim`` for the ``samples`` encoder,
+    any width for ``cells``."""
     try:
         task = store.task(name)
     except TaskHasNoSamplesError:
         if use_meta_features:
             raise ArgumentError(f"task {name!r} has no raw samples (an imported tabular benchmark), so its "
                                 f"meta-features cannot be learned; fit with --no-meta-features") from None
-        return np.zeros((0, feature_dim), dtype=np.float32), np.zeros(0, dtype=np.int64), 0
+        return np.zeros((0, feature_dim), dtype=np.float32), np.zeros(0, dtype=np.int64), 0, 0
     except UnknownTaskError:
         raise UnknownTaskError(f"task {name!r} has experiments in the store but its samples are gone (neither "
                                f"registered nor built in); leave it out with --exclude-task {name}") from None
@@ -277,7 +293,8 @@ def _task_samples(store: ExperimentStore, name: str, *, use_meta_features: bool,
     if use_meta_features:  # without meta-features the samples are never read: any width trains
         check_width(f"task {name!r}", int(x.shape[1]), meta_encoder=meta_encoder, feature_dim=feature_dim)
     x, y = sample_budget(x, y, budget)
-    return np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64), int(task.num_classes)
+    return (np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64), int(task.num_classes),
+            task.sizes()["val"])
 
 
 def choose_meta_encoder(data: "TrainingData", requested: str, *, current: str = "samples",
@@ -343,14 +360,14 @@ def load_task_data(store: ExperimentStore, name: str, space: SearchSpace, table:
         u = space.encode_many(archs)  # (M, D)
     except ValueError as e:
         raise ArgumentError(f"task {name!r}: a stored architecture does not fit space {space.name!r}: {e}") from None
-    x, y, num_classes = _task_samples(store, name, use_meta_features=use_meta_features, feature_dim=feature_dim,
+    x, y, num_classes, val_size = _task_samples(store, name, use_meta_features=use_meta_features, feature_dim=feature_dim,
                                       meta_encoder=meta_encoder, budget=budget)
     kind = ("rank" if num_classes == 0 else "raw") if target == "auto" else target
     values = acc[finite]
     fitted = quantile_rank(values) if kind == "rank" else values
     return TaskData(name=name, architectures=archs, u=u, accuracy=values.astype(np.float32),
                     seeds=table.column("seed").to_numpy(zero_copy_only=False).astype(np.int64)[finite],
-                    x=x, y=y, num_classes=num_classes, skipped_nonfinite=nonfinite, skipped_other_space=other,
+                    x=x, y=y, num_classes=num_classes, val_size=val_size, skipped_nonfinite=nonfinite, skipped_other_space=other,
                     skipped_stopped=int((stopped & ~stale).sum()), skipped_stale=int(stale.sum()), failed=failed,
                     target_kind=kind,
                     target=fitted.astype(np.float32))

@@ -54,8 +54,9 @@ def make_optimizer(config: PredictorConfig, params) -> torch.optim.Optimizer:
 class _TaskTensors:
     """A task's arrays as tensors on the training device, converted once."""
 
-    def __init__(self, task: TaskData, device: torch.device, landmarks: bool):
+    def __init__(self, task: TaskData, device: torch.device, landmarks: bool, gap: float | str):
         self.name = task.name
+        self.gap = task.uncertainty_gap(gap)  # the ranking losses' uncertainty gap for this task
         # copies: arrays from Ray's object store are read-only
         self.u = torch.from_numpy(np.array(task.u, dtype=np.float32)).to(device)  # (M, D)
         # the fitted target: the accuracy, or its within-task quantile rank (predictor/data.py TARGETS)
@@ -89,7 +90,7 @@ def run_algorithm1(scorer: nn.Module, data: TrainingData, config: PredictorConfi
 def _algorithm1(scorer, data, config, optimizer, rank, device, report_every, on_report) -> FitHistory:
     opt = optimizer or make_optimizer(config, scorer.parameters())
     rng = np.random.default_rng([config.seed, rank])
-    tensors = [_TaskTensors(t, device, config.uses_landmarks) for t in data.tasks.values()]
+    tensors = [_TaskTensors(t, device, config.uses_landmarks, config.uncertainty_gap) for t in data.tasks.values()]
     use_samples = config.use_meta_features
     history = FitHistory(task_draws={t.name: 0 for t in tensors})
     window: list[float] = []
@@ -114,7 +115,7 @@ def _algorithm1(scorer, data, config, optimizer, rank, device, report_every, on_
                                           else rng.integers(n, size=(k, s)), device=device)  # (K, S)
                     x, y = task.x[idx], task.y[idx]  # (K, S, F), (K, S)
                 scores = scorer(u, x, y, task.landmarks)  # (K, B)
-                loss = prediction_loss(config.loss, scores, acc, margin=config.margin, gap=config.uncertainty_gap,
+                loss = prediction_loss(config.loss, scores, acc, margin=config.margin, gap=task.gap,
                                        mean=task.mean, std=task.std)  # the K members' losses, summed
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -1,12 +1,16 @@
-"""The predictor's losses against naive double-loop references and hand-made pairs (ranking paper Sec. 3)."""
+"""The predictor's losses against naive double-loop references and hand-made pairs, and each task's
+uncertainty gap (ranking paper Sec. 3, App. A.3)."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from predictor.config import PAPER_GAP, PredictorConfig
+from predictor.data import TaskData
 from predictor.losses import (
     l2_loss,
     linear_ranking_loss,
@@ -62,6 +66,31 @@ def test_gap_excludes_close_pairs():
     assert scores.grad is not None and torch.all(scores.grad == 0)
     # with gap 0 the close pair counts too
     assert float(linear_ranking_loss(scores.detach(), only_close, margin=0.3, gap=0.0)) > 0
+
+
+def _task(accuracy: list[float], val_size: int, target_kind: str = "raw") -> TaskData:
+    m = len(accuracy)
+    acc = np.asarray(accuracy, dtype=np.float32)
+    return TaskData("t", np.zeros((m, 2), np.int64), np.zeros((m, 4), np.float32), acc, np.zeros(m, np.int64),
+                    np.zeros((0, 4), np.float32), np.zeros(0, np.int64), 0, val_size=val_size, target_kind=target_kind,
+                    target=acc if target_kind == "raw" else np.linspace(0, 1, m, dtype=np.float32))
+
+
+def test_validation_gap_is_each_tasks_measurement_noise():
+    # 120 validation rows at a mean accuracy of 0.8: an accuracy is known to sqrt(0.8 * 0.2 / 120) = 0.0365
+    small = _task([0.7, 0.8, 0.9], val_size=120)
+    assert small.uncertainty_gap("validation") == pytest.approx(math.sqrt(0.8 * 0.2 / 120), rel=1e-5)
+    # 10,000 rows measure to 0.004, below the paper's 0.01, which stays the floor (the training noise it measured)
+    assert _task([0.7, 0.8, 0.9], val_size=10_000).uncertainty_gap("validation") == PAPER_GAP
+    # unknown validation size (an imported benchmark) or a rank target: the paper's gap
+    assert _task([0.7, 0.8, 0.9], val_size=0).uncertainty_gap("validation") == PAPER_GAP
+    assert _task([0.7, 0.8, 0.9], val_size=120, target_kind="rank").uncertainty_gap("validation") == PAPER_GAP
+    # a number is every task's gap, as in the paper
+    assert small.uncertainty_gap(0.05) == 0.05 and small.uncertainty_gap(0) == 0.0
+    assert PredictorConfig().uncertainty_gap == "validation" and PredictorConfig.paper().uncertainty_gap == PAPER_GAP
+    for bad in (-0.1, "binomial", float("inf"), True):
+        with pytest.raises(ValueError, match="uncertainty_gap"):
+            PredictorConfig(uncertainty_gap=bad)
 
 
 def test_margin_behaves_per_formula():

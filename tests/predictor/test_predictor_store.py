@@ -101,7 +101,19 @@ def test_training_data_from_the_store(store_root):
         assert 0 < t.std and 0 < t.mean < 1
         ceiling, pairs = noise_ceiling(t)
         assert pairs == N_TWICE and -1 <= ceiling <= 1
+        # the rows the accuracies were measured on: what the "validation" uncertainty gap reads
+        assert t.val_size == ExperimentStore(store_root).task(name).sizes()["val"] > 0
+        p = float(t.accuracy.mean())
+        assert t.uncertainty_gap("validation") == pytest.approx(max(0.01, math.sqrt(p * (1 - p) / t.val_size)))
     assert data.snapshot()["digits_0to5"]["ok"] == N_ARCH + N_TWICE
+
+
+def test_the_fit_ranks_only_pairs_farther_apart_than_each_tasks_gap(store_root):
+    data = load_training_data(ExperimentStore(store_root), min_experiments=8)
+    config = SMALL.replace(num_steps=4)
+    assert fit_in_process(data, config)[1].final_loss > 0  # "validation": each task's noise, ~0.01-0.05 here
+    # a gap wider than any accuracy difference leaves no pair to rank: the loss is 0 at every step
+    assert fit_in_process(data, config.replace(uncertainty_gap=1.0))[1].window_losses == [0.0]
 
 
 def test_nonfinite_metrics_are_skipped_and_counted(store_copy, caplog):

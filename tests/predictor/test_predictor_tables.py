@@ -298,7 +298,8 @@ def test_cli_loto_holds_out_only_the_named_tasks(table_store, cli, tmp_path):
     printed = cli(*common[:-1], str(tmp_path / "loto"), "--held-out", "tab_wine").stdout
     assert printed == (tmp_path / "loto" / "loto.md").read_text()  # the report of the fits, not of the flags
     assert '"meta_encoder": "cells"' in printed and "| tab_wine |" in printed
-    for bad in ("-1", "scott", "inf"):
-        err = cli(*common, "--landmark-noise", bad, code=2).stderr.strip()
-        assert err.startswith("error: Invalid value for '--landmark-noise'") and repr(bad) in err, err
+    for flag, bad in (("--landmark-noise", "-1"), ("--landmark-noise", "scott"), ("--landmark-noise", "inf"),
+                      ("--uncertainty-gap", "-0.1"), ("--uncertainty-gap", "binomial")):
+        err = cli(*common, flag, bad, code=2).stderr.strip()
+        assert err.startswith(f"error: Invalid value for '{flag}'") and repr(bad) in err, err
         assert "\n" not in err, err
