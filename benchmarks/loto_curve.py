@@ -64,7 +64,10 @@ def main() -> None:
     config = PredictorConfig(loss="linear", num_steps=args.steps)
     if args.uncertainty_gap is not None:
         gap = args.uncertainty_gap
-        config = config.replace(uncertainty_gap=gap if gap == "validation" else float(gap))
+        try:
+            config = config.replace(uncertainty_gap=gap if gap == "validation" else float(gap))
+        except ValueError as e:  # not a number, or refused by the config
+            p.error(f"--uncertainty-gap {gap!r}: {e}")
     _DATA, config, _ = load_for_config(ExperimentStore(args.store), config, meta_encoder="auto",
                                        min_experiments=config.batch_size, min_tasks=3)
     held = _DATA.held_out(args.held_out.split(",") if args.held_out else None)

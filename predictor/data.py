@@ -360,14 +360,15 @@ def load_task_data(store: ExperimentStore, name: str, space: SearchSpace, table:
         u = space.encode_many(archs)  # (M, D)
     except ValueError as e:
         raise ArgumentError(f"task {name!r}: a stored architecture does not fit space {space.name!r}: {e}") from None
-    x, y, num_classes, val_size = _task_samples(store, name, use_meta_features=use_meta_features, feature_dim=feature_dim,
-                                      meta_encoder=meta_encoder, budget=budget)
+    x, y, num_classes, val_size = _task_samples(store, name, use_meta_features=use_meta_features,
+                                                feature_dim=feature_dim, meta_encoder=meta_encoder, budget=budget)
     kind = ("rank" if num_classes == 0 else "raw") if target == "auto" else target
     values = acc[finite]
     fitted = quantile_rank(values) if kind == "rank" else values
     return TaskData(name=name, architectures=archs, u=u, accuracy=values.astype(np.float32),
                     seeds=table.column("seed").to_numpy(zero_copy_only=False).astype(np.int64)[finite],
-                    x=x, y=y, num_classes=num_classes, val_size=val_size, skipped_nonfinite=nonfinite, skipped_other_space=other,
+                    x=x, y=y, num_classes=num_classes, val_size=val_size, skipped_nonfinite=nonfinite,
+                    skipped_other_space=other,
                     skipped_stopped=int((stopped & ~stale).sum()), skipped_stale=int(stale.sum()), failed=failed,
                     target_kind=kind,
                     target=fitted.astype(np.float32))
