@@ -101,7 +101,7 @@ def main() -> None:
     kappas = [float(k) for k in args.kappas.split(",")]
     store = ExperimentStore(args.store)
     config = PredictorConfig(use_meta_features=not args.no_meta_features)
-    data, config, _ = load_for_config(store, config, min_experiments=config.batch_size, min_tasks=2)
+    data, config, _ = load_for_config(store, config, min_tasks=2)
     held_out = args.tasks.split(",") if args.tasks else data.task_names
     jobs = [(t, int(s), kappas, args.seeds) for t in held_out for s in args.fit_seeds.split(",")]
     start = time.perf_counter()

@@ -63,21 +63,21 @@ def diverse_top(architectures: np.ndarray, spread: np.ndarray, n: int, diversity
 class UncertaintyProposer:
     """``proposer(task, n, taken)`` -> (n, D) architectures not in ``taken`` (M, D), most disputed first.
 
-    Fits the ensemble in-process on every task of ``store`` with at least a mini-batch of ok rows
-    (Algorithm 1), once, at construction: one round's refit (a new task is scored through its
-    meta-features until its own rows fill a batch). ``seed`` seeds the fit and the candidate pools."""
+    Fits the ensemble in-process on every task of ``store`` with at least MIN_EXPERIMENTS ok rows
+    (Algorithm 1), once, at construction: one round's refit (a new task with none yet is scored
+    through its meta-features alone). ``seed`` seeds the fit and the candidate pools."""
 
     def __init__(self, store: ExperimentStore, config: ActiveConfig | None = None, *, seed: int = 0):
         from predictor.checkpoint import PredictorCheckpoint
-        from predictor.data import load_for_config
+        from predictor.data import MIN_EXPERIMENTS, load_for_config
         from predictor.fit import fit_in_process
         from predictor.suggest import SuggestionEngine
 
         self.store, self.config, self.seed = store, config or ActiveConfig(), int(seed)
         cfg = PredictorConfig(**{"seed": self.seed, **(self.config.predictor or {})})
         names = [r["task"] for r in store.task_stats().to_pylist()]
-        fit_on = [n for n in names if store.count(n, status="ok") >= cfg.batch_size]
-        data, cfg, _ = load_for_config(store, cfg, tasks=fit_on, min_experiments=cfg.batch_size)
+        fit_on = [n for n in names if store.count(n, status="ok") >= MIN_EXPERIMENTS]
+        data, cfg, _ = load_for_config(store, cfg, tasks=fit_on)
         model, self.history = fit_in_process(data, cfg)
         checkpoint = PredictorCheckpoint(predictor_id=f"active-seed{self.seed}", model=model, config=cfg,
                                          space=data.space, metadata={"tasks": data.task_names,

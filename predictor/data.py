@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 #: ``rank`` for imported benchmark tasks (no samples), ``raw`` otherwise.
 #: The meta-feature encoders (predictor.config.META_ENCODERS) and ``auto``: see choose_meta_encoder.
 ENCODER_CHOICES = ("auto", "samples", "cells")
+# A task enters a fit from its second usable experiment (a ranking loss needs a pair); with fewer
+# rows than a mini-batch, its mini-batch is all of them (predictor/fit.py).
+MIN_EXPERIMENTS = 2
 #: The seed of the row subset of a task above its sample budget (the same rows on every read).
 BUDGET_SEED = 0
 _COLUMNS = ("space_id", "architecture", "val_accuracy", "seed", "stopped_early", "task_fingerprint",
@@ -399,7 +402,8 @@ def _ok_rows(store: ExperimentStore, name: str) -> pa.Table:
 
 
 def load_training_data(store: ExperimentStore, *, space: SearchSpace | str | None = None,
-                       tasks: Iterable[str] | None = None, exclude_tasks: Iterable[str] = (), min_experiments: int = 2,
+                       tasks: Iterable[str] | None = None, exclude_tasks: Iterable[str] = (),
+                       min_experiments: int = MIN_EXPERIMENTS,
                        min_tasks: int = 2, feature_dim: int = 64, use_meta_features: bool = True,
                        include_stopped: bool = False, target: str = "auto", include_stale: bool = False,
                        meta_encoder: str = "samples", budget: int | None = None) -> TrainingData:
@@ -411,7 +415,7 @@ def load_training_data(store: ExperimentStore, *, space: SearchSpace | str | Non
     ``samples`` reads tasks of exactly ``feature_dim`` features, ``cells`` any width (check_width);
     ``budget``: rows kept per task (sample_budget).
     Raises ValueError naming the task for: fewer than ``min_tasks`` tasks, a task with only failed
-    rows, a task with fewer usable experiments than ``min_experiments`` (the mini-batch size), a
+    rows, a task with fewer usable experiments than ``min_experiments`` (MIN_EXPERIMENTS), a
     space mismatch, a task without samples when meta-features are asked for; UnknownTaskError
     for an excluded or requested task the store does not know.
     """
@@ -441,8 +445,8 @@ def load_training_data(store: ExperimentStore, *, space: SearchSpace | str | Non
                             include_stopped=include_stopped, target=target, include_stale=include_stale,
                             meta_encoder=meta_encoder, budget=budget)
         if td.num_experiments < min_experiments:
-            raise ArgumentError(f"task {n!r} has {td.num_experiments} usable experiments, fewer than the mini-batch "
-                                f"of {min_experiments} (skipped: {td.skipped_nonfinite} non-finite, "
+            raise ArgumentError(f"task {n!r} has {td.num_experiments} usable experiments, fewer than the "
+                                f"{min_experiments} a fit needs (skipped: {td.skipped_nonfinite} non-finite, "
                                 f"{td.skipped_other_space} other space, {td.skipped_stopped} stopped early, "
                                 f"{td.skipped_stale} stale, {td.failed} failed)")
         data.tasks[n] = td

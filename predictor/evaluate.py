@@ -185,7 +185,7 @@ def evaluate_loto(store: ExperimentStore | str | os.PathLike, losses: Iterable[s
     # LOTO trains on all tasks but one, so at least 3 tasks are needed.
     # meta_encoder: auto | samples | cells | None (the config's); predictor/data.py choose_meta_encoder
     data, base, _ = load_for_config(store, base, meta_encoder=meta_encoder, space=space_id, tasks=tasks,
-                                    min_experiments=base.batch_size, min_tasks=3,
+                                    min_tasks=3,
                                     use_meta_features=any(meta_features))
     held = data.held_out(held_out)
     jobs = [("fit", name, base.replace(loss=loss, use_meta_features=meta, seed=base.seed + r).to_dict())

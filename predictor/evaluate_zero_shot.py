@@ -152,7 +152,7 @@ def evaluate_zero_shot(store: ExperimentStore | str | os.PathLike, out_dir: str 
         store = ExperimentStore(str(store))
     # meta_encoder: auto | samples | cells | None (the config's); predictor/data.py choose_meta_encoder
     data, base, _ = load_for_config(store, base, meta_encoder=meta_encoder, space=space_id, tasks=tasks,
-                                    min_experiments=base.batch_size, min_tasks=3)
+                                    min_tasks=3)
     sample_less = [n for n, t in data.tasks.items() if not t.has_samples]
     if sample_less:
         raise ArgumentError(f"task {sample_less[0]!r} has no raw samples (an imported tabular benchmark): nothing can be "

@@ -101,8 +101,10 @@ def _algorithm1(scorer, data, config, optimizer, rank, device, report_every, on_
         task = tensors[int(rng.integers(len(tensors)))]  # Sample randomly a task k.
         history.task_draws[task.name] += 1
         for _ in range(config.k_outer_iters):
-            # each member its own mini-batch of the task's experiments (a deep ensemble's bagging)
-            rows = torch.as_tensor(np.stack([rng.choice(task.u.shape[0], config.batch_size, replace=False)
+            # each member its own mini-batch of the task's experiments (a deep ensemble's bagging); a task
+            # with fewer rows than a mini-batch (a new task's first children) gives all of them
+            n_rows = task.u.shape[0]
+            rows = torch.as_tensor(np.stack([rng.choice(n_rows, min(config.batch_size, n_rows), replace=False)
                                              for _ in range(k)]), device=device)  # (K, B)
             u, acc = task.u[rows], task.acc[rows]  # (K, B, D), (K, B)
             for _ in range(config.k_inner_iters):

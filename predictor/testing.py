@@ -51,7 +51,7 @@ def fit_tiny_predictor(store: ExperimentStore, tasks: Sequence[str], *, num_step
 
     cfg = PredictorConfig(**{"batch_size": 8, "sample_batch_size": 128, "num_steps": num_steps, "seed": seed,
                              **config})
-    data, cfg, _ = load_for_config(store, cfg, tasks=list(tasks), min_experiments=cfg.batch_size)
+    data, cfg, _ = load_for_config(store, cfg, tasks=list(tasks))
     model, history = fit_in_process(data, cfg)
     return save_predictor(store, model.eval(), data.space, tasks=data.task_names, data_snapshot=data.snapshot(),
                           metrics={"final_train_loss": history.final_loss, "steps": history.steps})

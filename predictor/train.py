@@ -130,7 +130,7 @@ def fit_predictor(store: ExperimentStore | str | os.PathLike, config: PredictorC
                   if warm_start else PredictorConfig())
     exclude = list(exclude_tasks)
     data, config, reason = load_for_config(store, config, meta_encoder=meta_encoder, space=space_id, tasks=tasks,
-                                           exclude_tasks=exclude, min_experiments=config.batch_size)
+                                           exclude_tasks=exclude)
     init_state = _warm_start_state(store, warm_start, config, data) if warm_start else None
     started_ray = not ray.is_initialized()
     if started_ray:

@@ -96,7 +96,7 @@ def run_benchmark_report(store: Any, benchmark: str, *, tasks: Sequence[str] | N
     cfg = (predictor or PredictorConfig()).replace(use_meta_features=False)
     suggest = suggest or SuggestConfig()
     space = store.space(store.task_metadata(pool[0])["space_id"])
-    data = load_training_data(store, space=space, tasks=pool, min_experiments=cfg.batch_size, min_tasks=2,
+    data = load_training_data(store, space=space, tasks=pool, min_tasks=2,
                               feature_dim=cfg.feature_dim, use_meta_features=False,
                               target=cfg.target)
     say(f"loaded {len(pool)} tasks of {benchmark} ({sum(t.num_experiments for t in data.tasks.values())} rows, "

@@ -134,10 +134,26 @@ def test_refuses_fewer_than_two_tasks(store_root):
         load_training_data(ExperimentStore(store_root), exclude_tasks=["digits_confusable4", "digits_mod3"])
 
 
-def test_refuses_a_task_smaller_than_a_minibatch(store_root):
-    with pytest.raises(ValueError, match=r"task 'digits_0to5' has 18 usable experiments, fewer than the mini-batch "
-                                         r"of 32"):
+def test_refuses_a_task_with_fewer_experiments_than_asked(store_root):
+    with pytest.raises(ValueError, match=r"task 'digits_0to5' has 18 usable experiments, fewer than the 32 a fit "
+                                         r"needs \(skipped: 0 non-finite"):
         load_training_data(ExperimentStore(store_root), min_experiments=32)
+
+
+def test_a_task_smaller_than_a_minibatch_is_fitted_on_all_its_rows(store_copy):
+    """A new task's first children count from its second row (MIN_EXPERIMENTS), each of its
+    mini-batches being all of them, not from a full mini-batch on."""
+    space = default_space()
+    with store_copy.writer("new") as w:
+        for i, arch in enumerate(space.sample(3, seed=11)):
+            w.append(_record("mnist_479", space, arch, 0, TrainRecipe(epochs=2), val_accuracy=0.6 + i / 10,
+                             test_accuracy=0.6))
+    data = load_training_data(store_copy)
+    assert data.tasks["mnist_479"].num_experiments == 3 and data.tasks["digits_0to5"].num_experiments == N_ARCH + N_TWICE
+    model, history = fit_in_process(data, SMALL.replace(batch_size=32, num_steps=60))
+    assert history.task_draws["mnist_479"] > 0 and np.isfinite(history.final_loss)
+    with pytest.raises(ValueError, match=r"task 'mnist_479' has 3 usable experiments, fewer than the 4 a fit"):
+        load_training_data(store_copy, min_experiments=4)
 
 
 def test_refuses_a_task_with_only_failed_rows(store_copy):
@@ -274,8 +290,8 @@ def test_evaluate_command(store_root, tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [(r["task"], r["loss"], r["meta_features"]) for r in rows] == [(t, "quadratic", True) for t in sorted(TASKS)]
     assert (tmp_path / "loto.md").exists()
-    assert main(["--store", store_root, "--out", str(tmp_path)]) == 1  # default mini-batch of 32 > 18 experiments
-    assert "fewer than the mini-batch of 32" in capsys.readouterr().err
+    assert main(["--store", store_root, "--batch-size", "1", "--out", str(tmp_path)]) == 1
+    assert "`batch_size >= 2` must hold" in capsys.readouterr().err
 
 
 def test_embedding_plots(store_copy, tmp_path):
