@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nasdb.store import ExperimentStore  # noqa: E402
 from nasdb.tabular_suite import TABULAR_SPECS  # noqa: E402
 from predictor.baselines import unique_architectures  # noqa: E402
-from predictor.data import load_training_data, quantile_rank  # noqa: E402
+from nasdb.ranks import quantile_rank  # noqa: E402
+from predictor.data import load_training_data  # noqa: E402
 
 SCALES = (1.0, 0.3, 0.1)
 ALPHAS = (1.0, 10.0, 100.0)

@@ -14,5 +14,5 @@ __all__, __getattr__, __dir__ = _lazy_exports(__name__, {
     "nasdb.space": ["Dimension", "SearchSpace", "default_space"],
     "nasdb.store": ["ExperimentRecord", "ExperimentStore", "experiment_id"],
     "nasdb.tasks": ["Task", "builtin_task_names", "load_builtin_task", "task_from_file"],
-}, modules=["benchmarks", "checks", "errors", "export_optuna", "export_syne_tune", "records", "space", "store",
-            "tasks"])
+}, modules=["benchmarks", "checks", "errors", "export_optuna", "export_syne_tune", "ranks", "records", "space",
+            "store", "tasks"])

@@ -31,8 +31,9 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from nasdb.errors import ArgumentError, ConfigError
+from nasdb.ranks import quantile_rank
 from nasdb.space import unique_rows
-from predictor.data import TaskData, TrainingData, quantile_rank
+from predictor.data import TaskData, TrainingData
 
 GBM_ITERATIONS = 300
 RANDOM_STATE = 0

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 from nasdb.errors import ArgumentError, TaskHasNoSamplesError, UnknownTaskError
 from predictor.config import PAPER_GAP, TARGETS
 from predictor.landmarks import task_landmarks
+from nasdb.ranks import quantile_rank
 from nasdb.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -169,16 +170,6 @@ class TrainingData:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Row counts per task: what the predictor was trained on (stored with the checkpoint)."""
         return {name: t.snapshot() for name, t in self.tasks.items()}
-
-
-def quantile_rank(values: np.ndarray) -> np.ndarray:
-    """Each value's rank within ``values`` scaled to [0, 1] (ties share their mean rank): (M,) -> (M,)."""
-    from scipy import stats  # ~0.6 s at import: a Serve replica that never ranks starts without it
-
-    values = np.asarray(values, dtype=np.float64)
-    if values.size < 2:
-        return np.full(values.shape, 0.5)
-    return (stats.rankdata(values, method="average") - 1.0) / (values.size - 1.0)
 
 
 def architecture_matrix(column: pa.ChunkedArray | pa.Array, num_dimensions: int, what: str) -> np.ndarray:

@@ -24,13 +24,13 @@ import pyarrow.compute as pc
 import torch
 
 from nasdb.errors import ArgumentError, TaskHasNoSamplesError
+from nasdb.ranks import quantile_rank
 from nasdb.space import unique_rows
 from predictor.ascent import make_ascent, start_logits
 from predictor.baselines import shared_best
 from predictor.checkpoint import PredictorCheckpoint
 from predictor.config import SuggestConfig
-from predictor.data import (TrainingData, architecture_matrix, fold_labels, meta_rows, quantile_rank,
-                            sample_width)
+from predictor.data import TrainingData, architecture_matrix, fold_labels, meta_rows, sample_width
 
 if TYPE_CHECKING:
     from nasdb.store import ExperimentStore

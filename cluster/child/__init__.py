@@ -13,9 +13,10 @@ from cluster.child._batched_net import BucketAdam, BucketNetwork
 from cluster.child._buckets import CostModel, make_buckets
 from cluster.child._child import ChildNetwork, ChildPlan, ChildResult, TrainRecipe, child_plan, resolve_device, train_child
 from cluster.child._embeddings import EmbeddingBank, default_bank, median_bandwidth, parse_module_name
+from cluster.child._observer import observer_features
 from cluster.child._trainer import ChildTrainer, ChunkAck, GuardedObserver, WorkItem, close_trainers, stop_fields
 
 __all__ = ["BucketAdam", "BucketNetwork", "ChildNetwork", "ChildPlan", "ChildResult", "ChildTrainer", "ChunkAck",
            "CostModel", "EmbeddingBank", "GuardedObserver", "TaskTables", "TrainRecipe", "WorkItem", "child_plan",
-           "close_trainers", "default_bank", "make_buckets", "median_bandwidth", "parse_module_name",
-           "resolve_device", "stop_fields", "train_child", "train_children"]
+           "close_trainers", "default_bank", "make_buckets", "median_bandwidth", "observer_features",
+           "parse_module_name", "resolve_device", "stop_fields", "train_child", "train_children"]

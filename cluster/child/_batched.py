@@ -26,8 +26,7 @@ from cluster.child._buckets import CostModel, make_buckets
 from cluster.child._child import (ChildPlan, ChildResult, TrainRecipe, check_seed, child_plan, resolve_device,
                                   train_child)
 from cluster.child._embeddings import EmbeddingBank, default_bank
-from cluster.child._observer import observe_complete, observe_epoch
-from cluster.early_stop import model_features
+from cluster.child._observer import observe_complete, observe_epoch, observer_features
 from nasdb.errors import ArgumentError, ObserverError
 from nasdb.space import SearchSpace
 
@@ -259,7 +258,8 @@ def train_children(task: Any, space: SearchSpace, architectures: Any, *, recipe:
         return []
     features = None
     if observer is not None:
-        features = model_features(space, archs, [p.num_params(task.num_classes) for p in plans], recipe.to_dict())
+        features = observer_features(observer, space, archs, [p.num_params(task.num_classes) for p in plans],
+                                     recipe.to_dict())
 
     def one_at_a_time(i: int) -> ChildResult:  # for a bucket that failed as a whole
         return train_child(task, space, archs[i], recipe=recipe, seed=seeds[i], device=dev, bank=bank,

@@ -35,8 +35,7 @@ from nasdb.settings import from_settings
 from nasdb.space import SearchSpace, parse_layer_choice
 
 from cluster.child._embeddings import EmbeddingBank, default_bank
-from cluster.child._observer import observe_complete, observe_epoch
-from cluster.early_stop import model_features
+from cluster.child._observer import observe_complete, observe_epoch, observer_features
 from nasdb.errors import ArgumentError, ConfigError, ObserverError
 
 if TYPE_CHECKING:
@@ -379,7 +378,7 @@ def train_child(task: Any, space: SearchSpace, architecture: Any, *, recipe: Tra
 
     ``observer`` (cluster.early_stop.EpochObserver) may stop training after any epoch but the
     last (``ChildResult.stopped``) and hears of a child that ran every epoch; its errors raise
-    :class:`ObserverError`. Its features are ``model_features`` of ``architecture``.
+    :class:`ObserverError`. Its features are the observer's of ``architecture`` (``observer_features``).
     """
     if not isinstance(recipe, TrainRecipe):
         raise ArgumentError(f"recipe must be a TrainRecipe, got {type(recipe).__name__}")
@@ -393,7 +392,8 @@ def train_child(task: Any, space: SearchSpace, architecture: Any, *, recipe: Tra
     net = ChildNetwork(space, task.num_classes, bank, generator=gen, relaxed_weights=relaxed_weights,
                        architecture=architecture if relaxed_weights is None else None)
     num_params, curve = net.num_params(), []
-    features = None if observer is None else model_features(space, [architecture], [num_params], recipe.to_dict())
+    features = None if observer is None else observer_features(observer, space, [architecture], [num_params],
+                                                                recipe.to_dict())
     start = time.perf_counter()
     try:
         data = {s: _tensors(net.select_features(bank.task_features(task, s)), task.samples(s)[1], dev)

@@ -92,6 +92,19 @@ class GuardedObserver:
         n, tau = np.shape(curves)
         return StopDecision(tau, np.zeros(n, dtype=bool), np.full(n, math.nan), np.full(n, math.nan))
 
+    def static_features(self, space: Any, architectures: Any, num_params: Any, recipe: Any) -> np.ndarray:
+        """The inner observer's static features; the model features alone once it is off (it then
+        stops nothing, so no model reads them)."""
+        from cluster.child._observer import observer_features
+        from cluster.early_stop import model_features
+
+        if self.error is None:
+            try:
+                return observer_features(self.inner, space, architectures, num_params, recipe)
+            except Exception as e:  # noqa: BLE001
+                self._off(e)
+        return model_features(space, architectures, num_params, recipe)
+
     def report_complete(self, curves: Any, features: Any) -> None:
         if self.error is None:
             try:

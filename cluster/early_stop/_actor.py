@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from cluster.early_stop._arch_prior import ArchitecturePrior, architecture_prior, static_features
 from cluster.early_stop._srm import load_model_library
 from cluster.early_stop._stopper import EarlyStopConfig, EarlyStopper, StopDecision, StopRule
 from nasdb.errors import ArgumentError
 
 if TYPE_CHECKING:
     from cluster.early_stop._curves_eval import CurveSet
+    from nasdb.space import SearchSpace
 
 
 class CurvePredictorService:
@@ -38,14 +40,22 @@ class CurvePredictorService:
         load_model_library()  # this actor refits: not inside its first refit, while trainers wait
 
     def _stopper(self, key: str) -> EarlyStopper:
-        """``key``'s stopper; it pools over every prior task but ``key`` itself."""
+        """``key``'s stopper; it pools over every prior task but ``key`` itself (with their
+        cross-fitted architecture prior, when the config asks for it)."""
         if not isinstance(key, str) or not key:
             raise ArgumentError(f"an early-stop key (task name) must be a non-empty string, got {key!r}")
         with self._lock:
             if key not in self._stoppers:
-                self._stoppers[key] = EarlyStopper(self.config, [(cs.curves, cs.features) for cs in self._prior
-                                                                 if cs.task != key])
+                others, arch = [cs for cs in self._prior if cs.task != key], None
+                if self.config.arch_prior and self.config.pool_curves and others:
+                    arch, others = architecture_prior(others, others[0].space)
+                self._stoppers[key] = EarlyStopper(self.config, [(cs.curves, cs.features) for cs in others],
+                                                   arch_prior=arch)
             return self._stoppers[key]
+
+    def arch_prior(self, key: str) -> ArchitecturePrior | None:
+        """The architecture prior whose column ends ``key``'s static features (None: no column)."""
+        return self._stopper(key).arch_prior
 
     def report_complete(self, key: str, curves: Any, features: Any) -> int:
         """Add complete curves of ``key``; refits in this call when due. Returns curves held."""
@@ -110,6 +120,7 @@ class ActorEarlyStopper:
         self._pending_rule = None
         self._last_fetch = -float("inf")
         self._pending_reports: list = []
+        self._arch_prior: tuple[ArchitecturePrior | None] | None = None  # fetched once, on first use
 
     def __getstate__(self) -> dict:
         return {"actor": self.actor, "key": self.key, "refresh_seconds": self.refresh_seconds}
@@ -133,6 +144,15 @@ class ActorEarlyStopper:
                 if rule is not None:
                     self._rule = rule
         return self._rule
+
+    def static_features(self, space: SearchSpace, architectures: Any, num_params: Any, recipe: Any) -> np.ndarray:
+        """The static features the actor's stopper for this key reads: the model features, plus the
+        architecture prior's column when it pools with one (asked of the actor once, waiting)."""
+        import ray
+
+        if self._arch_prior is None:
+            self._arch_prior = (ray.get(self.actor.arch_prior.remote(self.key)),)
+        return static_features(space, architectures, num_params, recipe, self._arch_prior[0])
 
     def decide_many(self, curves: Any, features: Any) -> StopDecision:
         rule = self.refresh()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from cluster.early_stop._arch_prior import architecture_prior, with_prior
 from cluster.early_stop._features import model_feature_names, model_features
 from cluster.early_stop._pooled import PooledRegressor, comparable_curve_sets, fit_pooled, predict_pooled
 from cluster.early_stop._srm import SequentialRegressor
@@ -27,6 +28,7 @@ from nasdb.checks import markdown_table
 from nasdb.errors import ArgumentError
 
 if TYPE_CHECKING:
+    from nasdb.space import SearchSpace
     from nasdb.store import ExperimentStore
 
 
@@ -40,6 +42,8 @@ class CurveSet:
     experiment_ids: list[str]
     feature_names: tuple[str, ...]
     skipped: dict[str, int]  # rows left out, by reason
+    architectures: np.ndarray | None = None  # (N, D) choice indices: what an architecture prior reads
+    space: SearchSpace | None = None
 
     @property
     def num_curves(self) -> int:
@@ -119,7 +123,7 @@ def _curve_set(store: ExperimentStore, task: str, rows: list[dict], recipe: Any,
                               [json.loads(r["recipe"]) for r in keep])
     curves = np.array([r["val_curve"] for r in keep], dtype=np.float64)  # (N, T)
     return CurveSet(task, curves, features, [r["experiment_id"] for r in keep], model_feature_names(space),
-                    {k: v for k, v in skipped.items() if v})
+                    {k: v for k, v in skipped.items() if v}, np.array([r["architecture"] for r in keep]), space)
 
 
 def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
@@ -290,6 +294,11 @@ def evaluate_curves(store: ExperimentStore, task: str | None = None, out_dir: st
         taus = None
         stop_config = replace(config, target=target, model=model, features=features)
         others = comparable_curve_sets(cs, list(sets.values())) if pool else []
+        pooled_cs = cs  # what the pooled models read of the task: with the architecture prior's column
+        if others and config.arch_prior:
+            arch, others = architecture_prior(others, cs.space)
+            pooled_cs = cs if arch is None else with_prior(cs, arch)
+            entry["arch_prior"] = None if arch is None else arch.describe()
         if pool:  # one pooled fit per tau: only the taus reported per task, the task's own models beside
             at = {pct: _tau_at(pct / 100, list(range(1, cs.num_epochs)), cs.num_epochs) for pct in FRACTIONS}
             taus = sorted(set(at.values()))
@@ -297,14 +306,14 @@ def evaluate_curves(store: ExperimentStore, task: str | None = None, out_dir: st
             entry.update({f"own_r2_{pct}pct": own["r2_mean"][taus.index(at[pct])] for pct in FRACTIONS})
             prior = pooled_prior(stop_config, [(o.curves, o.features) for o in others])
             if prior is not None:  # what the live stopper reads after its pooled burn-in
-                live = r2_by_tau(cs, repeats=repeats, taus=taus, prior=prior, context_curves=config.pool_burn_in,
-                                 **srm)
+                live = r2_by_tau(pooled_cs, repeats=repeats, taus=taus, prior=prior,
+                                 context_curves=config.pool_burn_in, **srm)
                 entry.update({f"prior_r2_{pct}pct": live["r2_mean"][taus.index(at[pct])] for pct in FRACTIONS})
-        r2 = r2_by_tau(cs, repeats=repeats, taus=taus, pool=others, **srm)
+        r2 = r2_by_tau(pooled_cs, repeats=repeats, taus=taus, pool=others, **srm)
         sim = None
         if orders:
             say(f"{name}: simulating early stopping over {orders} orders" + (" (pooled prior)" if pool else ""))
-            sim = simulate_early_stopping(cs, stop_config, orders=orders, seed=seed, prior=others)
+            sim = simulate_early_stopping(pooled_cs, stop_config, orders=orders, seed=seed, prior=others)
         for pct in FRACTIONS:
             tau = _tau_at(pct / 100, r2["taus"], cs.num_epochs)
             j = r2["taus"].index(tau)
@@ -349,7 +358,9 @@ def format_markdown(report: dict[str, Any]) -> str:
     pooled = report.get("pooled", False)
     if pooled:
         lines[-1:] = ["R^2 columns: models pooled over every other task's comparable curves with each task's "
-                      "context (own: the task's curves alone, same splits; prior: the other tasks' curves alone, "
+                      "context" + (" and each architecture's prior (how the other tasks rank it)"
+                                   if cfg.get("arch_prior") else "")
+                      + " (own: the task's curves alone, same splits; prior: the other tasks' curves alone, "
                       f"the task read through {cfg.get('pool_burn_in')} of its training curves, as the live stopper "
                       "reads it)." + (" The simulated stopper reads the prior." if report["orders"] else ""), ""]
     sm = report["summary"]

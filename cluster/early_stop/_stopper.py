@@ -20,15 +20,19 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from cluster.early_stop._arch_prior import ArchitecturePrior, static_features
 from cluster.early_stop._pooled import PerTauChoice, PooledRegressor, TaskCurveModel, subsample_tasks
 from cluster.early_stop._srm import FEATURE_SETS, MIN_TRAIN_CURVES, MODELS, TARGETS, SequentialRegressor
 from nasdb.checks import int_at_least
 from nasdb.errors import ArgumentError, ConfigError
 from nasdb.settings import from_settings
+
+if TYPE_CHECKING:
+    from nasdb.space import SearchSpace
 
 
 
@@ -57,6 +61,9 @@ class EarlyStopConfig:
       measures sigma(tau) out of sample (cluster/early_stop/_pooled.py). From ``burn_in`` own
       curves on, each tau reads the pooled model or the task's own SRM, whichever has the
       smaller sigma(tau). ``pool_curves=0`` ignores a prior.
+    - ``arch_prior``: the pooled models also read each child's architecture prior, how the pooled
+      tasks rank its architecture (a ridge on the one-hot encoding, cross-fitted so that every
+      pooled task's column is out of task; cluster/early_stop/_arch_prior.py).
     """
 
     burn_in: int = 100
@@ -78,6 +85,7 @@ class EarlyStopConfig:
     num_epochs: int | None = None
     pool_burn_in: int = 20
     pool_curves: int = 2000
+    arch_prior: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -115,6 +123,8 @@ class EarlyStopConfig:
                                   f"(num_epochs={self.num_epochs})")
         if self.top_n > self.burn_in:
             raise ConfigError(f"early-stop top_n={self.top_n} exceeds burn_in={self.burn_in}")
+        if not isinstance(self.arch_prior, bool):
+            raise ConfigError(f"early-stop arch_prior must be true or false, got {self.arch_prior!r}")
         if self.pool_curves and self.top_n > self.pool_burn_in:
             raise ConfigError(f"early-stop top_n={self.top_n} exceeds pool_burn_in={self.pool_burn_in}")
 
@@ -267,18 +277,22 @@ class EarlyStopper:
 
     ``prior``: comparable complete curves ``(curves, features)`` of other tasks (or a
     :class:`PooledRegressor` over them, shared by several stoppers): the stopper then reads its
-    task through the pooled model after ``pool_burn_in`` own curves (issue 19).
+    task through the pooled model after ``pool_burn_in`` own curves (issue 19). ``arch_prior``:
+    the architecture prior whose column those features end with (:func:`architecture_prior`);
+    its children's features then end with it too (:meth:`static_features`).
 
     Thread-safe: a threaded Ray actor may call it from several threads; a refit runs outside the
     lock and swaps in the new models when done (queries meanwhile use the previous ones).
     """
 
     def __init__(self, config: EarlyStopConfig | dict | None = None,
-                 prior: PooledRegressor | Sequence[tuple[Any, Any]] = ()):
+                 prior: PooledRegressor | Sequence[tuple[Any, Any]] = (), *,
+                 arch_prior: ArchitecturePrior | None = None):
         if isinstance(config, dict):
             config = EarlyStopConfig.from_dict(config)
         self.config = config or EarlyStopConfig()
         self._prior = self._pooled(prior)
+        self.arch_prior = arch_prior if self._prior is not None else None
         self._lock = threading.Lock()
         self._curves: list[np.ndarray] = []  # each (T,)
         self._features: list[np.ndarray] = []  # each (F,)
@@ -328,6 +342,10 @@ class EarlyStopper:
         return self._rule
 
     # -- observer protocol ------------------------------------------------------------------
+    def static_features(self, space: SearchSpace, architectures: Any, num_params: Any, recipe: Any) -> np.ndarray:
+        """The static features of children this stopper decides on (see the class docstring)."""
+        return static_features(space, architectures, num_params, recipe, self.arch_prior)
+
     def report_complete(self, curves: Any, features: Any) -> int:
         """Add fully trained curves ``(N, T)`` (finite values) with their static features ``(N, F)``;
         refits when due. Returns the number of complete curves held."""
@@ -445,6 +463,7 @@ class EarlyStopper:
             "reference": rule.reference,
             "fits": self.fits,
             "pooled_curves": 0 if self._prior is None else self._prior.num_curves,
+            "arch_prior": None if self.arch_prior is None else self.arch_prior.describe(),
             "predictor": rule.predictor.describe() if rule.predictor else None,
         }
 

@@ -43,11 +43,15 @@ def curves_group() -> None:
                    "stopper's prior); the simulation then pools over the other tasks too.")
 @click.option("--pool-burn-in", type=click.IntRange(min=5), default=20, show_default=True,
               help="With --pool: the task's own full curves before the pooled stopper's first stop.")
+@click.option("--arch-prior/--no-arch-prior", default=True, show_default=True,
+              help="With --pool: the pooled models also read how the other tasks rank each architecture (a ridge "
+                   "on its one-hot encoding, cross-fitted across the pooled tasks).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of markdown.")
 @click.pass_context
 def evaluate_cmd(ctx: click.Context, task, out_dir, orders, repeats, burn_in, confidence, delta, top_n,
-                 retrain_every, target, model, features, search_trials, pool, pool_burn_in, seed, as_json) -> None:
+                 retrain_every, target, model, features, search_trials, pool, pool_burn_in, arch_prior, seed,
+                 as_json) -> None:
     """R^2 of the predicted final accuracy against observed epochs, and the speedup of early
     stopping simulated over the stored runs (accelerating-nas-performance-prediction-baker.md Fig. 3, 4)."""
     import json
@@ -63,7 +67,7 @@ def evaluate_cmd(ctx: click.Context, task, out_dir, orders, repeats, burn_in, co
     kwargs = {k: v for k, v in (("target", target), ("model", model), ("features", features)) if v}
     config = EarlyStopConfig(burn_in=burn_in, confidence=confidence, delta=delta, top_n=top_n,
                              retrain_every=retrain_every, seed=seed, search_trials=search_trials,
-                             pool_burn_in=pool_burn_in, **kwargs)
+                             pool_burn_in=pool_burn_in, arch_prior=arch_prior, **kwargs)
     report = evaluate_curves(store, task, out_folder(out_dir, "curves-report"), config=config, repeats=repeats,
                              orders=orders, seed=seed, search_trials=search_trials, pool=pool,
                              progress=lambda msg: click.echo(msg, err=True))

@@ -548,13 +548,92 @@ def test_load_other_curves_reads_every_comparable_task_in_one_query(tmp_path):
     assert load_other_curves(store, recipe=RECIPE8, space_id="0" * 16) == {}
 
 
+def _ranked_sets(n_tasks: int, n: int = 60, *, flip: int | None = None) -> list[CurveSet]:
+    """Curve sets of random architectures whose final accuracy rises with the first layer's choice
+    (falls on task ``flip``), each with its architectures and space, as stores give them."""
+    space = default_space()
+    sets = []
+    for k in range(n_tasks):
+        archs = space.sample(n, 10 + k)
+        curves, feats = saturating_curves(n, epochs=8, seed=k)
+        sign = -1.0 if k == flip else 1.0
+        curves[:, -1] += sign * 0.03 * archs[:, 1]  # layer1 choice index: the architecture that trains well
+        sets.append(CurveSet(f"t{k}", curves, feats, [str(i) for i in range(n)], ("f",) * 4, {}, archs, space))
+    return sets
+
+
+def test_architecture_prior_is_a_ridge_on_the_one_hot_encoding_cross_fitted_across_tasks():
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import Ridge
+
+    from cluster.early_stop import ARCH_PRIOR_FEATURE, architecture_prior, with_prior
+    from nasdb.ranks import quantile_rank
+
+    sets = _ranked_sets(4, flip=3)
+    space = sets[0].space
+    prior, pooled = architecture_prior(sets, space)
+    assert prior.num_tasks == 4 and prior.num_curves == 240
+    u = np.vstack([space.encode_many(cs.architectures) for cs in sets])
+    y = np.concatenate([quantile_rank(cs.finals) for cs in sets])
+    new = space.sample(50, 99)
+    np.testing.assert_allclose(prior(new), Ridge(alpha=1.0).fit(u, y).predict(space.encode_many(new)), atol=1e-5)
+    assert spearmanr(prior(new), new[:, 1])[0] > 0.5  # three of four tasks like a high layer1 choice
+    # each pooled task's column is out of task: a prior fitted on the other three alone
+    assert [cs.feature_names[-1] for cs in pooled] == [ARCH_PRIOR_FEATURE] * 4
+    held_3, _ = architecture_prior(sets[:3], space)
+    np.testing.assert_allclose(pooled[3].features[:, -1], held_3(sets[3].architectures))
+    np.testing.assert_array_equal(pooled[3].features[:, :-1], sets[3].features)
+    assert spearmanr(pooled[3].features[:, -1], pooled[3].finals)[0] < 0  # the flipped task is not told its own
+    np.testing.assert_allclose(with_prior(sets[0], prior).features[:, -1], prior(sets[0].architectures))
+    # nothing to fit on: fewer than two sets of the space, or sets without architectures
+    assert architecture_prior(sets[:1], space) == (None, sets[:1])
+    bare = [replace(cs, architectures=None) for cs in sets]
+    assert architecture_prior(bare, space) == (None, bare) and architecture_prior(sets, None)[0] is None
+    with pytest.raises(ValueError, match="task 't0'.*no architectures"):
+        with_prior(bare[0], prior)
+
+
+def test_a_stopper_pooling_with_an_architecture_prior_reads_it_in_its_static_features():
+    from cluster.child import GuardedObserver, observer_features
+    from cluster.early_stop import CurvePredictorService
+
+    sets = _ranked_sets(3)
+    space, recipe = sets[0].space, dict(RECIPE8)
+    archs, params = space.sample(4, 5), [1000, 2000, 3000, 4000]
+    plain = model_features(space, archs, params, recipe)
+    service = CurvePredictorService(EarlyStopConfig(burn_in=30, pool_burn_in=10, search_trials=0), prior=sets)
+    arch = service.arch_prior("new_task")  # pools over all three, as a new task would
+    assert arch is not None and arch.num_tasks == 3 and service.arch_prior("t0").num_tasks == 2
+    stopper = service._stopper("new_task")
+    f = observer_features(stopper, space, archs, params, recipe)
+    np.testing.assert_array_equal(f, np.hstack([plain, arch(archs)[:, None]]))
+    assert stopper.describe()["arch_prior"]["tasks"] == 3
+    own = np.hstack([sets[0].features, arch(sets[0].architectures)[:, None]])[:12]
+    assert service.report_complete("new_task", sets[0].curves[:12], own) == 12 and stopper.ready
+    off = CurvePredictorService(EarlyStopConfig(burn_in=30, pool_burn_in=10, search_trials=0, arch_prior=False),
+                                prior=sets)
+    assert off.arch_prior("new_task") is None
+    np.testing.assert_array_equal(observer_features(off._stopper("new_task"), space, archs, params, recipe), plain)
+    np.testing.assert_array_equal(observer_features(EarlyStopper(), space, archs, params, recipe), plain)
+
+    class Broken(EarlyStopper):
+        def static_features(self, *args):
+            raise RuntimeError("actor died")
+
+    guarded = GuardedObserver(Broken())
+    np.testing.assert_array_equal(guarded.static_features(space, archs, params, recipe), plain)
+    assert "actor died" in guarded.error  # early stopping is off on this trainer, children train on
+
+
 def test_evaluate_curves_pooled_reports_both_models(tmp_path):
     store, _ = _store_with_curves(tmp_path / "store", {"curves_a": _shifted_task(40, 0.1, seed=1)[0],
-                                                      "curves_b": _shifted_task(60, -0.05, seed=2)[0]})
+                                                      "curves_b": _shifted_task(60, -0.05, seed=2)[0],
+                                                      "curves_c": _shifted_task(30, 0.0, seed=3)[0]})
     report = evaluate_curves(store, "curves_a", tmp_path / "out", config=EarlyStopConfig(burn_in=30, search_trials=0),
                              repeats=1, orders=1, search_trials=0, pool=True)
     t = report["tasks"]["curves_a"]
-    assert list(report["tasks"]) == ["curves_a"] and t["r2"]["pooled_tasks"] == ["curves_b"]
+    assert list(report["tasks"]) == ["curves_a"] and t["r2"]["pooled_tasks"] == ["curves_b", "curves_c"]
+    assert t["arch_prior"] == {"name": "ridge-on-one-hot", "alpha": 1.0, "tasks": 2, "curves": 90}
     assert t["r2"]["taus"] == [1, 2, 4] and {t["tau_10pct"], t["tau_25pct"], t["tau_50pct"]} == {1, 2, 4}
     assert all(math.isfinite(t[f"{k}_{p}pct"]) for k in ("r2", "own_r2") for p in (10, 25, 50))
     assert "own_r2_25pct_mean" in report["summary"]
@@ -570,7 +649,9 @@ def test_evaluate_curves_pooled_reports_both_models(tmp_path):
     result = CliRunner().invoke(curves_group, args + ["--json"], obj={"store_root": store.root})
     assert result.exit_code == 0, result.output
     cli_report = json.loads(result.output[result.output.index("{"):])
-    assert cli_report["pooled"] and cli_report["tasks"]["curves_a"]["r2"]["pooled_tasks"] == ["curves_b"]
+    assert cli_report["pooled"] and cli_report["tasks"]["curves_a"]["r2"]["pooled_tasks"] == ["curves_b", "curves_c"]
+    result = CliRunner().invoke(curves_group, args + ["--json", "--no-arch-prior"], obj={"store_root": store.root})
+    assert "arch_prior" not in json.loads(result.output[result.output.index("{"):])["tasks"]["curves_a"]
     assert cli_report["tasks"]["curves_a"]["simulation"] is None and "speedup_mean" not in cli_report["summary"]
     text = CliRunner().invoke(curves_group, args, obj={"store_root": store.root}).output
     assert "Early stopping not simulated." in text and "speedup" not in text, text
@@ -636,3 +717,9 @@ def test_populate_with_early_stopping_stores_consistent_rows(tmp_path, ray_clust
                                            early_stop=replace(config, pool_burn_in=5)), progress=False)
     status = other.early_stop_status["digits_mod3"]  # pools over digits10_small's complete curves
     assert status["pooled_curves"] == grown["num_complete"] and status["ready"]
+    assert status["arch_prior"] is None  # one other task: no other tasks to rank architectures on
+    third = populate(store, PopulateConfig(per_task=12, tasks=["digits_parity"], recipe=recipe, workers=2,
+                                           early_stop=replace(config, pool_burn_in=5)), progress=False)
+    status = third.early_stop_status["digits_parity"]  # the trainers' features end with the prior's column
+    assert status["arch_prior"]["tasks"] == 2 and status["ready"] and third.complete
+    assert store.count("digits_parity", status="ok") == 12

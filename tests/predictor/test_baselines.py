@@ -17,7 +17,8 @@ from scipy import stats
 
 from nasdb.space import default_space
 from predictor.baselines import BASELINES, RANKERS, parse_baselines, rank_rows
-from predictor.data import TaskData, TrainingData, quantile_rank
+from nasdb.ranks import quantile_rank
+from predictor.data import TaskData, TrainingData
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

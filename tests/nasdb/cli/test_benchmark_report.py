@@ -19,7 +19,8 @@ import pytest
 from nasdb.benchmarks import import_benchmark
 from nasdb.store import ExperimentRecord, ExperimentStore
 from predictor.config import PredictorConfig
-from predictor.data import TaskData, load_training_data, quantile_rank
+from nasdb.ranks import quantile_rank
+from predictor.data import TaskData, load_training_data
 from predictor.evaluate import noise_ceiling, unique_architectures
 from search.evaluators import Evaluation, LookupEvaluator, Trial
 from search.regret import TableTruth, incumbent, judge_search
