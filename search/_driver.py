@@ -303,16 +303,17 @@ class SearchDriver:
                           f"{len(prior)} tasks in the store (each task's stopper: all but its own)")
             self._curve_actor = curve_predictor_actor(self.plan.early_stop, prior=prior, num_cpus=0)
         for task in tasks:
-            curves, features = self.complete_curves(run_id, task)
+            curves, features = self.complete_curves(run_id, task, ray.get(self._curve_actor.arch_prior.remote(task)))
             if len(curves):
                 held = ray.get(self._curve_actor.report_complete.remote(task, curves, features))
                 self._log(f"early stopping: seeded the curve predictor with {held} complete children of {task}")
         return self._curve_actor
 
-    def complete_curves(self, run_id: str, task: str) -> tuple[np.ndarray, np.ndarray]:
-        """Curves ``(N, T)`` and model features ``(N, F)`` of ``run_id``'s children of ``task`` trained to
-        the end: what a resumed run seeds its curve predictor with (never other runs' rows)."""
-        from cluster.early_stop import model_features
+    def complete_curves(self, run_id: str, task: str, arch_prior: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Curves ``(N, T)`` and static features ``(N, F)`` of ``run_id``'s children of ``task`` trained to
+        the end, as its trainers read them (with ``arch_prior``'s column, the stopper's architecture
+        prior): what a resumed run seeds its curve predictor with (never other runs' rows)."""
+        from cluster.early_stop import static_features
 
         T = int(self.plan.early_stop["num_epochs"])
         cols = ["run_id", "architecture", "num_params", "val_curve", "stopped_early"]
@@ -321,8 +322,8 @@ class SearchDriver:
                 and np.all(np.isfinite(r["val_curve"]))]
         if not rows:
             return np.zeros((0, T)), np.zeros((0, 0))
-        features = model_features(self.space, [r["architecture"] for r in rows], [r["num_params"] for r in rows],
-                                  self.plan.recipe)  # (N, F)
+        features = static_features(self.space, [r["architecture"] for r in rows], [r["num_params"] for r in rows],
+                                   self.plan.recipe, arch_prior)  # (N, F)
         return np.array([r["val_curve"] for r in rows], dtype=np.float64), features
 
     def _stop_curve_predictor(self) -> None:

@@ -20,11 +20,11 @@ from cluster.early_stop._srm import SequentialRegressor, SVRParams
 from cluster.early_stop._stopper import (EarlyStopConfig, EarlyStopper, EpochObserver, StopDecision, StopRule,
                                          pooled_prior, resolve_early_stop, stop_probability)
 
-__all__ = ["ARCH_PRIOR_FEATURE", "ActorEarlyStopper", "ArchitecturePrior", "CONTEXT_FEATURES", "CurvePredictorService", "CurveSet", "EarlyStopConfig",
-           "EarlyStopper", "EpochObserver", "LAYERED_ARCH_FEATURES", "PerTauChoice", "PooledRegressor", "SVRParams",
-           "SequentialRegressor", "StopDecision", "StopRule", "TREND_FEATURES", "TaskCurveModel",
-           "architecture_features", "architecture_prior", "comparable_curve_sets", "curve_features", "curve_predictor_actor",
-           "evaluate_curves", "format_markdown", "hparam_features", "load_full_curves", "load_other_curves",
-           "model_features", "pooled_prior", "r2_by_tau", "recalibrate", "resolve_early_stop",
+__all__ = ["ARCH_PRIOR_FEATURE", "ActorEarlyStopper", "ArchitecturePrior", "CONTEXT_FEATURES", "CurvePredictorService",
+           "CurveSet", "EarlyStopConfig", "EarlyStopper", "EpochObserver", "LAYERED_ARCH_FEATURES", "PerTauChoice",
+           "PooledRegressor", "SVRParams", "SequentialRegressor", "StopDecision", "StopRule", "TREND_FEATURES",
+           "TaskCurveModel", "architecture_features", "architecture_prior", "comparable_curve_sets", "curve_features",
+           "curve_predictor_actor", "evaluate_curves", "format_markdown", "hparam_features", "load_full_curves",
+           "load_other_curves", "model_features", "pooled_prior", "r2_by_tau", "recalibrate", "resolve_early_stop",
            "simulate_early_stopping", "static_features", "stop_probability", "subsample_tasks", "task_context",
            "trend_features", "with_prior"]

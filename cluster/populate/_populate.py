@@ -273,7 +273,7 @@ class _Job:
         epochs), seeded per task with the store's complete curves of this space and recipe."""
         import ray
 
-        from cluster.early_stop import curve_predictor_actor, load_full_curves, load_other_curves
+        from cluster.early_stop import curve_predictor_actor, load_full_curves, load_other_curves, with_prior
 
         where = {"recipe": self.recipe, "space_id": self.space.space_id}
         pooling = bool(self.early_stop.pool_curves)  # other tasks' curves: each task's stopper starts sooner
@@ -287,7 +287,9 @@ class _Job:
                 cs = stored[task] if pooling else load_full_curves(self.store, task, **where)
             except (KeyError, ValueError):  # no complete curve of this task yet
                 continue
-            seeds[task] = self._curve_actor.report_complete.remote(task, cs.curves, cs.features)
+            arch = ray.get(self._curve_actor.arch_prior.remote(task))  # its trainers' features end with it
+            features = cs.features if arch is None else with_prior(cs, arch).features
+            seeds[task] = self._curve_actor.report_complete.remote(task, cs.curves, features)
         held = dict(zip(seeds, ray.get(list(seeds.values()))))
         c = self.early_stop
         self.progress.note(f"early stopping on (Delta={c.confidence:g}, delta={c.delta:g}, burn-in {c.burn_in} "

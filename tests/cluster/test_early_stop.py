@@ -723,3 +723,7 @@ def test_populate_with_early_stopping_stores_consistent_rows(tmp_path, ray_clust
     status = third.early_stop_status["digits_parity"]  # the trainers' features end with the prior's column
     assert status["arch_prior"]["tasks"] == 2 and status["ready"] and third.complete
     assert store.count("digits_parity", status="ok") == 12
+    resumed = populate(store, PopulateConfig(per_task=14, tasks=["digits_parity"], recipe=recipe, workers=1,
+                                             early_stop=replace(config, pool_burn_in=5)), progress=False)
+    status = resumed.early_stop_status["digits_parity"]  # seeded with its own curves, read with the prior
+    assert resumed.rows_trained == 2 and status["num_complete"] >= 5 and status["arch_prior"]["tasks"] == 2

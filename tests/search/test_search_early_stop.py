@@ -170,6 +170,13 @@ def test_rl_search_with_early_stopping_rewards_the_prediction_and_resumes(cluste
     plan = plan_search(root, "rl", TASK, budget, epochs=EPOCHS, seed=1, early_stop=es, run_id="es-run")
     curves, features = SearchDriver(plan).complete_curves("es-run", TASK)
     assert curves.shape == (sum(e.complete for e in r.evaluations), EPOCHS) and len(features) == len(curves)
+    # read as the trainers read them when the stopper pools with an architecture prior: one more column
+    from cluster.early_stop import ArchitecturePrior
+
+    space = default_space()
+    flat = ArchitecturePrior(space, np.zeros(space.encoding_size), 0.5, num_tasks=2, num_curves=10)
+    _, with_prior = SearchDriver(plan).complete_curves("es-run", TASK, flat)
+    np.testing.assert_array_equal(with_prior, np.hstack([features, np.full((len(features), 1), 0.5)]))
 
 
 def test_search_pools_other_tasks_curves_and_stops_from_the_pooled_burn_in_on(cluster, tmp_path, capsys):
