@@ -93,6 +93,7 @@ def test_architecture_and_hparam_features():
     (dict(burn_in=0), "burn_in"), (dict(burn_in=-3), "burn_in"), (dict(confidence=1.0), "confidence"),
     (dict(delta=-0.1), "delta"), (dict(top_n=0), "top_n"), (dict(target="median"), "target"),
     (dict(num_epochs=5, min_tau=5), "min_tau"), (dict(top_n=200), "top_n"), (dict(retrain_every=True), "retrain_every"),
+    (dict(arch_prior="yes"), "arch_prior must be true or false, got 'yes'"),
 ])
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
