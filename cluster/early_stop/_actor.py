@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from cluster.early_stop._curves_eval import CurveSet
     from nasdb.space import SearchSpace
 
+#: Seconds a trainer waits for its task's architecture prior (the actor fits it in milliseconds,
+#: but may be busy refitting another task's models under the GIL for a few seconds).
+PRIOR_TIMEOUT_S = 60.0
+
 
 class CurvePredictorService:
     """Per-key early stoppers behind one lock; a plain class, made remote by :func:`curve_predictor_actor`."""
@@ -147,11 +151,12 @@ class ActorEarlyStopper:
 
     def static_features(self, space: SearchSpace, architectures: Any, num_params: Any, recipe: Any) -> np.ndarray:
         """The static features the actor's stopper for this key reads: the model features, plus the
-        architecture prior's column when it pools with one (asked of the actor once, waiting)."""
+        architecture prior's column when it pools with one (asked of the actor once, waiting at most
+        ``PRIOR_TIMEOUT_S``: a dead or stuck actor raises, and the trainer's guard turns stopping off)."""
         import ray
 
         if self._arch_prior is None:
-            self._arch_prior = (ray.get(self.actor.arch_prior.remote(self.key)),)
+            self._arch_prior = (ray.get(self.actor.arch_prior.remote(self.key), timeout=PRIOR_TIMEOUT_S),)
         return static_features(space, architectures, num_params, recipe, self._arch_prior[0])
 
     def decide_many(self, curves: Any, features: Any) -> StopDecision:
